@@ -1,0 +1,189 @@
+"""Storage backends of the feature store.
+
+A backend knows how to write and read two things: a *chunk* (one finished batch of an entry that is
+still being extracted) and an *entry* (the complete, final matrix with its provenance). The store
+records the backend's name in ``store.json`` at its root and in every entry, so a reader never guesses.
+
+Only the ``hdf5`` backend (h5py) exists today; new ones register in :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Block:
+    """Rows of an entry: ids, labels, float32 vectors and one JSON record per row."""
+
+    ids: list[str]
+    labels: np.ndarray  # int64 class indices (-1 = unknown)
+    vectors: np.ndarray  # float32 [n, dim]
+    records: list[str]  # JSON strings, "" when the variant records nothing
+
+
+class EntryReader(Protocol):
+    """An opened, complete entry. Reads are lazy: vectors are sliced from disk."""
+
+    attrs: dict[str, object]
+
+    @property
+    def ids(self) -> list[str]: ...
+    def labels(self) -> np.ndarray: ...
+    def rows(self, index: np.ndarray) -> np.ndarray: ...
+    def records(self) -> list[str]: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """Writes and reads chunks and entries."""
+
+    name: str
+    suffix: str
+
+    def write_chunk(self, path: Path, block: Block) -> None: ...
+    def read_chunk(self, path: Path) -> Block: ...
+    def write_entry(self, path: Path, block: Block, attrs: dict[str, object]) -> None: ...
+    def open_entry(self, path: Path) -> EntryReader: ...
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class HDF5Backend:
+    """Entries and chunks as HDF5 files (h5py): datasets ``ids``, ``labels``, ``vectors``, ``records``
+    and the provenance as JSON-valued attributes."""
+
+    name = "hdf5"
+    suffix = ".h5"
+
+    def _write(self, path: Path, block: Block, attrs: dict[str, object] | None) -> None:
+        import h5py
+
+        n = len(block.ids)
+        vectors = np.ascontiguousarray(block.vectors, dtype=np.float32).reshape(n, -1)
+        str_dt = h5py.string_dtype("utf-8")
+        with h5py.File(path, "w", libver="latest", track_order=True) as f:
+            f.create_dataset("ids", data=np.array(block.ids, dtype=object), dtype=str_dt, track_times=False)
+            f.create_dataset("labels", data=np.asarray(block.labels, dtype=np.int64), track_times=False)
+            chunks = (min(max(n, 1), 256), vectors.shape[1]) if n and vectors.shape[1] else None
+            f.create_dataset("vectors", data=vectors, chunks=chunks, track_times=False)
+            f.create_dataset("records", data=np.array(block.records, dtype=object), dtype=str_dt, track_times=False)
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = json.dumps(v, sort_keys=True)
+        _fsync_file(path)
+
+    def write_chunk(self, path: Path, block: Block) -> None:
+        self._write(path, block, None)
+
+    def read_chunk(self, path: Path) -> Block:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return Block(
+                ids=[s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]],
+                labels=f["labels"][()],
+                vectors=f["vectors"][()],
+                records=[s.decode() if isinstance(s, bytes) else s for s in f["records"][()]],
+            )
+
+    def write_entry(self, path: Path, block: Block, attrs: dict[str, object]) -> None:
+        self._write(path, block, attrs)
+
+    def open_entry(self, path: Path) -> "HDF5EntryReader":
+        return HDF5EntryReader(path)
+
+
+class HDF5EntryReader:
+    """A complete HDF5 entry, opened once; vectors are read on demand."""
+
+    def __init__(self, path: Path) -> None:
+        import h5py
+
+        self.path = path
+        self._f = h5py.File(path, "r")
+        self.attrs: dict[str, object] = {k: json.loads(v) for k, v in self._f.attrs.items()}
+        self._ids: list[str] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = self._f["ids"].asstr()[()].tolist()
+        return self._ids
+
+    def labels(self) -> np.ndarray:
+        return self._f["labels"][()]
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """Vectors at row positions ``index`` (any order, repeats allowed)."""
+        index = np.asarray(index, dtype=np.int64)
+        ds = self._f["vectors"]
+        if index.size == 0:
+            return np.zeros((0, ds.shape[1]), dtype=np.float32)
+        if index.size == ds.shape[0] and np.array_equal(index, np.arange(ds.shape[0])):
+            return ds[()]
+        order = np.argsort(index, kind="stable")
+        uniq, inverse = np.unique(index[order], return_inverse=True)
+        block = ds[uniq]  # h5py needs increasing, unique indices
+        out = np.empty((index.size, ds.shape[1]), dtype=np.float32)
+        out[order] = block[inverse]
+        return out
+
+    def records(self) -> list[str]:
+        return self._f["records"].asstr()[()].tolist()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self._f["vectors"].shape)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._f.close()
+
+
+BACKENDS: dict[str, Backend] = {"hdf5": HDF5Backend()}
+
+
+def get_backend(name: str) -> Backend:
+    """Look up a backend by name.
+
+    Raises:
+        KeyError: No such backend.
+    """
+    return BACKENDS[name]
+
+
+def concat_blocks(blocks: Sequence[Block]) -> Block:
+    """Join blocks row-wise."""
+    if not blocks:
+        return Block(ids=[], labels=np.zeros(0, np.int64), vectors=np.zeros((0, 0), np.float32), records=[])
+    return Block(
+        ids=[i for b in blocks for i in b.ids],
+        labels=np.concatenate([b.labels for b in blocks]),
+        vectors=np.concatenate([b.vectors for b in blocks], axis=0),
+        records=[r for b in blocks for r in b.records],
+    )

@@ -1,0 +1,577 @@
+"""The feature store: embeddings per (backbone run, fold, variant), complete or absent.
+
+Layout under the store root (default ``./cache``, or ``--cache-dir`` / ``FEATCACHE_CACHE``)::
+
+    store.json                                  {"backend": "hdf5", "format_version": 1}
+    features/<run>/<fold-K|shared>/<variant>-<hash>.h5          complete entries
+    features/<run>/<fold-K|shared>/<variant>-<hash>.partial/    an extraction in progress
+    features/<run>/<fold-K|shared>/<variant>-<hash>.lock        writers' lock
+    models/                                     converted and fine-tuned backbones
+
+``<hash>`` is a digest of the entry's *identity*: every setting that changes the numbers (backbone
+and a hash of its weights, pooling, input length limits, the variant and its parameters, seeds, the
+corpus fingerprint and the exact utterance ids). Asking for another identity therefore names another
+file and can never read vectors computed under different settings; the identity is also stored inside
+the entry and checked on every read.
+
+Crash safety. An entry is written in two phases: finished batches go to the ``.partial`` directory as
+small chunk files, each written under a temporary name and renamed into place; when every utterance is
+done, the chunks are assembled in canonical id order into a temporary file that is fsynced and renamed
+over the final name. Killing the writer at any moment (``kill -9``) leaves every completed entry intact
+and at most a ``.partial`` directory, which a rerun resumes from; the result is identical to an
+uninterrupted run. Writers of the same entry take a file lock, so a second writer waits and then finds
+the entry complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from featcache import __version__
+from featcache.cache.backends import FORMAT_VERSION, Block, EntryReader, concat_blocks, fsync_dir, get_backend
+from featcache.errors import StaleEntryError, StoreError
+
+ENV_VAR = "FEATCACHE_CACHE"
+DEFAULT_ROOT = Path("cache")
+
+
+def default_root() -> Path:
+    """The store root: ``$FEATCACHE_CACHE`` if set, else ``./cache``."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_ROOT)
+
+
+def canonical_json(obj: object) -> str:
+    """JSON with sorted keys and no whitespace: the form that identities are hashed in."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(obj: object, n: int = 16) -> str:
+    """Hex digest of the canonical JSON of ``obj``."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """Hash of an ordered list of utterance ids."""
+    return digest(list(ids))
+
+
+_SLUG = re.compile(r"[^A-Za-z0-9_.+=-]+")
+
+
+def slug(text: str) -> str:
+    """A filesystem-safe rendering of a run or variant name."""
+    return _SLUG.sub("_", text).strip("_") or "x"
+
+
+@dataclass(frozen=True)
+class EntryKey:
+    """Names one entry.
+
+    Attributes:
+        run: Backbone run name (``text-minilm-frozen``); readable, not unique on its own.
+        fold: Fold index, or None for entries shared by all folds (frozen backbones).
+        variant: Canonical variant spec (``clean``, ``adj``, ``noise:std=0.1``).
+        identity: Everything else that changes the numbers (JSON-serialisable).
+    """
+
+    run: str
+    fold: int | None
+    variant: str
+    identity: dict = field(default_factory=dict)
+
+    @property
+    def full_identity(self) -> dict:
+        return {"run": self.run, "fold": self.fold, "variant": self.variant, **self.identity}
+
+    @property
+    def hash(self) -> str:
+        return digest(self.full_identity, 12)
+
+    @property
+    def fold_dir(self) -> str:
+        return "shared" if self.fold is None else f"fold-{self.fold}"
+
+    def relpath(self) -> Path:
+        return Path("features") / slug(self.run) / self.fold_dir / f"{slug(self.variant)}-{self.hash}"
+
+    def __str__(self) -> str:
+        return f"{self.run}/{self.fold_dir}/{self.variant}"
+
+
+@dataclass
+class EntryInfo:
+    """What ``featcache cache ls`` shows about one entry."""
+
+    path: Path
+    status: str  # complete | partial | broken
+    run: str = ""
+    fold: int | None = None
+    variant: str = ""
+    rows: int = 0
+    dim: int = 0
+    size_bytes: int = 0
+    provenance: dict = field(default_factory=dict)
+    problem: str = ""
+
+
+class Entry:
+    """A complete entry, opened once for lazy reads.
+
+    Attributes:
+        key: The key it was opened with.
+        provenance: All stored attributes (identity, backbone, variant parameters, version, time).
+    """
+
+    def __init__(self, key: EntryKey, reader: EntryReader, path: Path) -> None:
+        self.key = key
+        self.path = path
+        self._r = reader
+        self.provenance = reader.attrs
+        self._pos: dict[str, int] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return self._r.ids
+
+    @property
+    def dim(self) -> int:
+        return self._r.shape[1]
+
+    def __len__(self) -> int:
+        return self._r.shape[0]
+
+    def _positions(self) -> dict[str, int]:
+        if self._pos is None:
+            self._pos = {u: i for i, u in enumerate(self.ids)}
+        return self._pos
+
+    def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Float32 matrix for ``ids`` (in that order), or every row.
+
+        Raises:
+            StoreError: An id is not in the entry.
+        """
+        if ids is None:
+            return self._r.rows(np.arange(len(self)))
+        pos = self._positions()
+        try:
+            index = np.fromiter((pos[u] for u in ids), dtype=np.int64, count=len(ids))
+        except KeyError as e:
+            raise StoreError(
+                f"{self.path}: utterance {e.args[0]!r} is not in this entry; extract it with `featcache extract`"
+            ) from None
+        return self._r.rows(index)
+
+    def labels(self, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Class indices, aligned like :meth:`vectors`."""
+        labs = self._r.labels()
+        if ids is None:
+            return labs
+        pos = self._positions()
+        return labs[[pos[u] for u in ids]]
+
+    def records(self) -> dict[str, dict]:
+        """Per-utterance perturbation records (what was done to each input)."""
+        return {u: (json.loads(r) if r else {}) for u, r in zip(self.ids, self._r.records())}
+
+    def close(self) -> None:
+        self._r.close()
+
+    def __enter__(self) -> "Entry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FeatureStore:
+    """A directory of entries behind a named backend.
+
+    Args:
+        root: Store directory; created on first write.
+        backend: Backend name for a new store (default ``hdf5``); an existing store's recorded
+            backend is used, and asking for another one is an error.
+
+    Raises:
+        StoreError: ``store.json`` is unreadable or names another backend.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, backend: str | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        meta = self.root / "store.json"
+        recorded = None
+        if meta.exists():
+            try:
+                recorded = json.loads(meta.read_text())["backend"]
+            except (ValueError, KeyError, OSError):
+                raise StoreError(f"{meta}: unreadable store description; restore it or move the store aside") from None
+        if recorded is not None and backend is not None and recorded != backend:
+            raise StoreError(f"{meta}: store uses backend {recorded!r}, not {backend!r}; pick another --cache-dir")
+        name = recorded or backend or "hdf5"
+        try:
+            self.backend = get_backend(name)
+        except KeyError:
+            raise StoreError(f"{meta}: unknown backend {name!r}; known: hdf5") from None
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _init_root(self) -> None:
+        meta = self.root / "store.json"
+        if not meta.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = meta.with_name(f".store.json.{os.getpid()}")
+            tmp.write_text(json.dumps({"backend": self.backend.name, "format_version": FORMAT_VERSION}) + "\n")
+            os.replace(tmp, meta)
+
+    @property
+    def models_dir(self) -> Path:
+        """Where converted and fine-tuned backbones live."""
+        return self.root / "models"
+
+    def path(self, key: EntryKey) -> Path:
+        """Final path of an entry."""
+        return self.root / key.relpath().with_suffix(self.backend.suffix)
+
+    def _partial_dir(self, key: EntryKey) -> Path:
+        return self.root / key.relpath().with_suffix(".partial")
+
+    def _lock_path(self, key: EntryKey) -> Path:
+        return self.root / key.relpath().with_suffix(".lock")
+
+    # -- queries -------------------------------------------------------------------------
+
+    def has(self, key: EntryKey) -> bool:
+        """Whether a complete entry with exactly this identity is stored."""
+        return self.path(key).is_file()
+
+    def open(self, key: EntryKey) -> Entry:
+        """Open a complete entry.
+
+        Raises:
+            StoreError: The entry is absent (names the command that makes it) or unreadable.
+            StaleEntryError: The stored identity differs from the key's.
+        """
+        path = self.path(key)
+        if not path.is_file():
+            state = "is incomplete (an extraction was interrupted)" if self._partial_dir(key).exists() else "is not stored"
+            raise StoreError(f"{path}: entry {key} {state}; run `featcache extract` for it")
+        try:
+            reader = self.backend.open_entry(path)
+        except Exception as e:  # noqa: BLE001 - any backend failure is a broken file
+            raise StoreError(f"{path}: unreadable entry ({type(e).__name__}); delete it and extract again") from None
+        stored = reader.attrs.get("identity")
+        if stored != key.full_identity:
+            reader.close()
+            diff = _diff_keys(stored if isinstance(stored, dict) else {}, key.full_identity)
+            raise StaleEntryError(
+                f"{path}: stored provenance differs from the request ({diff}); delete it and extract again"
+            )
+        return Entry(key, reader, path)
+
+    def writer(
+        self,
+        key: EntryKey,
+        *,
+        ids: Sequence[str],
+        provenance: dict | None = None,
+        lock_timeout: float = -1,
+    ) -> "EntryWriter":
+        """A context manager that writes (or resumes) one entry.
+
+        Args:
+            key: The entry.
+            ids: Every utterance id the entry will hold; rows are stored in sorted id order.
+            provenance: Extra attributes to store (backbone name, variant parameters, ...).
+            lock_timeout: Seconds to wait for another writer of the same entry (-1: forever).
+
+        Returns:
+            An :class:`EntryWriter`; ``writer.complete`` is already True when the entry exists.
+        """
+        return EntryWriter(self, key, ids=ids, provenance=provenance or {}, lock_timeout=lock_timeout)
+
+    # -- listing and checking ------------------------------------------------------------
+
+    def iter_entries(self) -> Iterator[EntryInfo]:
+        """Every entry under the root: complete, partial (interrupted) or broken."""
+        feats = self.root / "features"
+        if not feats.is_dir():
+            return
+        for p in sorted(feats.rglob("*")):
+            if p.is_file() and p.suffix == self.backend.suffix and ".partial" not in p.parts[-2]:
+                yield self._info(p)
+            elif p.is_dir() and p.suffix == ".partial":
+                yield self._partial_info(p)
+
+    def _info(self, path: Path) -> EntryInfo:
+        info = EntryInfo(path=path, status="complete", size_bytes=path.stat().st_size)
+        try:
+            r = self.backend.open_entry(path)
+        except Exception as e:  # noqa: BLE001
+            info.status, info.problem = "broken", f"cannot open ({type(e).__name__})"
+            return info
+        try:
+            ident = r.attrs.get("identity", {})
+            info.provenance = dict(r.attrs)
+            info.run, info.fold, info.variant = ident.get("run", ""), ident.get("fold"), ident.get("variant", "")
+            info.rows, info.dim = r.shape
+        except Exception as e:  # noqa: BLE001
+            info.status, info.problem = "broken", f"unreadable ({type(e).__name__})"
+        finally:
+            r.close()
+        return info
+
+    def _partial_info(self, path: Path) -> EntryInfo:
+        info = EntryInfo(path=path, status="partial")
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            ident = meta["identity"]
+            info.run, info.fold, info.variant = ident["run"], ident["fold"], ident["variant"]
+            chunks = list(path.glob(f"chunk-*{self.backend.suffix}"))
+            info.size_bytes = sum(c.stat().st_size for c in chunks)
+            info.problem = f"{len(chunks)} chunk(s) of {meta['n_ids']} ids' extraction; rerun to resume"
+        except (OSError, ValueError, KeyError):
+            info.problem = "interrupted before its first chunk; rerun to resume"
+        return info
+
+    def verify(self) -> list[EntryInfo]:
+        """Check every entry: opens, shapes agree, vectors finite, checksum matches.
+
+        Returns:
+            All entries, with ``status`` set to ``broken`` and ``problem`` filled for the bad ones.
+        """
+        out = []
+        for info in self.iter_entries():
+            if info.status == "complete":
+                problem = self._check(info.path)
+                if problem:
+                    info.status, info.problem = "broken", problem
+            out.append(info)
+        return out
+
+    def _check(self, path: Path) -> str:
+        try:
+            r = self.backend.open_entry(path)
+        except Exception as e:  # noqa: BLE001
+            return f"cannot open ({type(e).__name__})"
+        try:
+            attrs = r.attrs
+            if attrs.get("complete") is not True:
+                return "not marked complete"
+            n, d = r.shape
+            ids = r.ids
+            if len(ids) != n or len(r.labels()) != n or len(r.records()) != n:
+                return "ids, labels, records and vectors disagree in length"
+            if len(set(ids)) != n:
+                return "duplicate ids"
+            vec = r.rows(np.arange(n))
+            if not np.isfinite(vec).all():
+                return "non-finite values in vectors"
+            if attrs.get("checksum") != _checksum(ids, vec):
+                return "checksum mismatch (the file was changed after writing)"
+            if attrs.get("identity", {}).get("run") is None:
+                return "no identity recorded"
+        except Exception as e:  # noqa: BLE001
+            return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        finally:
+            r.close()
+        return ""
+
+
+def _checksum(ids: Sequence[str], vectors: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update("\n".join(ids).encode())
+    h.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _diff_keys(a: dict, b: dict) -> str:
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    shown = ", ".join(f"{k}: stored {a.get(k)!r} vs asked {b.get(k)!r}" for k in keys[:2])
+    return shown + (f" and {len(keys) - 2} more" if len(keys) > 2 else "")
+
+
+class EntryWriter:
+    """Writes one entry batch by batch; see the module docstring for the crash-safety protocol.
+
+    Use as a context manager::
+
+        with store.writer(key, ids=ids, provenance=prov) as w:
+            for batch_ids in batches(w.pending):
+                w.add(batch_ids, vectors, labels=labels, records=records)
+        # complete here: the entry was renamed into place
+
+    Attributes:
+        complete: True when the entry exists (written now or found complete on entry).
+        pending: Ids not yet written, in the order given.
+    """
+
+    def __init__(
+        self, store: FeatureStore, key: EntryKey, *, ids: Sequence[str], provenance: dict, lock_timeout: float
+    ) -> None:
+        if len(set(ids)) != len(ids):
+            raise StoreError(f"{key}: duplicate utterance ids given to the writer")
+        self.store, self.key = store, key
+        self.ids = list(ids)
+        self.provenance = provenance
+        self.lock_timeout = lock_timeout
+        self.final = store.path(key)
+        self.partial = store._partial_dir(key)
+        self.complete = False
+        self._done: set[str] = set()
+        self._n_chunks = 0
+        self._lock = None
+        self.pending: list[str] = []
+
+    def __enter__(self) -> "EntryWriter":
+        from filelock import FileLock, Timeout
+
+        self.store._init_root()
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.store._lock_path(self.key)), timeout=self.lock_timeout)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise StoreError(f"{self.final}: another process is writing this entry; wait for it or retry") from None
+        if self.final.is_file():
+            self.complete = True
+            self.pending = []
+            return self
+        self._resume()
+        return self
+
+    def _resume(self) -> None:
+        backend = self.store.backend
+        meta_path = self.partial / "meta.json"
+        meta = {"identity": self.key.full_identity, "ids_digest": ids_digest(sorted(self.ids)), "n_ids": len(self.ids)}
+        if self.partial.is_dir():
+            try:
+                old = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                old = None
+            if old != meta:
+                shutil.rmtree(self.partial)
+        for stale in self.final.parent.glob(f"{self.final.name}.tmp-*"):
+            stale.unlink(missing_ok=True)  # a finalisation killed before its rename
+        if not self.partial.is_dir():
+            tmp = self.partial.with_name(self.partial.name + f".tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            os.replace(tmp, self.partial)
+            fsync_dir(self.partial.parent)
+        wanted = set(self.ids)
+        for chunk in sorted(self.partial.glob(f"chunk-*{backend.suffix}")):
+            try:
+                block = backend.read_chunk(chunk)
+            except Exception:  # noqa: BLE001 - cannot happen with atomic renames, but never trust it
+                chunk.unlink(missing_ok=True)
+                continue
+            if not set(block.ids) <= wanted:
+                chunk.unlink()
+                continue
+            self._done.update(block.ids)
+            self._n_chunks = max(self._n_chunks, int(chunk.stem.split("-")[1]) + 1)
+        for leftover in self.partial.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        self.pending = [u for u in self.ids if u not in self._done]
+
+    @property
+    def n_done(self) -> int:
+        return len(self._done)
+
+    def add(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        labels: Sequence[int] | np.ndarray | None = None,
+        records: Sequence[dict | None] | None = None,
+    ) -> None:
+        """Write one finished batch durably (it survives a crash from now on).
+
+        Raises:
+            StoreError: Unknown or repeated ids, or a shape mismatch.
+        """
+        if self.complete:
+            raise StoreError(f"{self.final}: entry is already complete")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+            raise StoreError(f"{self.key}: got {vectors.shape} vectors for {len(ids)} ids")
+        pending = set(self.pending)
+        bad = [u for u in ids if u not in pending]
+        if bad:
+            raise StoreError(f"{self.key}: id {bad[0]!r} is already written or not part of this entry")
+        block = Block(
+            ids=list(ids),
+            labels=np.asarray(labels if labels is not None else [-1] * len(ids), dtype=np.int64),
+            vectors=vectors,
+            records=[json.dumps(r, sort_keys=True) if r else "" for r in (records or [None] * len(ids))],
+        )
+        name = f"chunk-{self._n_chunks:06d}{self.store.backend.suffix}"
+        tmp = self.partial / (name + ".tmp")
+        self.store.backend.write_chunk(tmp, block)
+        os.replace(tmp, self.partial / name)
+        self._n_chunks += 1
+        self._done.update(ids)
+        done = set(ids)
+        self.pending = [u for u in self.pending if u not in done]
+
+    def finalize(self) -> None:
+        """Assemble the chunks in sorted id order and rename the entry into place.
+
+        Raises:
+            StoreError: Some ids were never written.
+        """
+        if self.complete:
+            return
+        if self.pending:
+            raise StoreError(f"{self.key}: {len(self.pending)} utterance(s) not written yet (e.g. {self.pending[0]!r})")
+        backend = self.store.backend
+        blocks = [backend.read_chunk(c) for c in sorted(self.partial.glob(f"chunk-*{backend.suffix}"))]
+        block = concat_blocks(blocks)
+        order = np.argsort(np.array(block.ids, dtype=object), kind="stable") if block.ids else np.zeros(0, np.int64)
+        block = Block(
+            ids=[block.ids[i] for i in order],
+            labels=block.labels[order],
+            vectors=block.vectors[order] if len(order) else block.vectors.reshape(0, 0),
+            records=[block.records[i] for i in order],
+        )
+        attrs = {
+            **self.provenance,
+            "identity": self.key.full_identity,
+            "complete": True,
+            "backend": backend.name,
+            "format_version": FORMAT_VERSION,
+            "featcache_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "n": len(block.ids),
+            "dim": int(block.vectors.shape[1]) if block.vectors.ndim == 2 else 0,
+            "checksum": _checksum(block.ids, block.vectors),
+        }
+        tmp = self.final.with_name(f"{self.final.name}.tmp-{os.getpid()}")
+        backend.write_entry(tmp, block, attrs)
+        os.replace(tmp, self.final)
+        fsync_dir(self.final.parent)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.complete = True
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None and not self.complete:
+                self.finalize()
+        finally:
+            if self._lock is not None:
+                self._lock.release()

@@ -1,0 +1,249 @@
+"""The ``featcache`` command line: one command or group per stage of the pipeline.
+
+Every error caused by input (a missing folder, a malformed line, an unusable cache entry) is printed
+as one line, ``Error: <file>: <what is wrong>; <what to do>``, and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from featcache import __version__
+from featcache.errors import FeatcacheError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """A click group that turns :class:`FeatcacheError` into a one-line error."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except FeatcacheError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def corpus_option(required: bool = True):  # type: ignore[no-untyped-def]
+    """``--corpus SPEC`` with ``--labels`` and ``--merge``."""
+
+    def deco(f):  # type: ignore[no-untyped-def]
+        f = click.option(
+            "--merge",
+            default=None,
+            metavar="SRC=DST,...",
+            help="Merge raw labels (IEMOCAP default: exc=hap; pass '' for none).",
+        )(f)
+        f = click.option(
+            "--labels",
+            default=None,
+            metavar="A,B,...",
+            help="Labels to keep, in class order (IEMOCAP default: ang,sad,hap,fru; manifest: all).",
+        )(f)
+        f = click.option(
+            "--corpus",
+            "corpus_spec",
+            required=required,
+            envvar="FEATCACHE_CORPUS",
+            metavar="SPEC",
+            help="iemocap:DIR (release layout, also the demo corpus) or manifest:FILE.csv|.jsonl. "
+            "Env: FEATCACHE_CORPUS.",
+        )(f)
+        return f
+
+    return deco
+
+
+def cache_dir_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("cache"),
+        envvar="FEATCACHE_CACHE",
+        help="Feature store directory. Env: FEATCACHE_CACHE.",
+    )(f)
+
+
+def load_corpus_from_options(corpus_spec: str, labels: str | None, merge: str | None):  # type: ignore[no-untyped-def]
+    """Build a :class:`~featcache.data.Corpus` from the CLI's corpus options."""
+    from featcache.data import load_corpus, parse_merge
+
+    label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    merge_map = parse_merge(merge) if merge is not None else None
+    return load_corpus(corpus_spec, labels=label_list, merge=merge_map)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="featcache")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug messages.")
+def cli(verbose: bool) -> None:
+    """featcache: cached embeddings for robustness studies of speech+text emotion classifiers.
+
+    Backbones are fine-tuned once per fold; embeddings of the clean test set and of every perturbed
+    variant are extracted to an HDF5 store, so heads, fusion and evaluation run from cached vectors.
+
+    Stages: demo-data -> data -> finetune -> extract -> train-heads -> evaluate -> report
+    (or all of them with `run`).
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("numba", "urllib3", "filelock", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ----------------------------------------------------------------------------------------------
+# demo-data
+# ----------------------------------------------------------------------------------------------
+
+
+@cli.command("demo-data", context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, help="Seed of the synthetic corpus (same seed, same bytes).")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty DIRECTORY.")
+def demo_data(directory: Path, seed: int, overwrite: bool) -> None:
+    """Write the embedded demo corpus to DIRECTORY in the IEMOCAP release layout.
+
+    Read it back with --corpus iemocap:DIRECTORY.
+    """
+    from featcache.demo import write_demo_corpus
+
+    summary = write_demo_corpus(directory, seed=seed, overwrite=overwrite)
+    click.echo(f"wrote the demo corpus to {directory} ({summary})")
+    click.echo(f"next: featcache data stats --corpus iemocap:{directory}")
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def data() -> None:
+    """Inspect a corpus: label breakdown and folds."""
+
+
+@data.command("stats", context_settings=CONTEXT)
+@corpus_option()
+def data_stats(corpus_spec: str, labels: str | None, merge: str | None) -> None:
+    """Print the label x session breakdown (the paper's Table 2 layout) with durations."""
+    from featcache.data import corpus_stats
+
+    corpus = load_corpus_from_options(corpus_spec, labels, merge)
+    stats = corpus_stats(corpus)
+    click.echo(f"{corpus.name}: {stats.total:,} utterances, modalities: {', '.join(corpus.modalities) or 'none'}")
+    click.echo(stats.format())
+
+
+@data.command("folds", context_settings=CONTEXT)
+@corpus_option()
+@click.option("--dev", type=click.Choice(["stratified", "session", "speaker"]), default="stratified",
+              help="How the early-stopping dev set is taken from the training sessions.")
+@click.option("--dev-fraction", default=0.1, help="Share of training utterances in a stratified dev set.")
+@click.option("--seed", default=0, help="Seed of the dev split.")
+def data_folds(corpus_spec: str, labels: str | None, merge: str | None, dev: str, dev_fraction: float, seed: int) -> None:
+    """List the leave-one-session-out folds with their split sizes."""
+    from featcache.folds import make_folds
+
+    corpus = load_corpus_from_options(corpus_spec, labels, merge)
+    click.echo(f"{'fold':>4}  {'test session':>12}  {'train':>6}  {'dev':>5}  {'test':>5}  digest")
+    for f in make_folds(corpus, dev=dev, dev_fraction=dev_fraction, seed=seed):
+        click.echo(f"{f.index:>4}  {f.test_session:>12}  {len(f.train):>6}  {len(f.dev):>5}  {len(f.test):>5}  {f.digest}")
+
+
+# ----------------------------------------------------------------------------------------------
+# cache
+# ----------------------------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def cache() -> None:
+    """List and check the feature store."""
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@cache.command("ls", context_settings=CONTEXT)
+@cache_dir_option
+@click.option("--long", "-l", "long_", is_flag=True, help="Also print each entry's full provenance.")
+def cache_ls(cache_dir: Path, long_: bool) -> None:
+    """List entries with their provenance and size."""
+    import json
+
+    from featcache.cache import FeatureStore
+
+    store = FeatureStore(cache_dir)
+    infos = list(store.iter_entries())
+    if not infos:
+        click.echo(f"{cache_dir}: no entries")
+        return
+    click.echo(f"{'status':<9} {'run':<28} {'fold':<7} {'variant':<22} {'rows':>6} {'dim':>5} {'size':>9}  backbone")
+    total = 0
+    for i in infos:
+        total += i.size_bytes
+        fold = "shared" if i.fold is None else str(i.fold)
+        backbone = i.provenance.get("backbone", "") if i.provenance else ""
+        click.echo(
+            f"{i.status:<9} {i.run[:28]:<28} {fold:<7} {i.variant[:22]:<22} {i.rows:>6} {i.dim:>5} "
+            f"{_human(i.size_bytes):>9}  {backbone}"
+        )
+        if i.problem:
+            click.echo(f"          {i.problem}")
+        if long_ and i.provenance:
+            for k, v in sorted(i.provenance.items()):
+                click.echo(f"          {k} = {json.dumps(v, sort_keys=True)}")
+    click.echo(f"{len(infos)} entries, {_human(total)} in {cache_dir}")
+
+
+@cache.command("verify", context_settings=CONTEXT)
+@cache_dir_option
+def cache_verify(cache_dir: Path) -> None:
+    """Check every entry (opens, shapes, finite values, checksum); exit 1 if any is broken."""
+    from featcache.cache import FeatureStore
+
+    infos = FeatureStore(cache_dir).verify()
+    broken = [i for i in infos if i.status == "broken"]
+    partial = [i for i in infos if i.status == "partial"]
+    for i in broken:
+        click.echo(f"BROKEN   {i.path}: {i.problem}; delete it and extract again")
+    for i in partial:
+        click.echo(f"PARTIAL  {i.path}: {i.problem}")
+    ok = len(infos) - len(broken) - len(partial)
+    click.echo(f"{ok} complete, {len(partial)} partial, {len(broken)} broken")
+    if broken:
+        sys.exit(1)
+
+
+def _register_optional() -> None:
+    """Attach command groups that live in their stage's module."""
+    try:
+        from featcache.perturb.commands import variants
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return
+    cli.add_command(variants)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="featcache")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

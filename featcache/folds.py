@@ -1,0 +1,147 @@
+"""Leave-one-session-out folds with a seeded dev set for early stopping.
+
+Fold ``k`` (1-based) tests on the k-th session in natural order (``"1"`` .. ``"5"`` on IEMOCAP)
+and trains on the others. The dev set is carved out of the training sessions in one of three ways:
+
+* ``stratified`` (default): a stratified, seeded share (10 %) of the training utterances;
+* ``session``: one whole training session (the one after the test session, cyclically);
+* ``speaker``: one training speaker, chosen with the seed.
+
+A fold is a pure function of (corpus, fold index, dev mode, dev fraction, seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from featcache.data import Corpus
+from featcache.errors import FeatcacheError
+
+DevMode = Literal["stratified", "session", "speaker"]
+DEV_MODES: tuple[str, ...] = ("stratified", "session", "speaker")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One leave-one-session-out split.
+
+    Attributes:
+        index: 1-based fold number.
+        test_session: The held-out session.
+        train: Training utterance ids (sorted).
+        dev: Dev utterance ids for early stopping (sorted).
+        test: Test utterance ids (sorted).
+        dev_mode: How the dev set was chosen.
+        seed: Seed of the dev split.
+    """
+
+    index: int
+    test_session: str
+    train: tuple[str, ...]
+    dev: tuple[str, ...]
+    test: tuple[str, ...]
+    dev_mode: str
+    seed: int
+
+    def split(self, name: str) -> tuple[str, ...]:
+        """Ids of ``train``, ``dev``, ``test`` or ``all``."""
+        if name == "all":
+            return tuple(sorted(self.train + self.dev + self.test))
+        if name not in ("train", "dev", "test"):
+            raise FeatcacheError(f"unknown split {name!r}; use train, dev, test or all")
+        return getattr(self, name)
+
+    @property
+    def digest(self) -> str:
+        """Hash of the exact membership of the three splits."""
+        payload = json.dumps([self.train, self.dev, self.test]).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def make_fold(
+    corpus: Corpus,
+    k: int,
+    *,
+    dev: DevMode = "stratified",
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+) -> Fold:
+    """Build fold ``k`` of a corpus.
+
+    Args:
+        corpus: The corpus.
+        k: 1-based fold index; tests on ``corpus.sessions[k - 1]``.
+        dev: Dev-set mode (``stratified``, ``session`` or ``speaker``).
+        dev_fraction: Share of the training utterances for the stratified dev set.
+        seed: Seed of the dev split.
+
+    Returns:
+        The fold.
+
+    Raises:
+        FeatcacheError: ``k`` out of range, too few sessions, or an unknown dev mode.
+    """
+    sessions = corpus.sessions
+    if len(sessions) < 2:
+        raise FeatcacheError(f"{corpus.name}: leave-one-session-out needs at least 2 sessions, found {len(sessions)}")
+    if not 1 <= k <= len(sessions):
+        raise FeatcacheError(f"--fold {k}: {corpus.name} has folds 1..{len(sessions)} (one per session)")
+    if dev not in DEV_MODES:
+        raise FeatcacheError(f"--dev {dev!r}: use one of {', '.join(DEV_MODES)}")
+    test_session = sessions[k - 1]
+    test = tuple(u.id for u in corpus.utterances if u.session == test_session)
+    pool = [u for u in corpus.utterances if u.session != test_session]  # sorted by id already
+    if dev == "stratified":
+        if not 0.0 < dev_fraction < 1.0:
+            raise FeatcacheError(f"--dev-fraction {dev_fraction}: must be between 0 and 1")
+        dev_ids = _stratified_dev(pool, fraction=dev_fraction, seed=seed)
+    elif dev == "session":
+        others = [s for s in sessions if s != test_session]
+        if len(others) < 2:
+            raise FeatcacheError(f"{corpus.name}: --dev session needs at least 3 sessions")
+        dev_session = others[(k - 1) % len(others)]
+        dev_ids = {u.id for u in pool if u.session == dev_session}
+    else:
+        speakers = sorted({u.speaker for u in pool})
+        if len(speakers) < 2:
+            raise FeatcacheError(f"{corpus.name}: --dev speaker needs at least 2 training speakers")
+        rng = np.random.default_rng([seed, k])
+        dev_speaker = speakers[int(rng.integers(len(speakers)))]
+        dev_ids = {u.id for u in pool if u.speaker == dev_speaker}
+    train = tuple(u.id for u in pool if u.id not in dev_ids)
+    return Fold(
+        index=k,
+        test_session=test_session,
+        train=train,
+        dev=tuple(sorted(dev_ids)),
+        test=test,
+        dev_mode=dev,
+        seed=seed,
+    )
+
+
+def make_folds(corpus: Corpus, **kwargs: object) -> list[Fold]:
+    """All folds of a corpus (one per session); keyword options as :func:`make_fold`."""
+    return [make_fold(corpus, k, **kwargs) for k in range(1, len(corpus.sessions) + 1)]  # type: ignore[arg-type]
+
+
+def _stratified_dev(pool: list, *, fraction: float, seed: int) -> set[str]:
+    """A seeded, stratified sample of ``fraction`` of the pool (at least one per class that has >= 2)."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[str]] = {}
+    for u in pool:
+        by_label.setdefault(u.label, []).append(u.id)
+    chosen: set[str] = set()
+    for label in sorted(by_label):
+        ids = by_label[label]
+        n = int(round(fraction * len(ids)))
+        if n == 0 and len(ids) >= 2:
+            n = 1
+        perm = rng.permutation(len(ids))
+        chosen.update(ids[i] for i in perm[:n])
+    return chosen

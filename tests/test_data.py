@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import fake_iemocap
+from conftest import one_line_error
+from featcache.cli import cli
+from featcache.data import PAPER_LABELS, corpus_stats, load_audio, load_corpus, read_iemocap, read_manifest
+from featcache.errors import DataError
+
+
+def test_full_size_fake_release_reproduces_table2(tmp_path: Path) -> None:
+    root = fake_iemocap.build(tmp_path / "IEMOCAP")  # Table 1 counts, text only
+    corpus = read_iemocap(root)
+    stats = corpus_stats(corpus)
+    assert corpus.labels == PAPER_LABELS
+    assert stats.sessions == ("1", "2", "3", "4", "5")
+    for label, per_session in fake_iemocap.TABLE2.items():
+        assert [stats.counts[label].get(s, 0) for s in stats.sessions] == per_session
+    assert stats.total == 5672
+    assert {lab: sum(v.values()) for lab, v in stats.counts.items()} == {
+        "fru": 1849, "ang": 1103, "sad": 1084, "hap": 1636
+    }
+    assert corpus.modalities == ("text",)
+    table = stats.format()
+    assert "1,849" in table and "32.6%" in table and "5,672" in table  # 1849 / 5672 = 32.60 %
+
+
+def test_reader_fields(small_iemocap: Path) -> None:
+    corpus = load_corpus(f"iemocap:{small_iemocap}")
+    u = corpus.utterances[0]
+    assert u.id.startswith("Ses01") and u.session == "1"
+    assert u.speaker in ("Ses01F", "Ses01M")
+    assert u.audio is not None and u.audio.is_file()
+    assert u.duration == pytest.approx(2.5)
+    assert corpus.modalities == ("text", "audio")
+    # exc merged into hap, xxx dropped: 2 hap + 1 exc per session
+    assert corpus_stats(corpus).counts["hap"] == {s: 3 for s in "12345"}
+    assert all(x.label in PAPER_LABELS for x in corpus)
+    assert not any("MXX" in x.id for x in corpus)
+
+
+def test_label_options(small_iemocap: Path) -> None:
+    c = read_iemocap(small_iemocap, labels=("ang", "sad", "hap", "exc", "fru"), merge={})
+    assert corpus_stats(c).counts["exc"]["1"] == 1 and corpus_stats(c).counts["hap"]["1"] == 2
+    with pytest.raises(DataError, match="unknown label 'joy'"):
+        read_iemocap(small_iemocap, labels=("ang", "joy"))
+
+
+def test_fingerprint_changes_with_content(small_iemocap: Path) -> None:
+    a = read_iemocap(small_iemocap).fingerprint
+    assert a == read_iemocap(small_iemocap).fingerprint
+    f = next((small_iemocap / "Session1/dialog/transcriptions").glob("*.txt"))
+    f.write_text(f.read_text().replace("]: ", "]: Well, ", 1))
+    assert read_iemocap(small_iemocap).fingerprint != a
+
+
+def test_manifest_csv_and_jsonl(tmp_path: Path) -> None:
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    (tmp_path / "m.csv").write_text("id,label,session,text,audio\nx1,joy,A,I am glad,a.wav\nx2,anger,B,go away,a.wav\n")
+    c = read_manifest(tmp_path / "m.csv")
+    assert c.labels == ("anger", "joy") and c.sessions == ("A", "B") and c.modalities == ("text", "audio")
+    rows = [{"id": "t1", "label": "pos", "fold": 1, "text": "nice"}, {"id": "t2", "label": "neg", "fold": 2, "text": "bad"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    c2 = load_corpus(f"manifest:{tmp_path / 'm.jsonl'}")
+    assert c2.modalities == ("text",) and c2.sessions == ("1", "2")
+    (tmp_path / "audio.csv").write_text("id,label,session,audio\ny1,a,1,a.wav\ny2,b,2,a.wav\n")
+    assert load_corpus(str(tmp_path / "audio.csv")).modalities == ("audio",)
+
+
+def test_load_audio_converts_and_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    t = np.arange(8000) / 8000
+    stereo = np.stack([np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 200 * t)], axis=1) * 0.5
+    sf.write(tmp_path / "s.wav", stereo.astype(np.float32), 8000)
+    with caplog.at_level("WARNING"):
+        y = load_audio(tmp_path / "s.wav")
+    assert y.ndim == 1 and y.dtype == np.float32 and abs(y.size - 16000) <= 2
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("downmixed" in m for m in msgs) and any("resampled to 16000" in m for m in msgs)
+    with pytest.raises(DataError, match="2 channels; downmix"):
+        load_audio(tmp_path / "s.wav", strict=True)
+    sf.write(tmp_path / "m8k.wav", stereo[:, 0].astype(np.float32), 8000)
+    with pytest.raises(DataError, match="sample rate 8000 Hz; resample to 16000"):
+        load_audio(tmp_path / "m8k.wav", strict=True)
+
+
+# ------------------------------------------------------------------ bad input through the CLI
+
+
+def _stats(corpus: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["data", "stats", "--corpus", corpus])
+
+
+def test_cli_stats_prints_breakdown(small_iemocap: Path) -> None:
+    r = _stats(f"iemocap:{small_iemocap}")
+    assert r.exit_code == 0, r.output
+    assert "Ses. 1" in r.output and "Total" in r.output and "hap" in r.output
+    assert "45 utterances" in r.output  # (4 labels x 2 + 1 exc) x 5 sessions
+
+
+def test_error_missing_directory(tmp_path: Path) -> None:
+    line = one_line_error(_stats(f"iemocap:{tmp_path / 'nope'}"))
+    assert str(tmp_path / "nope") in line and "corpus directory not found" in line
+
+
+def test_error_missing_session_subdirectory(small_iemocap: Path) -> None:
+    import shutil
+
+    shutil.rmtree(small_iemocap / "Session2" / "dialog" / "transcriptions")
+    line = one_line_error(_stats(f"iemocap:{small_iemocap}"))
+    assert "Session2/dialog/transcriptions: directory not found" in line
+
+
+def test_error_malformed_emoevaluation_line(small_iemocap: Path) -> None:
+    f = sorted((small_iemocap / "Session3/dialog/EmoEvaluation").glob("*.txt"))[0]
+    lines = f.read_text().splitlines()
+    idx = next(i for i, ln in enumerate(lines) if ln.startswith("["))
+    lines[idx] = lines[idx].replace("\t", " ", 1)
+    f.write_text("\n".join(lines) + "\n")
+    line = one_line_error(_stats(f"iemocap:{small_iemocap}"))
+    assert f"{f}:{idx + 1}: malformed EmoEvaluation line" in line
+
+
+def test_error_unknown_label(small_iemocap: Path) -> None:
+    f = sorted((small_iemocap / "Session4/dialog/EmoEvaluation").glob("*.txt"))[0]
+    text = f.read_text()
+    first = next(i for i, ln in enumerate(text.splitlines()) if ln.startswith("["))
+    lines = text.splitlines()
+    parts = lines[first].split("\t")
+    parts[2] = "joy"
+    lines[first] = "\t".join(parts)
+    f.write_text("\n".join(lines) + "\n")
+    line = one_line_error(_stats(f"iemocap:{small_iemocap}"))
+    assert f"{f}:{first + 1}: unknown label 'joy'" in line
+
+
+def test_error_manifest_row_without_session(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("id,label,session,text\na,pos,1,ok\nb,neg,,bad\n")
+    line = one_line_error(_stats(f"manifest:{tmp_path / 'm.csv'}"))
+    assert f"{tmp_path / 'm.csv'}:3: row 'b' has no session" in line
+
+
+def test_error_missing_wav(small_iemocap: Path) -> None:
+    wav = next((small_iemocap / "Session1/sentences/wav").rglob("*.wav"))
+    wav.unlink()
+    line = one_line_error(_stats(f"iemocap:{small_iemocap}"))
+    assert f"{wav}: wav file missing" in line
+
+
+@pytest.mark.parametrize("kind", ["empty", "garbage"])
+def test_load_audio_unusable_files(tmp_path: Path, kind: str) -> None:
+    p = tmp_path / "bad.wav"
+    if kind == "empty":
+        sf.write(p, np.zeros(0, np.float32), 16000)
+        match = "audio file is empty"
+    else:
+        p.write_bytes(b"RIFF\x00\x00junk" * 3)
+        match = "unreadable audio"
+    with pytest.raises(DataError, match=match) as e:
+        load_audio(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)

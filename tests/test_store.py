@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from featcache.cache import EntryKey, FeatureStore
+from featcache.cli import cli
+from featcache.errors import StaleEntryError, StoreError
+from store_writer import key, vector
+
+WRITER = [sys.executable, str(Path(__file__).with_name("store_writer.py"))]
+
+
+def _write(root: Path, variant: str, n: int, batch: int = 7) -> None:
+    subprocess.run([*WRITER, str(root), variant, str(n), str(batch), "0"], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+
+
+def _expected(n: int) -> np.ndarray:
+    return np.stack([vector(f"u{i:05d}") for i in range(n)])
+
+
+def test_roundtrip_lazy_reads_and_provenance(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    k = EntryKey(run="r", fold=None, variant="noise:std=0.1", identity={"weights": "abc", "pooling": "mean"})
+    ids = [f"u{i:05d}" for i in range(20)]
+    with store.writer(k, ids=ids[::-1], provenance={"backbone": "b"}) as w:
+        assert not w.complete and w.pending == ids[::-1]
+        while w.pending:
+            b = w.pending[:6]
+            w.add(b, np.stack([vector(u) for u in b]), labels=[1] * len(b), records=[{"snr": 3.5}] * len(b))
+    with store.open(k) as e:
+        assert e.ids == ids  # canonical sorted order, whatever the batch order
+        np.testing.assert_array_equal(e.vectors(), _expected(20))
+        sel = ["u00013", "u00002", "u00013"]
+        np.testing.assert_array_equal(e.vectors(sel), np.stack([vector(u) for u in sel]))
+        assert e.records()["u00004"] == {"snr": 3.5}
+        assert e.provenance["backbone"] == "b" and e.provenance["identity"]["variant"] == "noise:std=0.1"
+        assert e.provenance["featcache_version"] and e.provenance["backend"] == "hdf5"
+        with pytest.raises(StoreError, match="not in this entry"):
+            e.vectors(["nope"])
+    assert (tmp_path / "store.json").read_text().count('"hdf5"') == 1
+    # a second writer finds it complete and writes nothing
+    with store.writer(k, ids=ids) as w:
+        assert w.complete and w.pending == []
+
+
+def test_other_identity_never_mixes(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    a = EntryKey(run="r", fold=1, variant="pitch", identity={"weights": "aaa", "steps": [-1, 1]})
+    b = EntryKey(run="r", fold=1, variant="pitch", identity={"weights": "bbb", "steps": [-1, 1]})
+    with store.writer(a, ids=["u1"]) as w:
+        w.add(["u1"], np.ones((1, 3)))
+    assert store.has(a) and not store.has(b)
+    with pytest.raises(StoreError, match="is not stored; run `featcache extract`"):
+        store.open(b)
+    # tampering with the stored identity is detected on read
+    with h5py.File(store.path(a), "r+") as f:
+        f.attrs["identity"] = f.attrs["identity"].replace("aaa", "zzz")
+    with pytest.raises(StaleEntryError, match="weights: stored 'zzz' vs asked 'aaa'"):
+        store.open(a)
+
+
+def test_verify_detects_corruption(tmp_path: Path) -> None:
+    _write(tmp_path, "clean", 30)
+    _write(tmp_path, "adj", 30)
+    store = FeatureStore(tmp_path)
+    assert [i.status for i in store.verify()] == ["complete", "complete"]
+    with h5py.File(store.path(key("adj")), "r+") as f:
+        f["vectors"][3, 2] = 42.0
+    bad = store.path(key("clean"))
+    bad.write_bytes(bad.read_bytes()[:200])
+    res = {i.variant or i.path.name: i for i in store.verify()}
+    assert res["adj"].status == "broken" and "checksum" in res["adj"].problem
+    assert any(i.status == "broken" and "cannot open" in i.problem for i in res.values())
+    r = CliRunner().invoke(cli, ["cache", "verify", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 1 and "0 complete, 0 partial, 2 broken" in r.output
+
+
+def test_kill9_at_any_moment_then_resume(tmp_path: Path) -> None:
+    n = 60
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    _write(tmp_path, "clean", n)  # a previously completed entry
+    store = FeatureStore(tmp_path)
+    with store.open(key("clean")) as e:
+        before = e.vectors()
+    outcomes = set()
+    for trial, delay in enumerate([0.05, 0.4, 0.8, 1.3, 2.0]):
+        variant = f"pitch{trial}"
+        p = subprocess.Popen([*WRITER, str(tmp_path), variant, str(n), "5", "0.1"], env=env,
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        # every previously completed entry is intact
+        with store.open(key("clean")) as e:
+            np.testing.assert_array_equal(e.vectors(), before)
+        infos = {i.variant: i for i in store.iter_entries()}
+        state = infos[variant].status if variant in infos else "absent"
+        assert state in ("partial", "absent", "complete")
+        assert not store.has(key(variant)) or state == "complete"
+        outcomes.add(state)
+        # rerun resumes and gives exactly the uninterrupted result
+        out = subprocess.run([*WRITER, str(tmp_path), variant, str(n), "5", "0"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        if state == "partial":
+            resumed = int(out.split("resumed ")[1].split()[0])
+            wrote = int(out.split("wrote ")[1].split()[0])
+            assert resumed + wrote == n
+        with store.open(key(variant)) as e:
+            np.testing.assert_array_equal(e.vectors(), _expected(n))
+            assert e.records()["u00007"] == {"i": 7}
+    assert "partial" in outcomes  # at least one kill landed mid-extraction
+    assert all(i.status == "complete" for i in store.verify())
+
+
+def test_two_writers_same_key(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    procs = [subprocess.Popen([*WRITER, str(tmp_path), "noise", "40", "4", "0.02"], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    wrote = [int(o.split("wrote ")[1].split()[0]) for o in outs if "wrote" in o]
+    assert sum(wrote) == 40  # the second writer waited, then found it complete
+    assert sum("skipped" in o for o in outs) == 1
+    store = FeatureStore(tmp_path)
+    with store.open(key("noise")) as e:
+        np.testing.assert_array_equal(e.vectors(), _expected(40))
+    assert [i.status for i in store.verify()] == ["complete"]
+
+
+def test_cache_ls_lists_entries(tmp_path: Path) -> None:
+    _write(tmp_path, "clean", 10)
+    r = CliRunner().invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path), "--long"])
+    assert r.exit_code == 0, r.output
+    assert "complete" in r.output and "test-run" in r.output and "clean" in r.output and "16" in r.output
+    assert "backbone" in r.output and "1 entries" in r.output
