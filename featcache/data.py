@@ -518,6 +518,8 @@ def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False)
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a multi-line text
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if reason.startswith("Error opening"):  # libsndfile repeats the path: keep only the cause
+            reason = reason.rsplit(": ", 1)[-1].rstrip(".")
         raise DataError(f"{path}: unreadable audio ({reason}); re-export it as a 16 kHz mono PCM wav") from None
     if data.shape[0] == 0:
         raise DataError(f"{path}: audio file is empty (0 samples); re-export it or drop the utterance")

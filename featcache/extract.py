@@ -340,7 +340,7 @@ def extract(
             prefetch_factor=4 if num_workers else None,
         )
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
-        with torch.inference_mode():
+        with bar, torch.inference_mode():
             for batch in iter_batches(iter(loader), batch_size=batch_size):
                 inputs = {k: t.to(dev) for k, t in encoder.collate(batch).items()}
                 vecs = encoder(**inputs).float().cpu().numpy()
@@ -352,7 +352,6 @@ def extract(
                 )
                 written += len(batch)
                 bar.update(len(batch))
-        bar.close()
     return ExtractReport(
         key=key, status=status, n_ids=len(ids), n_written=written, seconds=time.perf_counter() - t0, path=store.path(key)
     )

@@ -32,7 +32,7 @@ TABLE2: dict[str, list[int]] = {
 
 WORDS = {
     "ang": "This is a terrible, stupid idea and I hate it!",
-    "sad": "I miss my old friend so much.",
+    "sad": "I miss you so much.",
     "fru": "Why does the stupid machine never work?",
     "hap": "What a wonderful day, I love it.",
     "exc": "Wow, that is amazing news!",

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+import fake_iemocap
+from conftest import one_line_error
+from featcache.backbones.encoders import EncoderOptions, load_encoder
+from featcache.backbones.resolve import resolve_backbone
+from featcache.cache import FeatureStore
+from featcache.cli import cli
+from featcache.data import load_audio, read_iemocap
+from featcache.extract import EncoderRun, extract
+from tiny_models import tiny_bert, tiny_wav2vec2
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("models")
+    return {"text": tiny_bert(d / "bert"), "audio": tiny_wav2vec2(d / "w2v"), "audio_gn": tiny_wav2vec2(d / "w2v-gn", norm="group")}
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    root = fake_iemocap.build(tmp_path / "I", fake_iemocap.small_counts(), audio=True, seconds=0.3)
+    # vary the durations so that several bucket lengths occur
+    for i, wav in enumerate(sorted(root.rglob("*.wav"))):
+        y, sr = sf.read(wav)
+        sf.write(wav, np.tile(y, 1 + i % 4)[: int(sr * (0.2 + 0.15 * (i % 7)))], sr)
+    return root
+
+
+def _vectors(store: FeatureStore, report) -> np.ndarray:  # type: ignore[no-untyped-def]
+    with store.open(report.key) as e:
+        return e.vectors()
+
+
+def test_frozen_entries_are_shared_and_skipped_on_rerun(corpus_dir: Path, tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    corpus = read_iemocap(corpus_dir)
+    store = FeatureStore(tmp_path / "cache")
+    run = EncoderRun("text", str(models["text"]))
+    r = extract(corpus, store, run=run, variant="clean", progress=False)
+    assert r.status == "written" and r.key.fold is None and r.n_ids == len(corpus)
+    with store.open(r.key) as e:
+        assert e.vectors().shape == (len(corpus), 32)
+        assert list(e.labels()) == [corpus.label_index(corpus.by_id(i).label) for i in e.ids]
+        assert e.provenance["identity"]["frozen"] is True
+    again = extract(corpus, store, run=run, variant="clean", progress=False)
+    assert again.status == "skipped" and again.n_written == 0
+    # another pooling is another entry, never mixed with the first
+    r2 = extract(corpus, store, run=EncoderRun("text", str(models["text"]), EncoderOptions(pooling="mean")),
+                 variant="clean", progress=False)
+    assert r2.status == "written" and r2.key.hash != r.key.hash
+    assert not np.allclose(_vectors(store, r), _vectors(store, r2))
+
+
+def test_text_mask_variant_uses_tokenizer_mask_token(corpus_dir: Path, tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    corpus = read_iemocap(corpus_dir)
+    store = FeatureStore(tmp_path / "cache")
+    run = EncoderRun("text", str(models["text"]))
+    clean = extract(corpus, store, run=run, variant="clean", progress=False)
+    adj = extract(corpus, store, run=run, variant="adj", progress=False)
+    assert extract(corpus, store, run=run, variant="pitch", progress=False).status == "not-applicable"
+    with store.open(adj.key) as e:
+        rec = e.records()
+    changed = [u for u, r in rec.items() if r.get("count", 0) > 0]
+    assert changed and len(changed) < len(corpus)  # "Okay, fine." style texts have no adjective
+    a, c = _vectors(store, adj), _vectors(store, clean)
+    with store.open(adj.key) as e:
+        ids = e.ids
+    for u in ids:
+        same = np.allclose(a[ids.index(u)], c[ids.index(u)], atol=1e-6)
+        assert same == (u not in changed)
+
+
+def test_valid_frame_pooling_ignores_padding(corpus_dir: Path, tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    corpus = read_iemocap(corpus_dir)
+    resolved = resolve_backbone(str(models["audio"]), models_dir=tmp_path)
+    enc = load_encoder(resolved, options=EncoderOptions())
+    u = corpus.utterances[0]
+    y = load_audio(u.audio)
+    item = enc.prepare(y)
+    assert item["L"] > item["n"] == y.size  # padded up to the bucket grid
+    with torch.no_grad():
+        pooled = enc(**enc.collate([item]))[0].numpy()
+        x = torch.from_numpy(((y - y.mean()) / np.sqrt(y.var() + 1e-7))[None].astype(np.float32))
+        direct = enc.model(input_values=x).last_hidden_state[0].mean(0).numpy()
+    np.testing.assert_allclose(pooled, direct, atol=2e-5)
+    # --pad-to pools every frame of the padded clip (the paper's setting)
+    padded = load_encoder(resolved, options=EncoderOptions(pad_to=12_000))
+    it = padded.prepare(y)
+    assert it["L"] == it["n"] == 12_000
+
+
+@pytest.mark.parametrize("model", ["audio", "text"])
+def test_bucketing_invariance(corpus_dir: Path, tmp_path: Path, models, model: str) -> None:  # type: ignore[no-untyped-def]
+    corpus = read_iemocap(corpus_dir)
+    modality = "audio" if model == "audio" else "text"
+    run = EncoderRun(modality, str(models[model]))
+    a = extract(corpus, FeatureStore(tmp_path / "a"), run=run, variant="clean", batch_size=8, progress=False)
+    b = extract(corpus, FeatureStore(tmp_path / "b"), run=run, variant="clean", batch_size=1, progress=False)
+    np.testing.assert_allclose(_vectors(FeatureStore(tmp_path / "a"), a), _vectors(FeatureStore(tmp_path / "b"), b),
+                               atol=1e-5)
+
+
+def test_workers_do_not_change_vectors(corpus_dir: Path, tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    corpus = read_iemocap(corpus_dir)
+    run = EncoderRun("audio", str(models["audio"]))
+    outs = []
+    for workers in (0, 2):
+        store = FeatureStore(tmp_path / f"w{workers}")
+        r = extract(corpus, store, run=run, variant="pitch", num_workers=workers, progress=False)
+        with store.open(r.key) as e:
+            outs.append((e.vectors(), e.records()))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    assert outs[0][1] == outs[1][1] and {r["step"] for r in outs[0][1].values()} <= {-1.0, 1.0}
+
+
+SLOW_CLI = (
+    "import sys, time\n"
+    "from featcache.cache.store import EntryWriter\n"
+    "add = EntryWriter.add\n"
+    "def slow_add(self, *a, **k):\n"
+    "    add(self, *a, **k)\n"
+    "    time.sleep(0.1)\n"
+    "EntryWriter.add = slow_add\n"
+    "from featcache.cli import main\n"
+    "sys.argv[0] = 'featcache'\n"
+    "main()\n"
+)
+
+
+def _read_all(store: FeatureStore) -> tuple[list[str], np.ndarray, dict]:
+    (info,) = list(store.iter_entries())
+    assert info.status == "complete"
+    r = store.backend.open_entry(info.path)
+    try:
+        return r.ids, r.rows(np.arange(r.shape[0])), dict(zip(r.ids, r.records()))
+    finally:
+        r.close()
+
+
+def test_killed_extraction_resumes_to_identical_result(corpus_dir: Path, tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    args = ["extract", "--corpus", f"iemocap:{corpus_dir}", "--cache-dir", str(tmp_path / "cache"), "--variant",
+            "noise", "--modality", "audio", "--audio-backbone", str(models["audio"]), "--batch-size", "2",
+            "--workers", "0", "--device", "cpu"]
+    p = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:  # kill once a few batches are durably written
+        parts = list((tmp_path / "cache").rglob("*.partial"))
+        if parts and len(list(parts[0].glob("chunk-*.h5"))) >= 3:
+            break
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    store = FeatureStore(tmp_path / "cache")
+    assert [i.status for i in store.iter_entries()] == ["partial"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "resumed" in r.output
+    ref = CliRunner().invoke(cli, [*args[:4], str(tmp_path / "ref"), *args[5:]])
+    assert ref.exit_code == 0, ref.output
+    ids_a, vec_a, rec_a = _read_all(store)
+    ids_b, vec_b, rec_b = _read_all(FeatureStore(tmp_path / "ref"))
+    assert ids_a == ids_b and rec_a == rec_b
+    np.testing.assert_array_equal(vec_a, vec_b)
+
+
+def test_bad_wav_mid_extraction_keeps_cache(corpus_dir: Path, tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    base = ["--corpus", f"iemocap:{corpus_dir}", "--cache-dir", str(cache), "--modality", "audio",
+            "--audio-backbone", str(models["audio"]), "--workers", "0", "--batch-size", "2"]
+    ok = CliRunner().invoke(cli, ["extract", *base, "--variant", "clean"])
+    assert ok.exit_code == 0, ok.output
+    store = FeatureStore(cache)
+    (clean,) = list(store.iter_entries())
+    before = clean.path.read_bytes()
+    wavs = [u.audio for u in read_iemocap(corpus_dir)]
+    victim = max(wavs, key=lambda w: (sf.info(w).duration, w.stem))  # processed last (longest clip)
+    good = victim.read_bytes()
+    victim.write_bytes(b"\x00" * len(good))  # same size: the corpus fingerprint does not change
+    r = CliRunner().invoke(cli, ["extract", *base, "--variant", "noise"])
+    line = one_line_error(r)
+    assert str(victim) in line and "unreadable audio" in line
+    assert clean.path.read_bytes() == before
+    states = sorted(i.status for i in store.iter_entries())
+    assert states == ["complete", "partial"]
+    victim.write_bytes(good)
+    r2 = CliRunner().invoke(cli, ["extract", *base, "--variant", "noise"])
+    assert r2.exit_code == 0 and "resumed" in r2.output, r2.output
+    assert all(i.status == "complete" for i in store.verify())
