@@ -325,16 +325,9 @@ def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_d
     click.echo(f"store: {cache_dir}")
 
 
-def _register_optional() -> None:
-    """Attach command groups that live in their stage's module."""
-    try:
-        from featcache.perturb.commands import variants
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return
-    cli.add_command(variants)
+from featcache.perturb.commands import variants  # noqa: E402  (the perturbation stage's own group)
 
-
-_register_optional()
+cli.add_command(variants)
 
 
 def main() -> None:
