@@ -182,7 +182,7 @@ def entry_key(
     analysis_model: str | None,
 ) -> EntryKey:
     """The store key of an entry: every setting that changes its numbers."""
-    weights = weights_hash(run.weights.parent) if run.weights is not None else resolved.weights_hash
+    weights = weights_hash(run.weights) if run.weights is not None else resolved.weights_hash
     identity: dict[str, Any] = {
         "backbone": run.backbone,
         "model_type": resolved.model_type,

@@ -105,7 +105,7 @@ def weights_hash(path: Path, *, cache_dir: Path | None = None) -> str:
     """SHA-256 of a checkpoint's weight files (16 hex digits), cached by (path, size, mtime).
 
     Args:
-        path: Checkpoint directory.
+        path: Checkpoint directory, or one weights file.
         cache_dir: Where to keep ``weight-hashes.json`` so big checkpoints are hashed once.
 
     Returns:
@@ -114,7 +114,10 @@ def weights_hash(path: Path, *, cache_dir: Path | None = None) -> str:
     Raises:
         FeatcacheError: No weight file in the directory.
     """
-    files = sorted(p for p in path.iterdir() if p.name in _WEIGHT_FILES or p.name.endswith(".safetensors"))
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.iterdir() if p.name in _WEIGHT_FILES or p.name.endswith(".safetensors"))
     if not files:
         raise FeatcacheError(f"{path}: no weight file (model.safetensors or pytorch_model.bin) in the backbone directory")
     stamp = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
