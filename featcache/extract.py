@@ -322,6 +322,8 @@ def extract(
         "featcache": __version__,
         "pooling": run.options.pooling if run.modality == "text" else "mean-valid-frames",
     }
+    if mask_token is not None:
+        provenance["mask_token"] = mask_token
     status = "written"
     written = 0
     with store.writer(key, ids=ids, provenance=provenance) as w:

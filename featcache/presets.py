@@ -18,6 +18,12 @@ from typing import Any
 from featcache.errors import FeatcacheError
 
 
+#: The paper's attacks (Tables 4-6); combinations with pitch are composed at evaluation.
+PAPER_VARIANTS: tuple[str, ...] = ("adj", "random-adj", "noun", "random-noun", "no-text", "pitch", "no-audio", "noise")
+#: One point of each sweep beyond the paper, for the demo's time budget.
+EXTRA_VARIANTS: tuple[str, ...] = ("asr-0.2", "snr-10", "telephone", "reverb-0.6")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Fine-tuning hyperparameters of one model kind."""
@@ -46,6 +52,7 @@ class Preset:
     max_samples: int = 246_000
     whisper_input: str = "trim"
     extract_batch_size: int = 8
+    variants: tuple[str, ...] = PAPER_VARIANTS
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,6 +83,7 @@ PRESETS: dict[str, Preset] = {
         audio=TrainSettings(batch_size=8, lr=5e-5, max_epochs=2, patience=2),
         multimodal=TrainSettings(batch_size=8, lr=5e-5, max_epochs=2, patience=2),
         extract_batch_size=16,
+        variants=PAPER_VARIANTS + EXTRA_VARIANTS,
         description="packaged MiniLM + Whisper base, frozen; runs on 2 CPU cores",
     ),
 }
