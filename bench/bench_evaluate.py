@@ -1,0 +1,123 @@
+"""Evaluation from the store at IEMOCAP size.
+
+Builds a store the size of the paper's study (5,672 utterances, 768-d vectors, the paper's conditions
+for text and audio, frozen-style entries shared by the 5 folds), trains the paper's heads (text, audio,
+multimodal) and the fusion ablations for 5 folds x 3 seeds on the cached vectors, then times
+``featcache.study.evaluate`` against the time to read every vector it needs once.
+
+Vectors are synthetic (class-dependent Gaussian clouds), so the numbers measure the machinery, not a
+model. Prints the seconds of each step and ``RATIO evaluate_over_read``.
+
+usage: python bench/bench_evaluate.py [--dim 768] [--seeds 0,1,2] [--fusion/--no-fusion]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import fake_iemocap  # noqa: E402
+from tiny_models import tiny_bert, tiny_wav2vec2  # noqa: E402
+
+from featcache.cache import FeatureStore  # noqa: E402
+from featcache.data import read_iemocap  # noqa: E402
+from featcache.extract import EncoderRun, plan_entry  # noqa: E402
+from featcache.presets import get_preset, with_overrides  # noqa: E402
+from featcache.study import FUSION_MODELS, PAPER_MODELS, PAPER_TEXT, Study, evaluate, train_heads  # noqa: E402
+
+TEXT_VARIANTS = ("clean", "adj", "random-adj", "noun", "random-noun", "no-text")
+AUDIO_VARIANTS = ("clean", "pitch", "noise", "no-audio")
+
+
+def build_store(tmp: Path, dim: int, seeds: tuple[int, ...]) -> Study:
+    t = time.perf_counter()
+    corpus = read_iemocap(fake_iemocap.build(tmp / "IEMOCAP", audio=True, seconds=0.02))
+    preset = with_overrides(get_preset("demo"), text_backbone=str(tiny_bert(tmp / "bert")),
+                            audio_backbone=str(tiny_wav2vec2(tmp / "w2v")), seeds=seeds)
+    store = FeatureStore(tmp / "cache")
+    study = Study(corpus=corpus, store=store, preset=preset, frozen=True, seeds=seeds,
+                  fold_options={"dev": "stratified"})
+    rng = np.random.default_rng(0)
+    n_cls = len(corpus.labels)
+    centers = {m: rng.standard_normal((n_cls, dim)).astype(np.float32) for m in ("text", "audio")}
+    labels = np.array([corpus.label_index(u.label) for u in corpus])
+    ids = [u.id for u in corpus]
+    for modality, variants in (("text", TEXT_VARIANTS), ("audio", AUDIO_VARIANTS)):
+        run = EncoderRun(modality, preset.backbone(modality), study.options)
+        for k, v in enumerate(variants):
+            planned = plan_entry(corpus, store, run=run, variant=v, fold=None, seed=0)
+            assert planned is not None
+            noise = 1.5 + 0.5 * k
+            vec = centers[modality][labels] + noise * rng.standard_normal((len(ids), dim)).astype(np.float32)
+            records = [None if v == "clean" else {"count": int(i % 5 != 0)} for i in range(len(ids))]
+            with store.writer(planned.key, ids=ids) as w:
+                for i in range(0, len(ids), 1024):
+                    w.add(ids[i:i + 1024], vec[i:i + 1024], labels=labels[i:i + 1024], records=records[i:i + 1024])
+    print(f"built a store of {len(ids)} utterances x {dim}-d, {len(TEXT_VARIANTS) + len(AUDIO_VARIANTS)} entries "
+          f"in {time.perf_counter() - t:.1f} s")
+    return study
+
+
+def read_once(study: Study) -> float:
+    t = time.perf_counter()
+    for info in study.store.iter_entries():
+        r = study.store.backend.open_entry(info.path)
+        r.rows(np.arange(r.shape[0]))
+        r.records()
+        r.close()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=True,
+                    help="also train and evaluate the fusion ablations")
+    args = ap.parse_args()
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    conditions = ["clean", *TEXT_VARIANTS[1:], *AUDIO_VARIANTS[1:], *(f"pitch+{t}" for t in PAPER_TEXT)]
+    with tempfile.TemporaryDirectory() as d:
+        study = build_store(Path(d), args.dim, seeds)
+        t = time.perf_counter()
+        train_heads(study, models=PAPER_MODELS, progress=False)
+        t_paper = time.perf_counter() - t
+        t_fusion = 0.0
+        models = PAPER_MODELS
+        if args.fusion:
+            t = time.perf_counter()
+            train_heads(study, models=FUSION_MODELS, progress=False)
+            t_fusion = time.perf_counter() - t
+            models = PAPER_MODELS + FUSION_MODELS
+        t_read = read_once(study)
+        t = time.perf_counter()
+        preds, missing = evaluate(study, models=PAPER_MODELS, conditions=conditions, progress=False)
+        t_eval = time.perf_counter() - t
+        assert not missing, missing
+        t = time.perf_counter()
+        preds_all, _ = evaluate(study, models=models, conditions=conditions, progress=False)
+        t_eval_all = time.perf_counter() - t
+    n_heads = len(seeds) * 5
+    print(f"{'step':<52} {'seconds':>8}")
+    print(f"{'train paper heads (3 models x 5 folds x %d seeds)' % len(seeds):<52} {t_paper:8.1f}")
+    if args.fusion:
+        print(f"{'train fusion heads (4 kinds x 5 folds x %d seeds)' % len(seeds):<52} {t_fusion:8.1f}")
+    print(f"{'read every needed vector once':<52} {t_read:8.2f}")
+    print(f"{'evaluate paper heads (%d predictions)' % len(preds):<52} {t_eval:8.2f}")
+    print(f"{'evaluate all heads (%d predictions)' % len(preds_all):<52} {t_eval_all:8.2f}")
+    print(f"heads per second: {3 * n_heads / t_paper:.1f} (paper heads)")
+    print(f"RATIO evaluate_over_read = {t_eval / t_read:.2f} (goal <= 3)")
+
+
+if __name__ == "__main__":
+    main()
