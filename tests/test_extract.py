@@ -199,3 +199,81 @@ def test_bad_wav_mid_extraction_keeps_cache(corpus_dir: Path, tmp_path: Path, mo
     r2 = CliRunner().invoke(cli, ["extract", *base, "--variant", "noise"])
     assert r2.exit_code == 0 and "resumed" in r2.output, r2.output
     assert all(i.status == "complete" for i in store.verify())
+
+
+def _break_emo_line(root: Path) -> None:
+    f = sorted((root / "Session3/dialog/EmoEvaluation").glob("*.txt"))[0]
+    f.write_text(f.read_text().replace("]\t", "] ", 1))
+
+
+def _unknown_label(root: Path) -> None:
+    f = sorted((root / "Session4/dialog/EmoEvaluation").glob("*.txt"))[0]
+    lines = f.read_text().splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("["))
+    parts = lines[i].split("\t")
+    parts[2] = "joy"
+    lines[i] = "\t".join(parts)
+    f.write_text("\n".join(lines) + "\n")
+
+
+def _missing_dir(root: Path) -> None:
+    import shutil
+
+    shutil.rmtree(root / "Session2" / "dialog" / "EmoEvaluation")
+
+
+def _empty_wav(root: Path) -> None:
+    wav = sorted(root.rglob("*.wav"))[0]
+    sf.write(wav, np.zeros(0, np.float32), 16000)
+
+
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        (_missing_dir, "EmoEvaluation: directory not found"),
+        (_break_emo_line, "malformed EmoEvaluation line"),
+        (_unknown_label, "unknown label 'joy'"),
+        (_empty_wav, "audio file is empty"),
+    ],
+)
+def test_bad_input_never_touches_the_cache(corpus_dir: Path, tmp_path: Path, models, breakage, expected: str) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    base = ["extract", "--corpus", f"iemocap:{corpus_dir}", "--cache-dir", str(cache), "--modality", "audio",
+            "--audio-backbone", str(models["audio"]), "--workers", "0"]
+    assert CliRunner().invoke(cli, [*base, "--variant", "clean"]).exit_code == 0
+    snapshot = {p: p.read_bytes() for p in cache.rglob("*.h5")}
+    assert snapshot
+    breakage(corpus_dir)
+    line = one_line_error(CliRunner().invoke(cli, [*base, "--variant", "noise"]))
+    assert expected in line and str(corpus_dir) in line
+    assert {p: p.read_bytes() for p in cache.rglob("*.h5") if ".partial" not in str(p)} == snapshot
+    assert all(i.status in ("complete", "partial") for i in FeatureStore(cache).verify())
+
+
+def test_manifest_row_without_session_never_touches_the_cache(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    m = tmp_path / "m.csv"
+    m.write_text("id,label,session,text\na,pos,1,this is fine\nb,neg,2,go away\nc,pos,3,okay fine\n")
+    cache = tmp_path / "cache"
+    base = ["extract", "--corpus", f"manifest:{m}", "--cache-dir", str(cache), "--text-backbone", str(models["text"]),
+            "--workers", "0"]
+    assert CliRunner().invoke(cli, [*base, "--variant", "clean"]).exit_code == 0, "first extraction"
+    snapshot = {p: p.read_bytes() for p in cache.rglob("*.h5")}
+    m.write_text("id,label,session,text\na,pos,1,this is fine\nb,neg,,go away\nc,pos,3,okay fine\n")
+    line = one_line_error(CliRunner().invoke(cli, [*base, "--variant", "clean"]))
+    assert f"{m}:3: row 'b' has no session" in line
+    assert {p: p.read_bytes() for p in cache.rglob("*.h5")} == snapshot
+
+
+def test_other_sample_rate_and_stereo_are_converted_with_a_warning(corpus_dir: Path, tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    u = read_iemocap(corpus_dir).utterances[0]
+    y, sr = sf.read(u.audio)
+    stereo = np.stack([y, y], axis=1)
+    import librosa
+
+    sf.write(u.audio, librosa.resample(stereo.T, orig_sr=sr, target_sr=8000).T, 8000)
+    r = CliRunner().invoke(cli, ["extract", "--corpus", f"iemocap:{corpus_dir}", "--cache-dir", str(tmp_path / "c"),
+                                 "--modality", "audio", "--audio-backbone", str(models["audio"]), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert f"{u.audio}: 2 channels, downmixed to mono" in r.output
+    assert f"{u.audio}: sample rate 8000 Hz, resampled to 16000 Hz" in r.output
+    assert [i.status for i in FeatureStore(tmp_path / "c").verify()] == ["complete"]
