@@ -23,6 +23,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +126,10 @@ class Corpus:
         """Class index of a label."""
         return self.labels.index(label)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """A 16-hex-digit hash of everything in the corpus that changes features or labels."""
+        """A 16-hex-digit hash of everything in the corpus that changes features or labels
+        (ids, sessions, speakers, labels, texts, audio paths and sizes); computed once per corpus."""
         h = hashlib.sha256()
         h.update(json.dumps(list(self.labels)).encode())
         for u in self.utterances:

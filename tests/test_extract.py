@@ -172,8 +172,10 @@ def test_killed_extraction_resumes_to_identical_result(corpus_dir: Path, tmp_pat
     assert ref.exit_code == 0, ref.output
     ids_a, vec_a, rec_a = _read_all(store)
     ids_b, vec_b, rec_b = _read_all(FeatureStore(tmp_path / "ref"))
-    assert ids_a == ids_b and rec_a == rec_b
-    np.testing.assert_array_equal(vec_a, vec_b)
+    assert ids_a == ids_b and rec_a == rec_b  # the same utterances, the same perturbation draws
+    # the same vectors; batches after the resume group utterances differently, and the kernels'
+    # float rounding may differ with the batch size, hence the 1e-6 tolerance (values are O(1))
+    np.testing.assert_allclose(vec_a, vec_b, rtol=0, atol=1e-6)
 
 
 def test_bad_wav_mid_extraction_keeps_cache(corpus_dir: Path, tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]

@@ -144,3 +144,21 @@ def test_cache_ls_lists_entries(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "complete" in r.output and "test-run" in r.output and "clean" in r.output and "16" in r.output
     assert "backbone" in r.output and "1 entries" in r.output
+
+
+def test_cache_clean_removes_only_interrupted_work(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    _write(tmp_path, "clean", 20)
+    p = subprocess.Popen([*WRITER, str(tmp_path), "adj", "60", "5", "0.1"], env=env, stdout=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.rglob("chunk-*.h5")):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    store = FeatureStore(tmp_path)
+    assert sorted(i.status for i in store.iter_entries()) == ["complete", "partial"]
+    r = CliRunner().invoke(cli, ["cache", "clean", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 0 and "1 item(s) removed" in r.output, r.output
+    assert [i.status for i in store.verify()] == ["complete"]
+    with store.open(key("clean")) as e:
+        np.testing.assert_array_equal(e.vectors(), _expected(20))
