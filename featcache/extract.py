@@ -144,18 +144,36 @@ def _length_order(corpus: Corpus, ids: Sequence[str], modality: str) -> list[str
 
 
 def iter_batches(
-    items: Iterator[dict[str, Any]], *, batch_size: int
+    items: Iterator[dict[str, Any]], *, batch_size: int, max_pending: int | None = None
 ) -> Iterator[list[dict[str, Any]]]:
     """Group prepared items into batches of equal bucket length (at most ``batch_size`` each).
 
-    Memory is bounded by the number of distinct bucket lengths times ``batch_size``.
+    A bucket is handed out when it is full, or, when more than ``max_pending`` items (default
+    ``2 * batch_size``) wait in partly filled buckets, the bucket that grew least recently goes first:
+    items arrive in length order, so a passed bucket rarely grows again, and the encoder need not
+    wait for the whole loader. Memory is bounded by ``max_pending + batch_size`` items.
     """
+    limit = 2 * batch_size if max_pending is None else max_pending
     buckets: dict[int, list[dict[str, Any]]] = {}
-    for it in items:
-        b = buckets.setdefault(int(it["L"]), [])
+    last_seen: dict[int, int] = {}
+    waiting = 0
+    for n, it in enumerate(items):
+        L = int(it["L"])
+        b = buckets.setdefault(L, [])
         b.append(it)
+        last_seen[L] = n
+        waiting += 1
         if len(b) >= batch_size:
-            yield buckets.pop(int(it["L"]))
+            waiting -= len(b)
+            del last_seen[L]
+            yield buckets.pop(L)
+            continue
+        while waiting > limit:
+            oldest = min(last_seen, key=last_seen.__getitem__)
+            del last_seen[oldest]
+            out = buckets.pop(oldest)
+            waiting -= len(out)
+            yield out
     for L in sorted(buckets):
         yield buckets[L]
 
@@ -333,6 +351,9 @@ def extract(
         if w.n_done:
             status = "resumed"
         pending = _length_order(corpus, w.pending, run.modality)
+        if num_workers and v.modality == "audio":
+            # pay the variant's first-call cost (imports, caches) once here, not in every forked worker
+            v(np.zeros(1600, dtype=np.float32), utt_id="warm-up", seed=seed)
         ds = _Items(corpus, pending, encoder=encoder, variant=v, seed=seed, analyses=analyses, mask_token=mask_token)
         loader = DataLoader(
             ds,

@@ -457,7 +457,7 @@ def _collect_texts(study: Study, texts: dict, cond: str, ids: Sequence[str], rec
         if rec:
             try:
                 texts[(cond, i)] = variant.apply(original, rec, mask_token=mask)
-            except FeatcacheError:
+            except (FeatcacheError, KeyError, TypeError):  # a record that cannot be replayed: no example text
                 continue
         texts.setdefault(("clean", i), original)
 

@@ -279,3 +279,24 @@ def test_other_sample_rate_and_stereo_are_converted_with_a_warning(corpus_dir: P
     assert f"{u.audio}: 2 channels, downmixed to mono" in r.output
     assert f"{u.audio}: sample rate 8000 Hz, resampled to 16000 Hz" in r.output
     assert [i.status for i in FeatureStore(tmp_path / "c").verify()] == ["complete"]
+
+
+def test_iter_batches_hands_out_stale_buckets_early() -> None:
+    from featcache.extract import iter_batches
+
+    lengths = [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    items = [{"L": L, "id": f"u{i}"} for i, L in enumerate(lengths)]
+    seen: list[int] = []
+
+    def source():  # type: ignore[no-untyped-def]
+        for i, it in enumerate(items):
+            seen.append(i)
+            yield it
+
+    batches = []
+    for b in iter_batches(source(), batch_size=4, max_pending=4):
+        batches.append((len(seen), [it["id"] for it in b]))
+    assert sorted(i for _, b in batches for i in b) == sorted(it["id"] for it in items)
+    assert all(len({items[int(i[1:])]["L"] for i in b}) == 1 for _, b in batches)  # one length per batch
+    assert batches[0][0] < len(items)  # the first batch leaves before the loader is exhausted
+    assert max(len(b) for _, b in batches) <= 4
