@@ -100,13 +100,17 @@ class Study:
     head_settings: TrainSettings = HEAD_SETTINGS
     _entries: dict[Any, Entry] = field(default_factory=dict, repr=False)
     _records: dict[Any, dict[str, dict]] = field(default_factory=dict, repr=False)
+    _matrix: dict[Any, tuple[np.ndarray, dict[str, int], np.ndarray]] = field(default_factory=dict, repr=False)
+    _folds: dict[int, Fold] = field(default_factory=dict, repr=False)
 
     @property
     def folds(self) -> list[int]:
         return list(range(1, len(self.corpus.sessions) + 1))
 
     def fold(self, k: int) -> Fold:
-        return make_fold(self.corpus, k, **self.fold_options)
+        if k not in self._folds:
+            self._folds[k] = make_fold(self.corpus, k, **self.fold_options)
+        return self._folds[k]
 
     @property
     def key(self) -> str:
@@ -176,8 +180,29 @@ class Study:
                 raise MissingEntries(self.extract_command(modality, variant, fold=fold))
             entry = self.store.open(planned.key)
             self._entries[cache_key] = entry
-            self._records[cache_key] = entry.records()
-        return entry.vectors(ids), self._records[cache_key], entry
+            records = entry.records()
+            self._records[cache_key] = records
+            # each entry is read from disk once; every fold, seed and model then indexes it in memory
+            self._matrix[cache_key] = (
+                entry.vectors(),
+                {u: i for i, u in enumerate(entry.ids)},
+                np.array([_affected(records.get(u, {})) for u in entry.ids], dtype=bool),
+            )
+        matrix, pos, _ = self._matrix[cache_key]
+        try:
+            index = np.fromiter((pos[u] for u in ids), dtype=np.int64, count=len(ids))
+        except KeyError as e:
+            raise MissingEntries(f"{entry.path}: utterance {e.args[0]!r} is not in this entry; "
+                                 f"run `{self.extract_command(modality, variant, fold=fold)}`") from None
+        return matrix[index], self._records[cache_key], entry
+
+    def affected(self, modality: str, *, fold: int, seed: int, model: str, variant: str,
+                 ids: Sequence[str]) -> np.ndarray:
+        """Whether the variant changed each utterance's input (from the stored records)."""
+        self.vectors(modality, fold=fold, seed=seed, model=model, variant=variant, ids=ids[:0])
+        run = self.encoder_run(modality, fold=fold, seed=seed, model=model)
+        _, pos, flags = self._matrix[(run, None if self.frozen else fold, variant)]
+        return flags[[pos[u] for u in ids]]
 
     def extract_command(self, modality: str, variant: str, *, fold: int) -> str:
         """The command that makes a missing entry."""
@@ -190,6 +215,7 @@ class Study:
             e.close()
         self._entries.clear()
         self._records.clear()
+        self._matrix.clear()
 
     # -- heads ------------------------------------------------------------------------------
 
@@ -374,8 +400,7 @@ def evaluate(
     texts: dict[tuple[str, str], str] = {}
     missing: list[str] = []
     jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in models]
-    with single_thread():
-        _evaluate_jobs(study, jobs, conditions, cols, probs_all, texts, missing, progress)
+    _evaluate_jobs(study, jobs, conditions, cols, probs_all, texts, missing, progress)  # big matrices: all threads
     study.close()
     n_classes = len(study.corpus.labels)
     preds = Predictions(
@@ -426,7 +451,7 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], cols: di
                     x, records, entry = study.vectors(mod, fold=k, seed=s, model=m, variant=variant, ids=ids)
                     inputs.append(torch.from_numpy(x))
                     if variant != "clean":
-                        affected |= np.array([_affected(records.get(i, {})) for i in ids])
+                        affected |= study.affected(mod, fold=k, seed=s, model=m, variant=variant, ids=ids)
                         if mod == "text" and s == study.seeds[0]:
                             _collect_texts(study, texts, cond, ids, records, entry, get_variant(variant))
             except MissingEntries as e:
