@@ -527,13 +527,13 @@ def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False)
         raise DataError(f"{path}: audio file is empty (0 samples); re-export it or drop the utterance")
     if data.shape[1] > 1:
         if strict:
-            raise DataError(f"{path}: {data.shape[1]} channels; downmix to mono (or drop --strict-audio)")
+            raise DataError(f"{path}: {data.shape[1]} channels; downmix to mono (strict=True refuses to convert)")
         log.warning("%s: %d channels, downmixed to mono", path, data.shape[1])
         data = data.mean(axis=1, keepdims=True)
     y = data[:, 0]
     if file_sr != sr:
         if strict:
-            raise DataError(f"{path}: sample rate {file_sr} Hz; resample to {sr} Hz (or drop --strict-audio)")
+            raise DataError(f"{path}: sample rate {file_sr} Hz; resample to {sr} Hz (strict=True refuses to convert)")
         log.warning("%s: sample rate %d Hz, resampled to %d Hz", path, file_sr, sr)
         import librosa
 
