@@ -288,16 +288,10 @@ def _preset_from_options(preset: str, text_backbone: str | None, audio_backbone:
 
 
 def _variant_list(variants: tuple[str, ...]) -> list[str]:
-    from featcache.perturb import get_variant, list_variants
+    """Extraction variants: ``all`` means clean and every registered perturbation."""
+    from featcache.pipeline import expand_variants
 
-    out: list[str] = []
-    for v in variants:
-        names = ["clean"] + [x.spec for x in list_variants() if x.modality is not None] if v == "all" else [v]
-        for name in names:
-            spec = get_variant(name).spec  # validates early, one line on error
-            if spec not in out:
-                out.append(spec)
-    return out
+    return expand_variants(["clean", *variants] if "all" in variants else variants)
 
 
 @cli.command("extract", context_settings=CONTEXT)

@@ -25,6 +25,25 @@ class PlannedRun:
     fold_options: dict | None = None
 
 
+def expand_variants(specs: Sequence[str]) -> list[str]:
+    """Canonical variant specs, in order and without repeats; ``all`` stands for every registered
+    perturbation (clean excluded).
+
+    Raises:
+        FeatcacheError: An unknown variant (one line, listing the valid names).
+    """
+    from featcache.perturb import get_variant, list_variants
+
+    out: list[str] = []
+    for v in specs:
+        names = [x.spec for x in list_variants() if x.modality is not None] if v == "all" else [v]
+        for name in names:
+            spec = get_variant(name).spec
+            if spec not in out:
+                out.append(spec)
+    return out
+
+
 def encoder_options(preset: Preset, *, pad_to: int | None = None) -> EncoderOptions:
     """The encoder options a preset implies."""
     return EncoderOptions(

@@ -74,6 +74,17 @@ class MissingEntries(FeatcacheError):
 
 
 @dataclass
+class _CachedEntry:
+    """One opened entry held in memory by a study: its vectors, row positions, records, affected flags."""
+
+    entry: Entry
+    matrix: np.ndarray
+    pos: dict[str, int]
+    records: dict[str, dict]
+    affected: np.ndarray
+
+
+@dataclass
 class Study:
     """Everything that defines a study's vectors and heads.
 
@@ -98,9 +109,7 @@ class Study:
     options: EncoderOptions = field(default_factory=EncoderOptions)
     variant_seed: int = 0
     head_settings: TrainSettings = HEAD_SETTINGS
-    _entries: dict[Any, Entry] = field(default_factory=dict, repr=False)
-    _records: dict[Any, dict[str, dict]] = field(default_factory=dict, repr=False)
-    _matrix: dict[Any, tuple[np.ndarray, dict[str, int], np.ndarray]] = field(default_factory=dict, repr=False)
+    _cache: dict[Any, _CachedEntry] = field(default_factory=dict, repr=False)
     _folds: dict[int, Fold] = field(default_factory=dict, repr=False)
 
     @property
@@ -163,46 +172,40 @@ class Study:
 
     def vectors(
         self, modality: str, *, fold: int, seed: int, model: str, variant: str, ids: Sequence[str]
-    ) -> tuple[np.ndarray, dict[str, dict], Entry]:
-        """Stored vectors of ``ids`` (in order) with their perturbation records.
+    ) -> tuple[np.ndarray, dict[str, dict], Entry, np.ndarray]:
+        """Stored vectors of ``ids`` (in order), the entry's perturbation records, the entry, and
+        whether the variant changed each of these utterances' input.
+
+        Each entry is read from disk once; every fold, seed and model then indexes it in memory.
 
         Raises:
-            MissingEntries: The entry is not stored (names the extract command).
+            MissingEntries: The entry or an utterance is not stored (names the extract command).
         """
         run = self.encoder_run(modality, fold=fold, seed=seed, model=model)
         efold = None if self.frozen else fold
         cache_key = (run, efold, variant)
-        entry = self._entries.get(cache_key)
-        if entry is None:
+        cached = self._cache.get(cache_key)
+        if cached is None:
             planned = plan_entry(self.corpus, self.store, run=run, variant=variant, fold=efold,
                                  seed=self.variant_seed, fold_options=self.fold_options)
             if planned is None or not self.store.has(planned.key):
                 raise MissingEntries(self.extract_command(modality, variant, fold=fold))
             entry = self.store.open(planned.key)
-            self._entries[cache_key] = entry
             records = entry.records()
-            self._records[cache_key] = records
-            # each entry is read from disk once; every fold, seed and model then indexes it in memory
-            self._matrix[cache_key] = (
-                entry.vectors(),
-                {u: i for i, u in enumerate(entry.ids)},
-                np.array([_affected(records.get(u, {})) for u in entry.ids], dtype=bool),
+            cached = _CachedEntry(
+                entry=entry,
+                matrix=entry.vectors(),
+                pos={u: i for i, u in enumerate(entry.ids)},
+                records=records,
+                affected=np.array([_affected(records.get(u, {})) for u in entry.ids], dtype=bool),
             )
-        matrix, pos, _ = self._matrix[cache_key]
+            self._cache[cache_key] = cached
         try:
-            index = np.fromiter((pos[u] for u in ids), dtype=np.int64, count=len(ids))
+            index = np.fromiter((cached.pos[u] for u in ids), dtype=np.int64, count=len(ids))
         except KeyError as e:
-            raise MissingEntries(f"{entry.path}: utterance {e.args[0]!r} is not in this entry; "
+            raise MissingEntries(f"{cached.entry.path}: utterance {e.args[0]!r} is not in this entry; "
                                  f"run `{self.extract_command(modality, variant, fold=fold)}`") from None
-        return matrix[index], self._records[cache_key], entry
-
-    def affected(self, modality: str, *, fold: int, seed: int, model: str, variant: str,
-                 ids: Sequence[str]) -> np.ndarray:
-        """Whether the variant changed each utterance's input (from the stored records)."""
-        self.vectors(modality, fold=fold, seed=seed, model=model, variant=variant, ids=ids[:0])
-        run = self.encoder_run(modality, fold=fold, seed=seed, model=model)
-        _, pos, flags = self._matrix[(run, None if self.frozen else fold, variant)]
-        return flags[[pos[u] for u in ids]]
+        return cached.matrix[index], cached.records, cached.entry, cached.affected[index]
 
     def extract_command(self, modality: str, variant: str, *, fold: int) -> str:
         """The command that makes a missing entry."""
@@ -211,11 +214,9 @@ class Study:
                 f"{self.preset.name} --modality {modality} {where} --variant {variant}")
 
     def close(self) -> None:
-        for e in self._entries.values():
-            e.close()
-        self._entries.clear()
-        self._records.clear()
-        self._matrix.clear()
+        for c in self._cache.values():
+            c.entry.close()
+        self._cache.clear()
 
     # -- heads ------------------------------------------------------------------------------
 
@@ -448,10 +449,10 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], cols: di
                 inputs, affected = [], np.zeros(len(ids), dtype=bool)
                 for mod in uses(m):
                     variant = {"text": text_v, "audio": audio_v}[mod] or "clean"
-                    x, records, entry = study.vectors(mod, fold=k, seed=s, model=m, variant=variant, ids=ids)
+                    x, records, entry, changed = study.vectors(mod, fold=k, seed=s, model=m, variant=variant, ids=ids)
                     inputs.append(torch.from_numpy(x))
                     if variant != "clean":
-                        affected |= study.affected(mod, fold=k, seed=s, model=m, variant=variant, ids=ids)
+                        affected |= changed
                         if mod == "text" and s == study.seeds[0]:
                             _collect_texts(study, texts, cond, ids, records, entry, get_variant(variant))
             except MissingEntries as e:
@@ -519,15 +520,12 @@ def run_study(
     import time
 
     from featcache.finetune import finetune, parts
-    from featcache.perturb import get_variant, list_variants
-    from featcache.pipeline import plan_encoder_runs, run_extractions
+    from featcache.perturb import get_variant
+    from featcache.pipeline import expand_variants, plan_encoder_runs, run_extractions
     from featcache.report import write_report
 
     corpus, store = study.corpus, study.store
-    specs: list[str] = []
-    for v in variants or study.preset.variants:
-        names = [x.spec for x in list_variants() if x.modality is not None] if v == "all" else [v]
-        specs += [get_variant(n).spec for n in names if get_variant(n).spec not in specs]
+    specs = expand_variants(variants or study.preset.variants)
     t = time.perf_counter()
     echo(f"[1/5] corpus {corpus.name}: {len(corpus)} utterances, {len(study.folds)} folds, "
          f"modalities {', '.join(corpus.modalities)}")
