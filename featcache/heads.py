@@ -11,7 +11,9 @@ Input sizes follow the backbone's hidden size (384 for MiniLM, 512 for Whisper b
 BERT/wav2vec2). The heads contain no encoder: they run either on top of an encoder (end-to-end
 fine-tuning) or on vectors read from the feature store.
 
-Fusion variants for ablations, all called as ``head(text_vec, audio_vec)``:
+Fusion variants for ablations, all called as ``head(text_vec, audio_vec)``. Each also splits its forward
+pass into ``encode(modality, vec)`` (the part that sees one input) and ``join(text_out, audio_out)``, so
+an evaluation that varies one modality reuses the other's encoded input:
 
 * :class:`MultimodalHead` - the paper's feature-level fusion, with optional *modality dropout*;
 * :class:`LateFusion` - weighted average of two trained unimodal heads' probabilities;
@@ -114,7 +116,7 @@ class MLPBody(nn.Module):
         layers: list[nn.Module] = []
         prev = self.in_dim
         for size in self.hidden:
-            layers += [nn.Linear(prev, size), nn.ReLU()]
+            layers += [nn.Linear(prev, size), nn.ReLU(inplace=True)]  # in place: no second activation buffer
             if self.dropout > 0:
                 layers.append(nn.Dropout(self.dropout))
             prev = size
@@ -294,6 +296,17 @@ class MultimodalHead(nn.Module):
         text, audio = _modality_dropout(text, audio, self.modality_dropout, self.training)
         return self.fusion(torch.cat([self.text_body(text), self.audio_body(audio)], dim=-1))
 
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """One modality's body output, the part of :meth:`forward` that sees only that input."""
+        return (self.text_body if modality == "text" else self.audio_body)(x)
+
+    def join(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Logits from the two body outputs.
+
+        In eval mode ``forward(t, a) == join(encode("text", t), encode("audio", a))``.
+        """
+        return self.classifier(self.fusion(torch.cat([text, audio], dim=-1)))
+
     def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Logits ``[batch, n_classes]`` for ``[batch, text_dim]`` and ``[batch, audio_dim]`` vectors."""
         return self.classifier(self.fused(text, audio))
@@ -317,6 +330,10 @@ class _FrozenPair(nn.Module):
         for p in (*text.parameters(), *audio.parameters()):
             p.requires_grad_(False)
         self.train(self.training)
+
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """One unimodal head's logits, the part of ``forward`` that sees only that input."""
+        return (self.text_head if modality == "text" else self.audio_head)(x)
 
     def train(self: _P, mode: bool = True) -> _P:
         """Set the trainable parts' mode; the unimodal heads stay in eval mode (no dropout)."""
@@ -349,8 +366,12 @@ class LateFusion(_FrozenPair):
 
     def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Log of the weighted mean of the two heads' probabilities, ``[batch, n_classes]``."""
-        log_t = F.log_softmax(self.text_head(text).float(), dim=-1)
-        log_a = F.log_softmax(self.audio_head(audio).float(), dim=-1)
+        return self.join(self.text_head(text), self.audio_head(audio))
+
+    def join(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """The fused log-probabilities from the two unimodal heads' logits."""
+        log_t = F.log_softmax(text.float(), dim=-1)
+        log_a = F.log_softmax(audio.float(), dim=-1)
         w = self.text_weight
         log_w_t = math.log(w) if w > 0 else -math.inf
         log_w_a = math.log(1.0 - w) if w < 1 else -math.inf
@@ -392,9 +413,13 @@ class ScoreFusion(_FrozenPair):
         """Logits ``[batch, n_classes]`` from the concatenated unimodal scores."""
         with torch.no_grad():
             t, a = self.text_head(text), self.audio_head(audio)
-            if self.scores == "probs":
-                t, a = t.softmax(dim=-1), a.softmax(dim=-1)
-        return self.combine(torch.cat([t, a], dim=-1))
+        return self.join(t, a)
+
+    def join(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Logits from the two unimodal heads' logits."""
+        if self.scores == "probs":
+            text, audio = text.softmax(dim=-1), audio.softmax(dim=-1)
+        return self.combine(torch.cat([text, audio], dim=-1))
 
 
 class GatedFusion(nn.Module):
@@ -466,7 +491,17 @@ class GatedFusion(nn.Module):
 
     def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Logits ``[batch, n_classes]``."""
-        h_t, h_a = self._bodies(text, audio)
+        return self.join(*self._bodies(text, audio))
+
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """One modality's body output, the part of :meth:`forward` that sees only that input."""
+        return (self.text_body if modality == "text" else self.audio_body)(x)
+
+    def join(self, h_t: torch.Tensor, h_a: torch.Tensor) -> torch.Tensor:
+        """Logits from the two body outputs.
+
+        In eval mode ``forward(t, a) == join(encode("text", t), encode("audio", a))``.
+        """
         z = torch.sigmoid(self.gate_layer(torch.cat([h_t, h_a], dim=-1)))
         h = z * torch.tanh(self.text_proj(h_t)) + (1 - z) * torch.tanh(self.audio_proj(h_a))
         return self.classifier(self.fusion(h))
@@ -750,14 +785,15 @@ def load_head(path_dir: Path, *, device: str | torch.device = "cpu") -> nn.Modul
         raise FeatcacheError(f"head config not found: {cfg_path}; point at a directory written by save_head")
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        head = head_from_config(config)
+        with torch.device("meta"):  # no random initialisation of weights that are loaded next
+            head = head_from_config(config)
     except (ValueError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split())
         raise FeatcacheError(f"head config is corrupt: {cfg_path} ({reason}); save the head again") from None
     weights_path = path_dir / WEIGHTS_FILE
     state = load_tensors(weights_path, what="head weights")
     try:
-        head.load_state_dict(state, strict=True)
+        head.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
         raise FeatcacheError(

@@ -46,7 +46,6 @@ from safetensors import SafetensorError, safe_open
 from sklearn.metrics import recall_score
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from featcache import __version__
@@ -226,10 +225,57 @@ def step_pair(model: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Te
     return model(t, a), y
 
 
+class TensorBatches:
+    """Mini-batches of in-memory tensors, sliced directly instead of sample by sample.
+
+    A ``DataLoader`` over a ``TensorDataset`` indexes every sample and stacks them again; on cached
+    vectors that bookkeeping costs more than the head's own forward pass. This iterable draws one
+    permutation per epoch from :attr:`generator` (when shuffling) and yields index-selected slices.
+
+    Attributes:
+        tensors: The tensors, all with the same first dimension.
+        batch_size: Samples per batch (the last batch may be smaller).
+        shuffle: Reshuffle every epoch.
+        generator: The shuffling generator (:func:`fit` re-seeds and checkpoints it), or None.
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], *, batch_size: int, shuffle: bool,
+                 generator: torch.Generator | None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not tensors:
+            raise ValueError("tensor_loader needs at least one array")
+        n = len(tensors[0])
+        if any(len(t) != n for t in tensors):
+            raise ValueError(f"arrays differ in length: {[len(t) for t in tensors]}")
+        self.tensors = tuple(tensors)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.tensors[0])
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_samples / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = self.n_samples
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+            for i in range(0, n, self.batch_size):
+                idx = order[i:i + self.batch_size]
+                yield tuple(t.index_select(0, idx) for t in self.tensors)
+        else:
+            for i in range(0, n, self.batch_size):
+                yield tuple(t[i:i + self.batch_size] for t in self.tensors)
+
+
 def tensor_loader(
     *arrays: np.ndarray | torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0
-) -> DataLoader[tuple[torch.Tensor, ...]]:
-    """A DataLoader over in-memory arrays (e.g. cached vectors and their labels).
+) -> TensorBatches:
+    """Batches over in-memory arrays (e.g. cached vectors and their labels).
 
     Args:
         *arrays: arrays with the same first dimension; float arrays become float32 tensors,
@@ -240,15 +286,18 @@ def tensor_loader(
         seed: seed of the shuffling generator.
 
     Returns:
-        The loader.
+        A :class:`TensorBatches`, iterated once per epoch.
+
+    Raises:
+        ValueError: No arrays, arrays of different lengths, or a bad batch size.
     """
     tensors = []
     for a in arrays:
         t = torch.as_tensor(a)
         t = t.long() if not (t.is_floating_point() or t.is_complex()) else t.float()
-        tensors.append(t)
+        tensors.append(t.contiguous())
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return TensorBatches(tensors, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -518,6 +567,14 @@ def _set_rng(
         torch.cuda.set_rng_state_all(cuda)
 
 
+def _adamw(params: Sequence[nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has one for the parameters (CPU and CUDA floats): the
+    same update as the loop implementation, several times faster for the small heads."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def _canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True))
 
@@ -542,6 +599,8 @@ def _settings(
     """Everything that changes the numbers of a run (checked when a run directory is reused)."""
 
     def size(loader: Iterable[Any]) -> int | None:
+        if isinstance(loader, TensorBatches):
+            return loader.n_samples
         ds = getattr(loader, "dataset", None)
         try:
             return len(ds) if ds is not None else None
@@ -670,7 +729,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = _adamw(params, lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
     loss_fn = weighted_loss(weights).to(device)
     eval_loss_fn = weighted_loss(weights)

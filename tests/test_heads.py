@@ -252,3 +252,24 @@ def test_build_head_rejects_bad_requests() -> None:
         build_head("audio", text_dim=None, audio_dim=4, n_classes=2, dropout=1.5)
     with pytest.raises(ValueError, match="not a featcache head config"):
         head_from_config({"kind": "text"})
+
+
+@pytest.mark.parametrize("kind", ["multimodal", "gated", "late", "score"])
+def test_split_forward_equals_forward_in_eval_mode(kind: str, tmp_path: Path) -> None:
+    head = _build(kind)
+    save_head(head, tmp_path / "h")
+    for h in (head.eval(), load_head(tmp_path / "h")):
+        text, audio = _inputs(7, seed=3)
+        joined = h.join(h.encode("text", text), h.encode("audio", audio))
+        assert torch.allclose(h(text, audio), joined, atol=1e-6, rtol=0)
+        other = _inputs(7, seed=4)[1]  # only the audio side changes: the encoded text is reused
+        assert torch.allclose(h(text, other), h.join(h.encode("text", text), h.encode("audio", other)), atol=1e-6)
+
+
+def test_loaded_heads_keep_trainability_and_hold_real_tensors(tmp_path: Path) -> None:
+    head = _build("score")
+    save_head(head, tmp_path / "h")
+    loaded = load_head(tmp_path / "h")
+    assert not any(p.is_meta for p in loaded.parameters())
+    trainable = sorted(n for n, p in loaded.named_parameters() if p.requires_grad)
+    assert trainable == ["combine.bias", "combine.weight"]

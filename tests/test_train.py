@@ -495,3 +495,29 @@ def test_progress_bars_and_log_file_outside_the_run_dir(tmp_path: Path, capsys: 
     )
     assert "dev_acc" in capsys.readouterr().err
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2]
+
+
+def test_tensor_batches_cover_every_sample_once_per_epoch_in_a_seeded_order() -> None:
+    x = np.arange(23, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    y = np.arange(23)
+    loader = tensor_loader(x, y, batch_size=5, shuffle=True, seed=7)
+    assert len(loader) == 5 and loader.n_samples == 23
+    epochs = [[b for b in loader] for _ in range(2)]
+    for batches in epochs:
+        assert [len(b[1]) for b in batches] == [5, 5, 5, 5, 3]
+        seen = torch.cat([b[1] for b in batches])
+        assert sorted(seen.tolist()) == list(range(23))
+        for xb, yb in batches:  # rows stay aligned across arrays
+            assert torch.equal(xb[:, 0], yb.float())
+    assert torch.cat([b[1] for b in epochs[0]]).tolist() != torch.cat([b[1] for b in epochs[1]]).tolist()
+    again = tensor_loader(x, y, batch_size=5, shuffle=True, seed=7)
+    assert torch.equal(torch.cat([b[1] for b in again]), torch.cat([b[1] for b in epochs[0]]))
+    plain = tensor_loader(x, y, batch_size=10)
+    assert torch.cat([b[1] for b in plain]).tolist() == list(range(23)) and plain.generator is None
+
+
+def test_tensor_loader_rejects_mismatched_arrays() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        tensor_loader(np.zeros((4, 2)), np.zeros(3), batch_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        tensor_loader(np.zeros((4, 2)), batch_size=0)

@@ -183,7 +183,9 @@ class Entry:
 
     def records(self) -> dict[str, dict]:
         """Per-utterance perturbation records (what was done to each input)."""
-        return {u: (json.loads(r) if r else {}) for u, r in zip(self.ids, self._r.records())}
+        raw = self._r.records()
+        parsed = json.loads("[" + ",".join(r or "{}" for r in raw) + "]")  # one parse, not one per row
+        return dict(zip(self.ids, parsed))
 
     def close(self) -> None:
         self._r.close()

@@ -1,0 +1,125 @@
+"""Evaluation from the store: every prediction equals the head applied to the stored vectors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fake_iemocap
+from featcache.cache import FeatureStore
+from featcache.data import read_iemocap
+from featcache.extract import EncoderRun, plan_entry
+from featcache.heads import load_head
+from featcache.presets import get_preset, with_overrides
+from featcache.study import ALL_MODELS, HEAD_SETTINGS, Study, evaluate, train_heads, uses
+from tiny_models import tiny_bert, tiny_wav2vec2
+
+DIM = 16
+VARIANTS = {"text": ("clean", "adj"), "audio": ("clean", "pitch")}
+CONDITIONS = ["clean", "adj", "pitch", "pitch+adj"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    d = tmp_path_factory.mktemp("study")
+    corpus = read_iemocap(fake_iemocap.build(d / "I", fake_iemocap.small_counts(per_cell=3), audio=True, seconds=0.05))
+    preset = with_overrides(get_preset("demo"), text_backbone=str(tiny_bert(d / "bert")),
+                            audio_backbone=str(tiny_wav2vec2(d / "w2v")), seeds=(0,))
+    st = Study(corpus=corpus, store=FeatureStore(d / "cache"), preset=preset, frozen=True, seeds=(0,),
+               fold_options={"dev": "stratified"},
+               head_settings=dataclasses.replace(HEAD_SETTINGS, max_epochs=3))
+    rng = np.random.default_rng(0)
+    ids = [u.id for u in corpus]
+    labels = np.array([corpus.label_index(u.label) for u in corpus])
+    for modality, variants in VARIANTS.items():
+        run = EncoderRun(modality, preset.backbone(modality), st.options)
+        for variant in variants:
+            planned = plan_entry(corpus, st.store, run=run, variant=variant, fold=None, seed=0)
+            assert planned is not None
+            vec = rng.standard_normal((len(ids), DIM)).astype(np.float32) + labels[:, None]
+            records = [_record(variant, corpus.by_id(u).text or "", i) for i, u in enumerate(ids)]
+            with st.store.writer(planned.key, ids=ids) as w:
+                w.add(ids, vec, labels=labels, records=records)
+    train_heads(st, models=ALL_MODELS, progress=False)
+    return st
+
+
+def _record(variant: str, text: str, i: int) -> dict | None:
+    """What extraction stores: text edits (every third utterance left unchanged), or the pitch step."""
+    if variant == "clean":
+        return None
+    if variant == "pitch":
+        return {"n_steps": 1.0}
+    word = text.split()[0] if text.split() else ""
+    start = text.index(word) if word else 0
+    edits = [{"start": start, "end": start + len(word), "original": word, "text": None}] if i % 3 and word else []
+    return {"edits": edits}
+
+
+def _stored(study: Study, modality: str, variant: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors and 'changed' flags read straight from the entry, bypassing the study's cache."""
+    run = EncoderRun(modality, study.preset.backbone(modality), study.options)
+    planned = plan_entry(study.corpus, study.store, run=run, variant=variant, fold=None, seed=0)
+    assert planned is not None
+    with study.store.open(planned.key) as entry:
+        records = entry.records()
+        changed = np.array([bool(records[i].get("edits", True)) for i in ids])
+        return entry.vectors(ids), changed
+
+
+def test_every_prediction_is_the_head_on_the_stored_vectors(study: Study) -> None:
+    preds, missing = evaluate(study, models=ALL_MODELS, conditions=CONDITIONS, progress=False)
+    assert missing == []
+    checked = 0
+    for fold in study.folds:
+        for model in ALL_MODELS:
+            head = load_head(study.heads_dir(model, fold=fold, seed=0))
+            for cond in CONDITIONS:
+                rows = preds.select(fold=fold, model=model, condition=cond)
+                applies = cond == "clean" or (cond in ("adj", "pitch+adj") and "text" in uses(model)) or (
+                    cond in ("pitch", "pitch+adj") and "audio" in uses(model))
+                if model in ("text", "audio") and cond == "pitch+adj":
+                    applies = False
+                assert (len(rows) > 0) == applies, (fold, model, cond)
+                if not applies:
+                    continue
+                ids = rows.utt_id.tolist()
+                inputs, affected = [], np.zeros(len(ids), dtype=bool)
+                for mod in uses(model):
+                    variant = {"text": "adj" if "adj" in cond else "clean",
+                               "audio": "pitch" if "pitch" in cond else "clean"}[mod]
+                    x, changed = _stored(study, mod, variant, ids)
+                    inputs.append(torch.from_numpy(x))
+                    if variant != "clean":
+                        affected |= changed
+                with torch.no_grad():
+                    expected = torch.softmax(head(*inputs), -1).numpy()
+                np.testing.assert_allclose(rows.probs, expected, rtol=0, atol=1e-6)
+                assert (rows.pred == expected.argmax(1)).all()
+                assert (rows.affected == affected).all()
+                checked += 1
+    assert checked == len(study.folds) * (2 * 2 + 5 * 4)  # text/audio: 2 conditions each; fusion models: 4
+
+
+def test_evaluation_is_repeatable_and_texts_cover_the_text_conditions(study: Study) -> None:
+    a, _ = evaluate(study, models=("multimodal",), conditions=CONDITIONS, progress=False)
+    b, _ = evaluate(study, models=("multimodal",), conditions=CONDITIONS, progress=False)
+    assert np.array_equal(a.probs, b.probs)
+    conds = {c for c, _ in a.texts}
+    assert {"clean", "adj", "pitch+adj"} <= conds
+    adj = {u: t for (c, u), t in a.texts.items() if c == "adj"}
+    assert adj and all(a.texts[("pitch+adj", u)] == t for u, t in adj.items())
+    masked = [u for u, t in adj.items() if "[MASK]" in t]
+    assert masked and all(t.split()[0] == "[MASK]" for u, t in adj.items() if u in masked)
+
+
+def test_trained_heads_are_reloaded_not_retrained(study: Study) -> None:
+    before = {p: p.stat().st_mtime_ns for p in study.store.root.glob("heads/**/model.safetensors")}
+    assert len(before) == len(study.folds) * len(ALL_MODELS)
+    train_heads(study, models=ALL_MODELS, progress=False)
+    after = {p: p.stat().st_mtime_ns for p in study.store.root.glob("heads/**/model.safetensors")}
+    assert after == before
