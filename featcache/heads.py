@@ -203,7 +203,49 @@ def audio_head(in_dim: int, n_classes: int) -> UnimodalHead:
     return UnimodalHead(in_dim, n_classes, hidden=PAPER_HIDDEN, dropout=AUDIO_DROPOUT, modality="audio")
 
 
-class MultimodalHead(nn.Module):
+class _BodyPair(nn.Module):
+    """Two modality bodies, modality dropout and the split forward pass shared by the feature-level fusions."""
+
+    def __init__(
+        self,
+        text_dim: int,
+        audio_dim: int,
+        n_classes: int,
+        *,
+        hidden: Sequence[int],
+        fusion_hidden: int,
+        text_dropout: float,
+        audio_dropout: float,
+        modality_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.n_classes = _check_dim("n_classes", n_classes)
+        self.fusion_hidden = _check_dim("fusion_hidden", fusion_hidden)
+        self.modality_dropout = _check_prob("modality_dropout", modality_dropout, allow_one=True)
+        self.text_body = MLPBody(text_dim, hidden=hidden, dropout=text_dropout)
+        self.audio_body = MLPBody(audio_dim, hidden=hidden, dropout=audio_dropout)
+
+    def _bodies(self, text: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        text, audio = _modality_dropout(text, audio, self.modality_dropout, self.training)
+        return self.text_body(text), self.audio_body(audio)
+
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """One modality's body output, the part of :meth:`forward` that sees only that input."""
+        return (self.text_body if modality == "text" else self.audio_body)(x)
+
+    def join(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Logits from the two body outputs.
+
+        In eval mode ``forward(t, a) == join(encode("text", t), encode("audio", a))``.
+        """
+        raise NotImplementedError
+
+    def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Logits ``[batch, n_classes]`` for ``[batch, text_dim]`` and ``[batch, audio_dim]`` vectors."""
+        return self.join(*self._bodies(text, audio))
+
+
+class MultimodalHead(_BodyPair):
     """The paper's multimodal classifier on top of two pooled vectors (feature-level fusion).
 
     ``text body (256) ++ audio body (256) -> FC fusion_hidden -> ReLU -> FC n_classes``.
@@ -238,12 +280,8 @@ class MultimodalHead(nn.Module):
         audio_dropout: float = AUDIO_DROPOUT,
         modality_dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.n_classes = _check_dim("n_classes", n_classes)
-        self.fusion_hidden = _check_dim("fusion_hidden", fusion_hidden)
-        self.modality_dropout = _check_prob("modality_dropout", modality_dropout, allow_one=True)
-        self.text_body = MLPBody(text_dim, hidden=hidden, dropout=text_dropout)
-        self.audio_body = MLPBody(audio_dim, hidden=hidden, dropout=audio_dropout)
+        super().__init__(text_dim, audio_dim, n_classes, hidden=hidden, fusion_hidden=fusion_hidden,
+                         text_dropout=text_dropout, audio_dropout=audio_dropout, modality_dropout=modality_dropout)
         self.fusion = nn.Sequential(
             nn.Linear(self.text_body.out_dim + self.audio_body.out_dim, self.fusion_hidden),
             nn.ReLU(),
@@ -293,23 +331,11 @@ class MultimodalHead(nn.Module):
 
     def fused(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """The ``fusion_hidden``-d representation before the classification layer."""
-        text, audio = _modality_dropout(text, audio, self.modality_dropout, self.training)
-        return self.fusion(torch.cat([self.text_body(text), self.audio_body(audio)], dim=-1))
-
-    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        """One modality's body output, the part of :meth:`forward` that sees only that input."""
-        return (self.text_body if modality == "text" else self.audio_body)(x)
+        return self.fusion(torch.cat(self._bodies(text, audio), dim=-1))
 
     def join(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Logits from the two body outputs.
-
-        In eval mode ``forward(t, a) == join(encode("text", t), encode("audio", a))``.
-        """
+        """Logits from the two body outputs (``forward`` = ``join`` of the bodies' outputs)."""
         return self.classifier(self.fusion(torch.cat([text, audio], dim=-1)))
-
-    def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Logits ``[batch, n_classes]`` for ``[batch, text_dim]`` and ``[batch, audio_dim]`` vectors."""
-        return self.classifier(self.fused(text, audio))
 
 
 _P = TypeVar("_P", bound="_FrozenPair")
@@ -422,7 +448,7 @@ class ScoreFusion(_FrozenPair):
         return self.combine(torch.cat([text, audio], dim=-1))
 
 
-class GatedFusion(nn.Module):
+class GatedFusion(_BodyPair):
     """Gated fusion (a gated multimodal unit): a learned per-sample gate mixes the two modalities.
 
     With body outputs ``h_t`` and ``h_a`` (256-d each)::
@@ -464,15 +490,11 @@ class GatedFusion(nn.Module):
         gate: Literal["scalar", "vector"] = "scalar",
         modality_dropout: float = 0.0,
     ) -> None:
-        super().__init__()
         if gate not in ("scalar", "vector"):
             raise ValueError(f"gate must be 'scalar' or 'vector', got {gate!r}")
+        super().__init__(text_dim, audio_dim, n_classes, hidden=hidden, fusion_hidden=fusion_hidden,
+                         text_dropout=text_dropout, audio_dropout=audio_dropout, modality_dropout=modality_dropout)
         self.gate = gate
-        self.n_classes = _check_dim("n_classes", n_classes)
-        self.fusion_hidden = _check_dim("fusion_hidden", fusion_hidden)
-        self.modality_dropout = _check_prob("modality_dropout", modality_dropout, allow_one=True)
-        self.text_body = MLPBody(text_dim, hidden=hidden, dropout=text_dropout)
-        self.audio_body = MLPBody(audio_dim, hidden=hidden, dropout=audio_dropout)
         width = self.text_body.out_dim
         self.text_proj = nn.Linear(width, width)
         self.audio_proj = nn.Linear(width, width)
@@ -480,28 +502,13 @@ class GatedFusion(nn.Module):
         self.fusion = nn.Sequential(nn.Linear(width, self.fusion_hidden), nn.ReLU())
         self.classifier = nn.Linear(self.fusion_hidden, self.n_classes)
 
-    def _bodies(self, text: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        text, audio = _modality_dropout(text, audio, self.modality_dropout, self.training)
-        return self.text_body(text), self.audio_body(audio)
-
     def gate_values(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """The gate ``z`` (weight of the text features): ``[batch, 1]`` or ``[batch, 256]``, in (0, 1)."""
         h_t, h_a = self._bodies(text, audio)
         return torch.sigmoid(self.gate_layer(torch.cat([h_t, h_a], dim=-1)))
 
-    def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Logits ``[batch, n_classes]``."""
-        return self.join(*self._bodies(text, audio))
-
-    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        """One modality's body output, the part of :meth:`forward` that sees only that input."""
-        return (self.text_body if modality == "text" else self.audio_body)(x)
-
     def join(self, h_t: torch.Tensor, h_a: torch.Tensor) -> torch.Tensor:
-        """Logits from the two body outputs.
-
-        In eval mode ``forward(t, a) == join(encode("text", t), encode("audio", a))``.
-        """
+        """Logits from the two body outputs (``forward`` = ``join`` of the bodies' outputs)."""
         z = torch.sigmoid(self.gate_layer(torch.cat([h_t, h_a], dim=-1)))
         h = z * torch.tanh(self.text_proj(h_t)) + (1 - z) * torch.tanh(self.audio_proj(h_a))
         return self.classifier(self.fusion(h))
