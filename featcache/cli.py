@@ -6,6 +6,7 @@ as one line, ``Error: <file>: <what is wrong>; <what to do>``, and exits with st
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import click
 
 from featcache import __version__
 from featcache.errors import FeatcacheError
+from featcache.presets import HEAD_SETTINGS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
@@ -410,11 +412,23 @@ def study_options(f):  # type: ignore[no-untyped-def]
     f = click.option("--seeds", default=None, metavar="S,S,...", help="Seeds of the heads / fine-tuning runs. [default: preset's, 0,1,2]")(f)
     f = click.option("--frozen/--finetuned", default=None,
                      help="Frozen backbones (entries shared by folds) or per-fold fine-tuned ones. [default: preset's]")(f)
+    f = click.option("--head-patience", type=click.IntRange(min=1), default=HEAD_SETTINGS.patience, show_default=True,
+                     help="Early-stopping patience (epochs) of the heads trained on cached vectors.")(f)
+    f = click.option("--head-epochs", type=click.IntRange(min=1), default=HEAD_SETTINGS.max_epochs, show_default=True,
+                     help="Most epochs of the heads trained on cached vectors.")(f)
+    f = click.option("--head-lr", type=click.FloatRange(min=0, min_open=True), default=HEAD_SETTINGS.lr,
+                     show_default=True, help="AdamW learning rate of the heads trained on cached vectors.")(f)
+    f = click.option("--head-batch-size", type=click.IntRange(min=1), default=HEAD_SETTINGS.batch_size,
+                     show_default=True,
+                     help="Batch size of the heads trained on cached vectors (other settings train other heads; "
+                          "pass the same ones to evaluate).")(f)
     return f
 
 
 def _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling,  # type: ignore[no-untyped-def]
-           max_samples, pad_to, whisper_input, frozen, seeds, variant_seed, dev_mode):
+           max_samples, pad_to, whisper_input, frozen, seeds, variant_seed, dev_mode,
+           head_batch_size=HEAD_SETTINGS.batch_size, head_lr=HEAD_SETTINGS.lr, head_epochs=HEAD_SETTINGS.max_epochs,
+           head_patience=HEAD_SETTINGS.patience):
     from featcache.cache import FeatureStore
     from featcache.pipeline import encoder_options as make_options
     from featcache.study import Study
@@ -424,7 +438,9 @@ def _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_b
     seed_list = tuple(int(x) for x in seeds.split(",")) if seeds else p.seeds
     return Study(corpus=corpus, store=FeatureStore(cache_dir), preset=p,
                  frozen=p.frozen if frozen is None else frozen, seeds=seed_list,
-                 fold_options={"dev": dev_mode}, options=make_options(p, pad_to=pad_to), variant_seed=variant_seed)
+                 fold_options={"dev": dev_mode}, options=make_options(p, pad_to=pad_to), variant_seed=variant_seed,
+                 head_settings=dataclasses.replace(HEAD_SETTINGS, batch_size=head_batch_size, lr=head_lr,
+                                                   max_epochs=head_epochs, patience=head_patience))
 
 
 @cli.command("train-heads", context_settings=CONTEXT)

@@ -37,7 +37,7 @@ from featcache.data import Corpus
 from featcache.errors import FeatcacheError
 from featcache.extract import EncoderRun, plan_entry
 from featcache.folds import Fold, make_fold
-from featcache.presets import Preset, TrainSettings
+from featcache.presets import HEAD_SETTINGS, Preset, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ ALL_MODELS = PAPER_MODELS + FUSION_MODELS
 PAPER_TEXT = ("adj", "random-adj", "noun", "random-noun")
 MODALITY_DROPOUT = 0.3
 
-#: Light heads trained on cached vectors: AdamW, weighted CE, early stopping (patience 10) as in the paper.
-#: Batches of 128 keep an epoch over IEMOCAP's ~4,500 training vectors well under a second on a CPU;
-#: on the demo corpus they reach the accuracy of batches of 32 (bench/bench_evaluate.py has the timings).
-HEAD_SETTINGS = TrainSettings(batch_size=128, lr=1e-3, max_epochs=100, patience=10, weight_decay=0.01)
 
 
 def uses(model: str) -> tuple[str, ...]:
@@ -213,6 +209,15 @@ class Study:
         self._cache.clear()
 
     # -- heads ------------------------------------------------------------------------------
+
+    def head_flags(self) -> str:
+        """The ``--head-*`` command-line flags that give this study's head settings (empty for the defaults)."""
+        st, d = self.head_settings, HEAD_SETTINGS
+        flags = [(f"--head-batch-size {st.batch_size}", st.batch_size != d.batch_size),
+                 (f"--head-lr {st.lr:g}", st.lr != d.lr),
+                 (f"--head-epochs {st.max_epochs}", st.max_epochs != d.max_epochs),
+                 (f"--head-patience {st.patience}", st.patience != d.patience)]
+        return "".join(f" {flag}" for flag, differs in flags if differs)
 
     def heads_dir(self, model: str, *, fold: int, seed: int) -> Path:
         return self.store.root / "heads" / self.key / f"fold-{fold}" / f"seed-{seed}" / model
@@ -430,6 +435,7 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: 
         head_dir = study.paper_head_dir(m, fold=k, seed=s) or study.heads_dir(m, fold=k, seed=s)
         if not (head_dir / "config.json").is_file():
             cmd = (f"featcache train-heads --corpus {study.corpus.name} --cache-dir {study.store.root}"
+                   f"{study.head_flags()}"
                    if study.frozen or m not in PAPER_MODELS else
                    f"featcache finetune --corpus {study.corpus.name} --modality {m} --fold {k} --seed {s}")
             if cmd not in missing:

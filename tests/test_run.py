@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,25 @@ def test_evaluate_reports_missing_entries_with_their_command(env: dict[str, Path
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert "missing: featcache extract" in r.output and "--variant noun" in r.output and "--modality text" in r.output
+
+
+def test_head_settings_from_the_command_line_train_their_own_heads(env: dict[str, Path]) -> None:
+    assert CliRunner().invoke(cli, _args(env, env["dir"] / "report")).exit_code == 0  # the store (skips if done)
+    common = ["--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(env["dir"] / "cache"),
+              "--text-backbone", str(env["bert"]), "--audio-backbone", str(env["w2v"]), "--seeds", "0"]
+    custom = ["--head-batch-size", "16", "--head-epochs", "2"]
+    r = CliRunner().invoke(cli, ["train-heads", *common, *custom, "--models", "text"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("fold ") == 5 and "dev acc" in r.output
+    heads_dir = Path(r.output.strip().splitlines()[-1].split("heads: ")[1])
+    results = sorted(heads_dir.glob("fold-*/seed-0/text/result.json"))
+    assert len(results) == 5 and all(json.loads(p.read_text())["epochs_run"] <= 2 for p in results)
+    heads_root = env["dir"] / "cache" / "heads"
+    assert heads_dir.parent == heads_root and len(list(heads_root.iterdir())) >= 2  # beside the default heads
+    out = env["dir"] / "custom-eval"
+    r = CliRunner().invoke(cli, ["evaluate", *common, *custom, "--condition", "clean", "--condition", "adj",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    preds = Predictions.load(out / "predictions.h5")
+    assert set(preds.unique("model")) == {"text"} and len(preds.select(condition="adj")) == 65
+    assert "missing: featcache train-heads" in r.output and "--head-batch-size 16 --head-epochs 2" in r.output
