@@ -70,6 +70,23 @@ def test_other_identity_never_mixes(tmp_path: Path) -> None:
         store.open(a)
 
 
+def test_variants_with_dots_in_their_names_get_their_own_files(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    keys = {v: EntryKey(run="r", fold=None, variant=v, identity={"weights": "w", "variant": v})
+            for v in ("asr-0.1", "asr-0.2", "reverb-0.6", "noise:snr_db=7.5")}
+    for i, (v, k) in enumerate(keys.items()):
+        with store.writer(k, ids=["u1"]) as w:
+            w.add(["u1"], np.full((1, 3), i, dtype=np.float32))
+    paths = {store.path(k) for k in keys.values()}
+    assert len(paths) == len(keys) and all(p.is_file() and p.name.endswith(".h5") for p in paths)
+    for i, k in enumerate(keys.values()):
+        assert store.has(k)
+        with store.open(k) as e:
+            assert e.vectors()[0, 0] == i
+    assert not list(tmp_path.rglob("*.partial"))
+    assert len(list(store.iter_entries())) == len(keys)
+
+
 def test_verify_detects_corruption(tmp_path: Path) -> None:
     _write(tmp_path, "clean", 30)
     _write(tmp_path, "adj", 30)

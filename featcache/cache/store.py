@@ -241,15 +241,20 @@ class FeatureStore:
         """Where converted and fine-tuned backbones live."""
         return self.root / "models"
 
+    def _file(self, key: EntryKey, suffix: str) -> Path:
+        # appended, not Path.with_suffix: variant names hold dots ("asr-0.2") that are not suffixes
+        rel = key.relpath()
+        return self.root / rel.parent / f"{rel.name}{suffix}"
+
     def path(self, key: EntryKey) -> Path:
         """Final path of an entry."""
-        return self.root / key.relpath().with_suffix(self.backend.suffix)
+        return self._file(key, self.backend.suffix)
 
     def _partial_dir(self, key: EntryKey) -> Path:
-        return self.root / key.relpath().with_suffix(".partial")
+        return self._file(key, ".partial")
 
     def _lock_path(self, key: EntryKey) -> Path:
-        return self.root / key.relpath().with_suffix(".lock")
+        return self._file(key, ".lock")
 
     # -- queries -------------------------------------------------------------------------
 
