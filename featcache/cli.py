@@ -491,7 +491,9 @@ def _evaluate_and_report(study, out: Path, conditions: list[str] | None, title: 
 @encoder_options
 @study_options
 @click.option("--condition", "conditions", multiple=True, metavar="COND",
-              help="Condition to evaluate (repeatable), e.g. adj, pitch, pitch+adj. [default: all the store can make]")
+              help="Condition to evaluate (repeatable), e.g. adj, pitch, pitch+adj. [default: the paper's conditions "
+                   "(Table 6 rows; missing ones are listed with the command that makes them), then every other "
+                   "variant the store holds]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("featcache-report"),
               help="Folder for predictions.h5, results.csv and the report.")
 def evaluate_cmd(conditions: tuple[str, ...], out: Path, **kw: object) -> None:

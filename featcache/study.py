@@ -337,13 +337,39 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
 
 
 def default_conditions(store_variants: Iterable[str] | None = None) -> list[str]:
-    """The paper's conditions (Table 6 rows), then every other registered variant."""
-    from featcache.perturb import list_variants
+    """The paper's conditions (Table 6 rows), then the other variants the store holds.
 
-    text = [v.spec for v in list_variants("text")]
-    audio = [v.spec for v in list_variants("audio")]
-    conds = ["clean", *text, *audio, *(f"pitch+{t}" for t in PAPER_TEXT)]
+    Args:
+        store_variants: Variant specs of the store's entries; None lists every registered variant.
+
+    Returns:
+        ``clean``, text variants, audio variants (registry order), then ``pitch`` with each of the
+        paper's text attacks.
+    """
+    from featcache.perturb import get_variant, list_variants
+    from featcache.presets import PAPER_VARIANTS
+
+    held = None if store_variants is None else set(store_variants)
+
+    def wanted(spec: str) -> bool:
+        return held is None or spec in PAPER_VARIANTS or spec in held
+
+    specs = [v.spec for m in ("text", "audio") for v in list_variants(m) if wanted(v.spec)]
+    for spec in sorted(held or ()):  # stored variants with other parameters, e.g. noise:snr_db=7
+        if spec not in specs and spec != "clean":
+            try:
+                get_variant(spec)
+            except FeatcacheError:
+                continue
+            specs.append(spec)
+    by_modality = {m: [x for x in specs if get_variant(x).modality == m] for m in ("text", "audio")}
+    conds = ["clean", *by_modality["text"], *by_modality["audio"], *(f"pitch+{t}" for t in PAPER_TEXT)]
     return list(dict.fromkeys(conds))
+
+
+def _held_variants(store: FeatureStore) -> set[str]:
+    """Variant specs of the store's complete entries."""
+    return {info.variant for info in store.iter_entries() if info.status == "complete" and info.variant}
 
 
 def applies(model: str, condition: str) -> bool:
@@ -383,7 +409,8 @@ def evaluate(
     Args:
         study: The study.
         models: Models to evaluate (those without trained heads are reported as missing).
-        conditions: Conditions (default :func:`default_conditions`).
+        conditions: Conditions (default: :func:`default_conditions` of the variants the store holds, so
+            the paper's conditions are always there, reported missing if not extracted).
         progress: Progress bar.
 
     Returns:
@@ -392,7 +419,7 @@ def evaluate(
     """
     from featcache.metrics import Predictions
 
-    conditions = list(conditions or default_conditions())
+    conditions = list(conditions or default_conditions(_held_variants(study.store)))
     blocks: list[dict[str, np.ndarray]] = []
     texts: dict[tuple[str, str], str] = {}
     missing: list[str] = []

@@ -15,7 +15,7 @@ from featcache.data import read_iemocap
 from featcache.extract import EncoderRun, plan_entry
 from featcache.heads import load_head
 from featcache.presets import get_preset, with_overrides
-from featcache.study import ALL_MODELS, HEAD_SETTINGS, Study, evaluate, train_heads, uses
+from featcache.study import ALL_MODELS, HEAD_SETTINGS, Study, default_conditions, evaluate, train_heads, uses
 from tiny_models import tiny_bert, tiny_wav2vec2
 
 DIM = 16
@@ -123,3 +123,21 @@ def test_trained_heads_are_reloaded_not_retrained(study: Study) -> None:
     train_heads(study, models=ALL_MODELS, progress=False)
     after = {p: p.stat().st_mtime_ns for p in study.store.root.glob("heads/**/model.safetensors")}
     assert after == before
+
+
+def test_default_conditions_are_the_papers_plus_what_the_store_holds() -> None:
+    paper = default_conditions(set())
+    assert paper[0] == "clean" and {"adj", "random-noun", "no-text", "pitch", "noise", "no-audio"} <= set(paper)
+    assert paper[-4:] == ["pitch+adj", "pitch+random-adj", "pitch+noun", "pitch+random-noun"]
+    assert not any(c.startswith(("asr", "reverb", "tempo")) for c in paper)
+    held = default_conditions({"asr-0.2", "reverb-0.6", "noise:snr_db=7", "not-a-variant"})
+    assert {"asr-0.2", "reverb-0.6", "noise:snr_db=7"} <= set(held) and "not-a-variant" not in held
+    assert held.index("asr-0.2") < held.index("pitch")  # text variants come before audio ones
+
+
+def test_evaluate_by_default_reports_only_the_papers_missing_conditions(study: Study) -> None:
+    preds, missing = evaluate(study, models=("text", "multimodal"), progress=False)
+    assert set(preds.unique("condition")) == {"clean", "adj", "pitch", "pitch+adj"}
+    wanted = {"noun", "random-adj", "random-noun", "no-text", "noise", "no-audio"}
+    named = {m.split("--variant ")[1] for m in missing}
+    assert named == wanted
