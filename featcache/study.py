@@ -13,7 +13,12 @@ Models
 Conditions
     ``clean``; every text variant; every audio variant; ``pitch`` combined with each text variant of
     the paper (``pitch+adj``, ...). A combination is composed from one stored text entry and one
-    stored audio entry: it never needs an extraction of its own.
+    stored audio entry: it never needs an extraction of its own. By default: the paper's conditions
+    plus every other variant the store holds.
+
+Evaluation reads each entry once, gathers each fold's test rows once for every seed and model, and
+runs each head's body once per (modality, variant): the conditions that share an input share its
+encoding, so a combined condition costs only the fusion layers.
 
 Heads trained here live in ``<store>/heads/<study>/fold-K/seed-S/<model>/`` (safetensors + JSON, with
 the resumable training files), keyed by a hash of everything they depend on.
