@@ -331,6 +331,27 @@ class Predictions:
         return self.take(mask)
 
     @classmethod
+    def from_blocks(cls, blocks: Sequence[Mapping[str, np.ndarray]], *, labels: Sequence[str],
+                    texts: Mapping[tuple[str, str], str] | None = None) -> Predictions:
+        """Rows given as blocks of parallel columns (one dict of :data:`COLUMNS` arrays per block).
+
+        Args:
+            blocks: The blocks, in row order; none gives an empty table.
+            labels: Class names.
+            texts: ``(condition, utt_id) -> text``.
+
+        Returns:
+            All rows.
+        """
+        def empty(name: str) -> np.ndarray:
+            if name == "probs":
+                return np.zeros((0, len(labels)), np.float32)
+            return np.zeros(0, dtype=object if name in _STR_COLUMNS else np.int64 if name in _INT_COLUMNS else bool)
+
+        cols = {name: np.concatenate([b[name] for b in blocks]) if blocks else empty(name) for name in COLUMNS}
+        return cls(**cols, labels=tuple(labels), texts=dict(texts or {}))
+
+    @classmethod
     def concat(cls, parts: Sequence[Predictions]) -> Predictions:
         """Stack predictions with the same labels.
 

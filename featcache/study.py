@@ -433,14 +433,7 @@ def evaluate(
         _evaluate_jobs(study, jobs, conditions, blocks, texts, missing, progress)
     finally:
         study.close()
-    n_classes = len(study.corpus.labels)
-    object_cols = ("session", "model", "condition", "utt_id")
-    cols = {name: (np.concatenate([b[name] for b in blocks]) if blocks else
-                   np.zeros((0, n_classes) if name == "probs" else 0,
-                            dtype=object if name in object_cols else
-                            {"probs": np.float32, "affected": bool}.get(name, np.int64)))
-            for name in ("fold", "session", "seed", "model", "condition", "utt_id", "label", "pred", "probs", "affected")}
-    preds = Predictions(**cols, labels=tuple(study.corpus.labels), texts=texts)
+    preds = Predictions.from_blocks(blocks, labels=study.corpus.labels, texts=texts)
     return preds, missing
 
 
@@ -458,7 +451,7 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: 
     from featcache.perturb import get_variant, parse_condition
 
     replayed: set[tuple[str, int]] = set()  # (condition, fold) whose texts are rebuilt
-    rows: dict[tuple[EncoderRun, str, str], tuple[torch.Tensor, dict, Entry, np.ndarray]] = {}  # this fold's test rows
+    rows: dict[tuple[EncoderRun, str], tuple[torch.Tensor, dict, Entry, np.ndarray]] = {}  # this fold's test rows
     current_fold = None
     for k, s, m in tqdm(jobs, desc="evaluate", unit="model", disable=not progress, leave=False):
         if k != current_fold:
@@ -491,11 +484,11 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: 
                 for mod in uses(m):
                     variant = {"text": text_v, "audio": audio_v}[mod] or "clean"
                     run = study.encoder_run(mod, fold=k, seed=s, model=m)
-                    if (run, mod, variant) not in rows:  # frozen runs are shared by seeds and models
+                    if (run, variant) not in rows:  # frozen runs are shared by seeds and models
                         x, records, entry, changed = study.vectors(mod, fold=k, seed=s, model=m, variant=variant,
                                                                    ids=ids)
-                        rows[run, mod, variant] = (torch.from_numpy(x), records, entry, changed)
-                    x_t, records, entry, changed = rows[run, mod, variant]
+                        rows[run, variant] = (torch.from_numpy(x), records, entry, changed)
+                    x_t, records, entry, changed = rows[run, variant]
                     if (mod, variant) not in encoded:
                         with torch.no_grad():
                             encoded[mod, variant] = head.encode(mod, x_t) if hasattr(head, "join") else head(x_t)

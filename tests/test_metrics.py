@@ -395,3 +395,19 @@ def test_tidy_and_summary_csv(tmp_path: Path) -> None:
     assert mm["smodal_text_condition"] == "adj" and float(mm["smodal_text_impact_mean"]) == pytest.approx(-18.75)
     assert mm["ci_versus"] == "text:adj" and mm["ci_excludes_zero"] == "false"
     assert agg[("text", "adj")]["ci_low"] == ""
+
+
+def test_from_blocks_concatenates_columns_and_handles_no_rows() -> None:
+    def block(cond: str, n: int) -> dict[str, np.ndarray]:
+        return {"fold": np.ones(n, np.int64), "session": np.full(n, "Ses01", object), "seed": np.zeros(n, np.int64),
+                "model": np.full(n, "text", object), "condition": np.full(n, cond, object),
+                "utt_id": np.array([f"{cond}{i}" for i in range(n)], object), "label": np.arange(n) % 4,
+                "pred": np.zeros(n, np.int64), "probs": np.full((n, 4), 0.25, np.float32),
+                "affected": np.ones(n, bool)}
+
+    p = Predictions.from_blocks([block("clean", 3), block("adj", 2)], labels=("ang", "sad", "hap", "fru"),
+                                texts={("adj", "adj0"): "x"})
+    assert len(p) == 5 and p.condition.tolist() == ["clean"] * 3 + ["adj"] * 2 and p.probs.shape == (5, 4)
+    assert p.texts == {("adj", "adj0"): "x"}
+    empty = Predictions.from_blocks([], labels=("ang", "sad", "hap", "fru"))
+    assert len(empty) == 0 and empty.probs.shape == (0, 4) and empty.affected.dtype == bool
