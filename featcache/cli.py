@@ -426,9 +426,8 @@ def study_options(f):  # type: ignore[no-untyped-def]
 
 
 def _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling,  # type: ignore[no-untyped-def]
-           max_samples, pad_to, whisper_input, frozen, seeds, variant_seed, dev_mode,
-           head_batch_size=HEAD_SETTINGS.batch_size, head_lr=HEAD_SETTINGS.lr, head_epochs=HEAD_SETTINGS.max_epochs,
-           head_patience=HEAD_SETTINGS.patience):
+           max_samples, pad_to, whisper_input, frozen, seeds, variant_seed, dev_mode, head_batch_size, head_lr,
+           head_epochs, head_patience):
     from featcache.cache import FeatureStore
     from featcache.pipeline import encoder_options as make_options
     from featcache.study import Study
