@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from featcache import __version__
+from featcache.cache.atomic import atomic_write, atomic_write_json
 from featcache.errors import FeatcacheError
 
 PAPER_HIDDEN: tuple[int, ...] = (512, 256)
@@ -691,36 +692,6 @@ def head_from_config(config: dict[str, Any]) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------- file I/O
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write a file under a temporary name, fsync it and rename it over ``path``.
-
-    A crash at any moment leaves either the old file or the complete new one, never a torn file.
-
-    Args:
-        path: the final file name.
-        write: writes the content to the temporary path it is given.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_json(path: Path, obj: object) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
-    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str] | None = None) -> None:

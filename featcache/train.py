@@ -50,7 +50,8 @@ from tqdm.auto import tqdm
 
 from featcache import __version__
 from featcache.errors import FeatcacheError
-from featcache.heads import atomic_write, atomic_write_json, load_tensors, save_tensors
+from featcache.cache.atomic import atomic_write, atomic_write_json
+from featcache.heads import load_tensors, save_tensors
 
 Step = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 """``step(model, batch) -> (logits [batch, n_classes], labels [batch])``; ``batch`` is already on the device."""
