@@ -15,7 +15,7 @@ import click
 
 from featcache import __version__
 from featcache.errors import FeatcacheError
-from featcache.presets import HEAD_SETTINGS
+from featcache.paper import ALL_MODELS, HEAD_SETTINGS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
@@ -329,17 +329,15 @@ def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_d
       featcache extract --corpus iemocap:demo-corpus --variant all
       featcache extract --corpus iemocap:/data/IEMOCAP --preset paper --fold 2 --variant pitch
     """
-    from featcache.cache import FeatureStore
     from featcache.pipeline import plan_encoder_runs, run_extractions
 
-    corpus = load_corpus_from_options(corpus_spec, labels, merge)
-    p = _preset_from_options(preset, text_backbone, audio_backbone, pooling, max_samples, whisper_input)
-    store = FeatureStore(cache_dir)
+    study = _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling, max_samples,
+                   pad_to, whisper_input, frozen, None, seed, "stratified")
     fold_list = None if folds == "all" else [int(folds)]
-    plans = plan_encoder_runs(corpus, store, preset=p, modality=modality, frozen=frozen, folds=fold_list,
-                              pad_to=pad_to)
-    reports = run_extractions(corpus, store, plans, variants=_variant_list(variants), seed=seed, split=split,
-                              batch_size=batch_size or p.extract_batch_size, num_workers=workers, device=device)
+    plans = plan_encoder_runs(study, modality=modality, folds=fold_list)
+    reports = run_extractions(study, plans, variants=_variant_list(variants), split=split,
+                              batch_size=batch_size or study.preset.extract_batch_size, num_workers=workers,
+                              device=device)
     for r in reports:
         if r.status == "not-applicable":
             continue
@@ -381,7 +379,6 @@ def finetune_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_
 
     from featcache.cache import FeatureStore
     from featcache.finetune import finetune
-    from featcache.pipeline import encoder_options as make_options
 
     corpus = load_corpus_from_options(corpus_spec, labels, merge)
     p = _preset_from_options(preset, text_backbone, audio_backbone, pooling, max_samples, whisper_input)
@@ -391,7 +388,7 @@ def finetune_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_
                                  if v is not None})
     store = FeatureStore(cache_dir)
     run = finetune(corpus, store, preset=p, modality=modality, fold=fold, seed=seed, settings=settings,
-                   options=make_options(p, pad_to=pad_to), fold_options={"dev": dev_mode, "dev_fraction": dev_fraction},
+                   options=p.encoder_options(pad_to=pad_to), fold_options={"dev": dev_mode, "dev_fraction": dev_fraction},
                    device=device, num_workers=workers)
     res = run.result
     click.echo(f"{run.run_id}: best epoch {res['best_epoch']} of {res['epochs_run']}, "
@@ -425,21 +422,41 @@ def study_options(f):  # type: ignore[no-untyped-def]
     return f
 
 
+def _corpus_flags(labels: str | None, merge: str | None) -> tuple[str, ...]:
+    """The corpus options as given, repeated in every command the study prints."""
+    return (*(("--labels", labels) if labels is not None else ()), *(("--merge", merge) if merge is not None else ()))
+
+
 def _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling,  # type: ignore[no-untyped-def]
-           max_samples, pad_to, whisper_input, frozen, seeds, variant_seed, dev_mode, head_batch_size, head_lr,
-           head_epochs, head_patience):
+           max_samples, pad_to, whisper_input, frozen, seeds, variant_seed, dev_mode, head_batch_size=None,
+           head_lr=None, head_epochs=None, head_patience=None):
+    """The :class:`~featcache.study.Study` that a command's corpus, store, encoder and study options define."""
     from featcache.cache import FeatureStore
-    from featcache.pipeline import encoder_options as make_options
     from featcache.study import Study
 
     corpus = load_corpus_from_options(corpus_spec, labels, merge)
     p = _preset_from_options(preset, text_backbone, audio_backbone, pooling, max_samples, whisper_input)
-    seed_list = tuple(int(x) for x in seeds.split(",")) if seeds else p.seeds
+    heads = {k: v for k, v in dict(batch_size=head_batch_size, lr=head_lr, max_epochs=head_epochs,
+                                   patience=head_patience).items() if v is not None}
     return Study(corpus=corpus, store=FeatureStore(cache_dir), preset=p,
-                 frozen=p.frozen if frozen is None else frozen, seeds=seed_list,
-                 fold_options={"dev": dev_mode}, options=make_options(p, pad_to=pad_to), variant_seed=variant_seed,
-                 head_settings=dataclasses.replace(HEAD_SETTINGS, batch_size=head_batch_size, lr=head_lr,
-                                                   max_epochs=head_epochs, patience=head_patience))
+                 frozen=p.frozen if frozen is None else frozen, seeds=_seed_list(seeds) if seeds else p.seeds,
+                 fold_options={"dev": dev_mode}, options=p.encoder_options(pad_to=pad_to), variant_seed=variant_seed,
+                 head_settings=dataclasses.replace(HEAD_SETTINGS, **heads), corpus_flags=_corpus_flags(labels, merge))
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    """``0,1,2`` -> (0, 1, 2).
+
+    Raises:
+        FeatcacheError: A part that is not a whole number.
+    """
+    try:
+        seeds = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise FeatcacheError(f"--seeds {text!r}: write whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds:
+        raise FeatcacheError(f"--seeds {text!r}: give at least one seed, e.g. 0")
+    return seeds
 
 
 @cli.command("train-heads", context_settings=CONTEXT)
@@ -447,8 +464,9 @@ def _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_b
 @cache_dir_option
 @encoder_options
 @study_options
-@click.option("--models", default=",".join(("text", "audio", "multimodal", "late", "score", "gated", "mdrop")),
-              help="Heads to train on the stored clean vectors of each fold and seed.")
+@click.option("--models", default=",".join(ALL_MODELS),
+              help="Heads to train on the stored clean vectors of each fold and seed (those the corpus's "
+                   "modalities allow).")
 @click.option("--device", default="cpu", help="cpu or cuda.")
 def train_heads_cmd(models: str, device: str, **kw: object) -> None:
     """Train the paper's heads and fusion ablations on cached vectors (seconds per fold on a CPU).
@@ -461,27 +479,17 @@ def train_heads_cmd(models: str, device: str, **kw: object) -> None:
     from featcache.study import train_heads
 
     study = _study(**kw)  # type: ignore[arg-type]
-    rows = train_heads(study, models=[m.strip() for m in models.split(",") if m.strip()], device=device)
+    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    usable = study.models(wanted)
+    if usable != wanted:
+        click.echo(f"{study.corpus.name}: modalities {', '.join(study.corpus.modalities) or 'none'}; "
+                   f"training {', '.join(usable) or 'no head'}")
+    rows = train_heads(study, models=usable, device=device)
     for r in rows:
         acc = r.get("best_dev_acc")
         click.echo(f"fold {r['fold']} seed {r['seed']} {r['model']:<10} "
                    + (f"dev acc {acc:.4f} (epoch {r['best_epoch']})" if acc is not None else "no training needed"))
     click.echo(f"heads: {study.store.root / 'heads' / study.key}")
-
-
-def _evaluate_and_report(study, out: Path, conditions: list[str] | None, title: str) -> Path:  # type: ignore[no-untyped-def]
-    from featcache.report import write_report
-    from featcache.study import evaluate
-
-    preds, missing = evaluate(study, conditions=conditions)
-    for cmd in missing:
-        click.echo(f"missing: {cmd}", err=True)
-    if len(preds) == 0:
-        raise FeatcacheError(f"{study.store.root}: nothing to evaluate; run the commands above first")
-    out.mkdir(parents=True, exist_ok=True)
-    preds.save(out / "predictions.h5")
-    write_report(preds, out, title=title)
-    return out
 
 
 @cli.command("evaluate", context_settings=CONTEXT)
@@ -501,8 +509,11 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, **kw: object) -> None:
     Writes one tidy results file (one row per fold/seed/model/condition), the per-utterance predictions
     and the report. Missing entries are listed with the exact command that makes them.
     """
+    from featcache.pipeline import evaluate_and_report
+
     study = _study(**kw)  # type: ignore[arg-type]
-    out = _evaluate_and_report(study, out, list(conditions) or None, title=f"featcache report: {study.corpus.name}")
+    evaluate_and_report(study, out=out, conditions=list(conditions) or None,
+                        title=f"featcache report: {study.corpus.name}", echo=click.echo)
     click.echo(f"results and report: {out}")
 
 
@@ -545,7 +556,7 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
     """
     import time
 
-    from featcache.study import run_study
+    from featcache.pipeline import run_study
 
     t0 = time.perf_counter()
     if not kw.get("corpus_spec"):
@@ -559,7 +570,7 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
     study = _study(**kw)  # type: ignore[arg-type]
     out = out or Path("featcache-report") / study.preset.name
     run_study(study, variants=list(variants) or None, out=out, workers=workers, device=device, echo=click.echo)
-    click.echo(f"done in {time.perf_counter() - t0:.0f} s")
+    click.echo(f"done in {time.perf_counter() - t0:.0f} s in all")
     click.echo(f"tables: {out / 'tables.md'} (also .csv, .tex); examples: {out / 'examples.md'}; "
                f"summary: {out / 'summary.md'}; plots: {out}/*.png")
 

@@ -28,15 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache import paper
 from featcache.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 
-#: The paper's label set (Table 2) and its merge map.
-PAPER_LABELS: tuple[str, ...] = ("ang", "sad", "hap", "fru")
-PAPER_MERGE: dict[str, str] = {"exc": "hap"}
+#: The paper's label set (Table 2) and its merge map (defined in featcache.paper).
+PAPER_LABELS = paper.LABELS
+PAPER_MERGE = paper.MERGE
 
 #: Every label the IEMOCAP release uses in its EmoEvaluation files.
 IEMOCAP_VOCABULARY: frozenset[str] = frozenset(

@@ -278,6 +278,7 @@ def extract(
     encoder: TextEncoder | AudioEncoder | None = None,
     analysis_model: str = DEFAULT_SPACY_MODEL,
     progress: bool = True,
+    planned: PlannedEntry | None = None,
 ) -> ExtractReport:
     """Extract (or resume, or skip) one entry.
 
@@ -296,6 +297,7 @@ def extract(
         encoder: A loaded encoder to reuse across calls (must match ``run``).
         analysis_model: spaCy pipeline for part-of-speech variants.
         progress: Show a progress bar.
+        planned: The entry as :func:`plan_entry` planned it for these arguments (planned here if None).
 
     Returns:
         The report; ``status`` is ``skipped`` when the entry was already stored.
@@ -307,8 +309,9 @@ def extract(
 
     from tqdm import tqdm
 
-    planned = plan_entry(corpus, store, run=run, variant=variant, fold=fold, split=split, seed=seed,
-                         fold_options=fold_options, analysis_model=analysis_model)
+    if planned is None:
+        planned = plan_entry(corpus, store, run=run, variant=variant, fold=fold, split=split, seed=seed,
+                             fold_options=fold_options, analysis_model=analysis_model)
     if planned is None:
         return ExtractReport(key=EntryKey(run=run.name, fold=fold, variant=variant), status="not-applicable")
     v, ids, resolved, key = planned.variant, planned.ids, planned.resolved, planned.key

@@ -35,16 +35,10 @@ from featcache.cache import FeatureStore, digest
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
-from featcache.presets import Preset, TrainSettings
+from featcache.paper import PAPER_MODELS, TrainSettings, uses
+from featcache.presets import Preset
 
 log = logging.getLogger(__name__)
-
-MODALITIES = ("text", "audio", "multimodal")
-
-
-def parts(modality: str) -> tuple[str, ...]:
-    """The encoders a model kind uses."""
-    return ("text", "audio") if modality == "multimodal" else (modality,)
 
 
 class EndToEnd(nn.Module):
@@ -115,7 +109,7 @@ class FinetuneRun:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return parts(self.modality)
+        return uses(self.modality)
 
     @property
     def finished(self) -> bool:
@@ -153,7 +147,7 @@ def run_config(
         "corpus_name": corpus.name,
         "labels": list(corpus.labels),
         "modality": modality,
-        "backbones": {m: preset.backbone(m) for m in parts(modality)},
+        "backbones": {m: preset.backbone(m) for m in uses(modality)},
         "encoder_options": asdict(options),
         "settings": asdict(settings),
         "fold": fold,
@@ -246,16 +240,15 @@ def finetune(
         FeatcacheError: Unknown modality, missing modality in the corpus, or bad settings.
     """
     from featcache.heads import MultimodalHead, audio_head, save_head, text_head
-    from featcache.pipeline import encoder_options
     from featcache.train import class_weights, fit
 
-    if modality not in MODALITIES:
+    if modality not in PAPER_MODELS:
         raise FeatcacheError(f"--modality {modality!r}: use text, audio or multimodal")
-    for m in parts(modality):
+    for m in uses(modality):
         if m not in corpus.modalities:
             raise FeatcacheError(f"{corpus.name}: the corpus has no {m}; fine-tune another --modality")
     settings = settings or preset.train(modality)
-    options = options or encoder_options(preset)
+    options = options or preset.encoder_options()
     fold_options = dict(fold_options or {})
     cfg = run_config(corpus, preset=preset, modality=modality, fold=fold, seed=seed, options=options,
                      settings=settings, fold_options=fold_options)
@@ -270,7 +263,7 @@ def finetune(
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     torch.manual_seed(seed)
     encoders: dict[str, TextEncoder | AudioEncoder] = {}
-    for m in parts(modality):
+    for m in uses(modality):
         resolved = resolve_backbone(preset.backbone(m), models_dir=store.models_dir)
         encoders[m] = load_encoder(resolved, options=options)
     n = len(corpus.labels)

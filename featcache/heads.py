@@ -42,15 +42,7 @@ from torch import nn
 from featcache import __version__
 from featcache.cache.atomic import atomic_write, atomic_write_json
 from featcache.errors import FeatcacheError
-
-PAPER_HIDDEN: tuple[int, ...] = (512, 256)
-"""Sizes of the two fully connected layers of each modality's body."""
-PAPER_FUSION_HIDDEN = 128
-"""Size of the fully connected layer after concatenation in the multimodal head."""
-TEXT_DROPOUT = 0.0
-"""The paper gives the text body no dropout."""
-AUDIO_DROPOUT = 0.2
-"""Dropout after each ReLU of the audio body."""
+from featcache.paper import AUDIO_DROPOUT, FUSION_HIDDEN, HIDDEN, TEXT_DROPOUT
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -107,7 +99,7 @@ class MLPBody(nn.Module):
         ValueError: a size is not a positive integer, ``hidden`` is empty or ``dropout`` is not in [0, 1).
     """
 
-    def __init__(self, in_dim: int, *, hidden: Sequence[int] = PAPER_HIDDEN, dropout: float = 0.0) -> None:
+    def __init__(self, in_dim: int, *, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0) -> None:
         super().__init__()
         self.in_dim = _check_dim("in_dim", in_dim)
         self.hidden = tuple(_check_dim("hidden size", h) for h in hidden)
@@ -152,7 +144,7 @@ class UnimodalHead(nn.Module):
         in_dim: int,
         n_classes: int,
         *,
-        hidden: Sequence[int] = PAPER_HIDDEN,
+        hidden: Sequence[int] = HIDDEN,
         dropout: float = 0.0,
         modality: Literal["text", "audio"] = "text",
     ) -> None:
@@ -188,7 +180,7 @@ def text_head(in_dim: int, n_classes: int) -> UnimodalHead:
     Returns:
         A freshly initialised :class:`UnimodalHead`.
     """
-    return UnimodalHead(in_dim, n_classes, hidden=PAPER_HIDDEN, dropout=TEXT_DROPOUT, modality="text")
+    return UnimodalHead(in_dim, n_classes, hidden=HIDDEN, dropout=TEXT_DROPOUT, modality="text")
 
 
 def audio_head(in_dim: int, n_classes: int) -> UnimodalHead:
@@ -201,7 +193,7 @@ def audio_head(in_dim: int, n_classes: int) -> UnimodalHead:
     Returns:
         A freshly initialised :class:`UnimodalHead`.
     """
-    return UnimodalHead(in_dim, n_classes, hidden=PAPER_HIDDEN, dropout=AUDIO_DROPOUT, modality="audio")
+    return UnimodalHead(in_dim, n_classes, hidden=HIDDEN, dropout=AUDIO_DROPOUT, modality="audio")
 
 
 class _BodyPair(nn.Module):
@@ -275,8 +267,8 @@ class MultimodalHead(_BodyPair):
         audio_dim: int,
         n_classes: int,
         *,
-        hidden: Sequence[int] = PAPER_HIDDEN,
-        fusion_hidden: int = PAPER_FUSION_HIDDEN,
+        hidden: Sequence[int] = HIDDEN,
+        fusion_hidden: int = FUSION_HIDDEN,
         text_dropout: float = TEXT_DROPOUT,
         audio_dropout: float = AUDIO_DROPOUT,
         modality_dropout: float = 0.0,
@@ -295,7 +287,7 @@ class MultimodalHead(_BodyPair):
         text: UnimodalHead,
         audio: UnimodalHead,
         *,
-        fusion_hidden: int = PAPER_FUSION_HIDDEN,
+        fusion_hidden: int = FUSION_HIDDEN,
         modality_dropout: float = 0.0,
     ) -> MultimodalHead:
         """A multimodal head whose bodies start as copies of two trained unimodal heads' bodies.
@@ -484,8 +476,8 @@ class GatedFusion(_BodyPair):
         audio_dim: int,
         n_classes: int,
         *,
-        hidden: Sequence[int] = PAPER_HIDDEN,
-        fusion_hidden: int = PAPER_FUSION_HIDDEN,
+        hidden: Sequence[int] = HIDDEN,
+        fusion_hidden: int = FUSION_HIDDEN,
         text_dropout: float = TEXT_DROPOUT,
         audio_dropout: float = AUDIO_DROPOUT,
         gate: Literal["scalar", "vector"] = "scalar",

@@ -13,33 +13,19 @@ Every field can be overridden on the command line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from featcache import paper
 from featcache.errors import FeatcacheError
+from featcache.paper import EXTRA_VARIANTS, HEAD_SETTINGS, TrainSettings
 
+__all__ = ["EXTRA_VARIANTS", "HEAD_SETTINGS", "PAPER_VARIANTS", "PRESETS", "Preset", "TrainSettings", "get_preset",
+           "with_overrides"]
 
-#: The paper's attacks (Tables 4-6); combinations with pitch are composed at evaluation.
-PAPER_VARIANTS: tuple[str, ...] = ("adj", "random-adj", "noun", "random-noun", "no-text", "pitch", "no-audio", "noise")
-#: One point of each sweep beyond the paper, for the demo's time budget.
-EXTRA_VARIANTS: tuple[str, ...] = ("asr-0.2", "snr-10", "telephone", "reverb-0.6")
+PAPER_VARIANTS = paper.VARIANTS
 
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Fine-tuning hyperparameters of one model kind."""
-
-    batch_size: int
-    lr: float
-    max_epochs: int = 100
-    patience: int = 10
-    grad_accum: int = 1
-    weight_decay: float = 0.0
-
-
-#: Light heads trained on cached vectors: AdamW, weighted CE, early stopping (patience 10) as in the paper.
-#: Batches of 128 keep an epoch over IEMOCAP's ~4,500 training vectors well under a second on a CPU;
-#: on the demo corpus they reach the accuracy of batches of 32 (bench/bench_evaluate.py has the timings).
-HEAD_SETTINGS = TrainSettings(batch_size=128, lr=1e-3, max_epochs=100, patience=10, weight_decay=0.01)
+if TYPE_CHECKING:
+    from featcache.backbones.encoders import EncoderOptions
 
 
 @dataclass(frozen=True)
@@ -53,12 +39,12 @@ class Preset:
     text: TrainSettings
     audio: TrainSettings
     multimodal: TrainSettings
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = paper.SEEDS
     pooling: str = "cls"
-    max_samples: int = 246_000
+    max_samples: int = paper.MAX_SAMPLES
     whisper_input: str = "trim"
     extract_batch_size: int = 8
-    variants: tuple[str, ...] = PAPER_VARIANTS
+    variants: tuple[str, ...] = paper.VARIANTS
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -68,16 +54,33 @@ class Preset:
     def backbone(self, modality: str) -> str:
         return {"text": self.text_backbone, "audio": self.audio_backbone}[modality]
 
+    def encoder_options(self, *, pad_to: int | None = None) -> EncoderOptions:
+        """The encoder options this preset implies (``pad_to``: pad every clip to this many samples)."""
+        from featcache.backbones.encoders import EncoderOptions
+
+        return EncoderOptions(pooling=self.pooling, max_samples=self.max_samples, pad_to=pad_to,
+                              whisper_input=self.whisper_input)
+
+    def cli_flags(self) -> list[str]:
+        """The command-line flags that rebuild this preset from its named base (``--preset`` first)."""
+        base = PRESETS.get(self.name)
+        flags = ["--preset", self.name]
+        for name in ("text_backbone", "audio_backbone", "pooling", "max_samples", "whisper_input"):
+            value = getattr(self, name)
+            if base is None or value != getattr(base, name):
+                flags += [f"--{name.replace('_', '-')}", str(value)]
+        return flags
+
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
-        text_backbone="bert-base-uncased",
-        audio_backbone="facebook/wav2vec2-base",
+        text_backbone=paper.TEXT_BACKBONE,
+        audio_backbone=paper.AUDIO_BACKBONE,
         frozen=False,
-        text=TrainSettings(batch_size=16, lr=1e-6),
-        audio=TrainSettings(batch_size=8, lr=1e-6),
-        multimodal=TrainSettings(batch_size=4, lr=5e-6),
+        text=paper.FINETUNE[paper.TEXT],
+        audio=paper.FINETUNE[paper.AUDIO],
+        multimodal=paper.FINETUNE[paper.MULTIMODAL],
         description="Cohen et al. (2023): BERT + wav2vec 2.0, fine-tuned per fold",
     ),
     "demo": Preset(
@@ -89,7 +92,7 @@ PRESETS: dict[str, Preset] = {
         audio=TrainSettings(batch_size=8, lr=5e-5, max_epochs=2, patience=2),
         multimodal=TrainSettings(batch_size=8, lr=5e-5, max_epochs=2, patience=2),
         extract_batch_size=16,
-        variants=PAPER_VARIANTS + EXTRA_VARIANTS,
+        variants=paper.VARIANTS + EXTRA_VARIANTS,
         description="packaged MiniLM + Whisper base, frozen; runs on 2 CPU cores",
     ),
 }

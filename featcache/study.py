@@ -1,33 +1,30 @@
 """A robustness study over cached vectors: which vectors feed which head, training the light heads,
 and evaluating every fold x seed x model x condition from the store alone (no encoder is loaded).
 
-Models
+Models (:mod:`featcache.paper`)
     ``text``, ``audio``, ``multimodal``: the paper's classifiers. With fine-tuned backbones they are the
     heads saved by ``featcache finetune`` applied to the vectors of their own fine-tuned encoders (the
     paper's models, exactly); with frozen backbones they are trained here on the stored clean vectors.
-    ``late`` (average of the unimodal probabilities), ``score`` (learned weights over the unimodal
-    scores), ``gated`` (a learned per-utterance gate between modalities) and ``mdrop`` (the
-    multimodal head trained with modality dropout) are fusion ablations trained here on the unimodal
-    models' vectors.
+    ``late``, ``score``, ``gated`` and ``mdrop`` are fusion ablations trained here on the unimodal
+    models' vectors. A study runs only the models whose modalities its corpus has.
 
-Conditions
-    ``clean``; every text variant; every audio variant; ``pitch`` combined with each text variant of
-    the paper (``pitch+adj``, ...). A combination is composed from one stored text entry and one
-    stored audio entry: it never needs an extraction of its own. By default: the paper's conditions
-    plus every other variant the store holds.
+Conditions (:mod:`featcache.conditions`)
+    ``clean`` (always evaluated: every impact needs it), the variants, and ``pitch`` combined with each
+    of the paper's masking attacks, composed from one stored text entry and one stored audio entry.
 
 Evaluation reads each entry once, gathers each fold's test rows once for every seed and model, and
 runs each head's body once per (modality, variant): the conditions that share an input share its
 encoding, so a combined condition costs only the fusion layers.
 
-Heads trained here live in ``<store>/heads/<study>/fold-K/seed-S/<model>/`` (safetensors + JSON, with
-the resumable training files), keyed by a hash of everything they depend on.
+Every "run this command" hint comes from :meth:`Study.command`, built from the study's own options, so
+a printed command, run as printed, makes exactly what is missing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,27 +33,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from featcache import paper
 from featcache.backbones.encoders import EncoderOptions
 from featcache.cache import Entry, FeatureStore, digest
+from featcache.conditions import CLEAN, Condition, default_conditions, parse
 from featcache.data import Corpus
 from featcache.errors import FeatcacheError
 from featcache.extract import EncoderRun, plan_entry
 from featcache.folds import Fold, make_fold
-from featcache.presets import HEAD_SETTINGS, Preset, TrainSettings
+from featcache.paper import ALL_MODELS, FUSION_MODELS, HEAD_SETTINGS, PAPER_MODELS, TrainSettings, uses
+from featcache.presets import Preset
+
+__all__ = ["ALL_MODELS", "FUSION_MODELS", "HEAD_SETTINGS", "PAPER_MODELS", "MissingEntries", "Study",
+           "default_conditions", "evaluate", "train_heads", "uses"]
 
 log = logging.getLogger(__name__)
-
-PAPER_MODELS = ("text", "audio", "multimodal")
-FUSION_MODELS = ("late", "score", "gated", "mdrop")
-ALL_MODELS = PAPER_MODELS + FUSION_MODELS
-PAPER_TEXT = ("adj", "random-adj", "noun", "random-noun")
-MODALITY_DROPOUT = 0.3
-
-
-
-def uses(model: str) -> tuple[str, ...]:
-    """The modalities a model reads."""
-    return {"text": ("text",), "audio": ("audio",)}.get(model, ("text", "audio"))
 
 
 class MissingEntries(FeatcacheError):
@@ -88,6 +79,8 @@ class Study:
         options: Encoder options the entries were extracted with.
         variant_seed: Seed of the perturbations.
         head_settings: Hyperparameters of the heads trained on cached vectors.
+        corpus_flags: Command-line flags beside ``--corpus`` that rebuild the corpus (``--labels``,
+            ``--merge``), repeated in every printed command.
     """
 
     corpus: Corpus
@@ -99,9 +92,10 @@ class Study:
     options: EncoderOptions = field(default_factory=EncoderOptions)
     variant_seed: int = 0
     head_settings: TrainSettings = HEAD_SETTINGS
+    corpus_flags: tuple[str, ...] = ()
     _cache: dict[Any, _CachedEntry] = field(default_factory=dict, repr=False)
     _folds: dict[int, Fold] = field(default_factory=dict, repr=False)
-    _runs: dict[tuple[str, int, int, str], EncoderRun] = field(default_factory=dict, repr=False)
+    _runs: dict[tuple[str, int, int], Any] = field(default_factory=dict, repr=False)
 
     @property
     def folds(self) -> list[int]:
@@ -128,7 +122,116 @@ class Study:
             10,
         )
 
+    # -- what the corpus allows -----------------------------------------------------------------
+
+    def models(self, wanted: Iterable[str] = ALL_MODELS) -> list[str]:
+        """The wanted models whose modalities the corpus has (a text-only corpus: the text model only).
+
+        Raises:
+            FeatcacheError: An unknown model name.
+        """
+        wanted = list(wanted)
+        unknown = [m for m in wanted if m not in ALL_MODELS]
+        if unknown:
+            raise FeatcacheError(f"--models: unknown {unknown[0]!r}; choose from {', '.join(ALL_MODELS)}")
+        return [m for m in wanted if set(uses(m)) <= set(self.corpus.modalities)]
+
+    def conditions(self, conditions: Iterable[str] | None = None) -> tuple[list[Condition], list[str]]:
+        """The conditions to evaluate and one line for each one skipped.
+
+        Args:
+            conditions: Condition names (default: the paper's plus every other variant the store holds).
+
+        Returns:
+            ``(conditions, skipped)``: ``clean`` first (always: every impact needs it), then the given
+            ones the corpus can perturb; ``skipped`` says why each other one is left out.
+
+        Raises:
+            FeatcacheError: A name that does not parse.
+        """
+        if conditions is None:
+            held = {i.variant for i in self.store.iter_entries() if i.status == "complete" and i.variant}
+            wanted = default_conditions(held)
+        else:
+            wanted = [parse(c) for c in conditions]
+        kept, skipped = [CLEAN], []
+        for c in wanted:
+            lacking = c.missing_modalities(self.corpus.modalities)
+            if lacking:
+                skipped.append(f"skipping condition {c}: the corpus has no {' and no '.join(lacking)}")
+            elif c not in kept:
+                kept.append(c)
+        return kept, skipped
+
+    # -- commands that make what is missing -----------------------------------------------------
+
+    def command(self, stage: str, *, modality: str | None = None, fold: int | None = None,
+                seed: int | None = None, variant: str | None = None) -> str:
+        """The ``featcache`` command that makes a missing piece of this study, with every option it was
+        given, so that running it as printed makes exactly that piece.
+
+        Args:
+            stage: ``extract``, ``finetune`` or ``train-heads``.
+            modality: The encoder (extract) or model (finetune) to run.
+            fold: The fold of a fine-tuned entry or run.
+            seed: The seed of a fine-tuning run.
+            variant: The variant to extract (printed last).
+
+        Returns:
+            The command line, shell-quoted.
+        """
+        args = ["featcache", stage, "--corpus", self.corpus.name, *self.corpus_flags,
+                "--cache-dir", str(self.store.root), *self.preset.cli_flags()]
+        if self.options.pad_to is not None:
+            args += ["--pad-to", str(self.options.pad_to)]
+        dev = self.fold_options.get("dev", "stratified")
+        if stage == "extract":
+            args += ["--modality", str(modality)]
+            args += ["--frozen"] if self.frozen else ["--finetuned", "--fold", str(fold)]
+            if self.variant_seed:
+                args += ["--seed", str(self.variant_seed)]
+            args += ["--variant", str(variant)]
+        elif stage == "finetune":
+            args += ["--modality", str(modality), "--fold", str(fold), "--seed", str(seed)]
+            if dev != "stratified":
+                args += ["--dev", dev]
+        else:
+            args += ["--frozen" if self.frozen else "--finetuned", "--seeds", ",".join(map(str, self.seeds))]
+            if self.variant_seed:
+                args += ["--variant-seed", str(self.variant_seed)]
+            if dev != "stratified":
+                args += ["--dev", dev]
+            args += self.head_flags()
+        return shlex.join(args)
+
+    def head_flags(self) -> list[str]:
+        """The ``--head-*`` flags that give this study's head settings (none for the defaults)."""
+        st, d = self.head_settings, HEAD_SETTINGS
+        flags = [("--head-batch-size", st.batch_size, d.batch_size), ("--head-lr", st.lr, d.lr),
+                 ("--head-epochs", st.max_epochs, d.max_epochs), ("--head-patience", st.patience, d.patience)]
+        return [x for flag, value, default in flags if value != default for x in (flag, f"{value:g}")]
+
     # -- which vectors ------------------------------------------------------------------------
+
+    def finetuned_run(self, model: str, *, fold: int, seed: int) -> Any:
+        """The newest finished fine-tuning run of a paper model at (fold, seed) with this study's
+        backbones, or ``None``; looked up once."""
+        if (model, fold, seed) not in self._runs:
+            from featcache.finetune import find_runs
+
+            runs = [r for r in find_runs(self.store, corpus=self.corpus, fold=fold, seed=seed, modality=model)
+                    if all(r.config["backbones"].get(m) == self.preset.backbone(m) for m in uses(model))]
+            self._runs[model, fold, seed] = runs[-1] if runs else None
+        return self._runs[model, fold, seed]
+
+    def _require_run(self, model: str, *, fold: int, seed: int) -> Any:
+        run = self.finetuned_run(model, fold=fold, seed=seed)
+        if run is None:
+            raise MissingEntries(
+                f"{self.store.root}: no fine-tuned {model} run for fold {fold}, seed {seed}; run "
+                f"`{self.command('finetune', modality=model, fold=fold, seed=seed)}`"
+            )
+        return run
 
     def encoder_run(self, modality: str, *, fold: int, seed: int, model: str) -> EncoderRun:
         """The encoder whose vectors feed ``model``'s ``modality`` input at (fold, seed).
@@ -138,38 +241,33 @@ class Study:
         """
         if self.frozen:
             return EncoderRun(modality, self.preset.backbone(modality), self.options)
-        from featcache.finetune import find_runs
-
-        owner = "multimodal" if model == "multimodal" else modality
-        if (modality, fold, seed, owner) in self._runs:
-            return self._runs[modality, fold, seed, owner]
-        runs = find_runs(self.store, corpus=self.corpus, fold=fold, seed=seed, modality=owner)
-        runs = [r for r in runs if r.config["backbones"].get(modality) == self.preset.backbone(modality)]
-        if not runs:
-            raise MissingEntries(
-                f"{self.store.root}: no fine-tuned {owner} run for fold {fold}, seed {seed}; run `featcache finetune "
-                f"--corpus {self.corpus.name} --modality {owner} --fold {fold} --seed {seed}`"
-            )
-        r = runs[-1]
-        run = EncoderRun(modality, self.preset.backbone(modality), r.encoder_options(), r.encoder_weights(modality),
-                         r.run_id)
-        self._runs[modality, fold, seed, owner] = run
-        return run
+        owner = paper.MULTIMODAL if model == paper.MULTIMODAL else modality
+        r = self._require_run(owner, fold=fold, seed=seed)
+        return EncoderRun(modality, self.preset.backbone(modality), r.encoder_options(), r.encoder_weights(modality),
+                          r.run_id)
 
     def paper_head_dir(self, model: str, *, fold: int, seed: int) -> Path | None:
-        """The fine-tuned run's own head for a paper model (None in a frozen study)."""
+        """The fine-tuned run's own head for a paper model (None in a frozen study or when missing)."""
         if self.frozen or model not in PAPER_MODELS:
             return None
-        from featcache.finetune import find_runs
+        run = self.finetuned_run(model, fold=fold, seed=seed)
+        return run.head_dir if run is not None else None
 
-        runs = find_runs(self.store, corpus=self.corpus, fold=fold, seed=seed, modality=model)
-        return runs[-1].head_dir if runs else None
+    def unimodal_head_dir(self, modality: str, *, fold: int, seed: int) -> Path:
+        """The text or audio head that ``late`` and ``score`` fuse.
+
+        Raises:
+            MissingEntries: Its fine-tuning run is missing (names the finetune command).
+        """
+        if self.frozen:
+            return self.heads_dir(modality, fold=fold, seed=seed)
+        return self._require_run(modality, fold=fold, seed=seed).head_dir
 
     def vectors(
         self, modality: str, *, fold: int, seed: int, model: str, variant: str, ids: Sequence[str]
     ) -> tuple[np.ndarray, dict[str, dict], Entry, np.ndarray]:
         """Stored vectors of ``ids`` (in order), the entry's perturbation records, the entry, and
-        whether the variant changed each of these utterances' input.
+        whether the variant changed each of these utterances' input (as the variant itself says).
 
         Each entry is read from disk once; every fold, seed and model then indexes it in memory.
 
@@ -184,29 +282,25 @@ class Study:
             planned = plan_entry(self.corpus, self.store, run=run, variant=variant, fold=efold,
                                  seed=self.variant_seed, fold_options=self.fold_options)
             if planned is None or not self.store.has(planned.key):
-                raise MissingEntries(self.extract_command(modality, variant, fold=fold))
+                raise MissingEntries(self.command("extract", modality=modality, fold=fold, variant=variant))
             entry = self.store.open(planned.key)
             records = entry.records()
+            changed = planned.variant.changed
             cached = _CachedEntry(
                 entry=entry,
                 matrix=entry.vectors(),
                 pos={u: i for i, u in enumerate(entry.ids)},
                 records=records,
-                affected=np.array([_affected(records.get(u, {})) for u in entry.ids], dtype=bool),
+                affected=np.array([changed(records.get(u)) for u in entry.ids], dtype=bool),
             )
             self._cache[cache_key] = cached
         try:
             index = np.fromiter((cached.pos[u] for u in ids), dtype=np.int64, count=len(ids))
         except KeyError as e:
+            cmd = self.command("extract", modality=modality, fold=fold, variant=variant)
             raise MissingEntries(f"{cached.entry.path}: utterance {e.args[0]!r} is not in this entry; "
-                                 f"run `{self.extract_command(modality, variant, fold=fold)}`") from None
+                                 f"run `{cmd}`") from None
         return cached.matrix[index], cached.records, cached.entry, cached.affected[index]
-
-    def extract_command(self, modality: str, variant: str, *, fold: int) -> str:
-        """The command that makes a missing entry."""
-        where = "--frozen" if self.frozen else f"--finetuned --fold {fold}"
-        return (f"featcache extract --corpus {self.corpus.name} --cache-dir {self.store.root} --preset "
-                f"{self.preset.name} --modality {modality} {where} --variant {variant}")
 
     def close(self) -> None:
         for c in self._cache.values():
@@ -215,17 +309,13 @@ class Study:
 
     # -- heads ------------------------------------------------------------------------------
 
-    def head_flags(self) -> str:
-        """The ``--head-*`` command-line flags that give this study's head settings (empty for the defaults)."""
-        st, d = self.head_settings, HEAD_SETTINGS
-        flags = [(f"--head-batch-size {st.batch_size}", st.batch_size != d.batch_size),
-                 (f"--head-lr {st.lr:g}", st.lr != d.lr),
-                 (f"--head-epochs {st.max_epochs}", st.max_epochs != d.max_epochs),
-                 (f"--head-patience {st.patience}", st.patience != d.patience)]
-        return "".join(f" {flag}" for flag, differs in flags if differs)
-
     def heads_dir(self, model: str, *, fold: int, seed: int) -> Path:
         return self.store.root / "heads" / self.key / f"fold-{fold}" / f"seed-{seed}" / model
+
+    def head_dir(self, model: str, *, fold: int, seed: int) -> Path:
+        """Where ``model``'s head for (fold, seed) is: the fine-tuning run's own for a paper model in a
+        fine-tuned study, else the one trained on cached vectors."""
+        return self.paper_head_dir(model, fold=fold, seed=seed) or self.heads_dir(model, fold=fold, seed=seed)
 
 
 def _split_vectors(study: Study, model: str, fold: int, seed: int, ids: Sequence[str]) -> list[np.ndarray]:
@@ -242,11 +332,12 @@ def train_heads(
     """Train (or load, when already trained) every light head for every fold and seed.
 
     In a fine-tuned study the paper's three models come from ``featcache finetune`` and are not
-    retrained here; the fusion ablations are trained on the unimodal fine-tuned vectors.
+    retrained here; the fusion ablations are trained on the unimodal fine-tuned vectors. Models whose
+    modalities the corpus lacks are left out (see :meth:`Study.models`).
 
     Args:
         study: The study.
-        models: Model names to train (see the module docstring).
+        models: Model names to train (see :mod:`featcache.paper`).
         device: Where to train.
         progress: Progress bars.
 
@@ -254,16 +345,15 @@ def train_heads(
         One record per trained head: fold, seed, model, best epoch, dev accuracy, folder.
 
     Raises:
+        FeatcacheError: An unknown model name.
         MissingEntries: Clean vectors are missing from the store.
     """
     from tqdm import tqdm
 
-    unknown = [m for m in models if m not in ALL_MODELS]
-    if unknown:
-        raise FeatcacheError(f"--models: unknown {unknown[0]!r}; choose from {', '.join(ALL_MODELS)}")
-    order = [m for m in ("text", "audio", "multimodal", "gated", "mdrop", "late", "score") if m in models]
-    if ("late" in order or "score" in order) and study.frozen:
-        order = list(dict.fromkeys(["text", "audio", *order]))  # late/score fuse the unimodal heads
+    wanted = study.models(models)
+    order = [m for m in paper.HEAD_TRAIN_ORDER if m in wanted]
+    if study.frozen and any(m in order for m in paper.FUSES_UNIMODAL_HEADS):
+        order = list(dict.fromkeys([paper.TEXT, paper.AUDIO, *order]))  # late/score fuse the unimodal heads
     out = []
     jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in order if study.frozen or m not in PAPER_MODELS]
     for k, s, m in tqdm(jobs, desc="heads", unit="head", disable=not progress, leave=False):
@@ -271,19 +361,8 @@ def train_heads(
     return out
 
 
-def _unimodal_head_dir(study: Study, modality: str, fold: int, seed: int) -> Path:
-    if study.frozen:
-        return study.heads_dir(modality, fold=fold, seed=seed)
-    d = study.paper_head_dir(modality, fold=fold, seed=seed)
-    if d is None:
-        raise MissingEntries(
-            f"{study.store.root}: no fine-tuned {modality} run for fold {fold}, seed {seed}; run `featcache finetune "
-            f"--corpus {study.corpus.name} --modality {modality} --fold {fold} --seed {seed}`"
-        )
-    return d
-
-
 def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -> dict[str, Any]:
+    from featcache.cache.atomic import atomic_write_json
     from featcache.heads import build_head, load_head, save_head
     from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
 
@@ -302,12 +381,9 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
     options: dict[str, Any] = {}
     kind = model
     if model == "mdrop":
-        kind, options = "multimodal", {"modality_dropout": MODALITY_DROPOUT}
-    if model in ("late", "score"):
-        options = {
-            "text_head": load_head(_unimodal_head_dir(study, "text", fold, seed)),
-            "audio_head": load_head(_unimodal_head_dir(study, "audio", fold, seed)),
-        }
+        kind, options = paper.MULTIMODAL, {"modality_dropout": paper.MODALITY_DROPOUT}
+    if model in paper.FUSES_UNIMODAL_HEADS:
+        options = {f"{m}_head": load_head(study.unimodal_head_dir(m, fold=fold, seed=seed)) for m in paper.MODALITIES}
     head = build_head(kind, text_dim=dims.get("text"), audio_dim=dims.get("audio"), n_classes=n, **options)
     result: dict[str, Any] = {"fold": fold, "seed": seed, "model": model, "dir": str(out_dir)}
     if any(p.requires_grad for p in head.parameters()):
@@ -332,7 +408,7 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
         result.update(best_epoch=fr.best_epoch, best_dev_acc=fr.best_dev_acc, epochs_run=fr.epochs_run)
     head.cpu()
     save_head(head, out_dir)
-    done.write_text(json.dumps(result, indent=2))
+    atomic_write_json(done, result, sort_keys=False)
     return result
 
 
@@ -341,71 +417,10 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
 # ------------------------------------------------------------------------------------------------
 
 
-def default_conditions(store_variants: Iterable[str] | None = None) -> list[str]:
-    """The paper's conditions (Table 6 rows), then the other variants the store holds.
-
-    Args:
-        store_variants: Variant specs of the store's entries; None lists every registered variant.
-
-    Returns:
-        ``clean``, text variants, audio variants (registry order), then ``pitch`` with each of the
-        paper's text attacks.
-    """
-    from featcache.perturb import get_variant, list_variants
-    from featcache.presets import PAPER_VARIANTS
-
-    held = None if store_variants is None else set(store_variants)
-
-    def wanted(spec: str) -> bool:
-        return held is None or spec in PAPER_VARIANTS or spec in held
-
-    specs = [v.spec for m in ("text", "audio") for v in list_variants(m) if wanted(v.spec)]
-    for spec in sorted(held or ()):  # stored variants with other parameters, e.g. noise:snr_db=7
-        if spec not in specs and spec != "clean":
-            try:
-                get_variant(spec)
-            except FeatcacheError:
-                continue
-            specs.append(spec)
-    by_modality = {m: [x for x in specs if get_variant(x).modality == m] for m in ("text", "audio")}
-    conds = ["clean", *by_modality["text"], *by_modality["audio"], *(f"pitch+{t}" for t in PAPER_TEXT)]
-    return list(dict.fromkeys(conds))
-
-
-def _held_variants(store: FeatureStore) -> set[str]:
-    """Variant specs of the store's complete entries."""
-    return {info.variant for info in store.iter_entries() if info.status == "complete" and info.variant}
-
-
-def applies(model: str, condition: str) -> bool:
-    """Whether a condition perturbs something a model reads (clean always applies)."""
-    from featcache.perturb import parse_condition
-
-    if condition == "clean":
-        return True
-    audio, text = parse_condition(condition)
-    mods = set(uses(model))
-    return (audio is None or "audio" in mods) and (text is None or "text" in mods) and bool(
-        (audio and "audio" in mods) or (text and "text" in mods)
-    )
-
-
-def _affected(record: dict[str, Any]) -> bool:
-    if not record:
-        return False
-    if "edits" in record:
-        return bool(record["edits"])
-    if "count" in record:
-        return record["count"] > 0
-    if "original_length" in record:
-        return record["original_length"] > 0
-    return True
-
-
 def evaluate(
     study: Study,
     *,
-    models: Sequence[str] = ALL_MODELS,
+    models: Sequence[str] | None = None,
     conditions: Sequence[str] | None = None,
     progress: bool = True,
 ) -> tuple[Any, list[str]]:
@@ -413,9 +428,11 @@ def evaluate(
 
     Args:
         study: The study.
-        models: Models to evaluate (those without trained heads are reported as missing).
-        conditions: Conditions (default: :func:`default_conditions` of the variants the store holds, so
-            the paper's conditions are always there, reported missing if not extracted).
+        models: Models to evaluate (default: every model the corpus's modalities allow; those without
+            trained heads are reported as missing).
+        conditions: Conditions (default: the paper's plus every other variant the store holds, see
+            :meth:`Study.conditions`); ``clean`` is always evaluated, conditions the corpus cannot
+            perturb are left out.
         progress: Progress bar.
 
     Returns:
@@ -424,20 +441,22 @@ def evaluate(
     """
     from featcache.metrics import Predictions
 
-    conditions = list(conditions or default_conditions(_held_variants(study.store)))
+    conds, skipped = study.conditions(conditions)
+    for line in skipped:
+        log.debug(line)
     blocks: list[dict[str, np.ndarray]] = []
     texts: dict[tuple[str, str], str] = {}
     missing: list[str] = []
-    jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in models]
+    jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in study.models(models or ALL_MODELS)]
     try:
-        _evaluate_jobs(study, jobs, conditions, blocks, texts, missing, progress)
+        _evaluate_jobs(study, jobs, conds, blocks, texts, missing, progress)
     finally:
         study.close()
     preds = Predictions.from_blocks(blocks, labels=study.corpus.labels, texts=texts)
     return preds, missing
 
 
-def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: list[dict[str, np.ndarray]],
+def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[Condition], blocks: list[dict[str, np.ndarray]],
                    texts: dict, missing: list[str], progress: bool) -> None:
     """Fill ``blocks`` (one dict of columns per fold/seed/model/condition), ``texts`` and ``missing``.
 
@@ -448,7 +467,7 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: 
     from tqdm import tqdm
 
     from featcache.heads import load_head
-    from featcache.perturb import get_variant, parse_condition
+    from featcache.perturb import get_variant
 
     replayed: set[tuple[str, int]] = set()  # (condition, fold) whose texts are rebuilt
     rows: dict[tuple[EncoderRun, str], tuple[torch.Tensor, dict, Entry, np.ndarray]] = {}  # this fold's test rows
@@ -457,12 +476,10 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: 
         if k != current_fold:
             rows.clear()
             current_fold = k
-        head_dir = study.paper_head_dir(m, fold=k, seed=s) or study.heads_dir(m, fold=k, seed=s)
+        head_dir = study.head_dir(m, fold=k, seed=s)
         if not (head_dir / "config.json").is_file():
-            cmd = (f"featcache train-heads --corpus {study.corpus.name} --cache-dir {study.store.root}"
-                   f"{study.head_flags()}"
-                   if study.frozen or m not in PAPER_MODELS else
-                   f"featcache finetune --corpus {study.corpus.name} --modality {m} --fold {k} --seed {s}")
+            cmd = (study.command("train-heads") if study.frozen or m not in PAPER_MODELS else
+                   study.command("finetune", modality=m, fold=k, seed=s))
             if cmd not in missing:
                 missing.append(cmd)
             continue
@@ -476,13 +493,12 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: 
                  "utt_id": np.array(ids, dtype=object), "label": labels}
         encoded: dict[tuple[str, str], torch.Tensor] = {}  # (modality, variant) -> this head's encoded input
         for cond in conditions:
-            if not applies(m, cond):
+            if not cond.applies(m):
                 continue
-            audio_v, text_v = parse_condition(cond) if cond != "clean" else (None, None)
             try:
                 inputs, affected = [], np.zeros(n, dtype=bool)
                 for mod in uses(m):
-                    variant = {"text": text_v, "audio": audio_v}[mod] or "clean"
+                    variant = cond.variant(mod)
                     run = study.encoder_run(mod, fold=k, seed=s, model=m)
                     if (run, variant) not in rows:  # frozen runs are shared by seeds and models
                         x, records, entry, changed = study.vectors(mod, fold=k, seed=s, model=m, variant=variant,
@@ -493,11 +509,11 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: 
                         with torch.no_grad():
                             encoded[mod, variant] = head.encode(mod, x_t) if hasattr(head, "join") else head(x_t)
                     inputs.append(encoded[mod, variant])
-                    if variant != "clean":
+                    if variant != CLEAN:
                         affected |= changed
-                        if mod == "text" and (cond, k) not in replayed:
+                        if mod == paper.TEXT and (cond, k) not in replayed:
                             replayed.add((cond, k))
-                            _collect_texts(study, texts, cond, text_v, ids, records, entry, get_variant(variant))
+                            _collect_texts(study, texts, cond, ids, records, entry, get_variant(variant))
             except MissingEntries as e:
                 if str(e) not in missing:
                     missing.append(str(e))
@@ -505,11 +521,11 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[str], blocks: 
             with torch.no_grad():
                 logits = head.join(*inputs) if len(inputs) == 2 else inputs[0]
                 p = torch.softmax(logits, -1).numpy().astype(np.float32, copy=False)
-            blocks.append({**fixed, "condition": np.full(n, cond, dtype=object), "pred": p.argmax(1).astype(np.int64),
-                           "probs": p, "affected": affected})
+            blocks.append({**fixed, "condition": np.full(n, str(cond), dtype=object),
+                           "pred": p.argmax(1).astype(np.int64), "probs": p, "affected": affected})
 
 
-def _collect_texts(study: Study, texts: dict, cond: str, text_variant: str, ids: Sequence[str], records: dict,
+def _collect_texts(study: Study, texts: dict, cond: Condition, ids: Sequence[str], records: dict,
                    entry: Entry, variant: Any) -> None:
     """Rebuild the perturbed transcriptions from the stored records (for the examples tables).
 
@@ -517,91 +533,16 @@ def _collect_texts(study: Study, texts: dict, cond: str, text_variant: str, ids:
     (``pitch+adj``) takes the texts of its text variant when they were already replayed.
     """
     mask = entry.provenance.get("mask_token", "[MASK]")
+    text_variant = cond.variant(paper.TEXT)
     for i in ids:
         original = study.corpus.by_id(i).text or ""
-        texts.setdefault(("clean", i), original)
+        texts.setdefault((CLEAN, i), original)
         if (text_variant, i) in texts:
-            texts[(cond, i)] = texts[(text_variant, i)]
+            texts[(str(cond), i)] = texts[(text_variant, i)]
             continue
         rec = records.get(i)
         if rec:
             try:
-                texts[(cond, i)] = variant.apply(original, rec, mask_token=mask)
+                texts[(str(cond), i)] = variant.apply(original, rec, mask_token=mask)
             except (FeatcacheError, KeyError, TypeError):  # a record that cannot be replayed: no example text
                 continue
-
-
-# ------------------------------------------------------------------------------------------------
-# the whole study
-# ------------------------------------------------------------------------------------------------
-
-
-def run_study(
-    study: Study,
-    *,
-    variants: Sequence[str] | None = None,
-    out: Path,
-    workers: int = 1,
-    device: str = "auto",
-    echo: Any = print,
-    progress: bool = True,
-) -> Path:
-    """data -> folds -> finetune (or frozen) -> extract -> heads -> evaluate -> report, skipping stored work.
-
-    Args:
-        study: The study.
-        variants: Variant specs to extract and evaluate (default: the preset's; ``all``: every registered one).
-        out: Report folder.
-        workers: DataLoader workers for extraction.
-        device: ``cpu``, ``cuda`` or ``auto``.
-        echo: Where stage messages go.
-        progress: Progress bars.
-
-    Returns:
-        The report folder.
-    """
-    import time
-
-    from featcache.finetune import finetune, parts
-    from featcache.perturb import get_variant
-    from featcache.pipeline import expand_variants, plan_encoder_runs, run_extractions
-    from featcache.report import write_report
-
-    corpus, store = study.corpus, study.store
-    specs = expand_variants(variants or study.preset.variants)
-    t = time.perf_counter()
-    echo(f"[1/5] corpus {corpus.name}: {len(corpus)} utterances, {len(study.folds)} folds, "
-         f"modalities {', '.join(corpus.modalities)}")
-    models = [m for m in PAPER_MODELS if all(x in corpus.modalities for x in parts(m))]
-    if study.frozen:
-        echo("[2/5] frozen backbones: no fine-tuning")
-    else:
-        echo(f"[2/5] fine-tuning {len(models)} models x {len(study.folds)} folds x {len(study.seeds)} seeds")
-        for k in study.folds:
-            for s in study.seeds:
-                for m in models:
-                    finetune(corpus, store, preset=study.preset, modality=m, fold=k, seed=s, options=study.options,
-                             fold_options=study.fold_options, device=device, num_workers=workers, progress=progress)
-    plans = plan_encoder_runs(corpus, store, preset=study.preset, frozen=study.frozen, pad_to=study.options.pad_to)
-    reports = run_extractions(corpus, store, plans, variants=["clean", *specs], seed=study.variant_seed,
-                              batch_size=study.preset.extract_batch_size, num_workers=workers, device=device,
-                              progress=progress)
-    done = sum(r.status != "skipped" for r in reports)
-    echo(f"[3/5] extraction: {len(reports)} entries ({done} extracted, {len(reports) - done} already stored) "
-         f"[{time.perf_counter() - t:.0f} s]")
-    heads = [m for m in ALL_MODELS if all(x in corpus.modalities for x in uses(m))]
-    train_heads(study, models=heads, device="cpu", progress=progress)
-    echo(f"[4/5] heads trained for {len(study.folds)} folds x {len(study.seeds)} seeds "
-         f"[{time.perf_counter() - t:.0f} s]")
-    text_specs = [x for x in specs if get_variant(x).modality == "text"]
-    audio_specs = [x for x in specs if get_variant(x).modality == "audio"]
-    combos = [f"pitch+{x}" for x in PAPER_TEXT if "pitch" in audio_specs and x in text_specs]
-    conditions = ["clean", *text_specs, *audio_specs, *combos]
-    preds, missing = evaluate(study, models=heads, conditions=conditions, progress=progress)
-    for cmd in missing:
-        echo(f"missing: {cmd}")
-    out.mkdir(parents=True, exist_ok=True)
-    preds.save(out / "predictions.h5")
-    write_report(preds, out, title=f"featcache {study.preset.name} study: {corpus.name}")
-    echo(f"[5/5] evaluated {len(preds):,} predictions; report written [{time.perf_counter() - t:.0f} s]")
-    return out

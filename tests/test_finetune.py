@@ -16,7 +16,13 @@ from featcache.folds import make_fold
 from featcache.heads import load_head
 from featcache.pipeline import plan_encoder_runs, run_extractions
 from featcache.presets import TrainSettings, get_preset, with_overrides
+from featcache.study import Study
 from tiny_models import tiny_bert, tiny_wav2vec2
+
+
+def _study(corpus, store, preset, *, frozen: bool) -> Study:  # type: ignore[no-untyped-def]
+    return Study(corpus=corpus, store=store, preset=preset, frozen=frozen, seeds=preset.seeds,
+                 options=preset.encoder_options())
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +59,10 @@ def test_runs_are_safetensors_and_json_and_rerun_is_free(setup) -> None:  # type
 
 def test_finetuned_entries_per_fold_differ_from_frozen(setup) -> None:  # type: ignore[no-untyped-def]
     corpus, preset, store, runs = setup
-    ft = run_extractions(corpus, store, plan_encoder_runs(corpus, store, preset=preset, frozen=False, folds=[2],
-                                                           modality="text"), variants=["clean"], progress=False)
-    fr = run_extractions(corpus, store, plan_encoder_runs(corpus, store, preset=preset, frozen=True, modality="text"),
-                         variants=["clean"], progress=False)
+    tuned, frozen = _study(corpus, store, preset, frozen=False), _study(corpus, store, preset, frozen=True)
+    ft = run_extractions(tuned, plan_encoder_runs(tuned, folds=[2], modality="text"), variants=["clean"],
+                         progress=False)
+    fr = run_extractions(frozen, plan_encoder_runs(frozen, modality="text"), variants=["clean"], progress=False)
     assert {r.key.fold for r in ft} == {2} and {r.key.fold for r in fr} == {None}
     f = make_fold(corpus, 2)
     with store.open(ft[0].key) as e, store.open(fr[0].key) as g:
@@ -69,9 +75,9 @@ def test_finetuned_entries_per_fold_differ_from_frozen(setup) -> None:  # type: 
 def test_stored_head_matches_end_to_end_model(setup, modality: str) -> None:  # type: ignore[no-untyped-def]
     corpus, preset, store, runs = setup
     run = runs[modality]
-    plans = [p for p in plan_encoder_runs(corpus, store, preset=preset, frozen=False, folds=[2])
-             if p.run.tag == run.run_id]
-    reports = {r.key.run.split("-")[0]: r for r in run_extractions(corpus, store, plans, variants=["clean"], progress=False)}
+    tuned = _study(corpus, store, preset, frozen=False)
+    plans = [p for p in plan_encoder_runs(tuned, folds=[2]) if p.run.tag == run.run_id]
+    reports = {r.key.run.split("-")[0]: r for r in run_extractions(tuned, plans, variants=["clean"], progress=False)}
     test_ids = list(make_fold(corpus, 2).test)
     head = load_head(run.head_dir)
     with torch.no_grad():

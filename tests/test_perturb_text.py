@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from featcache.conditions import parse_condition
 from featcache.errors import FeatcacheError
 from featcache.perturb import (
     TextAnalysis,
     analyze_texts,
     get_variant,
     list_variants,
-    parse_condition,
     replay,
     stable_int,
     text_stats,

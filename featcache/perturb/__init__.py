@@ -41,10 +41,9 @@ Audio variants
 
 Combinations
     Text and audio embeddings are stored separately, so a text x audio condition is composed at
-    evaluation time from one stored entry of each modality. :func:`parse_condition` splits a condition
-    string joined by ``+`` into ``(audio_spec | None, text_spec | None)``: ``"pitch+adj"`` ->
-    ``("pitch", "adj")``, ``"adj"`` -> ``(None, "adj")``, ``"clean"`` -> ``(None, None)``; more than one
-    variant of a modality is an error. There is no audio x audio or text x text composition.
+    evaluation time from one stored entry of each modality; :mod:`featcache.conditions` parses a
+    condition (``pitch+adj``) into its audio and text variants. There is no audio x audio or text x
+    text composition.
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ from featcache.perturb.registry import (
     get_variant,
     kinds,
     list_variants,
-    parse_condition,
     register_kind,
     register_preset,
     replay,
@@ -98,7 +96,6 @@ __all__ = [
     "get_variant",
     "kinds",
     "list_variants",
-    "parse_condition",
     "register_kind",
     "register_preset",
     "replay",

@@ -344,6 +344,21 @@ class Variant(ABC):
     def apply(self, x: Any, record: Mapping[str, Any], **context: Any) -> Any:
         """Deterministically produce the output from the input and a record; see the subclasses."""
 
+    def changed(self, record: Mapping[str, Any] | None) -> bool:
+        """Whether the perturbation recorded in ``record`` changed its utterance's input.
+
+        The variant that wrote a record is the one that knows: a masking that found no adjective,
+        an empty transcription removed or a waveform replaced each say it from their own fields.
+        Evaluation uses it to find the utterances an attack affected.
+
+        Args:
+            record: From :meth:`draw` (``None`` or empty when the entry holds none for the utterance).
+
+        Returns:
+            ``True`` when the input was changed; this default says so for every non-empty record.
+        """
+        return bool(record)
+
     def __call__(self, x: Any, *, utt_id: str, seed: int, **context: Any) -> tuple[Any, Record]:
         """Draw and apply in one step.
 
@@ -381,6 +396,10 @@ class IdentityVariant(Variant):
         """
         utterance_rng(seed, utt_id)  # validates the seed like every other variant
         return self._header(utt_id=utt_id, seed=seed)
+
+    def changed(self, record: Mapping[str, Any] | None) -> bool:
+        """Never: the identity changes nothing."""
+        return False
 
     def apply(self, x: Any, record: Mapping[str, Any], **context: Any) -> Any:
         """Return the input unchanged.
@@ -527,6 +546,10 @@ class TextVariant(Variant):
             raise FeatcacheError(f"variant {self.spec!r} perturbs text, got {type(x).__name__}")
         self._check_record(record)
         return self._apply(x, record, mask_token=mask_token)
+
+    def changed(self, record: Mapping[str, Any] | None) -> bool:
+        """Whether the record edits the text (a masking that found no word to mask leaves it as it was)."""
+        return bool(record) and bool(record.get("edits"))
 
     @abstractmethod
     def _draw(self, text: str, *, rng: np.random.Generator, analysis: TextAnalysis | None) -> Record:

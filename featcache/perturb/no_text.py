@@ -23,5 +23,9 @@ class NoText(TextVariant):
     def _draw(self, text: str, *, rng: np.random.Generator, analysis: TextAnalysis | None) -> Record:
         return {"original_length": len(text)}
 
+    def changed(self, record: Mapping[str, Any] | None) -> bool:
+        """Whether there was text to remove."""
+        return bool(record) and int(record.get("original_length", 0)) > 0
+
     def _apply(self, text: str, record: Mapping[str, Any], *, mask_token: str | None) -> str:
         return ""

@@ -184,40 +184,6 @@ def describe(variant: Variant) -> str:
     return preset[2] if preset else variant.description
 
 
-def parse_condition(condition: str) -> tuple[str | None, str | None]:
-    """Split an evaluation condition into its audio and text variants.
-
-    ``pitch+adj`` -> ``("pitch", "adj")``; ``adj`` -> ``(None, "adj")``; ``clean`` -> ``(None, None)``.
-    Parts are joined by ``+`` (a ``+`` inside a value, such as ``pitch:+1``, does not split: a part
-    starts with a letter). At most one part per modality.
-
-    Args:
-        condition: The condition string.
-
-    Returns:
-        ``(audio_spec, text_spec)``, canonical specs, ``None`` for the unperturbed modality.
-
-    Raises:
-        FeatcacheError: Empty condition, bad spec, or two variants of one modality.
-    """
-    parts = [p.strip() for p in re.split(r"\+(?=\s*[A-Za-z])", condition.strip())] if condition.strip() else []
-    if not parts or any(not p for p in parts) or re.search(r"^\s*\+|\+\s*$", condition):
-        raise FeatcacheError(f"bad condition {condition!r}; write e.g. 'clean', 'adj' or 'pitch+adj'")
-    chosen: dict[str, Variant] = {}
-    for part in parts:
-        variant = get_variant(part)
-        if variant.modality is None:
-            continue
-        if variant.modality in chosen:
-            raise FeatcacheError(
-                f"condition {condition!r} has two {variant.modality} variants ({chosen[variant.modality].spec}, "
-                f"{variant.spec}); combine at most one text and one audio variant"
-            )
-        chosen[variant.modality] = variant
-    audio, text = chosen.get("audio"), chosen.get("text")
-    return (audio.spec if audio else None, text.spec if text else None)
-
-
 def replay(record: Mapping[str, Any], x: Any, **context: Any) -> Any:
     """Re-apply a stored record to its input.
 
