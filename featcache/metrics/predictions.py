@@ -9,7 +9,6 @@ that utterance's input; every metric in :mod:`featcache.metrics` is a pure funct
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import h5py
 import numpy as np
 
 from featcache import __version__
+from featcache.cache.atomic import atomic_write
 from featcache.errors import FeatcacheError
 from featcache.metrics.names import natural_key
 
@@ -231,7 +231,7 @@ class Predictions:
         return cls(**cols, labels=labels, texts=texts)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the predictions to an HDF5 file (atomically: a temporary file renamed over ``path``).
+        """Write the predictions to an HDF5 file (atomically, by :func:`~featcache.cache.atomic.atomic_write`).
 
         Layout: one dataset per column (strings as fixed-length UTF-8, gzip), ``labels`` as a UTF-8
         string dataset, ``texts/condition``, ``texts/utt_id``, ``texts/text``; root attributes
@@ -243,14 +243,7 @@ class Predictions:
         Returns:
             The path written.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        try:
+        def write(tmp: Path) -> None:
             with h5py.File(tmp, "w") as f:
                 f.attrs["format"] = PREDICTIONS_FORMAT
                 f.attrs["version"] = PREDICTIONS_VERSION
@@ -271,11 +264,8 @@ class Predictions:
                 g.create_dataset("condition", data=np.array([k[0] for k in keys], dtype=object), dtype=vlen)
                 g.create_dataset("utt_id", data=np.array([k[1] for k in keys], dtype=object), dtype=vlen)
                 g.create_dataset("text", data=np.array([self.texts[k] for k in keys], dtype=object), dtype=vlen)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Predictions:
