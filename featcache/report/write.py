@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.cache.atomic import atomic_write_text
 from featcache.errors import FeatcacheError
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
@@ -65,13 +66,6 @@ def default_seeds_note(seeds: Sequence[int]) -> str:
         return (f"Mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
                 "± is the sample standard deviation over seeds.")
     return f"One seed ({seeds[0]}); no spread over seeds." if seeds else "No seeds."
-
-
-def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def write_report(
@@ -140,8 +134,8 @@ def write_report(
         md += [render_markdown(t)]
         tex += [render_latex(t)]
         csvs[t.key] = write_table_csv(t, out / f"{t.key}.csv")
-    tables_md = _atomic_text(out / "tables.md", "\n".join(md))
-    tables_tex = _atomic_text(out / "tables.tex", "\n".join(tex))
+    tables_md = atomic_write_text(out / "tables.md", "\n".join(md))
+    tables_tex = atomic_write_text(out / "tables.tex", "\n".join(tex))
 
     ex_md = ["# Examples", ""]
     seeds = analysis.seeds()
@@ -165,9 +159,9 @@ def write_report(
                                    seed=chosen_seed, clean=clean)
         ex_md.append(render_examples(examples, number=number, caption=caption, model_title=mm_title,
                                      unimodal_title=_model_title(uni), clean=clean))
-    examples_md = _atomic_text(out / "examples.md", "\n".join(ex_md))
+    examples_md = atomic_write_text(out / "examples.md", "\n".join(ex_md))
 
-    summary_md = _atomic_text(out / "summary.md", render_summary(
+    summary_md = atomic_write_text(out / "summary.md", render_summary(
         analysis, summary, title=f"{title}: summary", seeds_note=note, n_resamples=n_resamples,
         confidence=confidence, bootstrap_seed=bootstrap_seed))
     results_csv = write_results_csv(analysis.results(), out / "results.csv")
