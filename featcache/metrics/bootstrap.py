@@ -1,0 +1,229 @@
+"""The paired, fold-stratified percentile bootstrap behind :meth:`~featcache.metrics.Analysis.bootstrap`.
+
+Every resample draws utterances with replacement within each fold and applies the same draw to every
+(model, condition) cell and every seed, then recomputes the session-averaged accuracies (the Avg.
+column) from which a statistic is taken (scipy's ``bootstrap`` has no strata, hence the few lines
+here):
+
+* :func:`paired_correctness` - per fold, the correctness of every cell and seed on the utterances all
+  cells share;
+* :class:`ResampleWeights` - the resampling draws, as counts per utterance, cached per fold;
+* :func:`paired_bootstrap` - the estimate and percentile interval of a statistic;
+* :func:`impact_difference_statistic` and :func:`additivity_statistic` - the statistics of
+  :meth:`~featcache.metrics.Analysis.impact_difference` and :meth:`~featcache.metrics.Analysis.additivity`,
+  and :func:`seedwise` for their per-seed values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from featcache.metrics.groups import GroupMap
+from featcache.metrics.rows import BootstrapCI, SeedStat
+
+DEFAULT_RESAMPLES = 1000
+"""Default number of bootstrap resamples."""
+DEFAULT_CONFIDENCE = 0.95
+"""Default confidence level of bootstrap intervals."""
+
+PairedFold = tuple[int, str, np.ndarray]
+"""``(fold, session, correct)`` with ``correct`` bool ``[cells, seeds, n_f]``."""
+
+
+def paired_correctness(
+    groups: GroupMap,
+    correct: np.ndarray,
+    utt_code: np.ndarray,
+    cells: Sequence[tuple[str, str]],
+) -> tuple[tuple[int, ...], list[PairedFold]]:
+    """Correctness of every cell on the utterances all cells share, per fold: ``[cells, seeds, n_f]``.
+
+    Args:
+        groups: ``(model, condition) -> seed -> fold -> group``; every cell must be present.
+        correct: bool ``[n]``, whether each row's prediction is right.
+        utt_code: int64 ``[n]``, each row's utterance code.
+        cells: ``(model, condition)`` pairs.
+
+    Returns:
+        ``(seeds, per_fold)``: the seeds all cells share and, per fold they all share (in fold order),
+        ``(fold, session, correct)``; folds without a shared utterance are left out.
+    """
+    seeds = set(groups[cells[0]])
+    for cell in cells[1:]:
+        seeds &= set(groups[cell])
+    seed_list = tuple(sorted(seeds))
+    if not seed_list:
+        return (), []
+    folds = None
+    for cell in cells:
+        for s in seed_list:
+            fs = set(groups[cell][s])
+            folds = fs if folds is None else folds & fs
+    out = []
+    for fold in sorted(folds or ()):
+        fold_groups = [[groups[cell][s][fold] for s in seed_list] for cell in cells]
+        common = None
+        for row in fold_groups:
+            for g in row:
+                u = utt_code[g.rows]
+                common = u if common is None else np.intersect1d(common, u, assume_unique=True)
+        if common is None or len(common) == 0:
+            continue
+        mat = np.empty((len(cells), len(seed_list), len(common)), dtype=bool)
+        for i, row in enumerate(fold_groups):
+            for j, g in enumerate(row):
+                u = utt_code[g.rows]
+                mat[i, j] = correct[g.rows[np.searchsorted(u, common)]]
+        out.append((fold, fold_groups[0][0].session, mat))
+    return seed_list, out
+
+
+class ResampleWeights:
+    """Bootstrap draws as per-utterance counts, cached by (fold, size, resamples, seed).
+
+    The draw of a fold depends only on the resampling seed, the fold and its size, so every cell,
+    seed and statistic compared on the same utterances sees the same draw.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+    def get(self, fold: int, n: int, n_resamples: int, seed: int) -> np.ndarray:
+        """The draws of one fold.
+
+        Args:
+            fold: Fold index.
+            n: Utterances in the fold's paired sample.
+            n_resamples: Number of resamples.
+            seed: Resampling seed.
+
+        Returns:
+            float64 ``[n_resamples, n]``: how often each utterance is drawn in each resample.
+        """
+        key = (fold, n, n_resamples, seed)
+        w = self._cache.get(key)
+        if w is None:
+            rng = np.random.default_rng([seed % 2**32, fold % 2**32, n])
+            idx = rng.integers(0, n, size=(n_resamples, n))
+            flat = (np.arange(n_resamples)[:, None] * n + idx).ravel()
+            w = np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
+            if len(self._cache) > 256:
+                self._cache.clear()
+            self._cache[key] = w
+        return w
+
+
+def paired_bootstrap(
+    seeds: tuple[int, ...],
+    per_fold: Sequence[PairedFold],
+    n_cells: int,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    *,
+    weights: ResampleWeights,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> BootstrapCI:
+    """Percentile interval of a statistic of session-averaged accuracies over paired resamples.
+
+    Per resample, cell and seed the session accuracies are recomputed from the drawn utterances and
+    averaged over sessions (the Avg. column).
+
+    Args:
+        seeds: The seeds of the paired sample (from :func:`paired_correctness`).
+        per_fold: Its folds, not empty.
+        n_cells: Number of cells.
+        statistic: Maps Avg. accuracies ``[cells, seeds, B]`` to per-seed values ``[seeds, B]``;
+            the interval is over their mean across seeds.
+        weights: The resampling draws.
+        n_resamples: Number of resamples ``B`` (at least 1).
+        confidence: Confidence level in (0, 1).
+        seed: Resampling seed.
+
+    Returns:
+        The interval.
+    """
+    def avg_accuracy(weights_of: Callable[[int, int], np.ndarray], b: int) -> np.ndarray:
+        correct: dict[str, np.ndarray] = {}
+        total: dict[str, np.ndarray] = {}
+        for fold, session, mat in per_fold:
+            w = weights_of(fold, mat.shape[-1])  # [b, n_f]
+            k = mat.reshape(-1, mat.shape[-1]).astype(np.float64) @ w.T  # [cells*seeds, b]
+            correct[session] = correct.get(session, 0) + k.reshape(n_cells, len(seeds), b)
+            total[session] = total.get(session, 0) + w.sum(axis=1)
+        return np.mean([correct[s] / total[s] for s in correct], axis=0)  # [cells, seeds, b]
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        observed = avg_accuracy(lambda f, n: np.ones((1, n)), 1)
+        estimate = float(np.nanmean(statistic(observed), axis=0)[0])
+        boot = avg_accuracy(lambda f, n: weights.get(f, n, n_resamples, seed), n_resamples)
+        values = np.nanmean(statistic(boot), axis=0)
+    alpha = (1 - confidence) / 2
+    finite = values[np.isfinite(values)]
+    low, high = (np.quantile(finite, [alpha, 1 - alpha]).tolist() if finite.size else (math.nan, math.nan))
+    return BootstrapCI(
+        estimate=estimate, low=float(low), high=float(high), confidence=confidence, n_resamples=n_resamples,
+        seed=seed, n_utterances=int(sum(mat.shape[-1] for _, _, mat in per_fold)),
+    )
+
+
+def relative_change_array(attacked: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """:func:`~featcache.metrics.relative_change` elementwise (NaN where ``clean`` is not positive).
+
+    Args:
+        attacked: Accuracies under attack.
+        clean: Clean accuracies, same shape.
+
+    Returns:
+        Impacts in percent.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(clean > 0, (attacked - clean) / np.where(clean > 0, clean, 1.0) * 100.0, np.nan)
+
+
+def impact_difference_statistic(acc: np.ndarray) -> np.ndarray:
+    """Fusion-minus-unimodal impact from the Avg. accuracies of the cells
+    ``[(fusion, clean), (fusion, attack), (unimodal, clean), (unimodal, attack)]``.
+
+    Args:
+        acc: ``[4, seeds, B]``.
+
+    Returns:
+        ``[seeds, B]``.
+    """
+    return relative_change_array(acc[1], acc[0]) - relative_change_array(acc[3], acc[2])
+
+
+def additivity_statistic(acc: np.ndarray) -> np.ndarray:
+    """Combined impact minus the sum of the parts' impacts from the Avg. accuracies of the cells
+    ``[clean, audio part, text part, combined]`` of one model.
+
+    Args:
+        acc: ``[4, seeds, B]``.
+
+    Returns:
+        ``[seeds, B]``.
+    """
+    return (relative_change_array(acc[3], acc[0]) - relative_change_array(acc[1], acc[0])
+            - relative_change_array(acc[2], acc[0]))
+
+
+def seedwise(combine: Callable[..., float], *stats: SeedStat) -> SeedStat:
+    """Combine per-seed statistics over the seeds they all have.
+
+    Args:
+        combine: Maps one value of each statistic (same seed, same order) to the combined value.
+        *stats: The statistics.
+
+    Returns:
+        The combined statistic over the shared seeds, in seed order.
+    """
+    maps = [dict(zip(s.seeds, s.values)) for s in stats]
+    shared = set(maps[0])
+    for m in maps[1:]:
+        shared &= set(m)
+    seeds = sorted(shared)
+    return SeedStat(tuple(seeds), tuple(combine(*(m[s] for m in maps)) for s in seeds))

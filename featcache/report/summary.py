@@ -1,0 +1,188 @@
+"""The plain-language summary: RQ1-RQ3 answered from the numbers, affected-subset impacts, additivity.
+
+:func:`render_summary` answers each question with "yes" or "no" and the values behind it: the
+accuracies, the impacts, and the bootstrap intervals of
+:meth:`~featcache.metrics.Analysis.impact_difference` and :meth:`~featcache.metrics.Analysis.additivity`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from featcache.metrics.analysis import Analysis
+from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from featcache.metrics.names import condition_key
+from featcache.metrics.rows import BootstrapCI, SeedStat, SummaryRow
+from featcache.report.render import _num, _signed
+
+
+def _pm(stat: SeedStat, *, percent_of_fraction: bool = False, unit: str = "") -> str:
+    scale = 100.0 if percent_of_fraction else 1.0
+    m, s = stat.mean * scale, stat.std * scale
+    if not math.isfinite(m):
+        return "n/a"
+    body = (_signed(m) if unit == "%" else _num(m)) + unit
+    return body + (f" ± {_num(s)}" if math.isfinite(s) else "")
+
+
+def _ci_text(ci: BootstrapCI | None) -> str:
+    if ci is None or not math.isfinite(ci.low):
+        return "no bootstrap interval"
+    return f"{round(ci.confidence * 100)}% CI [{_signed(ci.low)}, {_signed(ci.high)}]"
+
+
+def render_summary(
+    analysis: Analysis,
+    summary: Sequence[SummaryRow],
+    *,
+    title: str = "Robustness summary",
+    seeds_note: str = "",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    bootstrap_seed: int = 0,
+) -> str:
+    """The headline checks, answered from the numbers ("yes"/"no" with the values behind them).
+
+    Args:
+        analysis: The analysis.
+        summary: Its summary rows.
+        title: Heading.
+        seeds_note: Sentence on the seeds, under the heading.
+        n_resamples: Bootstrap resamples for the additivity intervals (0: none).
+        confidence: Confidence level.
+        bootstrap_seed: Resampling seed.
+
+    Returns:
+        Markdown text.
+    """
+    rows = {(r.model, r.condition): r for r in summary}
+    clean = analysis.clean
+    tm, am = analysis.text_model, analysis.audio_model
+    out = [f"# {title}", ""]
+    if seeds_note:
+        out += [seeds_note, ""]
+
+    out += ["## RQ1: does fusion beat each modality on clean input?", ""]
+    uni = [m for m in (tm, am) if (m, clean) in rows]
+    fusion = [m for m in analysis.fusion_models() if (m, clean) in rows]
+    if not fusion or not uni:
+        out.append("Not answerable: clean predictions of a fusion model and of a unimodal model are needed.")
+    for m in fusion if uni else []:
+        r = rows[(m, clean)]
+        parts, beats = [], []
+        for u in uni:
+            ru = rows[(u, clean)]
+            gap = (r.accuracy.mean - ru.accuracy.mean) * 100
+            beats.append(gap > 0)
+            acc_m, acc_u = dict(zip(r.sessions, r.session_accuracy)), dict(zip(ru.sessions, ru.session_accuracy))
+            shared = [s for s in r.sessions if s in acc_u]
+            wins = sum(acc_m[s] > acc_u[s] for s in shared)
+            parts.append(f"{u} {_pm(ru.accuracy, percent_of_fraction=True)} ({_signed(gap)} points; "
+                         f"better in {wins}/{len(shared)} sessions)")
+        answer = "yes" if all(beats) else "no"
+        out.append(f"- **{m}**: {answer}. Avg. accuracy {_pm(r.accuracy, percent_of_fraction=True)} vs "
+                   + "; ".join(parts) + ".")
+    out.append("")
+
+    def difference_lines(conds: Sequence[str], unimodal: str) -> list[str]:
+        lines = []
+        for m in analysis.fusion_models():
+            for c in conds:
+                r = rows.get((m, c))
+                if r is None or r.difference is None or r.difference.unimodal != unimodal:
+                    continue
+                d = r.difference
+                diff = d.difference.mean
+                ci = d.ci
+                if not math.isfinite(diff):
+                    continue
+                answer = "yes" if diff > 0 else "no"
+                if ci is None or not math.isfinite(ci.low):
+                    verdict = f"{answer} (no bootstrap interval)"
+                elif diff > 0:
+                    verdict = (f"yes, the {_ci_text(ci)} excludes 0" if ci.low > 0
+                               else f"yes, but the {_ci_text(ci)} includes 0 (not significant)")
+                else:
+                    verdict = (f"no, the {_ci_text(ci)} excludes 0: it loses more" if ci.high < 0
+                               else f"no; the {_ci_text(ci)} includes 0")
+                lines.append(f"- `{c}`, **{m}** vs {unimodal} (`{d.unimodal_condition}`): impact "
+                             f"{_pm(d.impact, unit='%')} vs {_pm(d.unimodal_impact, unit='%')}; difference "
+                             f"{_signed(diff)} points. Hurt less: **{verdict}**.")
+        return lines
+
+    masking = {condition_key(c) for c in ("adj", "random-adj", "noun", "random-noun")}
+    text_attacks = [c for c in analysis.conditions() if condition_key(c) in masking]
+    out += ["## RQ2: are the fusion models hurt less than the text model by the masking attacks?", ""]
+    lines = difference_lines(text_attacks, tm)
+    out += (lines or ["Not answerable: no masking attack was run on both a fusion model and the text model."]) + [""]
+
+    pitch = [c for c in analysis.conditions() if condition_key(c) == condition_key("pitch")]
+    out += ["## RQ3: are the fusion models hurt less than the audio model by pitch modulation?", ""]
+    lines = difference_lines(pitch, am)
+    out += (lines or ["Not answerable: pitch modulation was not run on both a fusion model and the audio model."])
+    out.append("")
+
+    others = [c for c in analysis.conditions() if c != clean and c not in text_attacks and c not in pitch]
+    lines = difference_lines(others, tm) + difference_lines(others, am)
+    if lines:
+        out += ["## Other single-modality attacks: are the fusion models hurt less than the unimodal model?", ""]
+        out += lines + [""]
+
+    out += ["## Affected subset", "",
+            "Impact over all utterances and over those the attack actually changed (same utterances, clean vs "
+            "attacked; session-averaged).", "",
+            "| Model | Condition | Affected | Impact (all) | Impact (affected) |",
+            "|:---|:---|---:|---:|---:|"]
+    any_aff = False
+    for r in summary:
+        if r.affected is None or not math.isfinite(r.affected.share):
+            continue
+        any_aff = True
+        a = r.affected
+        out.append(f"| {r.model} | {r.condition} | {a.n_affected:.0f} / {r.n:.0f} ({a.share * 100:.1f}%) | "
+                   f"{_pm(r.impact, unit='%')} | {_pm(a.impact, unit='%')} |")
+    if not any_aff:
+        out.append("| (no attacked predictions) | | | | |")
+    out.append("")
+    pos_lines = []
+    for m in analysis.models():
+        for pos in ("adj", "noun"):
+            cp = analysis.find_condition(m, condition_key(pos) or (None, None))
+            cr = analysis.find_condition(m, condition_key(f"random-{pos}") or (None, None))
+            if cp is None or cr is None:
+                continue
+            ip, ir = rows[(m, cp)].affected, rows[(m, cr)].affected
+            if ip is None or ir is None:
+                continue
+            worse = ip.impact.mean < ir.impact.mean
+            pos_lines.append(f"- **{m}**, on affected utterances: `{cp}` {_pm(ip.impact, unit='%')} vs `{cr}` "
+                             f"{_pm(ir.impact, unit='%')}. Masking the part of speech hurts more than masking as many "
+                             f"random words: **{'yes' if worse else 'no'}**.")
+    if pos_lines:
+        out += ["Part of speech vs random words (compared where both masks change the input):", ""] + pos_lines + [""]
+
+    out += ["## Additivity of combined attacks", ""]
+    add_lines = []
+    for m in analysis.models():
+        for c in analysis.conditions(m):
+            k = condition_key(c)
+            if k is None or k[0] is None or k[1] is None:
+                continue
+            add = analysis.additivity(m, c, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
+            if add is None:
+                continue
+            ci = add.ci
+            if ci is not None and math.isfinite(ci.low):
+                verdict = ("no (the CI of the difference excludes 0)" if ci.excludes_zero
+                           else "yes (the CI of the difference includes 0)")
+            else:
+                verdict = "no interval"
+            add_lines.append(
+                f"- `{c}`, **{m}**: combined {_pm(add.combined, unit='%')} vs sum of parts "
+                f"{_pm(add.sum, unit='%')} (`{add.audio_condition}` {_pm(add.audio, unit='%')}, `{add.text_condition}` "
+                f"{_pm(add.text, unit='%')}); difference {_signed(add.difference.mean)} points, {_ci_text(ci)}. "
+                f"Consistent with additivity: **{verdict}**."
+            )
+    out += (add_lines or ["No combined attack with both of its parts was run on the same model."]) + [""]
+    return "\n".join(out)
