@@ -64,9 +64,10 @@ def cache_dir_option(f):  # type: ignore[no-untyped-def]
     return click.option(
         "--cache-dir",
         type=click.Path(file_okay=False, path_type=Path),
-        default=Path("cache"),
+        default="./cache",
         envvar="FEATCACHE_CACHE",
-        help="Feature store directory. Env: FEATCACHE_CACHE.",
+        show_envvar=True,
+        help="Feature store directory.",
     )(f)
 
 
@@ -179,11 +180,71 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
+def _identity_settings(provenance: dict) -> dict[str, str]:
+    """The settings in an entry's stored identity, flattened to ``name -> short text``.
+
+    ``encoder`` options appear under their own names (``pooling``, ``whisper_input``, ``pad_to``,
+    ``max_samples``, ...), ``variant_seed`` as ``seed``, other nested values as ``parent.key``.
+    """
+    import json
+
+    out: dict[str, str] = {}
+
+    def put(name: str, value: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                put(k if name == "encoder" else f"{name}.{k}", v)
+            return
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+        out["seed" if name == "variant_seed" else name] = text
+
+    identity = provenance.get("identity")
+    for k, v in (identity if isinstance(identity, dict) else {}).items():
+        if k not in ("run", "fold", "variant"):
+            put(k, v)
+    return out
+
+
+def entry_settings_column(infos: list) -> list[str]:  # type: ignore[type-arg]  (EntryInfo, imported lazily)
+    """For each entry, the identity settings in which it differs from the other listed entries of the same
+    run, fold and variant (``pooling=mean``, ``seed=1``, ...); ``-`` for an entry that has no such twin.
+
+    Args:
+        infos: The listed entries (:class:`~featcache.cache.store.EntryInfo`).
+
+    Returns:
+        One text per entry, in the same order.
+    """
+    settings = [_identity_settings(i.provenance or {}) for i in infos]
+    groups: dict[tuple, list[int]] = {}
+    for n, i in enumerate(infos):
+        groups.setdefault((i.run, i.fold, i.variant), []).append(n)
+    column = ["-"] * len(infos)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        names = sorted({k for n in members for k in settings[n]})
+        differing = [k for k in names if len({settings[n].get(k) for n in members}) > 1]
+        for n in members:
+            text = " ".join(f"{k}={_short(settings[n].get(k, '?'))}" for k in differing)
+            column[n] = text or "-"
+    return column
+
+
+def _short(text: str) -> str:
+    """A hex digest cut to 12 digits; any other text unchanged."""
+    return text[:12] if len(text) > 12 and all(c in "0123456789abcdef" for c in text) else text
+
+
 @cache.command("ls", context_settings=CONTEXT)
 @cache_dir_option
 @click.option("--long", "-l", "long_", is_flag=True, help="Also print each entry's full provenance.")
 def cache_ls(cache_dir: Path, long_: bool) -> None:
-    """List entries with their provenance and size."""
+    """List entries with their provenance and size.
+
+    Entries of the same run, fold and variant that differ in a setting (pooling, input length, variant
+    seed, ...) show the settings that tell them apart in the last column.
+    """
     import json
 
     from featcache.cache import FeatureStore
@@ -193,15 +254,18 @@ def cache_ls(cache_dir: Path, long_: bool) -> None:
     if not infos:
         click.echo(f"{cache_dir}: no entries")
         return
-    click.echo(f"{'status':<9} {'run':<28} {'fold':<7} {'variant':<22} {'rows':>6} {'dim':>5} {'size':>9}  backbone")
+    backbones = [(i.provenance.get("backbone", "") if i.provenance else "") or "-" for i in infos]
+    settings = entry_settings_column(infos)
+    bw = max(len("backbone"), *(len(b) for b in backbones))
+    click.echo(f"{'status':<9} {'run':<28} {'fold':<7} {'variant':<22} {'rows':>6} {'dim':>5} {'size':>9}  "
+               f"{'backbone':<{bw}}  settings")
     total = 0
-    for i in infos:
+    for i, backbone, setting in zip(infos, backbones, settings, strict=True):
         total += i.size_bytes
         fold = "shared" if i.fold is None else str(i.fold)
-        backbone = i.provenance.get("backbone", "") if i.provenance else ""
         click.echo(
             f"{i.status:<9} {i.run[:28]:<28} {fold:<7} {i.variant[:22]:<22} {i.rows:>6} {i.dim:>5} "
-            f"{_human(i.size_bytes):>9}  {backbone}"
+            f"{_human(i.size_bytes):>9}  {backbone:<{bw}}  {setting}".rstrip()
         )
         if i.problem:
             click.echo(f"          {i.problem}")
@@ -575,9 +639,70 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
                f"summary: {out / 'summary.md'}; plots: {out}/*.png")
 
 
-from featcache.perturb.commands import variants  # noqa: E402  (the perturbation stage's own group)
+# ----------------------------------------------------------------------------------------------
+# variants
+# ----------------------------------------------------------------------------------------------
 
-cli.add_command(variants)
+
+def variant_text_options(f):  # type: ignore[no-untyped-def]
+    """``--mask-token`` and ``--spacy-model``: what the text variants insert and how they find words."""
+    from featcache.perturb.base import DEFAULT_MASK_TOKEN
+    from featcache.perturb.text_analysis import DEFAULT_MODEL
+
+    f = click.option("--spacy-model", default=DEFAULT_MODEL, help="spaCy pipeline for part-of-speech variants.")(f)
+    f = click.option("--mask-token", default=DEFAULT_MASK_TOKEN, help="The text backbone tokenizer's mask token.")(f)
+    return f
+
+
+@cli.group("variants", cls=_Group, context_settings=CONTEXT, invoke_without_command=True)
+@click.pass_context
+def variants(ctx: click.Context) -> None:
+    """Perturbation variants; without a subcommand, list them."""
+    if ctx.invoked_subcommand is None:
+        from featcache.perturb.inspect import variants_hint, variants_table
+
+        click.echo(variants_table())
+        click.echo("\n" + variants_hint())
+
+
+@variants.command("show", context_settings=CONTEXT)
+@click.argument("utt_id")
+@click.option("--variant", "variant_spec", required=True, help="Variant spec, e.g. adj, pitch, noise:snr_db=10.")
+@corpus_option()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the perturbed audio (float wav); required for audio variants.")
+@variant_text_options
+@cache_dir_option
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Variant seed.")
+def variants_show(*, utt_id: str, variant_spec: str, corpus_spec: str, labels: str | None, merge: str | None,
+                  out: Path | None, mask_token: str, spacy_model: str, cache_dir: Path, seed: int) -> None:
+    """Apply one variant to utterance UTT_ID and print what it did.
+
+    Text variants print the original and perturbed text; audio variants write the perturbed wav to
+    --out. Both print the record, which replays the perturbation exactly.
+    """
+    from featcache.perturb.inspect import show_variant
+
+    corpus = load_corpus_from_options(corpus_spec, labels, merge)
+    shown = show_variant(corpus, utt_id, variant=variant_spec, seed=seed, out=out, mask_token=mask_token,
+                         spacy_model=spacy_model, cache_dir=cache_dir)
+    click.echo(shown.format())
+
+
+@variants.command("stats", context_settings=CONTEXT)
+@corpus_option()
+@variant_text_options
+@cache_dir_option
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Variant seed.")
+def variants_stats(*, corpus_spec: str, labels: str | None, merge: str | None, mask_token: str, spacy_model: str,
+                   cache_dir: Path, seed: int) -> None:
+    """Share of nouns and adjectives among all spaCy tokens, and utterances each text attack changes."""
+    from featcache.perturb.inspect import corpus_text_stats
+
+    corpus = load_corpus_from_options(corpus_spec, labels, merge)
+    result = corpus_text_stats(corpus, seed=seed, mask_token=mask_token, spacy_model=spacy_model, cache_dir=cache_dir)
+    click.echo(f"corpus: {corpus_spec}  seed: {seed}")
+    click.echo(result.format())
 
 
 def main() -> None:

@@ -608,21 +608,54 @@ class CorpusStats:
         return "\n".join(lines)
 
 
-def corpus_stats(corpus: Corpus) -> CorpusStats:
+def audio_duration(path: str | Path) -> float:
+    """Length of an audio file in seconds, from its header (nothing is decoded).
+
+    Args:
+        path: Audio file.
+
+    Returns:
+        frames / sample rate.
+
+    Raises:
+        DataError: Missing or unreadable file.
+    """
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a multi-line text
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if reason.startswith("Error opening"):  # libsndfile repeats the path: keep only the cause
+            reason = reason.rsplit(": ", 1)[-1].rstrip(".")
+        raise DataError(f"{path}: unreadable audio header ({reason}); re-export it as a 16 kHz mono PCM wav") from None
+    return info.frames / info.samplerate if info.samplerate else 0.0
+
+
+def corpus_stats(corpus: Corpus, *, read_audio_headers: bool = True) -> CorpusStats:
     """Count utterances per label and session and sum their durations.
 
     Args:
         corpus: Any corpus.
+        read_audio_headers: For utterances whose listing gives no duration, take it from their audio
+            file's header (cheap: nothing is decoded). With False, or without audio, such a label's
+            duration is unknown.
 
     Returns:
-        The breakdown; durations come from the corpus listing (no audio is read).
+        The breakdown, labels in the corpus's class order.
+
+    Raises:
+        DataError: An audio file whose header cannot be read.
     """
     counts: dict[str, dict[str, int]] = {lab: {} for lab in corpus.labels}
     seconds: dict[str, float | None] = {lab: 0.0 for lab in corpus.labels}
     for u in corpus.utterances:
         counts[u.label][u.session] = counts[u.label].get(u.session, 0) + 1
-        if u.duration is None:
+        duration = u.duration
+        if duration is None and read_audio_headers and u.audio is not None:
+            duration = audio_duration(u.audio)
+        if duration is None:
             seconds[u.label] = None
         elif seconds[u.label] is not None:
-            seconds[u.label] = seconds[u.label] + u.duration  # type: ignore[operator]
+            seconds[u.label] = seconds[u.label] + duration  # type: ignore[operator]
     return CorpusStats(sessions=corpus.sessions, labels=corpus.labels, counts=counts, seconds=seconds)

@@ -329,7 +329,7 @@ def extract(
         if getattr(v, "needs_analysis", False):
             from featcache.perturb.text_analysis import analyze_corpus
 
-            analyses = analyze_corpus(corpus, model=analysis_model, cache_dir=store.root)
+            analyses = analyze_corpus(corpus, model=analysis_model, cache_dir=store.root, progress=progress)
     provenance = {
         "backbone": run.backbone,
         "backbone_path": str(resolved.path),

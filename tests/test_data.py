@@ -166,3 +166,50 @@ def test_load_audio_unusable_files(tmp_path: Path, kind: str) -> None:
     with pytest.raises(DataError, match=match) as e:
         load_audio(p)
     assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------ data stats on a manifest with audio
+
+
+def _audio_manifest(tmp_path: Path, rows: list[tuple[str, str, str, float, str]]) -> Path:
+    """Write ``id,label,session,text,audio,duration`` with one silent 16 kHz wav per row of the given length."""
+    (tmp_path / "wav").mkdir(exist_ok=True)
+    lines = ["id,label,session,text,audio,duration"]
+    for utt_id, label, session, seconds, listed in rows:
+        sf.write(tmp_path / "wav" / f"{utt_id}.wav", np.zeros(int(16_000 * seconds), np.float32), 16_000)
+        lines.append(f"{utt_id},{label},{session},hello,wav/{utt_id}.wav,{listed}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "m.csv"
+
+
+def test_stats_durations_come_from_audio_headers_when_the_manifest_has_none(tmp_path: Path) -> None:
+    m = _audio_manifest(tmp_path, [("a", "sad", "1", 0.5, ""), ("b", "ang", "1", 1.25, ""), ("c", "ang", "2", 2.0, "")])
+    stats = corpus_stats(read_manifest(m))
+    assert stats.seconds == {"ang": pytest.approx(3.25), "sad": pytest.approx(0.5)}
+    r = _stats(f"manifest:{m}")
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[0]: line.split() for line in r.output.splitlines()[3:] if line and not line.startswith("-")}
+    assert rows["ang"][-1] == "1.62" and rows["sad"][-1] == "0.50"  # mean seconds: 3.25 / 2, 0.5 / 1
+    assert rows["Total"][-1] == "1.25" and rows["Total"][-2] == "0.00"  # 3.75 s / 3; 3.75 s = 0.00 h
+    assert corpus_stats(read_manifest(m), read_audio_headers=False).seconds == {"ang": None, "sad": None}
+
+
+def test_stats_listed_durations_win_over_headers(tmp_path: Path) -> None:
+    m = _audio_manifest(tmp_path, [("a", "sad", "1", 0.5, "7.5"), ("b", "sad", "2", 1.0, "")])
+    assert corpus_stats(read_manifest(m)).seconds == {"sad": pytest.approx(8.5)}
+
+
+def test_stats_unreadable_audio_header_is_one_line(tmp_path: Path) -> None:
+    m = _audio_manifest(tmp_path, [("a", "sad", "1", 0.5, "")])
+    (tmp_path / "wav" / "a.wav").write_bytes(b"not a wav file at all")
+    line = one_line_error(_stats(f"manifest:{m}"))
+    assert f"{tmp_path / 'wav' / 'a.wav'}: unreadable audio header" in line
+
+
+def test_stats_rows_follow_the_class_order_of_labels(tmp_path: Path) -> None:
+    m = _audio_manifest(tmp_path, [("a", "sad", "1", 0.5, ""), ("b", "ang", "1", 0.5, ""), ("c", "hap", "2", 0.5, "")])
+    r = CliRunner().invoke(cli, ["data", "stats", "--corpus", f"manifest:{m}", "--labels", "sad,hap,ang"])
+    assert r.exit_code == 0, r.output
+    first_column = [line.split()[0] for line in r.output.splitlines()[3:] if line and not line.startswith("-")]
+    assert first_column == ["sad", "hap", "ang", "Total"]
+    assert corpus_stats(load_corpus(f"manifest:{m}", labels=["hap", "ang", "sad"])).labels == ("hap", "ang", "sad")

@@ -372,6 +372,18 @@ def test_analysis_cache_is_json_and_second_call_skips_spacy(
         analyze_texts(TEXTS + ["A new sentence."], cache_dir=cache_dir)
 
 
+def test_spacy_progress_bar_only_when_asked_and_the_input_is_large(
+    analyses: dict[str, TextAnalysis], capsys: pytest.CaptureFixture[str]
+) -> None:
+    forced = analyze_texts(TEXTS, progress_min=0)  # no cache_dir: spaCy runs every time
+    assert "spaCy" in capsys.readouterr().err
+    assert forced == [analyses[t] for t in TEXTS]
+    analyze_texts(TEXTS, progress=False, progress_min=0)
+    assert "spaCy" not in capsys.readouterr().err
+    analyze_texts(TEXTS)  # fewer texts than PROGRESS_MIN_TEXTS: no bar by default
+    assert len(set(TEXTS)) < ta.PROGRESS_MIN_TEXTS and "spaCy" not in capsys.readouterr().err
+
+
 def test_pipeline_keeps_only_what_pos_tagging_needs() -> None:
     nlp = ta.load_pipeline(ta.DEFAULT_MODEL)
     assert set(nlp.pipe_names) <= ta.POS_COMPONENTS

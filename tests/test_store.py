@@ -179,3 +179,33 @@ def test_cache_clean_removes_only_interrupted_work(tmp_path: Path) -> None:
     assert [i.status for i in store.verify()] == ["complete"]
     with store.open(key("clean")) as e:
         np.testing.assert_array_equal(e.vectors(), _expected(20))
+
+
+def _write_entry(store: FeatureStore, *, variant: str, pooling: str, seed: int | None, n: int = 4) -> None:
+    identity = {"backbone": "fake", "weights": "f" * 40, "encoder": {"pooling": pooling, "max_tokens": 512},
+                "variant_seed": seed, "ids": "a" * 16}
+    k = EntryKey(run="text-fake-frozen", fold=None, variant=variant, identity=identity)
+    ids = [f"u{i:05d}" for i in range(n)]
+    with store.writer(k, ids=ids, provenance={"backbone": "fake", "pooling": pooling, "seed": seed}) as w:
+        w.add(ids, np.stack([vector(u) for u in ids]), labels=[0] * n, records=[{}] * n)
+
+
+def test_cache_ls_tells_entries_apart_by_the_settings_they_differ_in(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    _write_entry(store, variant="clean", pooling="cls", seed=None)
+    _write_entry(store, variant="clean", pooling="mean", seed=None)
+    _write_entry(store, variant="random-adj", pooling="cls", seed=0)
+    _write_entry(store, variant="random-adj", pooling="cls", seed=1)
+    _write_entry(store, variant="adj", pooling="mean", seed=0)
+    r = CliRunner().invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].split()[-1] == "settings"
+    rows = [line.split() for line in lines[1:-1]]
+    by_variant: dict[str, list[str]] = {}
+    for row in rows:
+        by_variant.setdefault(row[3], []).append(row[-1])
+    assert sorted(by_variant["clean"]) == ["pooling=cls", "pooling=mean"]  # max_tokens, weights, ... are equal
+    assert sorted(by_variant["random-adj"]) == ["seed=0", "seed=1"]
+    assert by_variant["adj"] == ["-"]  # no twin: nothing to tell apart
+    assert lines[-1].startswith("5 entries")

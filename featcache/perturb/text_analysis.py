@@ -48,6 +48,9 @@ TOKENIZER_RULES = "trailing-hyphen-1"
 #: Cache format version; part of the cache key.
 FORMAT_VERSION = 1
 
+#: Fewer distinct texts than this are analysed without a progress bar (a few seconds at most).
+PROGRESS_MIN_TEXTS = 300
+
 _NON_WORD_POS = frozenset({"PUNCT", "SPACE"})
 
 
@@ -233,6 +236,8 @@ def analyze_texts(
     model: str = DEFAULT_MODEL,
     cache_dir: str | Path | None = None,
     batch_size: int = 256,
+    progress: bool = True,
+    progress_min: int = PROGRESS_MIN_TEXTS,
 ) -> list[TextAnalysis]:
     """POS-tag texts with spaCy, reading and writing the JSON cache.
 
@@ -241,6 +246,8 @@ def analyze_texts(
         model: spaCy pipeline name or directory.
         cache_dir: Cache root; ``None`` analyses without caching.
         batch_size: ``nlp.pipe`` batch size.
+        progress: Show a progress bar (``spaCy``, on stderr, removed when done) while texts are analysed.
+        progress_min: Show it only when at least this many distinct texts need analysing.
 
     Returns:
         One analysis per input text, in input order.
@@ -265,9 +272,19 @@ def analyze_texts(
             except (OSError, ValueError, KeyError, TypeError):
                 raise FeatcacheError(f"{path}: unreadable text-analysis cache; delete the file to rebuild it") from None
             return [by_text[t] for t in texts]
+    from tqdm import tqdm
+
     nlp = load_pipeline(model)
     by_text = {}
-    for text, doc in zip(unique, nlp.pipe(unique, batch_size=batch_size), strict=True):
+    docs = tqdm(
+        nlp.pipe(unique, batch_size=batch_size),
+        total=len(unique),
+        desc="spaCy",
+        unit="text",
+        leave=False,
+        disable=not progress or len(unique) < progress_min,
+    )
+    for text, doc in zip(unique, docs, strict=True):
         by_text[text] = TextAnalysis(
             text=text,
             tokens=tuple(
@@ -302,6 +319,7 @@ def analyze_corpus(
     *,
     model: str = DEFAULT_MODEL,
     cache_dir: str | Path | None = None,
+    progress: bool = True,
 ) -> dict[str, TextAnalysis]:
     """Analyse every transcription of a corpus once.
 
@@ -309,6 +327,7 @@ def analyze_corpus(
         corpus: A :class:`featcache.data.Corpus` (anything with ``utterances`` having ``id`` and ``text``).
         model: spaCy pipeline.
         cache_dir: Cache root, or ``None``.
+        progress: Show a progress bar while a large corpus is analysed (see :func:`analyze_texts`).
 
     Returns:
         Utterance id -> analysis, for the utterances that have text.
@@ -317,7 +336,7 @@ def analyze_corpus(
         FeatcacheError: Model missing or unreadable cache.
     """
     with_text = [u for u in corpus.utterances if u.text is not None]
-    analyses = analyze_texts([u.text for u in with_text], model=model, cache_dir=cache_dir)
+    analyses = analyze_texts([u.text for u in with_text], model=model, cache_dir=cache_dir, progress=progress)
     return {u.id: a for u, a in zip(with_text, analyses, strict=True)}
 
 
