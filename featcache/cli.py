@@ -466,7 +466,7 @@ def train_heads_cmd(models: str, device: str, **kw: object) -> None:
         acc = r.get("best_dev_acc")
         click.echo(f"fold {r['fold']} seed {r['seed']} {r['model']:<10} "
                    + (f"dev acc {acc:.4f} (epoch {r['best_epoch']})" if acc is not None else "no training needed"))
-    click.echo(f"heads: {study.store.root / 'heads' / study.key}")
+    click.echo(f"heads: {study.store.heads_root(study.key)}")
 
 
 def _evaluate_and_report(study, out: Path, conditions: list[str] | None, title: str) -> Path:  # type: ignore[no-untyped-def]

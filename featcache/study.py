@@ -225,7 +225,7 @@ class Study:
         return "".join(f" {flag}" for flag, differs in flags if differs)
 
     def heads_dir(self, model: str, *, fold: int, seed: int) -> Path:
-        return self.store.root / "heads" / self.key / f"fold-{fold}" / f"seed-{seed}" / model
+        return self.store.heads_dir(self.key, fold=fold, seed=seed, model=model)
 
 
 def _split_vectors(study: Study, model: str, fold: int, seed: int, ids: Sequence[str]) -> list[np.ndarray]:

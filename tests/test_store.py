@@ -179,3 +179,58 @@ def test_cache_clean_removes_only_interrupted_work(tmp_path: Path) -> None:
     assert [i.status for i in store.verify()] == ["complete"]
     with store.open(key("clean")) as e:
         np.testing.assert_array_equal(e.vectors(), _expected(20))
+
+
+def test_layout_names_every_folder_of_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from featcache.cache import StoreLayout, model_cache_root, slug
+    from featcache.cache.store import slug as old_slug
+
+    store = FeatureStore(tmp_path)
+    assert slug is old_slug and slug("noise:std=0.1") == "noise_std=0.1"
+    assert store.runs_dir == tmp_path / "runs" and store.run_dir("ft-x") == tmp_path / "runs" / "ft-x"
+    assert store.heads_root("k") == tmp_path / "heads" / "k"
+    assert store.heads_dir("k", fold=2, seed=1, model="late") == tmp_path / "heads" / "k" / "fold-2" / "seed-1" / "late"
+    assert store.text_analysis_path("/x/my model", "ab") == tmp_path / "text-analysis" / "my_model-ab.json"
+    assert store.weight_hashes_path == tmp_path / "models" / "weight-hashes.json"
+    assert StoreLayout(tmp_path).heads_dir("k", fold=2, seed=1, model="late") == store.heads_dir(
+        "k", fold=2, seed=1, model="late")
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # naming creates nothing
+
+    monkeypatch.setenv("FEATCACHE_MODELS", str(tmp_path / "m"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert model_cache_root() == tmp_path / "m"
+    monkeypatch.delenv("FEATCACHE_MODELS")
+    assert model_cache_root() == tmp_path / "xdg" / "featcache" / "models"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG rule: only absolute paths count
+    assert model_cache_root() == tmp_path / "home" / ".cache" / "featcache" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert model_cache_root() == tmp_path / "home" / ".cache" / "featcache" / "models"
+
+
+def test_atomic_dir_appears_complete_or_not_at_all(tmp_path: Path) -> None:
+    from featcache.cache.atomic import atomic_dir
+
+    out = tmp_path / "model"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "a.bin").write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(out) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.bin").write_text("1")
+        assert not out.exists()
+    assert (out / "sub" / "a.bin").read_text() == "1"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask
+    with pytest.raises(FileExistsError), atomic_dir(out) as tmp:
+        (tmp / "b.bin").write_text("2")
+    with atomic_dir(out, replace=True) as tmp:
+        (tmp / "b.bin").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["b.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError), atomic_dir(tmp_path / "file", replace=True):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]
