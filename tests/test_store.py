@@ -181,6 +181,53 @@ def test_cache_clean_removes_only_interrupted_work(tmp_path: Path) -> None:
         np.testing.assert_array_equal(e.vectors(), _expected(20))
 
 
+def test_clean_removes_strays_in_every_folder_and_keeps_complete_work(tmp_path: Path) -> None:
+    _write(tmp_path, "clean", 20)
+    store = FeatureStore(tmp_path)
+    with pytest.raises(RuntimeError), store.writer(key("adj"), ids=[f"u{i:05d}" for i in range(10)]) as w:
+        w.add(["u00000"], _expected(1))
+        raise RuntimeError("killed")  # leaves adj's .partial directory
+    partial = store.path(key("adj")).with_name(store.path(key("adj")).name.replace(".h5", ".partial"))
+    assert partial.is_dir()
+    run = store.run_dir("ft-text-f1-s0-0123456789")
+    head = store.heads_dir("0123abcd", fold=1, seed=0, model="text")
+    analysis = store.text_analysis_path("en_core_web_sm", "k" * 20)
+    keep = [run / "config.json", run / "result.json", run / "fit.lock", head / "model.safetensors",
+            head / "config.json", analysis, store.weight_hashes_path]
+    entry = store.path(key("clean"))
+    strays = [
+        run / ".last.safetensors.tmp-123",
+        run / ".result.json.tmp",  # an older version's name
+        head / ".config.json.tmp-456",
+        analysis.with_name(f".{analysis.name}.tmp-7"),
+        store.models_dir / ".weight-hashes.json.tmp-8",
+        tmp_path / ".store.json.tmp-9",
+        entry.with_name(f".{entry.name}.tmp-10"),
+    ]
+    stray_dir = store.models_dir / ".whisper-base.tmp-11-abcdef01"  # a killed conversion: listed once
+    for path in keep + strays + [stray_dir / "model.safetensors"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    expected = [partial, *sorted(strays + [stray_dir])]
+
+    assert store.clean(dry_run=True) == expected
+    assert all(p.exists() for p in expected)
+    r = CliRunner().invoke(cli, ["cache", "clean", "--cache-dir", str(tmp_path), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [f"would remove {p}" for p in expected] + [f"{len(expected)} item(s) to remove"]
+    assert all(p.exists() for p in expected)
+
+    r = CliRunner().invoke(cli, ["cache", "clean", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [f"removing {p}" for p in expected] + [f"{len(expected)} item(s) removed"]
+    assert not any(p.exists() for p in expected)
+    assert all(p.is_file() for p in keep)
+    assert [i.status for i in store.verify()] == ["complete"]
+    with store.open(key("clean")) as e:
+        np.testing.assert_array_equal(e.vectors(), _expected(20))
+    assert store.clean(dry_run=False) == []
+
+
 def test_layout_names_every_folder_of_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from featcache.cache import StoreLayout, model_cache_root, slug
     from featcache.cache.store import slug as old_slug

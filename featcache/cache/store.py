@@ -30,7 +30,8 @@ done, the chunks are assembled in canonical id order into a temporary file that 
 over the final name. Killing the writer at any moment (``kill -9``) leaves every completed entry intact
 and at most a ``.partial`` directory, which a rerun resumes from; the result is identical to an
 uninterrupted run. Writers of the same entry take a file lock, so a second writer waits and then finds
-the entry complete.
+the entry complete. :meth:`FeatureStore.clean` removes what killed writers leave behind: ``.partial``
+directories and temporary files anywhere in the store.
 """
 
 from __future__ import annotations
@@ -388,6 +389,42 @@ class FeatureStore(StoreLayout):
         finally:
             r.close()
         return ""
+
+    # -- cleaning ------------------------------------------------------------------------
+
+    def clean(self, *, dry_run: bool) -> list[Path]:
+        """Remove what interrupted work left behind; complete entries, runs, heads and analyses stay.
+
+        That is every ``.partial`` directory (an interrupted extraction; a rerun would resume it) and
+        every temporary file or folder of a killed writer (a name holding ``.tmp-``, or ending in
+        ``.tmp`` as older versions named them) in the store root and its ``features/``, ``models/``,
+        ``runs/``, ``heads/`` and ``text-analysis/`` folders. Run it when no other process writes to
+        the store: a live writer's temporary files look the same.
+
+        Args:
+            dry_run: Only list what would be removed.
+
+        Returns:
+            The removed (or, with ``dry_run``, removable) paths: partial extractions first, then
+            temporary files in path order; nothing inside a listed folder is listed again.
+        """
+        found = [info.path for info in self.iter_entries() if info.status == "partial"]
+        strays: list[Path] = []
+        if self.root.is_dir():
+            strays += [p for p in self.root.iterdir() if _is_tmp_name(p.name)]
+        for folder in self.folders():
+            if folder.is_dir():
+                strays += [p for p in folder.rglob("*") if _is_tmp_name(p.name)]
+        for path in sorted(strays):
+            if not any(path.is_relative_to(done) for done in found):
+                found.append(path)
+        if not dry_run:
+            for path in found:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        return found
 
 
 def _is_tmp_name(name: str) -> bool:
