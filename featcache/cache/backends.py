@@ -59,10 +59,6 @@ class Backend(Protocol):
     def open_entry(self, path: Path) -> EntryReader: ...
 
 
-fsync_dir = fsync_path
-"""Make a rename inside a folder durable (the same call as for a file; the old name is kept)."""
-
-
 class HDF5Backend:
     """Entries and chunks as HDF5 files (h5py): datasets ``ids``, ``labels``, ``vectors``, ``records``
     and the provenance as JSON-valued attributes."""
