@@ -299,25 +299,12 @@ def cache_verify(cache_dir: Path) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def cache_clean(cache_dir: Path, dry_run: bool) -> None:
     """Remove interrupted extractions (.partial) and leftovers of killed writers; complete entries stay."""
-    import shutil
-
     from featcache.cache import FeatureStore
 
-    store = FeatureStore(cache_dir)
-    removed = 0
-    for info in store.iter_entries():
-        if info.status != "partial":
-            continue
-        click.echo(f"{'would remove' if dry_run else 'removing'} {info.path}")
-        if not dry_run:
-            shutil.rmtree(info.path, ignore_errors=True)
-        removed += 1
-    for tmp in (cache_dir / "features").rglob("*.tmp-*") if (cache_dir / "features").is_dir() else []:
-        click.echo(f"{'would remove' if dry_run else 'removing'} {tmp}")
-        if not dry_run:
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        removed += 1
-    click.echo(f"{removed} item(s) {'to remove' if dry_run else 'removed'}")
+    removed = FeatureStore(cache_dir).clean(dry_run=dry_run)
+    for path in removed:
+        click.echo(f"{'would remove' if dry_run else 'removing'} {path}")
+    click.echo(f"{len(removed)} item(s) {'to remove' if dry_run else 'removed'}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -553,7 +540,7 @@ def train_heads_cmd(models: str, device: str, **kw: object) -> None:
         acc = r.get("best_dev_acc")
         click.echo(f"fold {r['fold']} seed {r['seed']} {r['model']:<10} "
                    + (f"dev acc {acc:.4f} (epoch {r['best_epoch']})" if acc is not None else "no training needed"))
-    click.echo(f"heads: {study.store.root / 'heads' / study.key}")
+    click.echo(f"heads: {study.store.heads_root(study.key)}")
 
 
 @cli.command("evaluate", context_settings=CONTEXT)

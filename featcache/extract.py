@@ -29,8 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from featcache import __version__
 from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
 from featcache.backbones.resolve import ResolvedBackbone, resolve_backbone, weights_hash
-from featcache.cache import EntryKey, FeatureStore, ids_digest
-from featcache.cache.store import slug
+from featcache.cache import EntryKey, FeatureStore, ids_digest, slug
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
@@ -257,7 +256,7 @@ def plan_entry(
     if run.modality not in corpus.modalities:
         raise FeatcacheError(f"{corpus.name}: the corpus has no {run.modality} for every utterance")
     ids = entry_ids(corpus, fold=fold, variant_modality=v.modality, split=split, fold_options=fold_options)
-    resolved = resolve_backbone(run.backbone, models_dir=store.models_dir)
+    resolved = resolve_backbone(run.backbone, hash_cache=store.weight_hashes_path)
     key = entry_key(corpus, run, resolved, fold=fold, variant=v, seed=seed, ids=ids, analysis_model=analysis_model)
     return PlannedEntry(variant=v, ids=ids, resolved=resolved, key=key)
 

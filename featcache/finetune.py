@@ -1,7 +1,7 @@
 """Per-fold fine-tuning of the paper's three models, end to end (encoders + heads).
 
 A run is identified by (corpus, modality, backbone(s), encoder options, hyperparameters, fold, dev
-split, seed) and lives in ``<store>/runs/<run_id>/``::
+split, seed) and lives in the store's ``runs/<run_id>/`` (``FeatureStore.run_dir``)::
 
     config.json                 the run's identity
     state.json, last.safetensors, optimizer.safetensors, rng.safetensors, best.safetensors,
@@ -11,7 +11,8 @@ split, seed) and lives in ``<store>/runs/<run_id>/``::
     head/                       the head (model.safetensors + config.json), applied later to stored vectors
     result.json                 best epoch, dev accuracy; written last: a run is finished when it exists
 
-Weights are safetensors and configs JSON; nothing is pickled. A killed run started again with the
+Weights are safetensors and configs JSON; nothing is pickled. Every file is written under a temporary
+name and renamed into place (:mod:`featcache.cache.atomic`). A killed run started again with the
 same command resumes from its last completed epoch.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
 from featcache.backbones.resolve import resolve_backbone
 from featcache.cache import FeatureStore, digest
+from featcache.cache.atomic import atomic_write, atomic_write_text
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
@@ -170,7 +171,7 @@ def find_runs(
     modality: str | None = None,
 ) -> list[FinetuneRun]:
     """Finished fine-tuning runs of this corpus in the store, filtered, sorted by id."""
-    runs_dir = store.root / "runs"
+    runs_dir = store.runs_dir
     out: list[FinetuneRun] = []
     if not runs_dir.is_dir():
         return out
@@ -197,9 +198,7 @@ def _save_state(module: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def finetune(
@@ -252,12 +251,12 @@ def finetune(
     fold_options = dict(fold_options or {})
     cfg = run_config(corpus, preset=preset, modality=modality, fold=fold, seed=seed, options=options,
                      settings=settings, fold_options=fold_options)
-    run_dir = store.root / "runs" / run_id(cfg)
+    run_dir = store.run_dir(run_id(cfg))
     run = FinetuneRun(run_dir, cfg)
     if run.finished:
         return run
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    atomic_write_text(run_dir / "config.json", json.dumps(cfg, indent=2, sort_keys=True))
 
     f = make_fold(corpus, fold, **fold_options)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
@@ -313,7 +312,5 @@ def finetune(
         "n_train": len(f.train),
         "n_dev": len(f.dev),
     }
-    tmp = run_dir / ".result.json.tmp"
-    tmp.write_text(json.dumps(res, indent=2))
-    os.replace(tmp, run_dir / "result.json")
+    atomic_write_text(run_dir / "result.json", json.dumps(res, indent=2))  # last: the run is finished
     return run

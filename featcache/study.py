@@ -310,7 +310,7 @@ class Study:
     # -- heads ------------------------------------------------------------------------------
 
     def heads_dir(self, model: str, *, fold: int, seed: int) -> Path:
-        return self.store.root / "heads" / self.key / f"fold-{fold}" / f"seed-{seed}" / model
+        return self.store.heads_dir(self.key, fold=fold, seed=seed, model=model)
 
     def head_dir(self, model: str, *, fold: int, seed: int) -> Path:
         """Where ``model``'s head for (fold, seed) is: the fine-tuning run's own for a paper model in a

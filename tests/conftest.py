@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import fake_iemocap  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The per-user model cache (``FEATCACHE_MODELS``) for the whole session, never the real ~/.cache.
+
+    Session-scoped, so a model converted once (the packaged Whisper base) serves every test.
+    """
+    path = tmp_path_factory.mktemp("featcache-models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEATCACHE_MODELS", str(path))
+        yield path
 
 
 @pytest.fixture

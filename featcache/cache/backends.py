@@ -10,13 +10,14 @@ Only the ``hdf5`` backend (h5py) exists today; new ones register in :data:`BACKE
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from featcache.cache.atomic import fsync_path
 
 FORMAT_VERSION = 1
 
@@ -58,23 +59,6 @@ class Backend(Protocol):
     def open_entry(self, path: Path) -> EntryReader: ...
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class HDF5Backend:
     """Entries and chunks as HDF5 files (h5py): datasets ``ids``, ``labels``, ``vectors``, ``records``
     and the provenance as JSON-valued attributes."""
@@ -96,7 +80,7 @@ class HDF5Backend:
             f.create_dataset("records", data=np.array(block.records, dtype=object), dtype=str_dt, track_times=False)
             for k, v in (attrs or {}).items():
                 f.attrs[k] = json.dumps(v, sort_keys=True)
-        _fsync_file(path)
+        fsync_path(path)
 
     def write_chunk(self, path: Path, block: Block) -> None:
         self._write(path, block, None)

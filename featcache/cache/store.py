@@ -1,12 +1,22 @@
 """The feature store: embeddings per (backbone run, fold, variant), complete or absent.
 
-Layout under the store root (default ``./cache``, or ``--cache-dir`` / ``FEATCACHE_CACHE``)::
+Layout under the store root (default ``./cache``, or ``--cache-dir`` / ``FEATCACHE_CACHE``); every
+path in it is named by :class:`~featcache.cache.layout.StoreLayout`, and a :class:`FeatureStore` is one::
 
     store.json                                  {"backend": "hdf5", "format_version": 1}
     features/<run>/<fold-K|shared>/<variant>-<hash>.h5          complete entries
     features/<run>/<fold-K|shared>/<variant>-<hash>.partial/    an extraction in progress
     features/<run>/<fold-K|shared>/<variant>-<hash>.lock        writers' lock
-    models/                                     converted and fine-tuned backbones
+    models/weight-hashes.json                   backbone weight digests, so big checkpoints are hashed once
+    runs/<run-id>/                              fine-tuning runs (featcache.finetune)
+    heads/<study-key>/fold-K/seed-S/<model>/    a study's trained heads (featcache.study)
+    text-analysis/<spacy-model>-<key>.json      cached POS analyses (featcache.perturb.text_analysis)
+    .../.<name>.tmp-<pid>[-<random>]            a write in progress (featcache.cache.atomic), or its
+                                                stray when the writer was killed
+
+Converted backbones (the packaged Whisper base) do not belong to a store: every store shares them in
+the per-user model cache, :func:`~featcache.cache.layout.model_cache_root` (``$FEATCACHE_MODELS``, else
+``$XDG_CACHE_HOME/featcache/models``, else ``~/.cache/featcache/models``).
 
 ``<hash>`` is a digest of the entry's *identity*: every setting that changes the numbers (backbone
 and a hash of its weights, pooling, input length limits, the variant and its parameters, seeds, the
@@ -20,7 +30,8 @@ done, the chunks are assembled in canonical id order into a temporary file that 
 over the final name. Killing the writer at any moment (``kill -9``) leaves every completed entry intact
 and at most a ``.partial`` directory, which a rerun resumes from; the result is identical to an
 uninterrupted run. Writers of the same entry take a file lock, so a second writer waits and then finds
-the entry complete.
+the entry complete. :meth:`FeatureStore.clean` removes what killed writers leave behind: ``.partial``
+directories and temporary files anywhere in the store.
 """
 
 from __future__ import annotations
@@ -28,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -39,7 +49,9 @@ from types import TracebackType
 import numpy as np
 
 from featcache import __version__
-from featcache.cache.backends import FORMAT_VERSION, Block, EntryReader, concat_blocks, fsync_dir, get_backend
+from featcache.cache.atomic import TMP_MARK, atomic_dir, atomic_write, atomic_write_text, fsync_path
+from featcache.cache.backends import FORMAT_VERSION, Block, EntryReader, concat_blocks, get_backend
+from featcache.cache.layout import FEATURES, StoreLayout, slug
 from featcache.errors import StaleEntryError, StoreError
 
 ENV_VAR = "FEATCACHE_CACHE"
@@ -64,14 +76,6 @@ def digest(obj: object, n: int = 16) -> str:
 def ids_digest(ids: Sequence[str]) -> str:
     """Hash of an ordered list of utterance ids."""
     return digest(list(ids))
-
-
-_SLUG = re.compile(r"[^A-Za-z0-9_.+=-]+")
-
-
-def slug(text: str) -> str:
-    """A filesystem-safe rendering of a run or variant name."""
-    return _SLUG.sub("_", text).strip("_") or "x"
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class EntryKey:
         return "shared" if self.fold is None else f"fold-{self.fold}"
 
     def relpath(self) -> Path:
-        return Path("features") / slug(self.run) / self.fold_dir / f"{slug(self.variant)}-{self.hash}"
+        return Path(FEATURES) / slug(self.run) / self.fold_dir / f"{slug(self.variant)}-{self.hash}"
 
     def __str__(self) -> str:
         return f"{self.run}/{self.fold_dir}/{self.variant}"
@@ -197,8 +201,8 @@ class Entry:
         self.close()
 
 
-class FeatureStore:
-    """A directory of entries behind a named backend.
+class FeatureStore(StoreLayout):
+    """A directory of entries behind a named backend; as a :class:`StoreLayout` it names every path in it.
 
     Args:
         root: Store directory; created on first write.
@@ -210,8 +214,8 @@ class FeatureStore:
     """
 
     def __init__(self, root: str | Path | None = None, *, backend: str | None = None) -> None:
-        self.root = Path(root) if root is not None else default_root()
-        meta = self.root / "store.json"
+        super().__init__(root if root is not None else default_root())
+        meta = self.meta_path
         recorded = None
         if meta.exists():
             try:
@@ -229,17 +233,9 @@ class FeatureStore:
     # -- paths ---------------------------------------------------------------------------
 
     def _init_root(self) -> None:
-        meta = self.root / "store.json"
+        meta = self.meta_path
         if not meta.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = meta.with_name(f".store.json.{os.getpid()}")
-            tmp.write_text(json.dumps({"backend": self.backend.name, "format_version": FORMAT_VERSION}) + "\n")
-            os.replace(tmp, meta)
-
-    @property
-    def models_dir(self) -> Path:
-        """Where converted and fine-tuned backbones live."""
-        return self.root / "models"
+            atomic_write_text(meta, json.dumps({"backend": self.backend.name, "format_version": FORMAT_VERSION}) + "\n")
 
     def _file(self, key: EntryKey, suffix: str) -> Path:
         # appended, not Path.with_suffix: variant names hold dots ("asr-0.2") that are not suffixes
@@ -311,7 +307,7 @@ class FeatureStore:
 
     def iter_entries(self) -> Iterator[EntryInfo]:
         """Every entry under the root: complete, partial (interrupted) or broken."""
-        feats = self.root / "features"
+        feats = self.features_dir
         if not feats.is_dir():
             return
         for p in sorted(feats.rglob("*")):
@@ -394,6 +390,47 @@ class FeatureStore:
             r.close()
         return ""
 
+    # -- cleaning ------------------------------------------------------------------------
+
+    def clean(self, *, dry_run: bool) -> list[Path]:
+        """Remove what interrupted work left behind; complete entries, runs, heads and analyses stay.
+
+        That is every ``.partial`` directory (an interrupted extraction; a rerun would resume it) and
+        every temporary file or folder of a killed writer (a name holding ``.tmp-``, or ending in
+        ``.tmp`` as older versions named them) in the store root and its ``features/``, ``models/``,
+        ``runs/``, ``heads/`` and ``text-analysis/`` folders. Run it when no other process writes to
+        the store: a live writer's temporary files look the same.
+
+        Args:
+            dry_run: Only list what would be removed.
+
+        Returns:
+            The removed (or, with ``dry_run``, removable) paths: partial extractions first, then
+            temporary files in path order; nothing inside a listed folder is listed again.
+        """
+        found = [info.path for info in self.iter_entries() if info.status == "partial"]
+        strays: list[Path] = []
+        if self.root.is_dir():
+            strays += [p for p in self.root.iterdir() if _is_tmp_name(p.name)]
+        for folder in self.folders():
+            if folder.is_dir():
+                strays += [p for p in folder.rglob("*") if _is_tmp_name(p.name)]
+        for path in sorted(strays):
+            if not any(path.is_relative_to(done) for done in found):
+                found.append(path)
+        if not dry_run:
+            for path in found:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        return found
+
+
+def _is_tmp_name(name: str) -> bool:
+    """Whether a file name is a temporary one (:data:`TMP_MARK`, or the ``.tmp`` suffix of older versions)."""
+    return TMP_MARK in name or name.endswith(".tmp")
+
 
 def _checksum(ids: Sequence[str], vectors: np.ndarray) -> str:
     h = hashlib.sha256()
@@ -468,15 +505,17 @@ class EntryWriter:
                 old = None
             if old != meta:
                 shutil.rmtree(self.partial)
-        for stale in self.final.parent.glob(f"{self.final.name}.tmp-*"):
-            stale.unlink(missing_ok=True)  # a finalisation killed before its rename
+        parent = self.final.parent
+        for pattern in (f".{self.final.name}{TMP_MARK}*", f"{self.final.name}{TMP_MARK}*"):  # (older name)
+            for stale in parent.glob(pattern):
+                stale.unlink(missing_ok=True)  # a finalisation killed before its rename
+        for stale in parent.glob(f"{self.partial.name}{TMP_MARK}*"):  # an older version's killed start
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in parent.glob(f".{self.partial.name}{TMP_MARK}*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if not self.partial.is_dir():
-            tmp = self.partial.with_name(self.partial.name + f".tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            os.replace(tmp, self.partial)
-            fsync_dir(self.partial.parent)
+            with atomic_dir(self.partial) as tmp:
+                (tmp / "meta.json").write_text(json.dumps(meta))
         wanted = set(self.ids)
         for chunk in sorted(self.partial.glob(f"chunk-*{backend.suffix}")):
             try:
@@ -489,8 +528,9 @@ class EntryWriter:
                 continue
             self._done.update(block.ids)
             self._n_chunks = max(self._n_chunks, int(chunk.stem.split("-")[1]) + 1)
-        for leftover in self.partial.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)
+        for leftover in self.partial.iterdir():
+            if _is_tmp_name(leftover.name):  # a chunk write killed before its rename
+                leftover.unlink(missing_ok=True)
         self.pending = [u for u in self.ids if u not in self._done]
 
     @property
@@ -526,9 +566,7 @@ class EntryWriter:
             records=[json.dumps(r, sort_keys=True) if r else "" for r in (records or [None] * len(ids))],
         )
         name = f"chunk-{self._n_chunks:06d}{self.store.backend.suffix}"
-        tmp = self.partial / (name + ".tmp")
-        self.store.backend.write_chunk(tmp, block)
-        os.replace(tmp, self.partial / name)
+        atomic_write(self.partial / name, lambda tmp: self.store.backend.write_chunk(tmp, block))
         self._n_chunks += 1
         self._done.update(ids)
         done = set(ids)
@@ -566,10 +604,8 @@ class EntryWriter:
             "dim": int(block.vectors.shape[1]) if block.vectors.ndim == 2 else 0,
             "checksum": _checksum(block.ids, block.vectors),
         }
-        tmp = self.final.with_name(f"{self.final.name}.tmp-{os.getpid()}")
-        backend.write_entry(tmp, block, attrs)
-        os.replace(tmp, self.final)
-        fsync_dir(self.final.parent)
+        atomic_write(self.final, lambda tmp: backend.write_entry(tmp, block, attrs))
+        fsync_path(self.final.parent)  # the rename is durable before the chunks go
         shutil.rmtree(self.partial, ignore_errors=True)
         self.complete = True
 

@@ -2,7 +2,7 @@
 
 The word-level text variants need, for each utterance, its spaCy tokens with their character offsets
 and universal POS tags. :func:`analyze_texts` computes them with ``nlp.pipe`` (only the components POS
-tagging needs are loaded) and stores them under ``CACHE_DIR/text-analysis/`` in a JSON file named by a
+tagging needs are loaded) and stores them under ``CACHE_DIR/text-analysis/`` (``StoreLayout.text_analysis_path``) in a JSON file named by a
 hash of the spaCy version, the model name and version, the tokenizer settings and the set of texts; a
 second call with the same inputs reads that file and never loads spaCy.
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featcache.cache.atomic import atomic_write
+from featcache.cache.layout import StoreLayout
 from featcache.errors import FeatcacheError
 
 if TYPE_CHECKING:
@@ -212,24 +212,6 @@ def _cache_key(model: str, version: str, texts: Sequence[str]) -> str:
     return h.hexdigest()[:20]
 
 
-def _cache_path(cache_dir: Path, model: str, key: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model).name)
-    return cache_dir / "text-analysis" / f"{safe}-{key}.json"
-
-
-def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, ensure_ascii=False, separators=(",", ":"))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def analyze_texts(
     texts: Iterable[str],
     *,
@@ -263,7 +245,7 @@ def analyze_texts(
     version = model_version(model)
     path = None
     if cache_dir is not None:
-        path = _cache_path(Path(cache_dir), model, _cache_key(model, version, unique))
+        path = StoreLayout(cache_dir).text_analysis_path(model, _cache_key(model, version, unique))
         if path.is_file():
             try:
                 with path.open(encoding="utf-8") as f:
@@ -300,17 +282,16 @@ def analyze_texts(
             ),
         )
     if path is not None:
-        _write_json_atomic(
-            path,
-            {
-                "format": FORMAT_VERSION,
-                "model": model,
-                "version": version,
-                "tokenizer_rules": TOKENIZER_RULES,
-                "texts": unique,
-                "tokens": [by_text[t].to_json() for t in unique],
-            },
-        )
+        payload = {
+            "format": FORMAT_VERSION,
+            "model": model,
+            "version": version,
+            "tokenizer_rules": TOKENIZER_RULES,
+            "texts": unique,
+            "tokens": [by_text[t].to_json() for t in unique],
+        }
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))  # compact: analyses are big
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return [by_text[t] for t in texts]
 
 
