@@ -33,10 +33,12 @@ import fake_iemocap  # noqa: E402
 from tiny_models import tiny_bert, tiny_wav2vec2  # noqa: E402
 
 from featcache.cache import FeatureStore  # noqa: E402
+from featcache.conditions import parse  # noqa: E402
 from featcache.data import read_iemocap  # noqa: E402
 from featcache.extract import EncoderRun, plan_entry  # noqa: E402
+from featcache.paper import FUSION_MODELS, PAPER_MODELS, TEXT_ATTACKS, uses  # noqa: E402
 from featcache.presets import get_preset, with_overrides  # noqa: E402
-from featcache.study import FUSION_MODELS, PAPER_MODELS, PAPER_TEXT, Study, evaluate, train_heads  # noqa: E402
+from featcache.study import Study, evaluate, train_heads  # noqa: E402
 
 TEXT_VARIANTS = ("clean", "adj", "random-adj", "noun", "random-noun", "no-text")
 AUDIO_VARIANTS = ("clean", "pitch", "noise", "no-audio")
@@ -90,8 +92,6 @@ def forward_floor(study: Study, models: tuple[str, ...], conditions: list[str]) 
     import torch
 
     from featcache.heads import load_head
-    from featcache.perturb import parse_condition
-    from featcache.study import applies, uses
 
     total = 0.0
     for k in study.folds:
@@ -101,10 +101,9 @@ def forward_floor(study: Study, models: tuple[str, ...], conditions: list[str]) 
                 head = load_head(study.heads_dir(m, fold=k, seed=s)).eval()
                 needed = []
                 for cond in conditions:
-                    if not applies(m, cond):
+                    if not parse(cond).applies(m):
                         continue
-                    audio_v, text_v = parse_condition(cond) if cond != "clean" else (None, None)
-                    needed.append([(mod, {"text": text_v, "audio": audio_v}[mod] or "clean") for mod in uses(m)])
+                    needed.append([(mod, parse(cond).variant(mod)) for mod in uses(m)])
                 x = {key: torch.from_numpy(study.vectors(key[0], fold=k, seed=s, model=m, variant=key[1], ids=ids)[0])
                      for pair in needed for key in pair}
                 t = time.perf_counter()
@@ -128,7 +127,7 @@ def main() -> None:
                     help="scale of the class centres (larger: easier data, fewer epochs before early stopping)")
     args = ap.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    conditions = ["clean", *TEXT_VARIANTS[1:], *AUDIO_VARIANTS[1:], *(f"pitch+{t}" for t in PAPER_TEXT)]
+    conditions = ["clean", *TEXT_VARIANTS[1:], *AUDIO_VARIANTS[1:], *(f"pitch+{t}" for t in TEXT_ATTACKS)]
     with tempfile.TemporaryDirectory() as d:
         study = build_store(Path(d), args.dim, seeds, args.separation)
         t = time.perf_counter()

@@ -229,12 +229,13 @@ def natural_key(value: str) -> tuple[Any, ...]:
     return tuple((0, float(p), p) if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
 
 
-def order(conditions: Iterable[str]) -> list[str]:
+def order(conditions: Iterable[str], *, clean: str = CLEAN_NAME) -> list[str]:
     """Table order: clean first, then the paper's attacks in its order, then text-only, audio-only,
     combined and unknown conditions, each by name.
 
     Args:
         conditions: Condition names (or :class:`Condition` objects; they are returned as given).
+        clean: Name of the clean condition.
 
     Returns:
         The ordered conditions, without repeats.
@@ -242,7 +243,7 @@ def order(conditions: Iterable[str]) -> list[str]:
     paper_rank = {c.key: i for i, c in enumerate(PAPER_CONDITIONS)}
 
     def rank(c: str) -> tuple[Any, ...]:
-        if c == CLEAN_NAME:
+        if c == clean:
             return (0, 0, ())
         parsed = lookup(c)
         if parsed is None:

@@ -49,8 +49,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from featcache import __version__
-from featcache.errors import FeatcacheError
 from featcache.cache.atomic import atomic_write, atomic_write_json
+from featcache.errors import FeatcacheError
 from featcache.heads import load_tensors, save_tensors
 
 Step = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from featcache.metrics.scores import mean_std
 
+
 @dataclass(frozen=True)
 class SeedStat:
     """A per-seed statistic with its mean and std over seeds.

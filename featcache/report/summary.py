@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from featcache import paper
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from featcache.metrics.names import condition_key
@@ -111,13 +112,13 @@ def render_summary(
                              f"{_signed(diff)} points. Hurt less: **{verdict}**.")
         return lines
 
-    masking = {condition_key(c) for c in ("adj", "random-adj", "noun", "random-noun")}
+    masking = {condition_key(c) for c in paper.TEXT_ATTACKS}
     text_attacks = [c for c in analysis.conditions() if condition_key(c) in masking]
     out += ["## RQ2: are the fusion models hurt less than the text model by the masking attacks?", ""]
     lines = difference_lines(text_attacks, tm)
     out += (lines or ["Not answerable: no masking attack was run on both a fusion model and the text model."]) + [""]
 
-    pitch = [c for c in analysis.conditions() if condition_key(c) == condition_key("pitch")]
+    pitch = [c for c in analysis.conditions() if condition_key(c) == condition_key(paper.COMBINED_AUDIO_ATTACK)]
     out += ["## RQ3: are the fusion models hurt less than the audio model by pitch modulation?", ""]
     lines = difference_lines(pitch, am)
     out += (lines or ["Not answerable: pitch modulation was not run on both a fusion model and the audio model."])
@@ -147,9 +148,9 @@ def render_summary(
     out.append("")
     pos_lines = []
     for m in analysis.models():
-        for pos in ("adj", "noun"):
+        for pos, random in paper.POS_ATTACKS:
             cp = analysis.find_condition(m, condition_key(pos) or (None, None))
-            cr = analysis.find_condition(m, condition_key(f"random-{pos}") or (None, None))
+            cr = analysis.find_condition(m, condition_key(random) or (None, None))
             if cp is None or cr is None:
                 continue
             ip, ir = rows[(m, cp)].affected, rows[(m, cr)].affected

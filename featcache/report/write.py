@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache import paper
 from featcache.cache.atomic import atomic_write_text
 from featcache.errors import FeatcacheError
 from featcache.metrics.analysis import Analysis
@@ -143,13 +144,8 @@ def write_report(
     ex_md += [f"Predictions of seed {chosen_seed}; ranked by the fusion model's minus the unimodal model's "
               "probability of the true label, ties by utterance id.", ""]
     mm_title = _model_title(multimodal_model)
-    for number, attacks, uni, caption in (
-        ("7", ["pitch"], audio_model,
-         "Utterances the multimodal classifier gets right under pitch modulation while the audio classifier errs."),
-        ("8", ["adj", "noun"], text_model,
-         "Utterances the multimodal classifier gets right under adjective or noun masking while the text "
-         "classifier errs."),
-    ):
+    for number, attacks, unimodal, caption in paper.EXAMPLE_TABLES:
+        uni = {paper.TEXT: text_model, paper.AUDIO: audio_model}[unimodal]
         found = [analysis.find_condition(multimodal_model, condition_key(a) or (None, None)) for a in attacks]
         present = [c for c in found if c is not None and analysis.has(uni, c)]
         if not present:
