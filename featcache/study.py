@@ -478,8 +478,16 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[Condition], bl
             current_fold = k
         head_dir = study.head_dir(m, fold=k, seed=s)
         if not (head_dir / "config.json").is_file():
-            cmd = (study.command("train-heads") if study.frozen or m not in PAPER_MODELS else
-                   study.command("finetune", modality=m, fold=k, seed=s))
+            trained_here = study.frozen or m not in PAPER_MODELS
+            if trained_here:  # name the vectors it trains on and is evaluated on, then the head itself
+                needed = dict.fromkeys((mod, c.variant(mod)) for c in conditions if c.applies(m) for mod in uses(m))
+                for mod, variant in needed:
+                    try:
+                        study.vectors(mod, fold=k, seed=s, model=m, variant=variant, ids=[])
+                    except MissingEntries as e:
+                        if str(e) not in missing:
+                            missing.append(str(e))
+            cmd = study.command("train-heads") if trained_here else study.command("finetune", modality=m, fold=k, seed=s)
             if cmd not in missing:
                 missing.append(cmd)
             continue
