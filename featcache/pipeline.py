@@ -149,7 +149,7 @@ def finetune_all(study: Study, *, device: str = "auto", workers: int = 1, progre
                 runs.append(finetune(study.corpus, study.store, preset=study.preset, modality=m, fold=k, seed=s,
                                      options=study.options, fold_options=study.fold_options, device=device,
                                      num_workers=workers, progress=progress))
-    study._runs.clear()  # new runs: look them up again
+    study.forget_runs()  # new runs: look them up again
     return runs
 
 

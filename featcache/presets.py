@@ -19,10 +19,7 @@ from featcache import paper
 from featcache.errors import FeatcacheError
 from featcache.paper import EXTRA_VARIANTS, HEAD_SETTINGS, TrainSettings
 
-__all__ = ["EXTRA_VARIANTS", "HEAD_SETTINGS", "PAPER_VARIANTS", "PRESETS", "Preset", "TrainSettings", "get_preset",
-           "with_overrides"]
-
-PAPER_VARIANTS = paper.VARIANTS
+__all__ = ["EXTRA_VARIANTS", "HEAD_SETTINGS", "PRESETS", "Preset", "TrainSettings", "get_preset", "with_overrides"]
 
 if TYPE_CHECKING:
     from featcache.backbones.encoders import EncoderOptions

@@ -224,6 +224,10 @@ class Study:
             self._runs[model, fold, seed] = runs[-1] if runs else None
         return self._runs[model, fold, seed]
 
+    def forget_runs(self) -> None:
+        """Look fine-tuning runs up again (after new ones were made)."""
+        self._runs.clear()
+
     def _require_run(self, model: str, *, fold: int, seed: int) -> Any:
         run = self.finetuned_run(model, fold=fold, seed=seed)
         if run is None:
