@@ -208,6 +208,19 @@ def evaluate_and_report(
     return preds
 
 
+class StageClock:
+    """Each call returns the time since the previous one (or since it was made) as ``[N s]``: a stage's
+    own time, not the time since the start."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self) -> str:
+        now = time.perf_counter()
+        took, self._last = now - self._last, now
+        return f"[{took:.0f} s]"
+
+
 def run_study(
     study: Study,
     *,
@@ -239,13 +252,7 @@ def run_study(
     corpus = study.corpus
     specs = expand_variants(variants or study.preset.variants)
     models = study.models()
-    t = time.perf_counter()
-
-    def lap() -> str:
-        nonlocal t
-        now = time.perf_counter()
-        took, t = now - t, now
-        return f"[{took:.0f} s]"
+    lap = StageClock()
 
     echo(f"[1/5] corpus {corpus.name}: {len(corpus)} utterances, {len(study.folds)} folds, "
          f"modalities {', '.join(corpus.modalities)}; models {', '.join(models)}")

@@ -92,3 +92,12 @@ def test_finetuned_text_only_study_lists_only_text_finetune_commands(env: dict[s
     after = _missing(_evaluate(env, "--finetuned", "--condition", "no-text", out=out).output)
     assert fold1 not in after and sum(m.startswith("featcache finetune") for m in after) == 4, after
     assert any(m.startswith("featcache extract") and "--finetuned --fold 1" in m for m in after), after
+
+
+def test_run_prints_each_stages_own_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from featcache import pipeline
+
+    ticks = iter([100.0, 130.0, 1486.0, 2404.0])  # start, then the end of three stages
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: next(ticks))
+    lap = pipeline.StageClock()
+    assert [lap(), lap(), lap()] == ["[30 s]", "[1356 s]", "[918 s]"]
