@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import re
@@ -328,7 +329,8 @@ def read_manifest(
         The corpus, sorted by id.
 
     Raises:
-        DataError: Missing file, missing column, a row with no session, duplicate id, missing audio file.
+        DataError: Missing, unreadable or non-UTF-8 file, missing column, a row with no session, duplicate id,
+            a duration that is not a number, missing audio file.
     """
     path = Path(path).expanduser()
     merge = dict(merge or {})
@@ -360,7 +362,6 @@ def read_manifest(
             audio = (path.parent / row["audio"]).resolve()
             if not audio.is_file():
                 raise DataError(f"{audio}: audio file missing (manifest {path.name}:{lineno}); fix the path or the file")
-        dur = row.get("duration")
         utts.append(
             Utterance(
                 id=utt_id,
@@ -369,34 +370,70 @@ def read_manifest(
                 label=lab,
                 text=row.get("text") if row.get("text") is not None else None,
                 audio=audio,
-                duration=float(dur) if dur not in (None, "") else None,
+                duration=_duration(row.get("duration"), where=f"{path}:{lineno}", utt_id=utt_id),
             )
         )
     return _make_corpus(name or f"manifest:{path}", path.parent.resolve(), utts, labels)
 
 
+def _duration(text: str | None, *, where: str, utt_id: str) -> float | None:
+    """A manifest row's ``duration`` in seconds; None when the row gives none.
+
+    Raises:
+        DataError: Not a number, or not a finite number >= 0.
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value >= 0):
+        raise DataError(f"{where}: duration {text!r} of row {utt_id!r} is not a number of seconds; "
+                        "write e.g. 2.5, or leave it empty")
+    return value
+
+
+def _manifest_text(path: Path) -> str:
+    """The manifest's text, decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    Raises:
+        DataError: The file cannot be read or is not UTF-8 (names the line of the first bad byte).
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror}); check permissions") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                        "save it as UTF-8") from None
+
+
 def _manifest_rows(path: Path) -> Iterable[tuple[int, dict[str, str]]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            cols = set(reader.fieldnames or [])
-            _check_columns(path, cols)
-            for lineno, row in enumerate(reader, start=2):
-                yield lineno, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+        reader = csv.DictReader(io.StringIO(_manifest_text(path), newline=""))
+        try:
+            _check_columns(path, set(reader.fieldnames or []))
+            for row in reader:
+                yield reader.line_num, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e}); check its quotes") from None
     elif suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); one JSON object per line") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object per line")
-                _check_columns(path, set(obj), lineno=lineno)
-                yield lineno, {k: ("" if v is None else str(v) if not isinstance(v, str) else v) for k, v in obj.items()}
+        for lineno, line in enumerate(_manifest_text(path).split("\n"), start=1):  # not splitlines: U+2028 is JSON
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); one JSON object per line") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object per line")
+            _check_columns(path, set(obj), lineno=lineno)
+            yield lineno, {k: ("" if v is None else str(v) if not isinstance(v, str) else v) for k, v in obj.items()}
     else:
         raise DataError(f"{path}: unsupported manifest type {suffix!r}; use .csv or .jsonl")
 
@@ -510,7 +547,8 @@ def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False)
         1-D float32 array.
 
     Raises:
-        DataError: Missing, unreadable or empty file; or, when strict, a wrong sample rate or channel count.
+        DataError: Missing, unreadable or empty file, NaN or infinite samples; or, when strict, a wrong sample
+            rate or channel count.
     """
     import soundfile as sf
 
@@ -526,6 +564,10 @@ def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False)
         raise DataError(f"{path}: unreadable audio ({reason}); re-export it as a 16 kHz mono PCM wav") from None
     if data.shape[0] == 0:
         raise DataError(f"{path}: audio file is empty (0 samples); re-export it or drop the utterance")
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise DataError(f"{path}: {data.size - int(finite.sum())} of {data.size} audio samples are NaN or infinite; "
+                        "re-export it or drop the utterance")
     if data.shape[1] > 1:
         if strict:
             raise DataError(f"{path}: {data.shape[1]} channels; downmix to mono (strict=True refuses to convert)")
