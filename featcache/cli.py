@@ -27,6 +27,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FeatcacheError as e:
+            logging.getLogger("featcache").debug("the error's traceback (shown with -v)", exc_info=True)
             raise click.ClickException(str(e)) from None
 
 
@@ -384,7 +385,7 @@ def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_d
 
     study = _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling, max_samples,
                    pad_to, whisper_input, frozen, None, seed, "stratified")
-    fold_list = None if folds == "all" else [int(folds)]
+    fold_list = _fold_list(folds, study.corpus)
     plans = plan_encoder_runs(study, modality=modality, folds=fold_list)
     reports = run_extractions(study, plans, variants=_variant_list(variants), split=split,
                               batch_size=batch_size or study.preset.extract_batch_size, num_workers=workers,
@@ -394,6 +395,32 @@ def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_d
             continue
         click.echo(f"{r.status:<8} {str(r.key):<60} {r.n_ids:>6} utt  {r.seconds:7.1f} s")
     click.echo(f"store: {cache_dir}")
+
+
+def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untyped-def]  (Corpus, imported lazily)
+    """``--fold`` of extract: ``all`` -> None, ``K`` -> [K] once the corpus is known to have fold K.
+
+    Args:
+        text: The option as given.
+        corpus: The study's corpus (:class:`~featcache.data.Corpus`).
+
+    Returns:
+        The folds, or None for all of them.
+
+    Raises:
+        FeatcacheError: Neither ``all`` nor a whole number, or a fold the corpus does not have.
+    """
+    from featcache.folds import check_fold
+
+    if text.strip().lower() == "all":
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        raise FeatcacheError(f"--fold {text!r}: not a fold number; {corpus.name} has folds "
+                             f"1..{len(corpus.sessions)} (one per session), or pass all") from None
+    check_fold(corpus, k)
+    return [k]
 
 
 @cli.command("finetune", context_settings=CONTEXT)

@@ -63,6 +63,23 @@ class Fold:
         return hashlib.sha256(payload).hexdigest()[:16]
 
 
+def check_fold(corpus: Corpus, k: int) -> None:
+    """Check that the corpus has fold ``k``.
+
+    Args:
+        corpus: The corpus.
+        k: 1-based fold index.
+
+    Raises:
+        FeatcacheError: Fewer than 2 sessions, or ``k`` out of range (the message lists the folds there are).
+    """
+    n = len(corpus.sessions)
+    if n < 2:
+        raise FeatcacheError(f"{corpus.name}: leave-one-session-out needs at least 2 sessions, found {n}")
+    if not 1 <= k <= n:
+        raise FeatcacheError(f"--fold {k}: {corpus.name} has folds 1..{n} (one per session); pick one of them")
+
+
 def make_fold(
     corpus: Corpus,
     k: int,
@@ -86,11 +103,8 @@ def make_fold(
     Raises:
         FeatcacheError: ``k`` out of range, too few sessions, or an unknown dev mode.
     """
+    check_fold(corpus, k)
     sessions = corpus.sessions
-    if len(sessions) < 2:
-        raise FeatcacheError(f"{corpus.name}: leave-one-session-out needs at least 2 sessions, found {len(sessions)}")
-    if not 1 <= k <= len(sessions):
-        raise FeatcacheError(f"--fold {k}: {corpus.name} has folds 1..{len(sessions)} (one per session)")
     if dev not in DEV_MODES:
         raise FeatcacheError(f"--dev {dev!r}: use one of {', '.join(DEV_MODES)}")
     test_session = sessions[k - 1]
