@@ -16,7 +16,6 @@ Which utterances an entry holds:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from featcache import __version__
 from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
@@ -34,6 +33,7 @@ from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
 from featcache.perturb.text_analysis import DEFAULT_MODEL as DEFAULT_SPACY_MODEL
+from featcache.workers import make_loader
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,6 @@ class _Items(Dataset):
         item["label"] = self.corpus.label_index(u.label)
         item["record"] = record if self.variant.modality is not None else {}
         return item
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 def _length_order(corpus: Corpus, ids: Sequence[str], modality: str) -> list[str]:
@@ -357,14 +352,8 @@ def extract(
             # pay the variant's first-call cost (imports, caches) once here, not in every forked worker
             v(np.zeros(1600, dtype=np.float32), utt_id="warm-up", seed=seed)
         ds = _Items(corpus, pending, encoder=encoder, variant=v, seed=seed, analyses=analyses, mask_token=mask_token)
-        loader = DataLoader(
-            ds,
-            batch_size=None,
-            shuffle=False,
-            num_workers=num_workers,
-            worker_init_fn=_worker_init if num_workers else None,
-            prefetch_factor=4 if num_workers else None,
-        )
+        loader = make_loader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
+                             prefetch_factor=4 if num_workers else None)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
         with bar, torch.inference_mode():
             for batch in iter_batches(iter(loader), batch_size=batch_size):

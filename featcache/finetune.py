@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
 from featcache.backbones.resolve import resolve_backbone
@@ -38,6 +38,7 @@ from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
 from featcache.paper import PAPER_MODELS, TrainSettings, uses
 from featcache.presets import Preset
+from featcache.workers import make_loader
 
 log = logging.getLogger(__name__)
 
@@ -279,9 +280,9 @@ def finetune(
     kw: dict[str, Any] = {"num_workers": num_workers, "collate_fn": _collate(dict(encoders))}
     if num_workers:
         kw["persistent_workers"] = False
-    train_loader = DataLoader(_Items(corpus, list(f.train), dict(encoders)), batch_size=settings.batch_size,
-                              shuffle=True, generator=gen, **kw)
-    dev_loader = DataLoader(_Items(corpus, list(f.dev), dict(encoders)), batch_size=settings.batch_size, **kw)
+    train_loader = make_loader(_Items(corpus, list(f.train), dict(encoders)), batch_size=settings.batch_size,
+                               shuffle=True, generator=gen, **kw)
+    dev_loader = make_loader(_Items(corpus, list(f.dev), dict(encoders)), batch_size=settings.batch_size, **kw)
     result = fit(
         model,
         train_loader=train_loader,

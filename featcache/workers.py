@@ -1,0 +1,163 @@
+"""DataLoader workers for extraction and fine-tuning: one loader that reports bad input as one line and
+whose workers die with their parent.
+
+Decoding, perturbing and preparing inputs run in DataLoader worker processes. Two things go wrong
+with a plain :class:`torch.utils.data.DataLoader` there:
+
+* a :class:`~featcache.errors.FeatcacheError` raised in a worker (an unreadable wav) reaches the
+  main process re-wrapped by torch, its message grown into a traceback ("Caught DataError in
+  DataLoader worker process 0. Original Traceback ..."), so the command line prints many lines;
+* a worker outlives a parent killed with ``kill -9`` (torch's own check runs only between tasks).
+
+:func:`make_loader` builds a :class:`GuardedLoader`: its dataset and collate function run under a
+guard that turns a ``FeatcacheError`` into a :class:`WorkerFailure` item, which the loader raises again,
+as the original error with its one-line message, in the main process (the same path with
+``num_workers=0``). Any other exception is a bug and keeps torch's traceback. Each worker starts with
+:func:`worker_init`: one torch thread, no tokenizer threads, and on Linux ``PR_SET_PDEATHSIG`` so that
+the kernel kills it when its parent dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data._utils.collate import default_collate, default_convert
+
+from featcache.errors import FeatcacheError
+
+log = logging.getLogger(__name__)
+
+#: ``prctl`` option: the signal the kernel sends a process when its parent thread exits (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+class WorkerFailure:
+    """An input error caught in a worker, carried to the main process as a loader item.
+
+    Attributes:
+        error: The original error (pickled with its type and one-line message).
+    """
+
+    def __init__(self, error: FeatcacheError) -> None:
+        self.error = error
+
+    def reraise(self) -> None:
+        """Raise the original error (its type and message) in the calling process.
+
+        Raises:
+            FeatcacheError: Always; the error the worker caught.
+        """
+        raise self.error
+
+
+class _Guarded(Dataset):
+    """A dataset whose ``FeatcacheError`` becomes a :class:`WorkerFailure` item instead of an exception."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            return self.dataset[i]
+        except FeatcacheError as e:
+            log.debug("item %s failed in %s", i, "the main process" if get_worker_info() is None
+                      else "a DataLoader worker", exc_info=True)  # the worker's traceback, shown with -v
+            return WorkerFailure(e)
+
+
+class _GuardedCollate:
+    """A collate function that passes a :class:`WorkerFailure` through (the first one of a batch).
+
+    A class rather than a closure, so that it pickles to workers started with ``spawn``.
+    """
+
+    def __init__(self, collate: Callable[[Any], Any], *, batched: bool) -> None:
+        self.collate, self.batched = collate, batched
+
+    def __call__(self, data: Any) -> Any:
+        if isinstance(data, WorkerFailure):
+            return data
+        if self.batched:
+            failed = next((x for x in data if isinstance(x, WorkerFailure)), None)
+            if failed is not None:
+                return failed
+        return self.collate(data)
+
+
+class GuardedLoader(DataLoader):
+    """A :class:`DataLoader` that raises a worker's :class:`~featcache.errors.FeatcacheError` as itself.
+
+    Build it with :func:`make_loader`; iterate it like any loader (``len``, ``dataset``, ``generator``
+    behave as usual; ``dataset`` is the guarded wrapper, ``dataset.dataset`` the original).
+    """
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        it = super().__iter__()
+        try:
+            for item in it:
+                if isinstance(item, WorkerFailure):
+                    item.reraise()
+                yield item
+        finally:
+            del it  # the last reference: the workers shut down now, not when the error is discarded
+
+
+def worker_init(worker_id: int, *, parent: int) -> None:
+    """Set up a DataLoader worker: one torch thread, no tokenizer threads, and die with the parent.
+
+    On Linux the worker asks the kernel (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) to kill it when the
+    thread that started it exits, ``kill -9`` included; elsewhere, or when ``prctl`` is unavailable,
+    it relies on torch's own check between tasks. A parent that died before the request took effect
+    is caught by comparing ``os.getppid()`` with ``parent``.
+
+    Args:
+        worker_id: The worker's index (given by torch).
+        parent: Process id of the process that built the loader.
+    """
+    del worker_id
+    torch.set_num_threads(1)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        except (OSError, AttributeError) as e:  # no libc, or no prctl in it
+            log.debug("prctl unavailable (%s); the worker relies on torch's parent check", e)
+    if os.getppid() != parent:  # the parent is already gone
+        os._exit(0)
+
+
+def make_loader(dataset: Dataset, *, num_workers: int, batch_size: int | None = 1,
+                collate_fn: Callable[[Any], Any] | None = None, **kwargs: Any) -> GuardedLoader:
+    """A :class:`GuardedLoader` over ``dataset``: input errors raised as one line, workers tied to this process.
+
+    Args:
+        dataset: A map-style dataset whose ``__getitem__`` may raise :class:`~featcache.errors.FeatcacheError`.
+        num_workers: Worker processes (0: load in the main process, with the same error path).
+        batch_size: Items per batch, or None for single items (as :class:`DataLoader`).
+        collate_fn: Collate function (default: torch's, as :class:`DataLoader` picks it).
+        **kwargs: Any other :class:`DataLoader` argument (``shuffle``, ``generator``, ``prefetch_factor``, ...),
+            except ``worker_init_fn``, which is :func:`worker_init`.
+
+    Returns:
+        The loader.
+    """
+    if collate_fn is None:
+        collate_fn = default_convert if batch_size is None else default_collate
+    init = functools.partial(worker_init, parent=os.getpid()) if num_workers else None
+    return GuardedLoader(_Guarded(dataset), batch_size=batch_size, num_workers=num_workers,
+                         collate_fn=_GuardedCollate(collate_fn, batched=batch_size is not None),
+                         worker_init_fn=init, **kwargs)
