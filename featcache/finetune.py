@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
 from featcache.backbones.resolve import resolve_backbone
 from featcache.cache import FeatureStore, digest
-from featcache.cache.atomic import atomic_write, atomic_write_text
+from featcache.cache.atomic import atomic_write, atomic_write_json
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
@@ -237,7 +237,8 @@ def finetune(
         The finished run.
 
     Raises:
-        FeatcacheError: Unknown modality, missing modality in the corpus, or bad settings.
+        FeatcacheError: Unknown modality, missing modality in the corpus, a fold the corpus lacks, or bad
+            settings (all checked before the run folder is made).
     """
     from featcache.heads import MultimodalHead, audio_head, save_head, text_head
     from featcache.train import class_weights, fit
@@ -250,16 +251,15 @@ def finetune(
     settings = settings or preset.train(modality)
     options = options or preset.encoder_options()
     fold_options = dict(fold_options or {})
+    f = make_fold(corpus, fold, **fold_options)  # checks the fold and its options before anything is written
     cfg = run_config(corpus, preset=preset, modality=modality, fold=fold, seed=seed, options=options,
                      settings=settings, fold_options=fold_options)
     run_dir = store.run_dir(run_id(cfg))
     run = FinetuneRun(run_dir, cfg)
     if run.finished:
         return run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.json", json.dumps(cfg, indent=2, sort_keys=True))
+    atomic_write_json(run_dir / "config.json", cfg)  # creates the run folder
 
-    f = make_fold(corpus, fold, **fold_options)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     torch.manual_seed(seed)
     encoders: dict[str, TextEncoder | AudioEncoder] = {}
@@ -313,5 +313,5 @@ def finetune(
         "n_train": len(f.train),
         "n_dev": len(f.dev),
     }
-    atomic_write_text(run_dir / "result.json", json.dumps(res, indent=2))  # last: the run is finished
+    atomic_write_json(run_dir / "result.json", res, sort_keys=False)  # last: the run is finished
     return run
