@@ -476,13 +476,17 @@ class EntryWriter:
         self._n_chunks = 0
         self._lock = None
         self.pending: list[str] = []
+        self._made: list[Path] = []  # the .partial folder and .lock file this writer created, if it did
+        self._added = 0
 
     def __enter__(self) -> "EntryWriter":
         from filelock import FileLock, Timeout
 
         self.store._init_root()
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.store._lock_path(self.key)), timeout=self.lock_timeout)
+        lock_path = self.store._lock_path(self.key)
+        made_lock = not lock_path.exists()
+        self._lock = FileLock(str(lock_path), timeout=self.lock_timeout)
         try:
             self._lock.acquire()
         except Timeout:
@@ -491,7 +495,9 @@ class EntryWriter:
             self.complete = True
             self.pending = []
             return self
+        made_partial = not self.partial.is_dir()
         self._resume()
+        self._made = [p for p, made in ((self.partial, made_partial), (lock_path, made_lock)) if made]
         return self
 
     def _resume(self) -> None:
@@ -568,6 +574,7 @@ class EntryWriter:
         name = f"chunk-{self._n_chunks:06d}{self.store.backend.suffix}"
         atomic_write(self.partial / name, lambda tmp: self.store.backend.write_chunk(tmp, block))
         self._n_chunks += 1
+        self._added += 1
         self._done.update(ids)
         done = set(ids)
         self.pending = [u for u in self.pending if u not in done]
@@ -616,5 +623,17 @@ class EntryWriter:
             if exc_type is None and not self.complete:
                 self.finalize()
         finally:
+            if exc_type is not None and not self.complete and not self._added:
+                self._undo_start()
             if self._lock is not None:
                 self._lock.release()
+
+    def _undo_start(self) -> None:
+        """After an error before the first batch: remove the ``.partial`` folder and ``.lock`` file this
+        writer created (still holding the lock; a waiting writer notices the unlinked lock file and
+        retries), so that a failed start leaves the store as it was."""
+        for path in self._made:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
