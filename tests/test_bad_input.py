@@ -1,0 +1,295 @@
+"""The bad-input battery: every input or environment error is one ``Error:`` line naming the file (or
+option), the problem and the fix, with no traceback, and the store is left byte for byte as it was.
+
+Each case copies a pristine corpus and a store that already holds a complete entry, breaks one input,
+runs one command and compares every path under the store (files by content, folders by name) before
+and after. A separate test kills ``featcache extract --workers 1`` with SIGKILL and checks that its
+DataLoader worker goes too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import fake_iemocap
+from conftest import one_line_error
+from featcache.cli import cli
+from tiny_models import tiny_wav2vec2
+
+#: The utterance every bad-audio case breaks: the first in id order.
+VICTIM = "Ses01F_impro01_F000"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A corpus (``I/``), a tiny audio backbone (``w2v/``) and a store (``cache/``) holding its complete
+    clean audio entry, built once; each case works on a copy."""
+    d = tmp_path_factory.mktemp("pristine")
+    tiny_wav2vec2(d / "w2v")
+    corpus = fake_iemocap.build(d / "I", fake_iemocap.small_counts(per_cell=1), audio=True, seconds=0.2)
+    r = CliRunner().invoke(cli, ["extract", "--corpus", f"iemocap:{corpus}", "--cache-dir", str(d / "cache"),
+                                 "--modality", "audio", "--audio-backbone", str(d / "w2v"), "--workers", "0",
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert len(list((d / "cache").rglob("*.h5"))) == 1
+    return d
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root``: a file's SHA-256, or ``dir`` for a folder."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def _victim(root: Path) -> Path:
+    return next(root.rglob(f"{VICTIM}.wav"))
+
+
+# ----------------------------------------------------------------------------------------------- breakages
+# Each takes the case folder (corpus in I/) and returns what the error line must name: the file, or the option.
+
+
+def _empty_wav(d: Path) -> str:
+    sf.write(_victim(d), np.zeros(0, np.float32), 16000)
+    return str(_victim(d))
+
+
+def _zero_bytes(d: Path) -> str:
+    _victim(d).write_bytes(b"")
+    return str(_victim(d))
+
+
+def _truncated_header(d: Path) -> str:
+    wav = _victim(d)
+    wav.write_bytes(wav.read_bytes()[:20])
+    return str(wav)
+
+
+def _text_named_wav(d: Path) -> str:
+    _victim(d).write_text("this is not audio, only text in a file named .wav\n" * 20)
+    return str(_victim(d))
+
+
+def _nan_samples(d: Path) -> str:
+    wav = _victim(d)
+    y, sr = sf.read(wav, dtype="float32")
+    y[10], y[20] = np.nan, np.inf
+    sf.write(wav, y, sr, subtype="FLOAT")
+    return str(wav)
+
+
+def _manifest(d: Path, rows: list[str], *, name: str = "m.csv", header: str = "id,label,session,audio") -> Path:
+    m = d / name
+    m.write_bytes((header + "\n" + "\n".join(rows) + "\n").encode("utf-8"))
+    return m
+
+
+def _audio_rows(d: Path) -> list[str]:
+    wavs = sorted((d / "I").rglob("*.wav"))[:6]
+    return [f"{w.stem},{'ang' if i % 2 else 'sad'},{1 + i % 3},{w.relative_to(d).as_posix()}" for i, w in enumerate(wavs)]
+
+
+def _manifest_to_text_file(d: Path) -> str:
+    notes = d / "notes.txt"
+    notes.write_text("a list of utterances, not audio\n")
+    rows = _audio_rows(d)
+    rows[2] = rows[2].rsplit(",", 1)[0] + ",notes.txt"
+    _manifest(d, rows)
+    return str(notes)
+
+
+def _non_utf8_manifest(d: Path) -> str:
+    m = _manifest(d, _audio_rows(d))
+    lines = m.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b",", b"\xe9,", 1)  # Latin-1 'e acute' in line 3's id
+    m.write_bytes(b"\n".join(lines))
+    return str(m)
+
+
+def _duration_abc(d: Path) -> str:
+    rows = [f"{r},{'abc' if i == 3 else '0.2'}" for i, r in enumerate(_audio_rows(d))]
+    return str(_manifest(d, rows, header="id,label,session,audio,duration"))
+
+
+def _corpus(d: Path) -> str:
+    """Nothing broken (a bad option): the line names the corpus."""
+    return str(d / "I")
+
+
+def _seeds_option(d: Path) -> str:
+    """Nothing broken (a bad option that needs no corpus to judge): the line names the option."""
+    del d
+    return "--seeds"
+
+
+# ----------------------------------------------------------------------------------------------- the cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input.
+
+    Attributes:
+        id: Test id.
+        breakage: Breaks the case folder's input; returns the file (or option) the error line must name.
+        args: The command after ``featcache``; ``{corpus}``, ``{manifest}``, ``{cache}`` and ``{w2v}`` are
+            filled in.
+        expected: Text the error line must hold (the problem and the fix).
+    """
+
+    id: str
+    breakage: Callable[[Path], str]
+    args: tuple[str, ...]
+    expected: tuple[str, ...]
+
+
+def _extract(variant: str, workers: int, corpus: str = "iemocap:{corpus}") -> tuple[str, ...]:
+    return ("extract", "--corpus", corpus, "--cache-dir", "{cache}", "--modality", "audio", "--audio-backbone",
+            "{w2v}", "--variant", variant, "--workers", str(workers), "--batch-size", "64", "--device", "cpu")
+
+
+EMPTY = ("audio file is empty (0 samples)", "re-export it or drop the utterance")
+UNREADABLE = ("unreadable audio", "re-export it as a 16 kHz mono PCM wav")
+NONFINITE = ("NaN or infinite", "re-export it or drop the utterance")
+MANIFEST = "manifest:{manifest}"
+
+CASES = [
+    *(Case(f"{name}-workers{w}", brk, _extract("clean", w), exp)
+      for name, brk, exp in (("empty-wav", _empty_wav, EMPTY), ("zero-bytes", _zero_bytes, UNREADABLE),
+                             ("truncated-header", _truncated_header, UNREADABLE),
+                             ("text-named-wav", _text_named_wav, UNREADABLE))
+      for w in (0, 1)),
+    *(Case(f"manifest-audio-is-text-workers{w}", _manifest_to_text_file, _extract("clean", w, MANIFEST), UNREADABLE)
+      for w in (0, 1)),
+    Case("nan-clean-workers1", _nan_samples, _extract("clean", 1), NONFINITE),
+    Case("nan-pitch-workers1", _nan_samples, _extract("pitch", 1), NONFINITE),
+    Case("nan-pitch-workers0", _nan_samples, _extract("pitch", 0), NONFINITE),
+    Case("manifest-not-utf8", _non_utf8_manifest, _extract("clean", 0, MANIFEST), (":3: not UTF-8", "save it as UTF-8")),
+    Case("manifest-duration-abc", _duration_abc, _extract("clean", 0, MANIFEST),
+         (":5: duration 'abc'", "write e.g. 2.5, or leave it empty")),
+    Case("extract-fold-x", _corpus, (*_extract("clean", 0), "--fold", "x"),
+         ("--fold 'x': not a fold number", "has folds 1..5")),
+    Case("extract-fold-9", _corpus, (*_extract("clean", 0), "--fold", "9"), ("--fold 9:", "has folds 1..5")),
+    Case("finetune-fold-9", _corpus, ("finetune", "--corpus", "iemocap:{corpus}", "--cache-dir", "{cache}",
+                                       "--modality", "audio", "--audio-backbone", "{w2v}", "--fold", "9",
+                                       "--workers", "1", "--device", "cpu"),
+         ("--fold 9:", "has folds 1..5")),
+    *(Case(f"seeds-{seeds}", _seeds_option, ("train-heads", "--corpus", "iemocap:{corpus}", "--cache-dir", "{cache}",
+                                        "--audio-backbone", "{w2v}", "--models", "audio", "--seeds", seeds),
+           (f"--seeds '{seeds}'", "write whole numbers separated by commas")) for seeds in ("x", "0,x")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_and_leaves_the_store_as_it_was(case: Case, pristine: Path, tmp_path: Path) -> None:
+    shutil.copytree(pristine / "I", tmp_path / "I")
+    shutil.copytree(pristine / "cache", tmp_path / "cache")
+    before = _snapshot(tmp_path / "cache")
+    named = case.breakage(tmp_path)
+    fill = {"corpus": str(tmp_path / "I"), "manifest": str(tmp_path / "m.csv"), "cache": str(tmp_path / "cache"),
+            "w2v": str(pristine / "w2v")}
+    args = [a.format(**fill) for a in case.args]
+    line = one_line_error(CliRunner().invoke(cli, args))
+    assert named in line, line
+    for text in case.expected:
+        assert text in line, (text, line)
+    assert _snapshot(tmp_path / "cache") == before  # the complete entry too, and no .lock, .partial or runs/ left
+    if case.args[0] == "finetune":
+        assert not (tmp_path / "cache" / "runs").exists()
+
+
+def test_bad_audio_in_a_finetune_worker_is_one_line(pristine: Path, tmp_path: Path) -> None:
+    """Fine-tuning batches items in the worker (a collate function): the error still comes out as itself."""
+    shutil.copytree(pristine / "I", tmp_path / "I")
+    wav = _empty_wav(tmp_path)
+    r = CliRunner().invoke(cli, ["finetune", "--corpus", f"iemocap:{tmp_path / 'I'}", "--cache-dir",
+                                 str(tmp_path / "cache"), "--modality", "audio", "--audio-backbone",
+                                 str(pristine / "w2v"), "--fold", "2", "--max-epochs", "1", "--batch-size", "4",
+                                 "--workers", "1", "--device", "cpu"])
+    line = one_line_error(r)
+    assert wav in line and "audio file is empty" in line, line
+
+
+# ----------------------------------------------------------------------------------------------- killed parent
+
+SLOW_WORKER_CLI = (
+    "import sys, time\n"
+    "import featcache.extract as x\n"
+    "load = x.load_audio\n"
+    "def slow_load(*a, **k):\n"
+    "    time.sleep(30)\n"
+    "    return load(*a, **k)\n"
+    "x.load_audio = slow_load\n"
+    "from featcache.cli import main\n"
+    "sys.argv[0] = 'featcache'\n"
+    "main()\n"
+)
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` and that run the same command line (its forked workers)."""
+
+    def cmdline(p: int) -> bytes:
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        child = int(stat.parent.name)
+        if int(fields[1]) == pid and cmdline(child) == cmdline(pid):
+            out.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux only")
+def test_workers_die_with_a_killed_parent(pristine: Path, tmp_path: Path) -> None:
+    args = ["extract", "--corpus", f"iemocap:{pristine / 'I'}", "--cache-dir", str(tmp_path / "cache"),
+            "--modality", "audio", "--audio-backbone", str(pristine / "w2v"), "--workers", "1", "--device", "cpu"]
+    p = subprocess.Popen([sys.executable, "-c", SLOW_WORKER_CLI, *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        workers: list[int] = []
+        while time.time() < deadline and p.poll() is None and not workers:
+            workers = _children(p.pid)
+            time.sleep(0.05)
+        assert workers, "no DataLoader worker appeared"
+        time.sleep(0.5)  # the worker is inside its first item now (30 s: torch's own parent check waits for its end)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    left = [w for w in workers if _alive(w)]
+    for w in left:  # do not leave them behind if the test fails
+        os.kill(w, signal.SIGKILL)
+    assert left == [], f"worker(s) {left} outlived their killed parent"
