@@ -44,19 +44,25 @@ class WorkerFailure:
     """An input error caught in a worker, carried to the main process as a loader item.
 
     Attributes:
-        error: The original error (pickled with its type and one-line message).
+        kind: The error's class (a :class:`~featcache.errors.FeatcacheError`).
+        message: Its one-line message.
     """
 
     def __init__(self, error: FeatcacheError) -> None:
-        self.error = error
+        self.kind, self.message = type(error), str(error)
 
     def reraise(self) -> None:
-        """Raise the original error (its type and message) in the calling process.
+        """Raise the error again, with its class and message, in the calling process.
 
         Raises:
-            FeatcacheError: Always; the error the worker caught.
+            FeatcacheError: Always; the worker's error (a plain ``FeatcacheError`` with the same message
+                when its class cannot be built from a message alone).
         """
-        raise self.error
+        try:
+            error = self.kind(self.message)
+        except TypeError:
+            error = FeatcacheError(self.message)
+        raise error
 
 
 class _Guarded(Dataset):

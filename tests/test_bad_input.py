@@ -23,11 +23,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from click.testing import CliRunner
 
 import fake_iemocap
 from conftest import one_line_error
 from featcache.cli import cli
+from featcache.errors import StoreError
+from featcache.workers import make_loader
 from tiny_models import tiny_wav2vec2
 
 #: The utterance every bad-audio case breaks: the first in id order.
@@ -210,6 +213,35 @@ def test_bad_input_is_one_line_and_leaves_the_store_as_it_was(case: Case, pristi
     assert _snapshot(tmp_path / "cache") == before  # the complete entry too, and no .lock, .partial or runs/ left
     if case.args[0] == "finetune":
         assert not (tmp_path / "cache" / "runs").exists()
+
+
+class _Items(torch.utils.data.Dataset):
+    """Items 0..5; item 3 raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> int:
+        if i == 3:
+            raise self.error
+        return i
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_raises_a_workers_input_error_as_itself(workers: int, batch_size: int | None) -> None:
+    loader = make_loader(_Items(StoreError("x.h5: broken; delete it")), num_workers=workers, batch_size=batch_size)
+    seen = []
+    with pytest.raises(StoreError) as info:
+        seen.extend(loader)
+    assert str(info.value) == "x.h5: broken; delete it"  # the message alone: no worker traceback in it
+    assert len(seen) == (3 if batch_size is None else 1)  # items before the bad one arrive in order
+    # any other exception is a bug: torch's report, traceback included, is kept
+    with pytest.raises(ValueError, match="Traceback" if workers else "bug"):
+        list(make_loader(_Items(ValueError("bug")), num_workers=workers, batch_size=batch_size))
 
 
 def test_bad_audio_in_a_finetune_worker_is_one_line(pristine: Path, tmp_path: Path) -> None:
