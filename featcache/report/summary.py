@@ -72,7 +72,7 @@ def render_summary(
         summary: Its summary rows.
         title: Heading.
         seeds_note: Sentence on the seeds, under the heading.
-        n_resamples: Bootstrap resamples for the additivity intervals (0: none).
+        n_resamples: Bootstrap resamples for the part-of-speech and additivity intervals (0: none).
         confidence: Confidence level.
         bootstrap_seed: Resampling seed.
 
