@@ -117,6 +117,23 @@ def test_without_audio_the_page_says_so_once(tmp_path: Path) -> None:
     assert not (tmp_path / "audio").exists() or not any((tmp_path / "audio").iterdir())
 
 
+def test_unreadable_audio_leaves_out_its_players_with_a_note(tmp_path: Path) -> None:
+    from featcache.errors import DataError
+    from featcache.report import example_tables
+
+    preds = synthetic(seeds=(0,), conditions={m: CONDITIONS[m] for m in ("text", "audio", "multimodal")})
+    bad = example_tables(Analysis(preds))[0].examples[0].utt_id
+
+    def broken(utt_id: str, condition: str) -> tuple[np.ndarray, np.ndarray | None]:
+        if utt_id == bad:
+            raise DataError(f"{utt_id}.wav: unreadable wav; re-export it")
+        return tones(utt_id, condition)
+
+    paths = write_report(preds, tmp_path, n_resamples=0, plots=False, audio=broken)
+    assert paths.audio and all(u != bad for u, _ in paths.audio)
+    assert sum(f"{bad} under" in n and "unreadable wav" in n for n in paths.notes) == 1
+
+
 def test_mark_changes() -> None:
     assert mark_changes("a good day", "a [MASK] day") == 'a <mark class="changed" title="good">[MASK]</mark> day'
     assert mark_changes("x < y", "x < y") == "x &lt; y"

@@ -160,6 +160,8 @@ def write_audio(
     source: AudioSource,
     wanted: Iterable[tuple[str, str]],
     out_dir: str | os.PathLike[str],
+    *,
+    on_error: Callable[[str], None] | None = None,
 ) -> dict[tuple[str, str], AudioFiles]:
     """Write the clean and perturbed audio of the given (utterance, condition) pairs beside the report.
 
@@ -171,19 +173,27 @@ def write_audio(
         source: Where the waveforms come from.
         wanted: ``(utt_id, condition)`` pairs.
         out_dir: The report folder.
+        on_error: Called with a one-line message for each pair whose audio cannot be read or replayed,
+            which is then left out (``None``: raise).
 
     Returns:
         ``(utt_id, condition) -> files`` for the pairs with audio.
 
     Raises:
-        FeatcacheError: The source could not read or replay an utterance's audio.
+        FeatcacheError: The source could not read or replay an utterance's audio (without ``on_error``).
     """
     out = Path(out_dir)
     ext = _format()[2]
     written: dict[tuple[str, str], AudioFiles] = {}
     clean_done: set[str] = set()
     for utt, cond in dict.fromkeys(wanted):
-        got = source(utt, cond)
+        try:
+            got = source(utt, cond)
+        except FeatcacheError as e:
+            if on_error is None:
+                raise
+            on_error(f"{utt} under {cond}: {e}")
+            continue
         if got is None:
             continue
         clean, perturbed = got

@@ -146,8 +146,8 @@ def write_report(
         The paths written.
 
     Raises:
-        FeatcacheError: No predictions, or no clean predictions to compare against; an example's audio
-            cannot be read or replayed.
+        FeatcacheError: No predictions, or no clean predictions to compare against. (An example whose
+            audio cannot be read or replayed loses its players, with a note on the page.)
     """
     if len(predictions) == 0:
         raise FeatcacheError("no predictions to report; run `featcache evaluate` first")
@@ -204,7 +204,10 @@ def write_report(
         notes.append(NO_AUDIO_NOTE)
     else:
         wanted = [(ex.utt_id, a) for t in ex_tables for ex in t.examples for a in t.attacks]
-        files = write_audio(audio, wanted, out)
+        failed: list[str] = []
+        files = write_audio(audio, wanted, out, on_error=failed.append)
+        if failed:
+            notes.append(f"Audio left out where it could not be read or replayed: {'; '.join(failed)}.")
         if not files and wanted:
             notes.append("Audio players are left out: the corpus holds no audio for the examples.")
         if isinstance(audio, StoreAudio) and audio.store is None:
