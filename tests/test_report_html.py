@@ -103,10 +103,10 @@ def test_browser_files_are_small_and_complete(page) -> None:  # type: ignore[no-
     for path in [page.html, *page.browser]:
         assert path.stat().st_size < LIMIT
     rows = json.loads(re.search(r",(\[.*\])\);", (page.out_dir / adj["files"]["1"]).read_text(encoding="utf-8")).group(1))
-    uid, label, clean, pert, per_model = rows[0]
+    _, _, clean, pert, per_model = rows[0]
     assert clean == "utterance 0 was a rather good one" and pert == "utterance 0 was a rather [MASK] one"
     assert len(per_model) == len(manifest["models"]) and per_model[manifest["models"].index("audio")] is None
-    top1, p1, top2, p2, clean_pred = per_model[manifest["models"].index("text")]
+    _, p1, _, p2, clean_pred = per_model[manifest["models"].index("text")]
     assert p1 >= p2 and 0 <= clean_pred < 4
 
 
@@ -189,8 +189,8 @@ def test_store_audio_replays_exactly_what_variants_show_writes(small_iemocap: Pa
     corpus = read_iemocap(small_iemocap)
     store = store_with_pitch_records(tmp_path / "cache", corpus)
     utt = corpus.utterances[3].id
-    clean, perturbed = StoreAudio(corpus, store, variant_seed=0)(utt, "pitch")
-    shown = show_variant(corpus, utt, variant="pitch", seed=0, out=tmp_path / "shown.wav")
+    _, perturbed = StoreAudio(corpus, store, variant_seed=0)(utt, "pitch")
+    show_variant(corpus, utt, variant="pitch", seed=0, out=tmp_path / "shown.wav")
     expected, sr = sf.read(str(tmp_path / "shown.wav"), dtype="float32")
     assert sr == 16000 and perturbed is not None
     np.testing.assert_array_equal(perturbed, expected)

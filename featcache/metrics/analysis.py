@@ -39,7 +39,6 @@ The counting behind every method is in :mod:`featcache.metrics.groups`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 

@@ -27,7 +27,14 @@ from featcache.metrics.bootstrap import (
 )
 from featcache.metrics.groups import GroupMap
 from featcache.metrics.names import condition_key
-from featcache.metrics.rows import AffectedDifference, AffectedStats, Additivity, BootstrapCI, ImpactDifference, SeedStat
+from featcache.metrics.rows import (
+    Additivity,
+    AffectedDifference,
+    AffectedStats,
+    BootstrapCI,
+    ImpactDifference,
+    SeedStat,
+)
 
 
 class Intervals:

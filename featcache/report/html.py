@@ -25,7 +25,7 @@ from featcache.report.audio import AudioFiles
 from featcache.report.examples import ExampleTable
 from featcache.report.markup import inline, markdown_to_html
 from featcache.report.plots import Plot
-from featcache.report.render import _cell_plain, _num, _signed
+from featcache.report.render import _cell_plain, _signed
 from featcache.report.specs import ATTACK_NAMES
 from featcache.report.tables import Cell, Table
 
