@@ -593,6 +593,7 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, **kw: object) -> None:
     evaluate_and_report(study, out=out, conditions=list(conditions) or None,
                         title=f"featcache report: {study.corpus.name}", echo=click.echo)
     click.echo(f"results and report: {out}")
+    click.echo(f"open: {out / 'report.html'}")
 
 
 @cli.command("report", context_settings=CONTEXT)
@@ -601,14 +602,36 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, **kw: object) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder. [default: the predictions' folder]")
 @click.option("--title", default="featcache report", help="Title of the report.")
-def report_cmd(predictions: Path, out: Path | None, title: str) -> None:
-    """Write tables (Markdown, CSV, LaTeX), examples and plots from saved predictions."""
+@corpus_option(required=False)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="FEATCACHE_CACHE",
+              show_envvar=True,
+              help="Feature store the predictions were evaluated from: its perturbation records replay the perturbed "
+                   "audio of the examples. [default: none]")
+@click.option("--variant-seed", type=int, default=None,
+              help="Seed of the perturbations to replay (as given to extract --seed). [default: any stored]")
+def report_cmd(predictions: Path, out: Path | None, title: str, corpus_spec: str | None, labels: str | None,
+               merge: str | None, cache_dir: Path | None, variant_seed: int | None) -> None:
+    """Write report.html, tables (Markdown, CSV, LaTeX), examples and plots from saved predictions.
+
+    With --corpus (its wavs) and --cache-dir (the perturbation records), report.html gets audio
+    players for the examples' clean and perturbed audio; without them it says once that they are left out.
+    """
     from featcache.metrics import Predictions
-    from featcache.report import write_report
+    from featcache.report import StoreAudio, write_report
 
     out = out or predictions.parent
-    write_report(Predictions.load(predictions), out, title=title)
+    audio = None
+    if corpus_spec:
+        from featcache.cache import FeatureStore
+
+        corpus = load_corpus_from_options(corpus_spec, labels, merge)
+        store = FeatureStore(cache_dir) if cache_dir is not None else None
+        audio = StoreAudio(corpus, store, variant_seed=variant_seed)
+    written = write_report(Predictions.load(predictions), out, title=title, audio=audio)
+    for note in written.notes:
+        click.echo(f"note: {note}")
     click.echo(f"report: {out}")
+    click.echo(f"open: {written.html}")
 
 
 @cli.command("run", context_settings=CONTEXT)
@@ -650,7 +673,8 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
     run_study(study, variants=list(variants) or None, out=out, workers=workers, device=device, echo=click.echo)
     click.echo(f"done in {time.perf_counter() - t0:.0f} s in all")
     click.echo(f"tables: {out / 'tables.md'} (also .csv, .tex); examples: {out / 'examples.md'}; "
-               f"summary: {out / 'summary.md'}; plots: {out}/*.png")
+               f"summary: {out / 'summary.md'}; plots: {out}/*.png, *.svg")
+    click.echo(f"open: {out / 'report.html'}")
 
 
 # ----------------------------------------------------------------------------------------------

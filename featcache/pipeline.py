@@ -167,7 +167,8 @@ def evaluate_and_report(
 
     Conditions the corpus cannot perturb and models it cannot feed are named in one line each; what is
     missing from the store is listed with the command that makes it. Nothing is written when there is
-    nothing to evaluate.
+    nothing to evaluate. The report's audio players play the corpus's wavs and the perturbed audio
+    replayed from the store's records (``report.html``).
 
     Args:
         study: The study.
@@ -184,7 +185,7 @@ def evaluate_and_report(
     Raises:
         FeatcacheError: Nothing could be evaluated (before anything is written).
     """
-    from featcache.report import write_report
+    from featcache.report import StoreAudio, write_report
 
     wanted = list(models or ALL_MODELS)
     usable = study.models(wanted)
@@ -204,7 +205,10 @@ def evaluate_and_report(
         raise FeatcacheError(f"{study.store.root}: nothing to evaluate; run the commands above first")
     out.mkdir(parents=True, exist_ok=True)
     preds.save(out / "predictions.h5")
-    write_report(preds, out, title=title)
+    audio = StoreAudio(study.corpus, study.store, variant_seed=study.variant_seed)
+    written = write_report(preds, out, title=title, audio=audio, corpus=study.corpus, store=study.store)
+    for note in written.notes:
+        echo(f"note: {note}")
     return preds
 
 

@@ -290,6 +290,37 @@ def test_additivity_of_a_combined_attack() -> None:
     assert a.additivity("multimodal", "adj") is None  # not a combination
 
 
+def test_impact_ci_brackets_the_impact() -> None:
+    rng = np.random.default_rng(3)
+    preds = bootstrap_case((rng.random(80) < 0.7).tolist(), (rng.random(80) < 0.5).tolist())
+    a = Analysis(preds)
+    ci = a.impact_ci("text", "adj", n_resamples=300)
+    assert ci is not None and ci.estimate == pytest.approx(a.impact("text", "adj").mean)
+    assert ci.low < ci.estimate < ci.high < 0
+    assert a.impact_ci("text", "clean") is None and a.impact_ci("audio", "adj") is None
+
+
+def test_affected_difference_counts_each_attacks_own_utterances() -> None:
+    """adj changes utterances 0-9 and breaks all of them; random-adj changes 10-29 and breaks a quarter."""
+    rows: list[Row] = []
+    n = 40
+    for seed in range(2):
+        for fold in range(2):
+            rows += correct_block("text", "clean", [True] * n, fold=fold, seed=seed)
+            rows += correct_block("text", "adj", [i >= 10 for i in range(n)], fold=fold, seed=seed,
+                                  affected=[i < 10 for i in range(n)])
+            rows += correct_block("text", "random-adj", [not (10 <= i < 15) for i in range(n)], fold=fold,
+                                  seed=seed, affected=[10 <= i < 30 for i in range(n)])
+    a = Analysis(make(rows))
+    d = a.affected_difference("text", "adj", "random-adj", n_resamples=300)
+    assert d is not None and d.ci is not None
+    assert d.impact.mean == pytest.approx(-100.0) and d.other_impact.mean == pytest.approx(-25.0)
+    assert d.difference.mean == pytest.approx(-75.0)
+    assert d.ci.estimate == pytest.approx(-75.0)
+    assert d.ci.high < 0 and d.ci.excludes_zero
+    assert a.affected_difference("text", "adj", "noun") is None
+
+
 # ----------------------------------------------------------------------------------------------
 # validation, selection, storage, CSV
 # ----------------------------------------------------------------------------------------------

@@ -120,8 +120,8 @@ def test_tables_latex_matches_golden(report) -> None:  # type: ignore[no-untyped
 
 def test_table_layout_follows_the_paper(report) -> None:  # type: ignore[no-untyped-def]
     md = report.tables_md.read_text(encoding="utf-8")
-    assert "| Model | Ses. 1 | Ses. 2 | Ses. 3 | Ses. 4 | Ses. 5 | Avg. |" in md
-    assert "| Method | Ses. 1 | Ses. 2 | Ses. 3 | Ses. 4 | Ses. 5 | Avg. | Impact | Impact S. Modal |" in md
+    assert "| Model | Ses. 1 | Ses. 2 | Ses. 3 | Ses. 4 | Ses. 5 | Avg. | UAR |" in md
+    assert "| Method | Ses. 1 | Ses. 2 | Ses. 3 | Ses. 4 | Ses. 5 | Avg. | UAR | Impact | Impact S. Modal |" in md
     t6 = md[md.index("**Table 6.**"):md.index("**Table 6b.**")]
     order = ["Baseline", "**Text perturbations**", "Adjectives", "Random (#adj.)", "Nouns", "Random (#noun)",
              "**Audio perturbations**", "Pitch", "**Text-audio perturbations**", "Pitch + adj.", "Pitch + noun",
@@ -144,7 +144,7 @@ def test_tables_csv_one_per_table(report) -> None:  # type: ignore[no-untyped-de
     with open(report.table_csvs["table6"], newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["section", "method", "condition", "Ses. 1", "Ses. 2", "Ses. 3", "Ses. 4", "Ses. 5", "Avg.",
-                       "Impact", "Impact S. Modal"]
+                       "UAR", "Impact", "Impact S. Modal"]
     noisy = next(r for r in rows if r[1] == "Noisy audio")
     assert noisy[0] == "Adding white noise" and noisy[2] == "noise" and "±" in noisy[8]
 
@@ -157,6 +157,36 @@ def test_one_seed_shows_no_spread_and_missing_conditions_are_left_out() -> None:
     md = "".join(render_markdown(t) for t in tables)
     assert "±" not in md
     assert "Nouns" not in md and "Audio perturbations" not in md and "Audio |" not in md
+
+
+def test_uar_sits_beside_accuracy() -> None:
+    """UAR differs from accuracy when the classes are unbalanced: all 'ang' right, the one 'sad' wrong."""
+    conds = {"text": ("clean",), "multimodal": ("clean",)}
+    preds = synthetic(seeds=(0,), conditions=conds)
+    preds.pred[:] = np.where(preds.label == 1, 2, preds.label)  # every 'sad' predicted 'hap'
+    a = Analysis(preds)
+    t3 = build_tables(a, a.summary(n_resamples=0))[0]
+    assert t3.columns[-2:] == ("Avg.", "UAR")
+    text = t3.rows[0]
+    assert text.cells[-2].mean == pytest.approx(0.75) and text.cells[-1].mean == pytest.approx(0.75)
+    preds.label[preds.label == 3] = 0  # now 'ang' is twice as common: accuracy 0.75, UAR (1 + 0 + 1) / 3
+    preds.pred[:] = np.where(preds.label == 1, 2, preds.label)
+    a = Analysis(preds)
+    text = build_tables(a, a.summary(n_resamples=0))[0].rows[0]
+    assert text.cells[-2].mean == pytest.approx(0.75) and text.cells[-1].mean == pytest.approx(2 / 3)
+
+
+def test_one_modality_study_leaves_out_what_does_not_apply(tmp_path: Path) -> None:
+    conds = {"text": ("clean", "adj", "random-adj", "asr-0.2")}
+    paths = write_report(synthetic(conditions=conds), tmp_path, n_resamples=0, plots=False)
+    md = paths.tables_md.read_text(encoding="utf-8")
+    t3 = md[md.index("**Table 3.**"):md.index("**Table 4.**")]
+    assert "**" not in t3.replace("**Table 3.**", "") and "best value" not in t3  # one model: nothing to bold
+    assert "| Impact S. Modal |" not in md and "Impact S. Modal copies" not in md  # no fusion model, no column
+    assert md.count("This study evaluated only the text model") == 1
+    ex = paths.examples_md.read_text(encoding="utf-8")
+    assert "Not available" not in ex and ex.count("This study evaluated only the text model") == 1
+    assert "**Table 7.**" not in ex
 
 
 def test_latex_escaping() -> None:
@@ -267,6 +297,9 @@ def test_summary_answers_follow_the_numbers(report, tmp_path: Path) -> None:  # 
     assert "## RQ2" in md and "## RQ3" in md and "## Affected subset" in md and "## Additivity" in md
     assert "95% CI [" in md
     assert "`pitch+adj`, **multimodal**: combined" in md
+    pos = next(line for line in md.splitlines() if line.startswith("- `adj` vs `random-adj`, **text**"))
+    assert "on the utterances each changed" in pos and "95% CI [" in pos
+    assert "Masking the part of speech hurts more than masking as many random words: **" in pos
     # the same code says "no" when the text model is the better one
     worse = write_report(synthetic(base={"text": 85, "audio": 60, "multimodal": 70, "late": 75}), tmp_path,
                          n_resamples=0, plots=False)
@@ -295,8 +328,10 @@ def test_plots_are_non_empty_pngs(tmp_path: Path) -> None:
 
     a = Analysis(synthetic(conditions={"text": ("clean", "adj"), "multimodal": ("clean", "adj", "pitch")}))
     paths = write_plots(a, a.summary(n_resamples=0), tmp_path)
-    assert set(paths) == {"impact", "flip_rate", "clean_accuracy"}
+    assert set(paths) == {"impact_paper", "flip_rate", "clean_accuracy"}
     for path in paths.values():
+        svg = path.with_suffix(".svg").read_text(encoding="utf-8")
+        assert svg.startswith("<?xml") and "<svg" in svg and "<text" in svg  # text kept as text
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
         img = imread(path)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,14 @@ def test_run_end_to_end_then_rerun_skips_everything(env: dict[str, Path]) -> Non
     out = env["dir"] / "report"
     r = CliRunner().invoke(cli, _args(env, out))
     assert r.exit_code == 0, r.output
-    for name in ("tables.md", "tables.tex", "examples.md", "summary.md", "results.csv", "predictions.h5", "impact.png"):
+    for name in ("tables.md", "tables.tex", "examples.md", "summary.md", "results.csv", "predictions.h5",
+                 "impact_paper.png", "impact_paper.svg", "report.html"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert r.output.rstrip().endswith(f"open: {out / 'report.html'}")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Audio players are left out" not in page  # run passes the corpus and the store to the report
+    for src in re.findall(r'<audio controls preload="metadata" src="([^"]+)"', page):
+        assert (out / src).is_file(), src
     preds = Predictions.load(out / "predictions.h5")
     # 5 folds x 2 seeds; every utterance is tested once per (seed, model, condition)
     clean_text = preds.select(model="text", condition="clean")

@@ -20,6 +20,7 @@ One module per job, each importing only those above it:
 * :mod:`~featcache.metrics.rows` - the result types (:class:`SeedStat`, :class:`SummaryRow`, ...);
 * :mod:`~featcache.metrics.groups` - the counting pass over the predictions, the affected subset;
 * :mod:`~featcache.metrics.bootstrap` - the paired, fold-stratified bootstrap;
+* :mod:`~featcache.metrics.intervals` - the statistics with bootstrap intervals (the base of :class:`Analysis`);
 * :mod:`~featcache.metrics.analysis` - :class:`Analysis`, the definitions (Cohen et al. 2023, section 5)
   of Avg., impact, Impact S. Modal, flip rate and affected subset, and the statistics;
 * :mod:`~featcache.metrics.tables` - the tidy tables and their CSV files.
@@ -43,6 +44,7 @@ from featcache.metrics.names import (
 from featcache.metrics.predictions import COLUMNS, PREDICTIONS_FORMAT, PREDICTIONS_VERSION, Predictions
 from featcache.metrics.rows import (
     Additivity,
+    AffectedDifference,
     AffectedStats,
     BootstrapCI,
     ImpactDifference,
@@ -83,6 +85,7 @@ __all__ = [
     "STD_DDOF",
     "TEXT_MODEL",
     "Additivity",
+    "AffectedDifference",
     "AffectedStats",
     "Analysis",
     "BootstrapCI",

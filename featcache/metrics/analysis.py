@@ -27,6 +27,11 @@ Statistics:
   seed, then recomputes both impacts exactly as above (see :mod:`featcache.metrics.bootstrap`).
 * :meth:`Analysis.additivity` - ``impact(A+T) - (impact(A) + impact(T))`` for a combined attack, with
   the same bootstrap.
+* :meth:`Analysis.impact_ci` - the same bootstrap of one impact.
+* :meth:`Analysis.affected_difference` - affected-subset impact of one attack minus that of another on
+  the same model (adjective masking vs as many random words), each counted on the utterances it changed.
+
+The statistics with intervals live in :mod:`featcache.metrics.intervals` (the base class).
 
 The counting behind every method is in :mod:`featcache.metrics.groups`.
 """
@@ -34,21 +39,12 @@ The counting behind every method is in :mod:`featcache.metrics.groups`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from featcache.metrics.bootstrap import (
-    DEFAULT_CONFIDENCE,
-    DEFAULT_RESAMPLES,
-    ResampleWeights,
-    additivity_statistic,
-    impact_difference_statistic,
-    paired_bootstrap,
-    paired_correctness,
-    seedwise,
-)
+from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, ResampleWeights
 from featcache.metrics.groups import Group, affected_stats, by_session, group_predictions
+from featcache.metrics.intervals import Intervals
 from featcache.metrics.names import (
     AUDIO_MODEL,
     CLEAN,
@@ -60,20 +56,11 @@ from featcache.metrics.names import (
     order_models,
 )
 from featcache.metrics.predictions import Predictions
-from featcache.metrics.rows import (
-    Additivity,
-    AffectedStats,
-    BootstrapCI,
-    ImpactDifference,
-    ModalImpact,
-    ResultRow,
-    SeedStat,
-    SummaryRow,
-)
+from featcache.metrics.rows import AffectedStats, ModalImpact, ResultRow, SeedStat, SummaryRow
 from featcache.metrics.scores import relative_change, scores_from_confusion
 
 
-class Analysis:
+class Analysis(Intervals):
     """Grouped counts of a :class:`Predictions` table, and every statistic derived from them.
 
     Built once (one pass of sorting and counting); each method is then cheap.
@@ -107,6 +94,7 @@ class Analysis:
         grouping = group_predictions(predictions, clean=clean)
         self._correct = grouping.correct
         self._utt_code = grouping.utt_code
+        self._affected = predictions.affected
         self._groups = grouping.groups
         self._weights = ResampleWeights()
 
@@ -366,128 +354,6 @@ class Analysis:
             One :class:`ModalImpact` per part found, audio part first.
         """
         return tuple(ModalImpact(m, c, self.impact(m, c)) for m, c in self.parts(model, condition))
-
-    # -- bootstrap ------------------------------------------------------------------------------
-
-    def bootstrap(
-        self,
-        cells: Sequence[tuple[str, str]],
-        statistic: Callable[[np.ndarray], np.ndarray],
-        *,
-        n_resamples: int = DEFAULT_RESAMPLES,
-        confidence: float = DEFAULT_CONFIDENCE,
-        seed: int = 0,
-    ) -> BootstrapCI | None:
-        """Paired, fold-stratified percentile bootstrap of a statistic of session-averaged accuracies.
-
-        Each resample draws, within every fold, as many utterances as the fold shares across all
-        cells, with replacement; the same draw serves every cell and every seed. Per cell and seed the
-        session accuracies are recomputed and averaged over sessions (the Avg. column).
-
-        Args:
-            cells: ``(model, condition)`` pairs.
-            statistic: Maps Avg. accuracies ``[cells, seeds, B]`` to per-seed values ``[seeds, B]``;
-                the interval is over their mean across seeds.
-            n_resamples: Number of resamples ``B``.
-            confidence: Confidence level in (0, 1).
-            seed: Resampling seed (same seed and data, same interval).
-
-        Returns:
-            The interval, or ``None`` when the cells share no seed or utterance.
-
-        Raises:
-            ValueError: ``n_resamples < 1`` or ``confidence`` outside (0, 1).
-        """
-        if n_resamples < 1:
-            raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-        if not 0 < confidence < 1:
-            raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-        if any(cell not in self._groups for cell in cells):
-            return None
-        seed_list, per_fold = paired_correctness(self._groups, self._correct, self._utt_code, cells)
-        if not per_fold:
-            return None
-        return paired_bootstrap(seed_list, per_fold, len(cells), statistic, weights=self._weights,
-                                n_resamples=n_resamples, confidence=confidence, seed=seed)
-
-    def impact_difference(
-        self,
-        model: str,
-        condition: str,
-        *,
-        unimodal: str | None = None,
-        unimodal_condition: str | None = None,
-        n_resamples: int = DEFAULT_RESAMPLES,
-        confidence: float = DEFAULT_CONFIDENCE,
-        seed: int = 0,
-    ) -> ImpactDifference | None:
-        """Fusion-minus-unimodal impact of one attack, with its paired bootstrap interval.
-
-        A positive difference means the fusion model loses less (relatively) than the unimodal model.
-
-        Args:
-            model: The fusion model.
-            condition: The attack on it.
-            unimodal: The unimodal model; by default the one matching the attack's modality.
-            unimodal_condition: The unimodal model's condition; by default the one with the same key.
-            n_resamples: Bootstrap resamples (0: no interval).
-            confidence: Confidence level.
-            seed: Resampling seed.
-
-        Returns:
-            The comparison, or ``None`` when the attack touches both modalities (no single unimodal
-            counterpart) or the counterpart was not evaluated.
-        """
-        if unimodal is None or unimodal_condition is None:
-            parts = self.parts(model, condition)
-            key = condition_key(condition)
-            if len(parts) != 1 or key is None or (key[0] is not None and key[1] is not None):
-                return None
-            unimodal, unimodal_condition = parts[0]
-        cells = [(model, self.clean), (model, condition), (unimodal, self.clean), (unimodal, unimodal_condition)]
-        if any(not self.has(*c) for c in cells):
-            return None
-        imp, uimp = self.impact(model, condition), self.impact(unimodal, unimodal_condition)
-        diff = seedwise(lambda a, b: a - b, imp, uimp)
-        ci = self.bootstrap(cells, impact_difference_statistic, n_resamples=n_resamples, confidence=confidence,
-                            seed=seed) if n_resamples > 0 else None
-        return ImpactDifference(model, condition, unimodal, unimodal_condition, imp, uimp, diff, ci)
-
-    def additivity(
-        self,
-        model: str,
-        condition: str,
-        *,
-        n_resamples: int = DEFAULT_RESAMPLES,
-        confidence: float = DEFAULT_CONFIDENCE,
-        seed: int = 0,
-    ) -> Additivity | None:
-        """Impact of a combined audio+text attack against the sum of its parts' impacts.
-
-        Args:
-            model: The model (evaluated under the combination and under each part alone).
-            condition: A combined condition such as ``pitch+adj``.
-            n_resamples: Bootstrap resamples (0: no interval).
-            confidence: Confidence level.
-            seed: Resampling seed.
-
-        Returns:
-            The check, or ``None`` when the condition is not a combination or a part is missing.
-        """
-        key = condition_key(condition)
-        if key is None or key[0] is None or key[1] is None:
-            return None
-        ca = self.find_condition(model, (key[0], None))
-        ct = self.find_condition(model, (None, key[1]))
-        if ca is None or ct is None or not self.has(model, condition) or not self.has(model, self.clean):
-            return None
-        comb, ia, it = self.impact(model, condition), self.impact(model, ca), self.impact(model, ct)
-        total = seedwise(lambda c, a, t: a + t, comb, ia, it)
-        diff = seedwise(lambda c, a, t: c - a - t, comb, ia, it)
-        cells = [(model, self.clean), (model, ca), (model, ct), (model, condition)]
-        ci = self.bootstrap(cells, additivity_statistic, n_resamples=n_resamples, confidence=confidence,
-                            seed=seed) if n_resamples > 0 else None
-        return Additivity(model, condition, ca, ct, comb, ia, it, total, diff, ci)
 
     # -- aggregated -----------------------------------------------------------------------------
 

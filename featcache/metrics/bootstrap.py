@@ -9,14 +9,20 @@ here):
   cells share;
 * :class:`ResampleWeights` - the resampling draws, as counts per utterance, cached per fold;
 * :func:`paired_bootstrap` - the estimate and percentile interval of a statistic;
-* :func:`impact_difference_statistic` and :func:`additivity_statistic` - the statistics of
-  :meth:`~featcache.metrics.Analysis.impact_difference` and :meth:`~featcache.metrics.Analysis.additivity`,
+* :func:`impact_statistic`, :func:`impact_difference_statistic` and :func:`additivity_statistic` - the
+  statistics of :meth:`~featcache.metrics.Analysis.impact_ci`,
+  :meth:`~featcache.metrics.Analysis.impact_difference` (and
+  :meth:`~featcache.metrics.Analysis.affected_difference`) and :meth:`~featcache.metrics.Analysis.additivity`,
   and :func:`seedwise` for their per-seed values.
+
+A cell may count only some of the shared utterances (``include``): the affected-subset statistics
+count, for the clean and the attacked cell alike, only the utterances the attack changed.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -29,8 +35,9 @@ DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
 """Default confidence level of bootstrap intervals."""
 
-PairedFold = tuple[int, str, np.ndarray]
-"""``(fold, session, correct)`` with ``correct`` bool ``[cells, seeds, n_f]``."""
+PairedFold = tuple[int, str, np.ndarray, "np.ndarray | None"]
+"""``(fold, session, correct, include)`` with ``correct`` bool ``[cells, seeds, n_f]`` and ``include``
+bool of the same shape (the utterances each cell counts) or ``None`` (every one)."""
 
 
 def paired_correctness(
@@ -38,6 +45,9 @@ def paired_correctness(
     correct: np.ndarray,
     utt_code: np.ndarray,
     cells: Sequence[tuple[str, str]],
+    *,
+    include: np.ndarray | None = None,
+    include_from: Sequence[int] | None = None,
 ) -> tuple[tuple[int, ...], list[PairedFold]]:
     """Correctness of every cell on the utterances all cells share, per fold: ``[cells, seeds, n_f]``.
 
@@ -46,10 +56,13 @@ def paired_correctness(
         correct: bool ``[n]``, whether each row's prediction is right.
         utt_code: int64 ``[n]``, each row's utterance code.
         cells: ``(model, condition)`` pairs.
+        include: Optional bool ``[n]``: whether a row counts (e.g. the predictions' ``affected``).
+        include_from: With ``include``, for each cell the index of the cell whose rows' flags decide
+            which utterances it counts (a clean cell takes its attacked cell's flags).
 
     Returns:
         ``(seeds, per_fold)``: the seeds all cells share and, per fold they all share (in fold order),
-        ``(fold, session, correct)``; folds without a shared utterance are left out.
+        ``(fold, session, correct, include)``; folds without a shared utterance are left out.
     """
     seeds = set(groups[cells[0]])
     for cell in cells[1:]:
@@ -73,11 +86,15 @@ def paired_correctness(
         if common is None or len(common) == 0:
             continue
         mat = np.empty((len(cells), len(seed_list), len(common)), dtype=bool)
+        flags = np.empty_like(mat) if include is not None else None
         for i, row in enumerate(fold_groups):
             for j, g in enumerate(row):
                 u = utt_code[g.rows]
                 mat[i, j] = correct[g.rows[np.searchsorted(u, common)]]
-        out.append((fold, fold_groups[0][0].session, mat))
+                if flags is not None and include is not None:
+                    src = fold_groups[include_from[i] if include_from is not None else i][j]
+                    flags[i, j] = include[src.rows[np.searchsorted(utt_code[src.rows], common)]]
+        out.append((fold, fold_groups[0][0].session, mat, flags))
     return seed_list, out
 
 
@@ -149,14 +166,22 @@ def paired_bootstrap(
     def avg_accuracy(weights_of: Callable[[int, int], np.ndarray], b: int) -> np.ndarray:
         correct: dict[str, np.ndarray] = {}
         total: dict[str, np.ndarray] = {}
-        for fold, session, mat in per_fold:
-            w = weights_of(fold, mat.shape[-1])  # [b, n_f]
-            k = mat.reshape(-1, mat.shape[-1]).astype(np.float64) @ w.T  # [cells*seeds, b]
+        for fold, session, mat, flags in per_fold:
+            n = mat.shape[-1]
+            w = weights_of(fold, n)  # [b, n_f]
+            if flags is None:
+                k = mat.reshape(-1, n).astype(np.float64) @ w.T  # [cells*seeds, b]
+                t = w.sum(axis=1)
+            else:  # each cell counts only its included utterances
+                k = (mat & flags).reshape(-1, n).astype(np.float64) @ w.T
+                t = (flags.reshape(-1, n).astype(np.float64) @ w.T).reshape(n_cells, len(seeds), b)
             correct[session] = correct.get(session, 0) + k.reshape(n_cells, len(seeds), b)
-            total[session] = total.get(session, 0) + w.sum(axis=1)
-        return np.mean([correct[s] / total[s] for s in correct], axis=0)  # [cells, seeds, b]
+            total[session] = total.get(session, 0) + t
+        # sessions where a cell counts no utterance are left out of its average, like the affected subset's
+        return np.nanmean([correct[s] / total[s] for s in correct], axis=0)  # [cells, seeds, b]
 
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         observed = avg_accuracy(lambda f, n: np.ones((1, n)), 1)
         estimate = float(np.nanmean(statistic(observed), axis=0)[0])
         boot = avg_accuracy(lambda f, n: weights.get(f, n, n_resamples, seed), n_resamples)
@@ -166,7 +191,7 @@ def paired_bootstrap(
     low, high = (np.quantile(finite, [alpha, 1 - alpha]).tolist() if finite.size else (math.nan, math.nan))
     return BootstrapCI(
         estimate=estimate, low=float(low), high=float(high), confidence=confidence, n_resamples=n_resamples,
-        seed=seed, n_utterances=int(sum(mat.shape[-1] for _, _, mat in per_fold)),
+        seed=seed, n_utterances=int(sum(mat.shape[-1] for _, _, mat, _ in per_fold)),
     )
 
 
@@ -182,6 +207,18 @@ def relative_change_array(attacked: np.ndarray, clean: np.ndarray) -> np.ndarray
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(clean > 0, (attacked - clean) / np.where(clean > 0, clean, 1.0) * 100.0, np.nan)
+
+
+def impact_statistic(acc: np.ndarray) -> np.ndarray:
+    """Impact of an attack from the Avg. accuracies of the cells ``[(model, clean), (model, attack)]``.
+
+    Args:
+        acc: ``[2, seeds, B]``.
+
+    Returns:
+        ``[seeds, B]``.
+    """
+    return relative_change_array(acc[1], acc[0])
 
 
 def impact_difference_statistic(acc: np.ndarray) -> np.ndarray:

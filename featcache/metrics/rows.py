@@ -4,7 +4,8 @@ A :class:`SeedStat` keeps one value per seed and gives their mean and sample std
 is one (fold, seed, model, condition) group, :class:`SummaryRow` one (model, condition) over folds
 and seeds, with its :class:`ModalImpact`, :class:`AffectedStats` and :class:`ImpactDifference`
 (whose :class:`BootstrapCI` comes from :mod:`featcache.metrics.bootstrap`); :class:`Additivity`
-checks a combined attack against its parts.
+checks a combined attack against its parts and :class:`AffectedDifference` compares two attacks on the
+utterances each changed.
 """
 
 from __future__ import annotations
@@ -143,6 +144,29 @@ class ImpactDifference:
     unimodal_condition: str
     impact: SeedStat
     unimodal_impact: SeedStat
+    difference: SeedStat
+    ci: BootstrapCI | None
+
+
+@dataclass(frozen=True)
+class AffectedDifference:
+    """Does one attack hurt a model more than another on the utterances each one changed?
+
+    Attributes:
+        model: The model.
+        condition: The attack (e.g. ``adj``).
+        other: The attack it is compared with (e.g. ``random-adj``).
+        impact: Affected-subset impact of ``condition`` (percent, per seed).
+        other_impact: Affected-subset impact of ``other``.
+        difference: ``impact - other_impact`` per seed (negative: ``condition`` hurts more).
+        ci: Bootstrap interval of the mean difference, or ``None`` when not computed.
+    """
+
+    model: str
+    condition: str
+    other: str
+    impact: SeedStat
+    other_impact: SeedStat
     difference: SeedStat
     ci: BootstrapCI | None
 

@@ -2,6 +2,11 @@
 
 :func:`write_report` turns a :class:`~featcache.metrics.Predictions` table into a directory::
 
+    report.html        one page to look at and listen to, offline: the summary's answers, the tables
+                       (sortable, with bootstrap intervals), the plots, Tables 7-8 with the masked words
+                       marked and audio players, and an utterance browser
+    audio/             the examples' clean and perturbed audio (16 kHz FLAC), when a corpus is given
+    browser/           the browser's data, one script per (condition, session), loaded on demand
     tables.md          Tables 3-6 in the layout of Cohen et al. (2023), one table per extra fusion
                        head, and "Beyond the paper" for attacks the paper did not run
     tables.tex         the same tables, booktabs, ready to paste (needs \\usepackage{booktabs})
@@ -11,15 +16,16 @@
     summary.md         RQ1-RQ3 answered from the numbers, affected-subset impacts, additivity
     results.csv        one row per (fold, seed, model, condition)
     summary.csv        one row per (model, condition)
-    impact.png, clean_accuracy.png, flip_rate.png
+    impact_paper, impact_fusion, impact_beyond, severity_*, flip_rate, clean_accuracy (.png and .svg)
 
 Accuracies are shown in percent; with more than one seed, Avg. and Impact read ``mean ± std`` over
 seeds (sample std) and the session columns hold the mean over seeds. Conditions missing from the
 predictions are left out; the tables never invent a row.
 
 The pieces are usable on their own: :func:`build_tables` and :func:`render_markdown` /
-:func:`render_latex` / :func:`write_table_csv`; :func:`select_examples` and
-:func:`render_examples`; :func:`render_summary`; :func:`write_plots`.
+:func:`render_latex` / :func:`write_table_csv`; :func:`select_examples`, :func:`example_tables` and
+:func:`render_examples`; :func:`render_summary`; :func:`draw_plots`; :func:`write_browser`;
+:func:`render_page`.
 
 One module per job, each importing only those above it (and :mod:`featcache.metrics`, never the
 other way round):
@@ -29,15 +35,33 @@ other way round):
 * :mod:`~featcache.report.render` - Markdown, LaTeX and CSV of a table;
 * :mod:`~featcache.report.examples` - the example tables (7-8);
 * :mod:`~featcache.report.summary` - the plain-language summary;
-* :mod:`~featcache.report.plots` - the PNG plots;
+* :mod:`~featcache.report.severity` - attack kinds run at several strengths;
+* :mod:`~featcache.report.plots` - the plots (PNG and SVG);
+* :mod:`~featcache.report.audio` - the examples' audio, replayed from the store's records;
+* :mod:`~featcache.report.browser` - the utterance browser's data files;
+* :mod:`~featcache.report.markup` - the report's Markdown as HTML;
+* :mod:`~featcache.report.html` - ``report.html`` (its CSS and JavaScript are in ``assets/``);
 * :mod:`~featcache.report.write` - :func:`write_report` and :class:`ReportPaths`.
 
 Everything public is importable from :mod:`featcache.report` itself.
 """
 
-from featcache.report.examples import Example, ExampleRow, format_top, render_examples, select_examples
-from featcache.report.plots import PLOT_DPI, write_plots
+from featcache.report.audio import AudioFiles, AudioSource, StoreAudio, write_audio
+from featcache.report.browser import write_browser
+from featcache.report.examples import (
+    Example,
+    ExampleRow,
+    ExampleTable,
+    example_tables,
+    format_top,
+    render_examples,
+    render_examples_file,
+    select_examples,
+)
+from featcache.report.html import PageContent, mark_changes, render_page
+from featcache.report.plots import PLOT_DPI, Plot, draw_plots, write_plots
 from featcache.report.render import latex_escape, render_latex, render_markdown, write_table_csv
+from featcache.report.severity import Sweep, severity_sweeps
 from featcache.report.specs import (
     ATTACK_NAMES,
     AUDIO_TABLE_ROWS,
@@ -47,7 +71,7 @@ from featcache.report.specs import (
     TEXT_TABLE_ROWS,
 )
 from featcache.report.summary import render_summary
-from featcache.report.tables import Cell, Table, TableRow, build_tables
+from featcache.report.tables import Cell, Table, TableRow, build_tables, scope_note
 from featcache.report.write import ReportPaths, default_seeds_note, write_report
 
 __all__ = [
@@ -58,21 +82,37 @@ __all__ = [
     "PLOT_DPI",
     "TABLE_NOTE",
     "TEXT_TABLE_ROWS",
+    "AudioFiles",
+    "AudioSource",
     "Cell",
     "Example",
     "ExampleRow",
+    "ExampleTable",
+    "PageContent",
+    "Plot",
     "ReportPaths",
+    "StoreAudio",
+    "Sweep",
     "Table",
     "TableRow",
     "build_tables",
     "default_seeds_note",
+    "draw_plots",
+    "example_tables",
     "format_top",
     "latex_escape",
+    "mark_changes",
     "render_examples",
+    "render_examples_file",
     "render_latex",
     "render_markdown",
+    "render_page",
     "render_summary",
+    "scope_note",
     "select_examples",
+    "severity_sweeps",
+    "write_audio",
+    "write_browser",
     "write_plots",
     "write_report",
     "write_table_csv",

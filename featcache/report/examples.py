@@ -1,8 +1,10 @@
 """The example tables (the paper's Tables 7-8).
 
 :func:`select_examples` finds utterances the multimodal model gets right under an attack while the
-unimodal model gets them wrong; :func:`render_examples` shows each with both models' two most
-probable labels, clean and under every attack.
+unimodal model gets them wrong; :func:`example_tables` does it for each of the paper's example tables
+(:data:`featcache.paper.EXAMPLE_TABLES`); :func:`render_examples` shows one table in Markdown, each
+utterance with both models' two most probable labels, clean and under every attack, and
+:func:`render_examples_file` writes them all (``examples.md``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featcache.metrics.names import CLEAN, MULTIMODAL_MODEL
+from featcache import paper
+from featcache.metrics.analysis import Analysis
+from featcache.metrics.names import CLEAN, MULTIMODAL_MODEL, condition_key
 from featcache.metrics.predictions import Predictions
 from featcache.report.render import _md_escape
 from featcache.report.specs import ATTACK_NAMES
@@ -193,3 +197,110 @@ def render_examples(
             lines.append(f"| | {shown} | | {format_top(r.model_top)} | {format_top(r.unimodal_top)} |")
     lines += ["", "Each model's two most probable labels; its decision in bold. The true label is in the Label column."]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ExampleTable:
+    """One of the paper's example tables, filled from the predictions.
+
+    Attributes:
+        number: Table number (``"7"``).
+        caption: Caption.
+        attacks: The attacks looked at, as the predictions name them (those run on both models).
+        model: The fusion model.
+        unimodal: The unimodal model it is compared with.
+        examples: The examples, best first.
+        missing: Why the table is empty when its attacks were not run on both models ("" otherwise).
+    """
+
+    number: str
+    caption: str
+    attacks: tuple[str, ...]
+    model: str
+    unimodal: str
+    examples: tuple[Example, ...]
+    missing: str = ""
+
+
+def example_tables(
+    analysis: Analysis,
+    *,
+    n: int = 5,
+    seed: int | None = None,
+) -> list[ExampleTable]:
+    """The paper's example tables (7-8) for a study that has the multimodal and the unimodal models.
+
+    Args:
+        analysis: The analysis (its predictions and model names are used).
+        n: Examples per table.
+        seed: Seed whose predictions are used (default: the smallest).
+
+    Returns:
+        One table per :data:`featcache.paper.EXAMPLE_TABLES` entry (empty, with the reason, when its
+        attacks or its unimodal model are missing); none at all without the multimodal model (see
+        :func:`featcache.report.tables.scope_note`).
+    """
+    models = analysis.models()
+    mm = analysis.multimodal_model
+    if mm not in models or not any(m in models for m in (analysis.text_model, analysis.audio_model)):
+        return []
+    seeds = analysis.seeds()
+    chosen = seed if seed is not None else (seeds[0] if seeds else 0)
+    out = []
+    for number, attacks, modality, caption in paper.EXAMPLE_TABLES:
+        uni = {paper.TEXT: analysis.text_model, paper.AUDIO: analysis.audio_model}[modality]
+        if uni not in models:
+            out.append(ExampleTable(number, caption, (), mm, uni, (), f"Not available: the {uni} model was not evaluated."))
+            continue
+        found = [analysis.find_condition(mm, condition_key(a) or (None, None)) for a in attacks]
+        present = tuple(c for c in found if c is not None and analysis.has(uni, c))
+        if not present:
+            out.append(ExampleTable(number, caption, (), mm, uni, (),
+                                    "Not available: the attack was not run on both models."))
+            continue
+        examples = select_examples(analysis.predictions, attacks=present, model=mm, unimodal=uni, n=n, seed=chosen,
+                                   clean=analysis.clean)
+        out.append(ExampleTable(number, caption, present, mm, uni, tuple(examples)))
+    return out
+
+
+def render_examples_file(
+    tables: Sequence[ExampleTable],
+    *,
+    seed: int,
+    scope: str = "",
+    clean: str = CLEAN,
+) -> str:
+    """``examples.md``: every example table, or the one sentence on why there is none.
+
+    Args:
+        tables: From :func:`example_tables`.
+        seed: The seed whose predictions they show.
+        scope: The report's scope note (said once when there is no table).
+        clean: Name of the clean condition.
+
+    Returns:
+        Markdown text.
+    """
+    out = ["# Examples", ""]
+    if not tables:
+        return "\n".join(out + [scope or "No example table: the study lacks the multimodal model or a unimodal one.", ""])
+    out += [f"Predictions of seed {seed}; ranked by the fusion model's minus the unimodal model's "
+            "probability of the true label, ties by utterance id.", ""]
+    for t in tables:
+        if t.missing:
+            out += [f"**Table {t.number}.** {t.caption}", "", t.missing, ""]
+            continue
+        out.append(render_examples(t.examples, number=t.number, caption=t.caption, model_title=_title(t.model),
+                                   unimodal_title=_title(t.unimodal), clean=clean))
+    return "\n".join(out)
+
+
+def _title(model: str) -> str:
+    return model[:1].upper() + model[1:]
+
+
+__all__ = [
+    "Example", "ExampleRow", "ExampleTable", "example_tables", "format_top", "render_examples",
+    "render_examples_file", "select_examples",
+]

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from featcache.paper import ATTACK_NAMES, AUDIO_TABLE_ROWS, FUSION_TABLE_SECTIONS, TEXT_TABLE_ROWS
 
-__all__ = ["ATTACK_NAMES", "AUDIO_TABLE_ROWS", "FUSION_NOTE", "FUSION_TABLE_SECTIONS", "TABLE_NOTE", "TEXT_TABLE_ROWS"]
+__all__ = [
+    "ATTACK_NAMES", "AUDIO_TABLE_ROWS", "FUSION_NOTE", "FUSION_TABLE_SECTIONS", "TABLE_NOTE", "TEXT_TABLE_ROWS",
+    "UAR_NOTE",
+]
 
+UAR_NOTE = "; UAR, the unweighted average recall (the mean of the per-class recalls), is averaged over sessions too"
+"""The clause on the UAR column, after "Avg. is the mean of the session accuracies"."""
 TABLE_NOTE = (
-    "Avg. is the mean of the session accuracies. Impact is the relative change of Avg. from the Baseline, in percent."
+    "Avg. is the mean of the session accuracies" + UAR_NOTE + ". "
+    "Impact is the relative change of Avg. from the Baseline, in percent."
 )
 FUSION_NOTE = (
     " Impact S. Modal copies the impact of the same attack(s) on the unimodal models (audio first, then text)."

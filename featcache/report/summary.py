@@ -33,6 +33,28 @@ def _ci_text(ci: BootstrapCI | None) -> str:
     return f"{round(ci.confidence * 100)}% CI [{_signed(ci.low)}, {_signed(ci.high)}]"
 
 
+def _verdict(diff: float, ci: BootstrapCI | None, *, yes_if_positive: bool, otherwise: str) -> str:
+    """"yes"/"no" from the sign of a difference, and what its interval says about it.
+
+    Args:
+        diff: The difference.
+        ci: Its bootstrap interval, or ``None``.
+        yes_if_positive: Whether a positive difference answers "yes".
+        otherwise: What a "no" whose interval excludes 0 means (``"it loses more"``).
+
+    Returns:
+        E.g. ``"yes, the 95% CI [+1.00, +3.00] excludes 0"``.
+    """
+    yes = diff > 0 if yes_if_positive else diff < 0
+    answer = "yes" if yes else "no"
+    if ci is None or not math.isfinite(ci.low):
+        return f"{answer} (no bootstrap interval)"
+    if yes:
+        return (f"yes, the {_ci_text(ci)} excludes 0" if ci.excludes_zero
+                else f"yes, but the {_ci_text(ci)} includes 0 (not significant)")
+    return f"no, the {_ci_text(ci)} excludes 0: {otherwise}" if ci.excludes_zero else f"no; the {_ci_text(ci)} includes 0"
+
+
 def render_summary(
     analysis: Analysis,
     summary: Sequence[SummaryRow],
@@ -50,7 +72,7 @@ def render_summary(
         summary: Its summary rows.
         title: Heading.
         seeds_note: Sentence on the seeds, under the heading.
-        n_resamples: Bootstrap resamples for the additivity intervals (0: none).
+        n_resamples: Bootstrap resamples for the part-of-speech and additivity intervals (0: none).
         confidence: Confidence level.
         bootstrap_seed: Resampling seed.
 
@@ -98,15 +120,7 @@ def render_summary(
                 ci = d.ci
                 if not math.isfinite(diff):
                     continue
-                answer = "yes" if diff > 0 else "no"
-                if ci is None or not math.isfinite(ci.low):
-                    verdict = f"{answer} (no bootstrap interval)"
-                elif diff > 0:
-                    verdict = (f"yes, the {_ci_text(ci)} excludes 0" if ci.low > 0
-                               else f"yes, but the {_ci_text(ci)} includes 0 (not significant)")
-                else:
-                    verdict = (f"no, the {_ci_text(ci)} excludes 0: it loses more" if ci.high < 0
-                               else f"no; the {_ci_text(ci)} includes 0")
+                verdict = _verdict(diff, ci, yes_if_positive=True, otherwise="it loses more")
                 lines.append(f"- `{c}`, **{m}** vs {unimodal} (`{d.unimodal_condition}`): impact "
                              f"{_pm(d.impact, unit='%')} vs {_pm(d.unimodal_impact, unit='%')}; difference "
                              f"{_signed(diff)} points. Hurt less: **{verdict}**.")
@@ -153,15 +167,18 @@ def render_summary(
             cr = analysis.find_condition(m, condition_key(random) or (None, None))
             if cp is None or cr is None:
                 continue
-            ip, ir = rows[(m, cp)].affected, rows[(m, cr)].affected
-            if ip is None or ir is None:
+            d = analysis.affected_difference(m, cp, cr, n_resamples=n_resamples, confidence=confidence,
+                                             seed=bootstrap_seed)
+            if d is None or not math.isfinite(d.difference.mean):
                 continue
-            worse = ip.impact.mean < ir.impact.mean
-            pos_lines.append(f"- **{m}**, on affected utterances: `{cp}` {_pm(ip.impact, unit='%')} vs `{cr}` "
-                             f"{_pm(ir.impact, unit='%')}. Masking the part of speech hurts more than masking as many "
-                             f"random words: **{'yes' if worse else 'no'}**.")
+            verdict = _verdict(d.difference.mean, d.ci, yes_if_positive=False, otherwise="it hurts less")
+            pos_lines.append(f"- `{cp}` vs `{cr}`, **{m}**, on the utterances each changed: impact "
+                             f"{_pm(d.impact, unit='%')} vs {_pm(d.other_impact, unit='%')}; difference "
+                             f"{_signed(d.difference.mean)} points. Masking the part of speech hurts more than "
+                             f"masking as many random words: **{verdict}**.")
     if pos_lines:
-        out += ["Part of speech vs random words (compared where both masks change the input):", ""] + pos_lines + [""]
+        out += ["Part of speech vs random words: each mask's impact on the utterances it changed, the difference "
+                "with a paired bootstrap interval (the same utterances drawn for both).", ""] + pos_lines + [""]
 
     out += ["## Additivity of combined attacks", ""]
     add_lines = []

@@ -9,22 +9,33 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featcache import paper
 from featcache.cache.atomic import atomic_write_text
 from featcache.errors import FeatcacheError
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
-from featcache.metrics.names import AUDIO_MODEL, CLEAN, MULTIMODAL_MODEL, TEXT_MODEL, condition_key
+from featcache.metrics.names import AUDIO_MODEL, CLEAN, MULTIMODAL_MODEL, TEXT_MODEL
 from featcache.metrics.predictions import Predictions
 from featcache.metrics.tables import write_results_csv, write_summary_csv
-from featcache.report.examples import render_examples, select_examples
-from featcache.report.plots import write_plots
+from featcache.report.audio import AUDIO_DIR, AudioFiles, AudioSource, StoreAudio, write_audio
+from featcache.report.browser import write_browser
+from featcache.report.examples import example_tables, render_examples_file
+from featcache.report.html import PageContent, render_page
+from featcache.report.plots import Plot, draw_plots
 from featcache.report.render import latex_escape, render_latex, render_markdown, write_table_csv
 from featcache.report.summary import render_summary
-from featcache.report.tables import _model_title, build_tables
+from featcache.report.tables import build_tables, scope_note
+
+if TYPE_CHECKING:
+    from featcache.cache import FeatureStore
+    from featcache.data import Corpus
+
+NO_AUDIO_NOTE = ("Audio players are left out: the report needs the corpus (its wavs) and the feature store (the "
+                 "perturbation records) to write them; pass `--corpus` and `--cache-dir` to `featcache report`.")
+"""What the page and ``featcache report`` say when no audio source was given."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,11 @@ class ReportPaths:
         summary_md: ``summary.md``.
         results_csv: ``results.csv`` (per fold, seed, model, condition).
         summary_csv: ``summary.csv`` (per model, condition).
-        plots: ``name -> PNG``.
+        plots: ``name -> PNG`` (each SVG beside it, same stem).
+        html: ``report.html``, or ``None`` when not written.
+        audio: ``(utt_id, condition) -> files`` (paths relative to ``out_dir``).
+        browser: The utterance browser's data files.
+        notes: Sentences on what the report leaves out and why (e.g. no audio source).
     """
 
     out_dir: Path
@@ -52,6 +67,10 @@ class ReportPaths:
     results_csv: Path
     summary_csv: Path
     plots: dict[str, Path] = field(default_factory=dict)
+    html: Path | None = None
+    audio: dict[tuple[str, str], AudioFiles] = field(default_factory=dict)
+    browser: list[Path] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
 
 def default_seeds_note(seeds: Sequence[int]) -> str:
@@ -67,6 +86,16 @@ def default_seeds_note(seeds: Sequence[int]) -> str:
         return (f"Mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
                 "± is the sample standard deviation over seeds.")
     return f"One seed ({seeds[0]}); no spread over seeds." if seeds else "No seeds."
+
+
+def _remove_stale_audio(out: Path, keep: dict[tuple[str, str], AudioFiles]) -> None:
+    folder = out / AUDIO_DIR
+    if not folder.is_dir():
+        return
+    wanted = {f.clean for f in keep.values()} | {f.perturbed for f in keep.values() if f.perturbed}
+    for path in folder.iterdir():
+        if path.suffix in (".flac", ".wav") and f"{AUDIO_DIR}/{path.name}" not in wanted:
+            path.unlink()
 
 
 def write_report(
@@ -85,16 +114,20 @@ def write_report(
     audio_model: str = AUDIO_MODEL,
     multimodal_model: str = MULTIMODAL_MODEL,
     plots: bool = True,
+    html: bool = True,
+    audio: AudioSource | None = None,
+    corpus: Corpus | None = None,
+    store: FeatureStore | None = None,
 ) -> ReportPaths:
     """Write the full robustness report for a set of predictions.
 
     Args:
         predictions: The evaluator's predictions.
         out_dir: Report directory (created; existing report files are replaced).
-        title: Title of ``tables.md`` and ``summary.md``.
+        title: Title of ``tables.md``, ``summary.md`` and ``report.html``.
         seeds_note: Sentence on seeds under the headings (default: :func:`default_seeds_note`).
         n_examples: Examples per example table.
-        example_seed: Seed whose predictions feed the examples (default: the smallest).
+        example_seed: Seed whose predictions feed the examples and the browser (default: the smallest).
         n_resamples: Bootstrap resamples (0: no intervals).
         confidence: Confidence level of the intervals.
         bootstrap_seed: Resampling seed.
@@ -102,13 +135,19 @@ def write_report(
         text_model: Name of the text model.
         audio_model: Name of the audio model.
         multimodal_model: Name of the paper's fusion model.
-        plots: Whether to draw the PNG plots.
+        plots: Whether to draw the plots (PNG and SVG).
+        html: Whether to write ``report.html`` with its audio and browser files.
+        audio: Where the examples' clean and perturbed waveforms come from (default: from ``corpus``
+            and ``store`` when a corpus is given, see :class:`~featcache.report.audio.StoreAudio`).
+        corpus: The corpus the predictions were made on (for the audio players).
+        store: The feature store holding the perturbation records (for the perturbed audio).
 
     Returns:
         The paths written.
 
     Raises:
-        FeatcacheError: No predictions, or no clean predictions to compare against.
+        FeatcacheError: No predictions, or no clean predictions to compare against. (An example whose
+            audio cannot be read or replayed loses its players, with a note on the page.)
     """
     if len(predictions) == 0:
         raise FeatcacheError("no predictions to report; run `featcache evaluate` first")
@@ -123,9 +162,10 @@ def write_report(
                         multimodal_model=multimodal_model)
     summary = analysis.summary(n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
     note = default_seeds_note(analysis.seeds()) if seeds_note is None else seeds_note
+    scope = scope_note(analysis)
 
     tables = build_tables(analysis, summary)
-    md = [f"# {title}", ""] + ([note, ""] if note else [])
+    md = [f"# {title}", ""] + ([note, ""] if note else []) + ([scope, ""] if scope else [])
     tex = [f"% {latex_escape(title)}", "% Requires \\usepackage{booktabs} in the preamble."]
     if note:
         tex.append(f"% {latex_escape(note)}")
@@ -138,31 +178,55 @@ def write_report(
     tables_md = atomic_write_text(out / "tables.md", "\n".join(md))
     tables_tex = atomic_write_text(out / "tables.tex", "\n".join(tex))
 
-    ex_md = ["# Examples", ""]
     seeds = analysis.seeds()
     chosen_seed = example_seed if example_seed is not None else (seeds[0] if seeds else 0)
-    ex_md += [f"Predictions of seed {chosen_seed}; ranked by the fusion model's minus the unimodal model's "
-              "probability of the true label, ties by utterance id.", ""]
-    mm_title = _model_title(multimodal_model)
-    for number, attacks, unimodal, caption in paper.EXAMPLE_TABLES:
-        uni = {paper.TEXT: text_model, paper.AUDIO: audio_model}[unimodal]
-        found = [analysis.find_condition(multimodal_model, condition_key(a) or (None, None)) for a in attacks]
-        present = [c for c in found if c is not None and analysis.has(uni, c)]
-        if not present:
-            ex_md += [f"**Table {number}.** {caption}", "", "Not available: the attack was not run on both models.", ""]
-            continue
-        examples = select_examples(predictions, attacks=present, model=multimodal_model, unimodal=uni, n=n_examples,
-                                   seed=chosen_seed, clean=clean)
-        ex_md.append(render_examples(examples, number=number, caption=caption, model_title=mm_title,
-                                     unimodal_title=_model_title(uni), clean=clean))
-    examples_md = atomic_write_text(out / "examples.md", "\n".join(ex_md))
+    ex_tables = example_tables(analysis, n=n_examples, seed=chosen_seed)
+    examples_md = atomic_write_text(out / "examples.md", render_examples_file(ex_tables, seed=chosen_seed, scope=scope,
+                                                                              clean=clean))
 
-    summary_md = atomic_write_text(out / "summary.md", render_summary(
-        analysis, summary, title=f"{title}: summary", seeds_note=note, n_resamples=n_resamples,
-        confidence=confidence, bootstrap_seed=bootstrap_seed))
+    summary_text = render_summary(analysis, summary, title=f"{title}: summary", seeds_note=note,
+                                  n_resamples=n_resamples, confidence=confidence, bootstrap_seed=bootstrap_seed)
+    summary_md = atomic_write_text(out / "summary.md", summary_text)
     results_csv = write_results_csv(analysis.results(), out / "results.csv")
     summary_csv = write_summary_csv(summary, out / "summary.csv", text_model=text_model, audio_model=audio_model)
-    plot_paths = write_plots(analysis, summary, out) if plots else {}
+    drawn: list[Plot] = draw_plots(analysis, summary, out) if plots else []
+    paths = ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
+                        examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
+                        summary_csv=summary_csv, plots={p.name: p.png for p in drawn})
+    if not html:
+        return paths
+
+    notes = [scope] if scope else []
+    if audio is None and corpus is not None:
+        audio = StoreAudio(corpus, store)
+    files: dict[tuple[str, str], AudioFiles] = {}
+    if audio is None:
+        notes.append(NO_AUDIO_NOTE)
+    else:
+        wanted = [(ex.utt_id, a) for t in ex_tables for ex in t.examples for a in t.attacks]
+        failed: list[str] = []
+        files = write_audio(audio, wanted, out, on_error=failed.append)
+        if failed:
+            notes.append(f"Audio left out where it could not be read or replayed: {'; '.join(failed)}.")
+        if not files and wanted:
+            notes.append("Audio players are left out: the corpus holds no audio for the examples.")
+        if isinstance(audio, StoreAudio) and audio.store is None:
+            notes.append("Perturbed audio is left out: it is replayed from the records in the feature store; "
+                         "pass `--cache-dir` too.")
+        elif isinstance(audio, StoreAudio) and audio.missing:
+            notes.append(f"No stored perturbation record for {', '.join(audio.missing)}: those players are left out.")
+    _remove_stale_audio(out, files)
+    manifest, browser_files = write_browser(analysis, out, seed=chosen_seed, audio=files)
+    rows = [(r.model, r.condition) for t in tables for r in t.rows if not r.section and r.condition != clean]
+    cis = ({key: analysis.impact_ci(*key, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
+            for key in dict.fromkeys(rows)} if n_resamples > 0 else {})
+    differences = {(r.model, r.condition): r.difference for r in summary}
+    page = render_page(PageContent(
+        title=title, seeds_note=note, notes=tuple(notes), summary_md=summary_text, tables=tables, impact_cis=cis,
+        differences=differences, plots=drawn, examples=ex_tables, example_seed=chosen_seed, audio=files,
+        browser=manifest, clean=clean))
+    report_html = atomic_write_text(out / "report.html", page)
     return ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                        examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
-                       summary_csv=summary_csv, plots=plot_paths)
+                       summary_csv=summary_csv, plots=paths.plots, html=report_html, audio=files,
+                       browser=browser_files, notes=tuple(notes))
