@@ -15,7 +15,7 @@ import click
 
 from featcache import __version__
 from featcache.errors import FeatcacheError
-from featcache.paper import ALL_MODELS, HEAD_SETTINGS
+from featcache.paper import ALL_MODELS, FUSION_HIDDEN, HEAD_SETTINGS, HIDDEN
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
@@ -586,8 +586,9 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
                    "gate.")
 @click.option("--modalities", type=click.Choice(["both", "text", "audio"]), default="both",
               help="The inputs the head reads (one modality: a unimodal head, compared with the paper's).")
-@click.option("--hidden", default="512,256", metavar="N,N,...", help="Layer sizes of each modality's body.")
-@click.option("--fusion-hidden", type=click.IntRange(min=1), default=128,
+@click.option("--hidden", default=",".join(map(str, HIDDEN)), metavar="N,N,...",
+              help="Layer sizes of each modality's body.")
+@click.option("--fusion-hidden", type=click.IntRange(min=1), default=FUSION_HIDDEN,
               help="Size of the layer after the fusion (concat, gated).")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Body dropout of both modalities. [default: the paper's, text 0 and audio 0.2]")
@@ -596,7 +597,7 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="AdamW learning rate. [default: --head-lr]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Most epochs. [default: --head-epochs]")
-@click.option("--train-on", default="", metavar="V,V,...",
+@click.option("--train-on", default=None, metavar="V,V,...",
               help="Train on attacks: mix the stored training vectors of these variants (e.g. adj,pitch) into the "
                    "training set. [default: clean only]")
 @click.option("--mix", type=click.FloatRange(0, 1), default=0.5,
@@ -608,7 +609,7 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
               help="Bootstrap resamples of the confidence intervals (0: none).")
 @click.option("--device", default="cpu", help="cpu or cuda.")
 def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hidden: str, fusion_hidden: int,
-               dropout: float | None, modality_dropout: float, lr: float | None, epochs: int | None, train_on: str,
+               dropout: float | None, modality_dropout: float, lr: float | None, epochs: int | None, train_on: str | None,
                mix: float, conditions: tuple[str, ...], resamples: int, device: str, **kw: object) -> None:
     """Train a head or fusion variant over all folds x seeds and compare it with the paper's heads.
 
@@ -638,7 +639,7 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
         raise FeatcacheError(f"--hidden {hidden!r}: write layer sizes separated by commas, e.g. 512,256") from None
     spec = AblationSpec(fusion=fusion, modalities=("text", "audio") if modalities == "both" else (modalities,),
                         hidden=sizes, fusion_hidden=fusion_hidden, dropout=dropout, modality_dropout=modality_dropout,
-                        lr=lr, epochs=epochs, train_on=parse_variant_list(train_on), mix=mix, label=label)
+                        lr=lr, epochs=epochs, train_on=parse_variant_list(train_on or ""), mix=mix, label=label)
     result = run_ablation(study, spec, conditions=list(conditions) or None, device=device, n_resamples=resamples,
                           echo=click.echo)
     click.echo(f"ablation: {result.ablation.folder(study)}; in a report: "

@@ -311,5 +311,5 @@ def test_the_printed_ablate_command_gives_the_same_ablation(study: Study) -> Non
     p = ctx.params
     again = ab.AblationSpec(fusion=p["fusion"], hidden=tuple(int(h) for h in p["hidden"].split(",")),
                             dropout=p["dropout"], modality_dropout=p["modality_dropout"], lr=p["lr"], epochs=p["epochs"],
-                            train_on=ab.parse_variant_list(p["train_on"]), mix=p["mix"], label=p["label"])
+                            train_on=ab.parse_variant_list(p["train_on"] or ""), mix=p["mix"], label=p["label"])
     assert ab.ablation(study, again) == abl and abl.name.startswith("my_label-")
