@@ -313,3 +313,20 @@ def test_the_printed_ablate_command_gives_the_same_ablation(study: Study) -> Non
                             dropout=p["dropout"], modality_dropout=p["modality_dropout"], lr=p["lr"], epochs=p["epochs"],
                             train_on=ab.parse_variant_list(p["train_on"] or ""), mix=p["mix"], label=p["label"])
     assert ab.ablation(study, again) == abl and abl.name.startswith("my_label-")
+
+
+def test_extract_commands_name_the_split_only_for_finetuned_folds(study: Study) -> None:
+    frozen = study.command("extract", modality="text", fold=2, variant="adj", split="train")
+    assert "--split" not in frozen and "--frozen" in frozen
+    finetuned = dataclasses.replace(study, frozen=False).command("extract", modality="text", fold="all",
+                                                                 variant="adj", split="train")
+    assert "--finetuned --fold all --split train --variant adj" in finetuned
+
+
+def test_cache_clean_removes_stray_temporary_files_of_ablations(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "cache")
+    stray = store.ablation_head_dir("k", "concat-12345678", fold=1, seed=0) / ".model.safetensors.tmp-123"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x")
+    assert store.ablation_dir("k", "a b/c") == tmp_path / "cache" / "ablations" / "k" / "a_b_c"
+    assert stray in store.clean(dry_run=False) and not stray.exists()
