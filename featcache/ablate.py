@@ -47,11 +47,12 @@ from featcache.cache import digest, slug
 from featcache.conditions import CLEAN, Condition
 from featcache.errors import FeatcacheError
 from featcache.metrics import DEFAULT_RESAMPLES, Analysis, BootstrapCI, ImpactDifference, Predictions, SeedStat
+from featcache.metrics.bootstrap import seedwise
 from featcache.paper import PAPER_MODELS, TrainSettings
 from featcache.study import MissingEntries, Study, evaluate, train_heads
 
 __all__ = ["FUSIONS", "PREFIX", "Ablation", "AblationInfo", "AblationResult", "AblationSpec", "ComparisonRow",
-           "compare", "comparison_records", "evaluate_ablation", "find_ablation", "format_comparison",
+           "ablation", "compare", "comparison_records", "evaluate_ablation", "find_ablation", "format_comparison",
            "list_ablations", "mix_draws", "parse_variant_list", "run_ablation", "train_ablation"]
 
 FUSIONS: tuple[str, ...] = ("concat", "late", "score", "gated")
@@ -766,7 +767,7 @@ def compare(predictions: Predictions, *, model: str, reference: str, n_resamples
         papers = {m: an.accuracy(m, cond) for m in PAPER_MODELS if an.has(m, cond)}
         acc = an.accuracy(model, cond)
         ref = papers.get(reference, SeedStat.empty())
-        diff = _seedwise_diff(acc, ref)
+        diff = seedwise(lambda a, b: (a - b) * 100.0, acc, ref)
         ci = None
         if n_resamples > 0 and an.has(reference, cond):
             ci = an.bootstrap([(model, cond), (reference, cond)], lambda a: (a[0] - a[1]) * 100.0,
@@ -780,12 +781,6 @@ def compare(predictions: Predictions, *, model: str, reference: str, n_resamples
             ablation_impact=SeedStat.empty() if clean else an.impact(model, cond), impact_difference=idiff,
         ))
     return rows
-
-
-def _seedwise_diff(a: SeedStat, b: SeedStat) -> SeedStat:
-    shared = sorted(set(a.seeds) & set(b.seeds))
-    va, vb = dict(zip(a.seeds, a.values)), dict(zip(b.seeds, b.values))
-    return SeedStat(tuple(shared), tuple((va[s] - vb[s]) * 100.0 for s in shared))
 
 
 def comparison_records(rows: Sequence[ComparisonRow], *, model: str, reference: str) -> list[dict[str, Any]]:
