@@ -15,7 +15,7 @@ import click
 
 from featcache import __version__
 from featcache.errors import FeatcacheError
-from featcache.paper import ALL_MODELS, HEAD_SETTINGS
+from featcache.paper import ALL_MODELS, FUSION_HIDDEN, HEAD_SETTINGS, HIDDEN
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
@@ -581,7 +581,10 @@ def train_heads_cmd(models: str, device: str, **kw: object) -> None:
                    "variant the store holds]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("featcache-report"),
               help="Folder for predictions.h5, results.csv and the report.")
-def evaluate_cmd(conditions: tuple[str, ...], out: Path, **kw: object) -> None:
+@click.option("--ablation", "ablations", multiple=True, metavar="NAME",
+              help="Also evaluate an ablation trained by `featcache ablate` (repeatable; its name or label, see "
+                   "`featcache ablate --list`); it is the model ablate:NAME in the predictions and the report.")
+def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, ...], **kw: object) -> None:
     """Evaluate every fold x seed x model x condition from the store only (no encoder is loaded).
 
     Writes one tidy results file (one row per fold/seed/model/condition), the per-utterance predictions
@@ -590,10 +593,85 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, **kw: object) -> None:
     from featcache.pipeline import evaluate_and_report
 
     study = _study(**kw)  # type: ignore[arg-type]
-    evaluate_and_report(study, out=out, conditions=list(conditions) or None,
+    evaluate_and_report(study, out=out, conditions=list(conditions) or None, ablations=ablations,
                         title=f"featcache report: {study.corpus.name}", echo=click.echo)
     click.echo(f"results and report: {out}")
     click.echo(f"open: {out / 'report.html'}")
+
+
+@cli.command("ablate", context_settings=CONTEXT)
+@corpus_option()
+@cache_dir_option
+@encoder_options
+@study_options
+@click.option("--list", "list_", is_flag=True, help="List this study's ablations in the store and exit.")
+@click.option("--name", "label", default=None, metavar="LABEL",
+              help="A label for the ablation (the name is LABEL-<digest of the options>). [default: the fusion, or "
+                   "the one modality]")
+@click.option("--fusion", type=click.Choice(["concat", "late", "score", "gated"]), default="concat",
+              help="concat: the paper's multimodal head (bodies concatenated, FC layers); late: average of the "
+                   "unimodal probabilities; score: learned weights over the unimodal scores; gated: a per-utterance "
+                   "gate.")
+@click.option("--modalities", type=click.Choice(["both", "text", "audio"]), default="both",
+              help="The inputs the head reads (one modality: a unimodal head, compared with the paper's).")
+@click.option("--hidden", default=",".join(map(str, HIDDEN)), metavar="N,N,...",
+              help="Layer sizes of each modality's body.")
+@click.option("--fusion-hidden", type=click.IntRange(min=1), default=FUSION_HIDDEN,
+              help="Size of the layer after the fusion (concat, gated).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Body dropout of both modalities. [default: the paper's, text 0 and audio 0.2]")
+@click.option("--modality-dropout", type=click.FloatRange(0, 1), default=0.0,
+              help="Probability of zeroing one modality of a training example (concat, gated).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="AdamW learning rate. [default: --head-lr]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Most epochs. [default: --head-epochs]")
+@click.option("--train-on", default=None, metavar="V,V,...",
+              help="Train on attacks: mix the stored training vectors of these variants (e.g. adj,pitch) into the "
+                   "training set. [default: clean only]")
+@click.option("--mix", type=click.FloatRange(0, 1), default=0.5,
+              help="With --train-on: probability that a training utterance's vector of a modality is replaced by "
+                   "its attacked one (drawn once per seed, modality and utterance).")
+@click.option("--condition", "conditions", multiple=True, metavar="COND",
+              help="Condition to evaluate (repeatable). [default: as `featcache evaluate`]")
+@click.option("--resamples", type=click.IntRange(min=0), default=1000,
+              help="Bootstrap resamples of the confidence intervals (0: none).")
+@click.option("--device", default="cpu", help="cpu or cuda.")
+def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hidden: str, fusion_hidden: int,
+               dropout: float | None, modality_dropout: float, lr: float | None, epochs: int | None, train_on: str | None,
+               mix: float, conditions: tuple[str, ...], resamples: int, device: str, **kw: object) -> None:
+    """Train a head or fusion variant over all folds x seeds and compare it with the paper's heads.
+
+    The variant is trained on the study's cached vectors (with --train-on, on a mix of clean and attacked
+    training vectors), evaluated under every condition, and printed side by side with the paper's text,
+    audio and multimodal heads: Avg. accuracy, impact per attack, and the paired bootstrap CI of the
+    differences. It is kept in the store under its name; add it to a report with
+    `featcache evaluate --ablation NAME`.
+
+    \b
+    Example:
+      featcache ablate --corpus iemocap:demo-corpus --train-on adj,pitch --mix 0.5
+    """
+    from featcache.ablate import AblationSpec, list_ablations, parse_variant_list, run_ablation
+
+    study = _study(**kw)  # type: ignore[arg-type]
+    if list_:
+        infos = list_ablations(study)
+        if not infos:
+            click.echo(f"{study.store.root}: no ablations of this study yet")
+        for i in infos:
+            click.echo(f"{i.ablation.name:<28} {i.trained}/{i.expected} heads  {i.description}")
+        return
+    try:
+        sizes = tuple(int(x) for x in hidden.split(",") if x.strip())
+    except ValueError:
+        raise FeatcacheError(f"--hidden {hidden!r}: write layer sizes separated by commas, e.g. 512,256") from None
+    spec = AblationSpec(fusion=fusion, modalities=("text", "audio") if modalities == "both" else (modalities,),
+                        hidden=sizes, fusion_hidden=fusion_hidden, dropout=dropout, modality_dropout=modality_dropout,
+                        lr=lr, epochs=epochs, train_on=parse_variant_list(train_on or ""), mix=mix, label=label)
+    result = run_ablation(study, spec, conditions=list(conditions) or None, device=device, n_resamples=resamples,
+                          echo=click.echo)
+    click.echo(f"ablation: {result.ablation.folder(study)}; in a report: "
+               f"{study.command('evaluate')} --ablation {result.ablation.name}")
 
 
 @cli.command("report", context_settings=CONTEXT)

@@ -160,6 +160,7 @@ def evaluate_and_report(
     conditions: Sequence[str] | None = None,
     models: Sequence[str] | None = None,
     title: str,
+    ablations: Sequence[str] = (),
     echo: Echo = _print,
     progress: bool = True,
 ) -> Any:
@@ -176,6 +177,8 @@ def evaluate_and_report(
         conditions: Conditions (default: see :meth:`Study.conditions`).
         models: Models (default: every model the corpus allows).
         title: Report title.
+        ablations: Names of ablations trained by ``featcache ablate`` to evaluate beside the models
+            (model ``ablate:<name>`` in the predictions and the report).
         echo: Where messages go (``err=True`` is passed for the missing-entry lines).
         progress: Progress bars.
 
@@ -183,9 +186,13 @@ def evaluate_and_report(
         The :class:`~featcache.metrics.Predictions`.
 
     Raises:
-        FeatcacheError: Nothing could be evaluated (before anything is written).
+        FeatcacheError: Nothing could be evaluated, or an ablation is unknown (before anything is written).
     """
+    from featcache.ablate import evaluate_ablation, find_ablation
+    from featcache.metrics import Predictions
     from featcache.report import StoreAudio, write_report
+
+    found = [find_ablation(study, name) for name in ablations]
 
     wanted = list(models or ALL_MODELS)
     usable = study.models(wanted)
@@ -199,6 +206,10 @@ def evaluate_and_report(
     for line in skipped:
         echo(line)
     preds, missing = evaluate(study, models=usable, conditions=conds, progress=progress)
+    for abl in found:
+        extra, extra_missing = evaluate_ablation(study, abl, conditions=conds, progress=progress)
+        missing += [m for m in extra_missing if m not in missing]
+        preds = Predictions.concat([p for p in (preds, extra) if len(p)]) if len(extra) else preds
     for cmd in missing:
         echo(f"missing: {cmd}", err=True)
     if len(preds) == 0:

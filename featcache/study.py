@@ -165,17 +165,20 @@ class Study:
 
     # -- commands that make what is missing -----------------------------------------------------
 
-    def command(self, stage: str, *, modality: str | None = None, fold: int | None = None,
-                seed: int | None = None, variant: str | None = None) -> str:
+    def command(self, stage: str, *, modality: str | None = None, fold: int | str | None = None,
+                seed: int | None = None, variant: str | None = None, split: str | None = None) -> str:
         """The ``featcache`` command that makes a missing piece of this study, with every option it was
         given, so that running it as printed makes exactly that piece.
 
         Args:
-            stage: ``extract``, ``finetune`` or ``train-heads``.
+            stage: ``extract``, ``finetune``, or a stage that takes the study's options (``train-heads``,
+                ``ablate``, ``evaluate``).
             modality: The encoder (extract) or model (finetune) to run.
-            fold: The fold of a fine-tuned entry or run.
+            fold: The fold of a fine-tuned entry or run (``all``: every fold, for ``extract``).
             seed: The seed of a fine-tuning run.
             variant: The variant to extract (printed last).
+            split: The utterances of a fine-tuned fold to extract (``train``, ``all``, ...; default: the
+                extract command's own); ignored for frozen backbones, whose entries hold every utterance.
 
         Returns:
             The command line, shell-quoted.
@@ -190,6 +193,8 @@ class Study:
             args += ["--frozen"] if self.frozen else ["--finetuned", "--fold", str(fold)]
             if self.variant_seed:
                 args += ["--seed", str(self.variant_seed)]
+            if split is not None and not self.frozen:
+                args += ["--split", split]
             args += ["--variant", str(variant)]
         elif stage == "finetune":
             args += ["--modality", str(modality), "--fold", str(fold), "--seed", str(seed)]
@@ -268,25 +273,39 @@ class Study:
         return self._require_run(modality, fold=fold, seed=seed).head_dir
 
     def vectors(
-        self, modality: str, *, fold: int, seed: int, model: str, variant: str, ids: Sequence[str]
+        self, modality: str, *, fold: int, seed: int, model: str, variant: str, ids: Sequence[str],
+        split: str | None = None,
     ) -> tuple[np.ndarray, dict[str, dict], Entry, np.ndarray]:
         """Stored vectors of ``ids`` (in order), the entry's perturbation records, the entry, and
         whether the variant changed each of these utterances' input (as the variant itself says).
 
         Each entry is read from disk once; every fold, seed and model then indexes it in memory.
 
+        Args:
+            modality: ``text`` or ``audio``.
+            fold: The fold.
+            seed: The seed of the head (picks the fine-tuning run in a fine-tuned study).
+            model: The model the vectors feed (picks the fine-tuning run in a fine-tuned study).
+            variant: The variant.
+            ids: Utterance ids, in the order wanted.
+            split: Which entry of a fine-tuned fold to read: ``train``, ``dev``, ``test`` or ``all``
+                (default: ``all`` for clean, ``test`` for a variant, as ``featcache extract`` makes them).
+                Ignored with frozen backbones, whose entries hold every utterance.
+
         Raises:
             MissingEntries: The entry or an utterance is not stored (names the extract command).
         """
         run = self.encoder_run(modality, fold=fold, seed=seed, model=model)
         efold = None if self.frozen else fold
-        cache_key = (run, efold, variant)
+        esplit = None if self.frozen else split
+        cache_key = (run, efold, variant, esplit)
         cached = self._cache.get(cache_key)
         if cached is None:
-            planned = plan_entry(self.corpus, self.store, run=run, variant=variant, fold=efold,
+            planned = plan_entry(self.corpus, self.store, run=run, variant=variant, fold=efold, split=esplit,
                                  seed=self.variant_seed, fold_options=self.fold_options)
             if planned is None or not self.store.has(planned.key):
-                raise MissingEntries(self.command("extract", modality=modality, fold=fold, variant=variant))
+                raise MissingEntries(self.command("extract", modality=modality, fold=fold, variant=variant,
+                                                  split=esplit))
             entry = self.store.open(planned.key)
             records = entry.records()
             changed = planned.variant.changed
@@ -301,7 +320,7 @@ class Study:
         try:
             index = np.fromiter((cached.pos[u] for u in ids), dtype=np.int64, count=len(ids))
         except KeyError as e:
-            cmd = self.command("extract", modality=modality, fold=fold, variant=variant)
+            cmd = self.command("extract", modality=modality, fold=fold, variant=variant, split=esplit)
             raise MissingEntries(f"{cached.entry.path}: utterance {e.args[0]!r} is not in this entry; "
                                  f"run `{cmd}`") from None
         return cached.matrix[index], cached.records, cached.entry, cached.affected[index]

@@ -22,6 +22,7 @@ FEATURES = "features"
 MODELS = "models"
 RUNS = "runs"
 HEADS = "heads"
+ABLATIONS = "ablations"
 TEXT_ANALYSIS = "text-analysis"
 WEIGHT_HASHES = "weight-hashes.json"
 
@@ -145,6 +146,45 @@ class StoreLayout:
         """
         return self.heads_root(study_key) / f"fold-{fold}" / f"seed-{seed}" / model
 
+    def ablations_dir(self, study_key: str) -> Path:
+        """The folder of one study's ablations (``featcache ablate``).
+
+        Args:
+            study_key: The study's key.
+
+        Returns:
+            ``ablations/<study_key>``.
+        """
+        return self.root / ABLATIONS / study_key
+
+    def ablation_dir(self, study_key: str, name: str) -> Path:
+        """The folder of one ablation: its options, and its heads per fold and seed.
+
+        Args:
+            study_key: The study's key.
+            name: The ablation's name (a label and a digest of its options), made filesystem-safe.
+
+        Returns:
+            ``ablations/<study_key>/<name>``.
+        """
+        return self.ablations_dir(study_key) / slug(name)
+
+    def ablation_head_dir(self, study_key: str, name: str, *, fold: int, seed: int, part: str = "head") -> Path:
+        """The folder of one of an ablation's trained heads.
+
+        Args:
+            study_key: The study's key.
+            name: The ablation's name.
+            fold: Fold index.
+            seed: Training seed.
+            part: ``head`` (the ablation's classifier), or ``text`` / ``audio`` (the unimodal heads a
+                late or score fusion is built on).
+
+        Returns:
+            ``ablations/<study_key>/<name>/fold-<fold>/seed-<seed>/<part>``.
+        """
+        return self.ablation_dir(study_key, name) / f"fold-{fold}" / f"seed-{seed}" / part
+
     @property
     def text_analysis_dir(self) -> Path:
         """``text-analysis/``: cached spaCy analyses of text sets."""
@@ -165,4 +205,5 @@ class StoreLayout:
 
     def folders(self) -> tuple[Path, ...]:
         """Every top-level folder a store may hold (present or not), in a fixed order."""
-        return (self.features_dir, self.models_dir, self.runs_dir, self.root / HEADS, self.text_analysis_dir)
+        return (self.features_dir, self.models_dir, self.runs_dir, self.root / HEADS, self.root / ABLATIONS,
+                self.text_analysis_dir)
