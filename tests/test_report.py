@@ -346,3 +346,11 @@ def test_report_errors_are_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
     with pytest.raises(FeatcacheError, match="no predictions"):
         write_report(preds.select(model="none"), tmp_path)
+
+
+def test_a_model_named_with_a_colon_gets_a_file_safe_table_name(tmp_path: Path) -> None:
+    conds = {"multimodal": CONDITIONS["multimodal"], "ablate:x": CONDITIONS["multimodal"]}
+    preds = synthetic(conditions=conds, base={**BASE, "ablate:x": 78}, seeds=(0,))
+    out = write_report(preds, tmp_path, title="ablation", n_resamples=0, plots=False)
+    assert "table6b-ablate_x" in out.table_csvs and out.table_csvs["table6b-ablate_x"].is_file()
+    assert not any(":" in p.name for p in tmp_path.iterdir())

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from featcache.cache import slug
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.names import condition_key
 from featcache.metrics.rows import SeedStat, SummaryRow
@@ -242,7 +243,7 @@ def build_tables(
             caption = "Accuracy of the multimodal classifier for each test session under different conditions."
         else:
             letter = next(extra_letter, "x")
-            key, number = f"table6{letter}-{model}", f"6{letter}"
+            key, number = f"table6{letter}-{slug(model)}", f"6{letter}"  # ablate:NAME -> ablate_NAME
             caption = f"Accuracy of the fusion head `{model}` for each test session under different conditions."
         tables.append(_without_empty_smodal(Table(key, number, caption,
                                                   ("Method", *sess_cols, "Avg.", "UAR", "Impact", "Impact S. Modal"),
