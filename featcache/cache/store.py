@@ -311,7 +311,9 @@ class FeatureStore(StoreLayout):
             backend is used, and asking for another one is an error.
 
     Raises:
-        StoreError: ``store.json`` is unreadable or names another backend.
+        StoreError: ``store.json`` is unreadable, names another backend, or a format version this
+            featcache does not know (a newer one: upgrade featcache; an older one: extract again into
+            a new store).
     """
 
     def __init__(self, root: str | Path | None = None, *, backend: str | None = None) -> None:
@@ -320,9 +322,12 @@ class FeatureStore(StoreLayout):
         recorded = None
         if meta.exists():
             try:
-                recorded = json.loads(meta.read_text())["backend"]
-            except (ValueError, KeyError, OSError):
+                described = json.loads(meta.read_text())
+                recorded = described["backend"]
+                version = described["format_version"]
+            except (ValueError, KeyError, TypeError, OSError):
                 raise StoreError(f"{meta}: unreadable store description; restore it or move the store aside") from None
+            _check_format_version(meta, version)
         if recorded is not None and backend is not None and recorded != backend:
             raise StoreError(f"{meta}: store uses backend {recorded!r}, not {backend!r}; pick another --cache-dir")
         name = recorded or backend or "hdf5"
@@ -613,6 +618,24 @@ def _is_legacy(path: Path) -> bool:
             return f.read(len(LEGACY_SIGNATURE)) == LEGACY_SIGNATURE
     except OSError:
         return False
+
+
+def _check_format_version(meta: Path, version: object) -> None:
+    """Refuse a store whose ``store.json`` names a format this featcache does not read.
+
+    Raises:
+        StoreError: Not an integer, newer (upgrade featcache) or older (extract again into a new store).
+    """
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise StoreError(f"{meta}: unreadable store description (format_version {version!r}); "
+                         "restore it or move the store aside")
+    if version > FORMAT_VERSION:
+        raise StoreError(f"{meta}: store format_version {version} is newer than this featcache {__version__} "
+                         f"reads (up to {FORMAT_VERSION}); upgrade featcache, or use another --cache-dir")
+    if version < FORMAT_VERSION:
+        raise StoreError(f"{meta}: store format_version {version} is older than this featcache reads "
+                         f"({FORMAT_VERSION}) and cannot be converted; move the store aside and extract again "
+                         "into a new --cache-dir")
 
 
 def _is_tmp_name(name: str) -> bool:
