@@ -32,7 +32,8 @@ over the final name. Killing the writer at any moment (``kill -9``) leaves every
 and at most a ``.partial`` directory, which a rerun resumes from; the result is identical to an
 uninterrupted run. Writers of the same entry take a file lock, so a second writer waits and then finds
 the entry complete. :meth:`FeatureStore.clean` removes what killed writers leave behind: ``.partial``
-directories and temporary files anywhere in the store.
+directories and temporary files anywhere in the store; it takes the writers' locks (and reads the pid in
+a temporary name), so live work is left alone.
 
 Integrity. Every committed entry records its size and a SHA-256 of its bytes in a header, and digests
 of its ids, labels, records and vectors with its provenance (:mod:`featcache.cache.integrity`).
@@ -71,6 +72,8 @@ from featcache.cache.atomic import (
     atomic_write_bytes,
     atomic_write_text,
     fsync_path,
+    pid_alive,
+    tmp_owner,
     write_errors_translated,
 )
 from featcache.cache.backends import FORMAT_VERSION, Block, EntryReader, concat_blocks, get_backend
@@ -84,7 +87,7 @@ from featcache.cache.integrity import (
     file_problem,
     quick_problem,
 )
-from featcache.cache.layout import FEATURES, StoreLayout, slug
+from featcache.cache.layout import FEATURES, StoreLayout, model_cache_root, slug
 from featcache.errors import DamagedError, StaleEntryError, StoreError
 
 log = logging.getLogger(__name__)
@@ -576,39 +579,112 @@ class FeatureStore(StoreLayout):
 
     # -- cleaning ------------------------------------------------------------------------
 
-    def clean(self, *, dry_run: bool) -> list[Path]:
+    def clean(self, *, dry_run: bool, on_skip: Callable[[Path, str], None] | None = None) -> list[Path]:
         """Remove what interrupted work left behind; complete entries, runs, heads and analyses stay.
 
-        That is every ``.partial`` directory (an interrupted extraction; a rerun would resume it) and
-        every temporary file or folder of a killed writer (a name holding ``.tmp-``, or ending in
-        ``.tmp`` as older versions named them) in the store root and its ``features/``, ``models/``,
-        ``runs/``, ``heads/`` and ``text-analysis/`` folders. Run it when no other process writes to
-        the store: a live writer's temporary files look the same.
+        That is every ``.partial`` directory (an interrupted extraction; a rerun would resume it), every
+        temporary file or folder of a killed writer (a name holding ``.tmp-``, or ending in ``.tmp`` as
+        older versions named them) in the store root and its ``features/``, ``models/``, ``runs/``,
+        ``heads/`` and ``text-analysis/`` folders, every damaged entry a writer set aside
+        (``.damaged``), and the temporary folders of killed conversions in the per-user model cache
+        (:func:`~featcache.cache.layout.model_cache_root`).
+
+        Live work is left alone: a ``.partial`` directory is removed only while holding its entry's
+        writer lock (tried without waiting), and a temporary name whose process id belongs to a running
+        process is kept; each one left is passed to ``on_skip``.
 
         Args:
             dry_run: Only list what would be removed.
+            on_skip: Called with each path left alone and the reason.
 
         Returns:
             The removed (or, with ``dry_run``, removable) paths: partial extractions first, then
-            temporary files in path order; nothing inside a listed folder is listed again.
+            temporary files in path order, then the model cache's; nothing inside a listed folder is
+            listed again.
+
+        Raises:
+            StoreError: The store is read-only (one line).
         """
-        found = [info.path for info in self.iter_entries() if info.status == "partial"]
-        strays: list[Path] = []
-        if self.root.is_dir():
-            strays += [p for p in self.root.iterdir() if _is_tmp_name(p.name)]
-        for folder in self.folders():
-            if folder.is_dir():
-                strays += [p for p in folder.rglob("*") if _is_tmp_name(p.name)]
-        for path in sorted(strays):
-            if not any(path.is_relative_to(done) for done in found):
+        skip = on_skip or (lambda path, why: None)
+        found: list[Path] = []
+        kept: list[Path] = []
+        locks = []
+        try:
+            for info in self.iter_entries():
+                if info.status != "partial":
+                    continue
+                lock = self._try_lock(info.path.with_name(info.path.name[: -len(".partial")] + ".lock"),
+                                      dry_run=dry_run)
+                if lock is False:
+                    kept.append(info.path)
+                    skip(info.path, "an extraction is writing it")
+                    continue
+                if lock is not None:
+                    locks.append(lock)
+                found.append(info.path)
+            strays: list[Path] = []
+            if self.root.is_dir():
+                strays += [p for p in self.root.iterdir() if _is_tmp_name(p.name)]
+            for folder in self.folders():
+                if folder.is_dir():
+                    strays += [p for p in folder.rglob("*") if _is_tmp_name(p.name) or
+                               (p.name.endswith(DAMAGED_SUFFIX) and p.is_file())]
+            models = model_cache_root()
+            cached = sorted(p for p in models.iterdir() if TMP_MARK in p.name) if models.is_dir() else []
+            for path in [*sorted(strays), *cached]:
+                if any(path.is_relative_to(done) for done in (*found, *kept)):
+                    continue
+                pid = tmp_owner(path.name)
+                if pid is not None and pid_alive(pid):
+                    kept.append(path)
+                    skip(path, f"process {pid} is writing it")
+                    continue
+                if path in cached and pid is None:
+                    continue  # the model cache holds only what featcache writes; leave unknown names
                 found.append(path)
-        if not dry_run:
-            for path in found:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+            if not dry_run:
+                for path in found:
+                    _remove(path)
+        finally:
+            for lock in locks:
+                lock.release()
         return found
+
+    def _try_lock(self, lock_path: Path, *, dry_run: bool):  # type: ignore[no-untyped-def]
+        """Take a writer lock without waiting: the held lock, None when there is nothing to lock (no
+        lock file in a dry run, or a read-only store in a dry run: no writer can be there either), or
+        False when another process holds it.
+
+        Raises:
+            StoreError: The store is read-only and this is not a dry run.
+        """
+        from filelock import FileLock, Timeout
+
+        if dry_run and not lock_path.exists():
+            return None
+        lock = FileLock(str(lock_path), timeout=0)
+        try:
+            with write_errors_translated(lock_path):
+                lock.acquire()
+        except Timeout:
+            return False
+        except StoreError:
+            if dry_run:
+                return None
+            raise
+        return lock
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or folder tree (already gone is fine; a read-only store is one line)."""
+    with write_errors_translated(path):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _is_legacy(path: Path) -> bool:
