@@ -242,9 +242,15 @@ def _discard(path: Path) -> None:
         pass
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> Path:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+def atomic_write_bytes(path: str | os.PathLike[str], *parts: bytes | memoryview) -> Path:
+    """Write ``parts``, one after the other, to ``path`` atomically (see :func:`atomic_write`)."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            for part in parts:
+                f.write(part)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

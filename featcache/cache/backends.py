@@ -5,7 +5,7 @@ still being extracted) and an *entry* (the complete, final matrix with its prove
 records the backend's name in ``store.json`` at its root and in every entry, so a reader never guesses.
 
 A backend renders a chunk or an entry as bytes in memory (:meth:`Backend.chunk_bytes`,
-:meth:`Backend.entry_bytes`); the store writes them with plain file writes
+:meth:`Backend.entry_parts`); the store writes them with plain file writes
 (:mod:`featcache.cache.atomic`), so a full disk or a read-only folder is an ordinary ``OSError``
 there, never a failure inside the storage library (HDF5 crashed the process on ``ENOSPC``). An entry
 file starts with a :data:`~featcache.cache.integrity.HEADER_SIZE`-byte header
@@ -63,7 +63,7 @@ class Backend(Protocol):
 
     def chunk_bytes(self, block: Block) -> bytes: ...
     def read_chunk(self, path: Path) -> Block: ...
-    def entry_bytes(self, block: Block, attrs: dict[str, object]) -> bytes: ...
+    def entry_parts(self, block: Block, attrs: dict[str, object]) -> tuple[bytes, bytes]: ...
     def open_entry(self, path: Path) -> EntryReader: ...
 
 
@@ -119,14 +119,17 @@ class HDF5Backend:
                 records=[s.decode() if isinstance(s, bytes) else s for s in f["records"][()]],
             )
 
-    def entry_bytes(self, block: Block, attrs: dict[str, object]) -> bytes:
-        """An entry file's content: the sealed header, then the HDF5 file after its user block."""
+    def entry_parts(self, block: Block, attrs: dict[str, object]) -> tuple[bytes, bytes]:
+        """An entry file's content as ``(header, body)``: the sealed header, then the HDF5 file after its
+        user block (two pieces, so the file is never copied into one more buffer)."""
         body = self._image(block, attrs, userblock=HEADER_SIZE)
-        return seal(body) + body
+        return seal(body), body
 
     def write_entry(self, path: Path, block: Block, attrs: dict[str, object]) -> None:
         """Write an entry file (not atomically: the store writes through :mod:`featcache.cache.atomic`)."""
-        Path(path).write_bytes(self.entry_bytes(block, attrs))
+        with Path(path).open("wb") as f:
+            for part in self.entry_parts(block, attrs):
+                f.write(part)
 
     def open_entry(self, path: Path) -> "HDF5EntryReader":
         return HDF5EntryReader(path)

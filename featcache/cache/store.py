@@ -909,7 +909,7 @@ class EntryWriter:
             "integrity": data_digests(ids=block.ids, labels=block.labels, records=block.records,
                                       vectors=block.vectors),
         }
-        atomic_write_bytes(self.final, backend.entry_bytes(block, attrs))
+        atomic_write_bytes(self.final, *backend.entry_parts(block, attrs))
         fsync_path(self.final.parent)  # the rename is durable before the chunks go
         shutil.rmtree(self.partial, ignore_errors=True)
         self.complete = True
