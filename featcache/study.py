@@ -416,6 +416,7 @@ def train_heads(
         MissingEntries: Clean vectors are missing from the store.
     """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     wanted = study.models(models)
     order = [m for m in paper.HEAD_TRAIN_ORDER if m in wanted]
@@ -423,8 +424,9 @@ def train_heads(
         order = list(dict.fromkeys([paper.TEXT, paper.AUDIO, *order]))  # late/score fuse the unimodal heads
     out = []
     jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in order if study.frozen or m not in PAPER_MODELS]
-    for k, s, m in tqdm(jobs, desc="heads", unit="head", disable=not progress, leave=False):
-        out.append(_train_one(study, m, fold=k, seed=s, device=device))
+    with logging_redirect_tqdm():  # a warning (a damaged head trained again) gets its own line above the bar
+        for k, s, m in tqdm(jobs, desc="heads", unit="head", disable=not progress, leave=False):
+            out.append(_train_one(study, m, fold=k, seed=s, device=device))
     return out
 
 
