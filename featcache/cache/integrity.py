@@ -150,7 +150,7 @@ def file_problem(path: str | os.PathLike[str]) -> str:
         path: An existing entry file.
 
     Returns:
-        ``''``, or the problem; ``checksum mismatch (...)`` when the bytes changed after the commit. An
+        ``''``, or the problem; ``checksum mismatch: ...`` when the bytes changed after the commit. An
         entry without a header gives ``''`` (see :func:`quick_problem`).
     """
     problem = quick_problem(path)
@@ -168,7 +168,7 @@ def file_problem(path: str | os.PathLike[str]) -> str:
     except (OSError, ValueError) as e:
         return f"unreadable ({type(e).__name__})"
     if h.hexdigest() != header.sha256:
-        return "checksum mismatch (the file was changed after writing)"
+        return "checksum mismatch: the file changed after it was written"
     return ""
 
 

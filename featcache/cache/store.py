@@ -207,7 +207,7 @@ class Entry:
         if name in self._checked:
             return
         if self._digests is not None and compute() != self._digests.get(name):
-            raise DamagedError(self.path, f"checksum mismatch in {name} (the file was changed after writing)")
+            raise DamagedError(self.path, f"checksum mismatch in {name}: the file changed after it was written")
         self._checked.add(name)
 
     @property
@@ -238,7 +238,7 @@ class Entry:
             if self._digests is not None:
                 self._check("vectors", lambda: digest_vectors(matrix))
             elif "checksum" in self.provenance and self.provenance["checksum"] != _checksum(self.ids, matrix):
-                raise DamagedError(self.path, "checksum mismatch (the file was changed after writing)")
+                raise DamagedError(self.path, "checksum mismatch: the file changed after it was written")
             matrix.setflags(write=False)
             self._matrix = matrix
         return self._matrix
@@ -562,13 +562,13 @@ class FeatureStore(StoreLayout):
             if not np.isfinite(vec).all():
                 return "non-finite values in vectors"
             if "checksum" in attrs and attrs["checksum"] != _checksum(ids, vec):  # (older entries may lack it)
-                return "checksum mismatch (the file was changed after writing)"
+                return "checksum mismatch: the file changed after it was written"
             digests = attrs.get("integrity")
             if digests is not None:
                 ours = data_digests(ids=ids, labels=r.labels(), records=r.records(), vectors=vec)
                 if digests != ours:
                     bad = [k for k in ours if not isinstance(digests, dict) or digests.get(k) != ours[k]]
-                    return f"checksum mismatch in {', '.join(bad)} (the file was changed after writing)"
+                    return f"checksum mismatch in {', '.join(bad)}: the file changed after it was written"
             if attrs.get("identity", {}).get("run") is None:
                 return "no identity recorded"
         except Exception as e:  # noqa: BLE001
