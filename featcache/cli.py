@@ -299,10 +299,12 @@ def cache_verify(cache_dir: Path) -> None:
 @cache_dir_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def cache_clean(cache_dir: Path, dry_run: bool) -> None:
-    """Remove interrupted extractions (.partial) and leftovers of killed writers; complete entries stay."""
+    """Remove interrupted extractions (.partial), leftovers of killed writers and damaged entries set
+    aside; complete entries and the work of running processes stay."""
     from featcache.cache import FeatureStore
 
-    removed = FeatureStore(cache_dir).clean(dry_run=dry_run)
+    removed = FeatureStore(cache_dir).clean(dry_run=dry_run,
+                                            on_skip=lambda path, why: click.echo(f"skipping {path}: {why}"))
     for path in removed:
         click.echo(f"{'would remove' if dry_run else 'removing'} {path}")
     click.echo(f"{len(removed)} item(s) {'to remove' if dry_run else 'removed'}")

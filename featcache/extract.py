@@ -72,7 +72,7 @@ class ExtractReport:
     """What one :func:`extract` call did."""
 
     key: EntryKey
-    status: str  # written | resumed | skipped | not-applicable
+    status: str  # written | resumed | replaced (a damaged entry set aside) | skipped | not-applicable
     n_ids: int = 0
     n_written: int = 0
     seconds: float = 0.0
@@ -294,10 +294,12 @@ def extract(
         planned: The entry as :func:`plan_entry` planned it for these arguments (planned here if None).
 
     Returns:
-        The report; ``status`` is ``skipped`` when the entry was already stored.
+        The report; ``status`` is ``skipped`` when the entry was already stored and intact, ``replaced``
+        when a damaged one was set aside (one log line says why) and written again.
 
     Raises:
         FeatcacheError: Unknown variant, missing modality, unreadable input.
+        StoreError: The store is read-only or the disk full (one line).
     """
     import time
 
@@ -309,7 +311,7 @@ def extract(
     if planned is None:
         return ExtractReport(key=EntryKey(run=run.name, fold=fold, variant=variant), status="not-applicable")
     v, ids, resolved, key = planned.variant, planned.ids, planned.resolved, planned.key
-    if store.has(key):
+    if store.has(key) and not store.damage(key):  # a damaged entry is written again (the writer sets it aside)
         return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
     t0 = time.perf_counter()
     dev = _device(device)
@@ -345,7 +347,9 @@ def extract(
     with store.writer(key, ids=ids, provenance=provenance) as w:
         if w.complete:
             return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
-        if w.n_done:
+        if w.replaced:
+            status = "replaced"
+        elif w.n_done:
             status = "resumed"
         pending = _length_order(corpus, w.pending, run.modality)
         if num_workers and v.modality == "audio":

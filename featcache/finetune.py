@@ -14,12 +14,17 @@ split, seed) and lives in the store's ``runs/<run_id>/`` (``FeatureStore.run_dir
 Weights are safetensors and configs JSON; nothing is pickled. Every file is written under a temporary
 name and renamed into place (:mod:`featcache.cache.atomic`). A killed run started again with the
 same command resumes from its last completed epoch.
+
+A finished run whose ``config.json``, ``result.json`` or head no longer reads is damaged: it is never
+used (:func:`find_runs` raises :class:`~featcache.errors.DamagedError` naming the file and the command),
+and the same ``featcache finetune`` command finishes it again from its checkpoints.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +37,18 @@ from torch.utils.data import Dataset
 from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
 from featcache.backbones.resolve import resolve_backbone
 from featcache.cache import FeatureStore, digest
-from featcache.cache.atomic import atomic_write, atomic_write_json
+from featcache.cache.atomic import atomic_write, atomic_write_json, atomic_write_text, write_errors_translated
+from featcache.cache.integrity import read_json_object
 from featcache.data import Corpus, load_audio
-from featcache.errors import FeatcacheError
+from featcache.errors import DamagedError, FeatcacheError
 from featcache.folds import make_fold
 from featcache.paper import PAPER_MODELS, TrainSettings, uses
 from featcache.presets import Preset
 from featcache.workers import make_loader
 
 log = logging.getLogger(__name__)
+
+_RUN_NAME = re.compile(r"^ft-(?P<modality>[a-z]+)-f(?P<fold>\d+)-s(?P<seed>\d+)-[0-9a-f]+$")
 
 
 class EndToEnd(nn.Module):
@@ -119,7 +127,45 @@ class FinetuneRun:
 
     @property
     def result(self) -> dict[str, Any]:
-        return json.loads((self.path / "result.json").read_text())
+        """The run's ``result.json`` (best epoch, dev accuracy, ...).
+
+        Raises:
+            DamagedError: The file does not read as a JSON object (names the command that redoes it).
+        """
+        path = self.path / "result.json"
+        result, problem = read_json_object(path)
+        if problem:
+            raise DamagedError(path, problem, what="fine-tuning run", fix=self.fix)
+        return result
+
+    @property
+    def fix(self) -> str:
+        """What to do about a damaged run: the finetune command that finishes it again."""
+        return (f"run `featcache finetune --modality {self.config.get('modality', '?')} --fold "
+                f"{self.config.get('fold', '?')} --seed {self.config.get('seed', '?')}` with the options that made it "
+                f"(it finishes the run again from its checkpoints), or delete {self.path}")
+
+    def damage(self) -> tuple[Path, str] | None:
+        """The first unreadable file of a finished run and what is wrong with it, or None.
+
+        Checks ``config.json`` (it must hold this run's config), ``result.json`` and the head.
+        """
+        from featcache.heads import HeadFileError, load_head
+
+        cfg_path = self.path / "config.json"
+        stored, problem = read_json_object(cfg_path)
+        if problem:
+            return cfg_path, problem
+        if stored != self.config:
+            return cfg_path, "holds another run's config"
+        _, problem = read_json_object(self.path / "result.json")
+        if problem:
+            return self.path / "result.json", problem
+        try:
+            load_head(self.head_dir)
+        except HeadFileError as e:
+            return e.path, e.problem
+        return None
 
     def encoder_weights(self, modality: str) -> Path:
         return self.path / f"{modality}_encoder.safetensors"
@@ -171,26 +217,41 @@ def find_runs(
     seed: int | None = None,
     modality: str | None = None,
 ) -> list[FinetuneRun]:
-    """Finished fine-tuning runs of this corpus in the store, filtered, sorted by id."""
+    """Finished fine-tuning runs of this corpus in the store, filtered, sorted by id.
+
+    Raises:
+        DamagedError: A finished run that the filters select (by its folder name when its config does not
+            read) has a file that no longer reads; the message names it and the command that redoes it.
+    """
     runs_dir = store.runs_dir
     out: list[FinetuneRun] = []
     if not runs_dir.is_dir():
         return out
+
+    def wanted(m: object, k: object, s: object) -> bool:
+        return (fold is None or k == fold) and (seed is None or s == seed) and (modality is None or m == modality)
+
     for d in sorted(runs_dir.iterdir()):
         cfg_path = d / "config.json"
         if not cfg_path.is_file():
             continue
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except ValueError:
-            log.warning("%s: unreadable run config, ignored", cfg_path)
+        cfg, problem = read_json_object(cfg_path)
+        if problem:
+            named = _RUN_NAME.match(d.name)
+            if (d / "result.json").is_file() and named and wanted(
+                    named["modality"], int(named["fold"]), int(named["seed"])):
+                guess = FinetuneRun(d, {"modality": named["modality"], "fold": int(named["fold"]),
+                                        "seed": int(named["seed"])})
+                raise DamagedError(cfg_path, problem, what="fine-tuning run", fix=guess.fix)
+            log.warning("%s: unreadable run config (%s), ignored", cfg_path, problem)
             continue
         run = FinetuneRun(d, cfg)
         if not run.finished or cfg.get("corpus") != corpus.fingerprint:
             continue
-        if (fold is None or cfg["fold"] == fold) and (seed is None or cfg["seed"] == seed) and (
-            modality is None or cfg["modality"] == modality
-        ):
+        if wanted(cfg.get("modality"), cfg.get("fold"), cfg.get("seed")):
+            problem = run.damage()
+            if problem is not None:
+                raise DamagedError(problem[0], problem[1], what="fine-tuning run", fix=run.fix)
             out.append(run)
     return out
 
@@ -257,8 +318,15 @@ def finetune(
     run_dir = store.run_dir(run_id(cfg))
     run = FinetuneRun(run_dir, cfg)
     if run.finished:
-        return run
-    atomic_write_json(run_dir / "config.json", cfg)  # creates the run folder
+        problem = run.damage()
+        if problem is None:
+            return run
+        log.warning("%s: damaged fine-tuning run (%s); finishing it again from its checkpoints", *problem)
+        with write_errors_translated(run_dir / "result.json"):
+            (run_dir / "result.json").unlink()
+    with write_errors_translated(run_dir):  # a read-only store: one line
+        run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(cfg, indent=2, sort_keys=True))
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     torch.manual_seed(seed)

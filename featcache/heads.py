@@ -45,6 +45,20 @@ from featcache.paper import AUDIO_DROPOUT, FUSION_HIDDEN, HIDDEN, TEXT_DROPOUT
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+class HeadFileError(FeatcacheError):
+    """A head's (or checkpoint's) file is missing, unreadable or does not fit: one line naming it.
+
+    Attributes:
+        path: The file.
+        problem: What is wrong with it, without the file name or the fix (``unreadable JSON ...``).
+    """
+
+    def __init__(self, message: str, *, path: Path, problem: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.problem = problem
 CONFIG_FORMAT = "featcache-head"
 CONFIG_VERSION = 1
 
@@ -702,16 +716,18 @@ def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
         The tensors by name.
 
     Raises:
-        FeatcacheError: the file is missing or not a readable safetensors file (one line naming it).
+        HeadFileError: the file is missing or not a readable safetensors file (one line naming it).
     """
     path = Path(path)
     if not path.is_file():
-        raise FeatcacheError(f"{what} not found: {path}; check the path or re-create it")
+        raise HeadFileError(f"{what} not found: {path}; check the path or re-create it", path=path,
+                            problem=f"{what} not found")
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise FeatcacheError(f"{what} is corrupt: {path} ({reason}); delete it and re-create it") from None
+        raise HeadFileError(f"{what} is corrupt: {path} ({reason}); delete it and re-create it", path=path,
+                            problem=f"{what} unreadable: {reason}") from None
 
 
 def save_head(head: nn.Module, path_dir: Path) -> Path:
@@ -746,26 +762,29 @@ def load_head(path_dir: Path, *, device: str | torch.device = "cpu") -> nn.Modul
         The head with its saved weights, in eval mode.
 
     Raises:
-        FeatcacheError: a file is missing, unreadable, or does not match the other (one line naming it).
+        HeadFileError: a file is missing, unreadable, or does not match the other (one line naming it).
     """
     path_dir = Path(path_dir)
     cfg_path = path_dir / CONFIG_FILE
     if not cfg_path.is_file():
-        raise FeatcacheError(f"head config not found: {cfg_path}; point at a directory written by save_head")
+        raise HeadFileError(f"head config not found: {cfg_path}; point at a directory written by save_head",
+                            path=cfg_path, problem="head config not found")
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
         with torch.device("meta"):  # no random initialisation of weights that are loaded next
             head = head_from_config(config)
-    except (ValueError, UnicodeDecodeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise FeatcacheError(f"head config is corrupt: {cfg_path} ({reason}); save the head again") from None
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise HeadFileError(f"head config is corrupt: {cfg_path} ({reason}); save the head again", path=cfg_path,
+                            problem=f"unreadable head config: {reason}") from None
     weights_path = path_dir / WEIGHTS_FILE
     state = load_tensors(weights_path, what="head weights")
     try:
         head.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
-        raise FeatcacheError(
-            f"head weights do not match {cfg_path.name}: {weights_path} ({first}); save the head again"
+        raise HeadFileError(
+            f"head weights do not match {cfg_path.name}: {weights_path} ({first}); save the head again",
+            path=weights_path, problem=f"head weights do not match {cfg_path.name}",
         ) from None
     return head.to(device).eval()

@@ -116,7 +116,8 @@ def run_extractions(
     progress: bool = True,
 ) -> list[ExtractReport]:
     """Extract every variant with every planned run, planning each entry once and loading each encoder
-    once (and only if something is missing)."""
+    once (and only if something is missing). An entry is skipped only when it is intact
+    (:meth:`~featcache.cache.FeatureStore.damage`); a damaged one is set aside and extracted again."""
     corpus, store = study.corpus, study.store
     reports: list[ExtractReport] = []
     for plan in plans:
@@ -127,7 +128,7 @@ def run_extractions(
             planned = plan_entry(corpus, store, **kw)
             if planned is None:
                 continue
-            if store.has(planned.key):
+            if store.has(planned.key) and not store.damage(planned.key):
                 reports.append(ExtractReport(key=planned.key, status="skipped", n_ids=len(planned.ids),
                                              path=store.path(planned.key)))
                 continue

@@ -18,6 +18,10 @@ encoding, so a combined condition costs only the fusion layers.
 
 Every "run this command" hint comes from :meth:`Study.command`, built from the study's own options, so
 a printed command, run as printed, makes exactly what is missing.
+
+Damaged files are never used. A stored entry, a head or a fine-tuning run that fails its checks stops
+evaluation with one :class:`~featcache.errors.DamagedError` line naming the file and the command that
+makes it again; ``train-heads`` trains a damaged head of its own again (saying so in one log line).
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ import torch
 from featcache import paper
 from featcache.backbones.encoders import EncoderOptions
 from featcache.cache import Entry, FeatureStore, digest
+from featcache.cache.integrity import read_json_object
 from featcache.conditions import CLEAN, Condition, default_conditions, parse
 from featcache.data import Corpus
-from featcache.errors import FeatcacheError
+from featcache.errors import DamagedError, FeatcacheError
 from featcache.extract import EncoderRun, plan_entry
 from featcache.folds import Fold, make_fold
 from featcache.paper import ALL_MODELS, FUSION_MODELS, HEAD_SETTINGS, PAPER_MODELS, TrainSettings, uses
@@ -224,7 +229,13 @@ class Study:
         if (model, fold, seed) not in self._runs:
             from featcache.finetune import find_runs
 
-            runs = [r for r in find_runs(self.store, corpus=self.corpus, fold=fold, seed=seed, modality=model)
+            try:
+                found = find_runs(self.store, corpus=self.corpus, fold=fold, seed=seed, modality=model)
+            except DamagedError as e:
+                cmd = self.command("finetune", modality=model, fold=fold, seed=seed)
+                raise DamagedError(e.path, e.problem, what="fine-tuning run",
+                                   fix=f"run `{cmd}` (it finishes the run again), or delete its folder") from None
+            runs = [r for r in found
                     if all(r.config["backbones"].get(m) == self.preset.backbone(m) for m in uses(model))]
             self._runs[model, fold, seed] = runs[-1] if runs else None
         return self._runs[model, fold, seed]
@@ -303,19 +314,27 @@ class Study:
         if cached is None:
             planned = plan_entry(self.corpus, self.store, run=run, variant=variant, fold=efold, split=esplit,
                                  seed=self.variant_seed, fold_options=self.fold_options)
-            if planned is None or not self.store.has(planned.key):
+            if planned is None or not self.store.path(planned.key).is_file():
                 raise MissingEntries(self.command("extract", modality=modality, fold=fold, variant=variant,
                                                   split=esplit))
-            entry = self.store.open(planned.key)
-            records = entry.records()
-            changed = planned.variant.changed
-            cached = _CachedEntry(
-                entry=entry,
-                matrix=entry.vectors(),
-                pos={u: i for i, u in enumerate(entry.ids)},
-                records=records,
-                affected=np.array([changed(records.get(u)) for u in entry.ids], dtype=bool),
-            )
+            entry = None
+            try:
+                entry = self.store.open(planned.key)
+                records = entry.records()
+                changed = planned.variant.changed
+                cached = _CachedEntry(
+                    entry=entry,
+                    matrix=entry.vectors(),
+                    pos={u: i for i, u in enumerate(entry.ids)},
+                    records=records,
+                    affected=np.array([changed(records.get(u)) for u in entry.ids], dtype=bool),
+                )
+            except DamagedError as e:
+                if entry is not None:
+                    entry.close()
+                cmd = self.command("extract", modality=modality, fold=fold, variant=variant, split=esplit)
+                raise DamagedError(e.path, e.problem,
+                                   fix=f"run `{cmd}` (it sets the damaged file aside and extracts it again)") from None
             self._cache[cache_key] = cached
         try:
             index = np.fromiter((cached.pos[u] for u in ids), dtype=np.int64, count=len(ids))
@@ -339,6 +358,50 @@ class Study:
         """Where ``model``'s head for (fold, seed) is: the fine-tuning run's own for a paper model in a
         fine-tuned study, else the one trained on cached vectors."""
         return self.paper_head_dir(model, fold=fold, seed=seed) or self.heads_dir(model, fold=fold, seed=seed)
+
+    def trained_here(self, model: str) -> bool:
+        """Whether ``model``'s heads are trained on cached vectors (by ``train-heads``), not fine-tuned."""
+        return self.frozen or model not in PAPER_MODELS
+
+    def head_trained(self, model: str, *, fold: int, seed: int) -> bool:
+        """Whether ``model``'s head for (fold, seed) is there (it may still be damaged, see :meth:`load_head`):
+        its ``result.json`` (written last) for a head trained here, else the fine-tuning run's head config."""
+        if self.trained_here(model):
+            return (self.heads_dir(model, fold=fold, seed=seed) / "result.json").is_file()
+        return (self.head_dir(model, fold=fold, seed=seed) / "config.json").is_file()
+
+    def load_head(self, model: str, *, fold: int, seed: int, head_dir: Path | None = None) -> torch.nn.Module:
+        """Load ``model``'s head for (fold, seed), checked.
+
+        Args:
+            model: The model.
+            fold: Fold index.
+            seed: Seed.
+            head_dir: Its folder when it is not :meth:`head_dir` (the unimodal heads a fusion loads).
+
+        Returns:
+            The head, in eval mode.
+
+        Raises:
+            DamagedError: Its ``result.json`` (heads trained here), config or weights do not read; the
+                message names the file and the command that makes the head again.
+        """
+        from featcache.heads import HeadFileError, load_head
+
+        path = head_dir or self.head_dir(model, fold=fold, seed=seed)
+        here = path == self.heads_dir(model, fold=fold, seed=seed)
+        if here:
+            fix = f"run `{self.command('train-heads')}` (it trains the head again)"
+        else:  # the fine-tuning run of this paper model (or of the unimodal model a fusion loads)
+            fix = (f"run `{self.command('finetune', modality=model, fold=fold, seed=seed)}` "
+                   "(it finishes the run again)")
+        problem = read_json_object(path / "result.json")[1] if here else ""
+        if problem:
+            raise DamagedError(path / "result.json", problem, what="head", fix=fix)
+        try:
+            return load_head(path)
+        except HeadFileError as e:
+            raise DamagedError(e.path, e.problem, what="head", fix=fix) from None
 
 
 def _split_vectors(study: Study, model: str, fold: int, seed: int, ids: Sequence[str]) -> list[np.ndarray]:
@@ -372,6 +435,7 @@ def train_heads(
         MissingEntries: Clean vectors are missing from the store.
     """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     wanted = study.models(models)
     order = [m for m in paper.HEAD_TRAIN_ORDER if m in wanted]
@@ -379,20 +443,25 @@ def train_heads(
         order = list(dict.fromkeys([paper.TEXT, paper.AUDIO, *order]))  # late/score fuse the unimodal heads
     out = []
     jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in order if study.frozen or m not in PAPER_MODELS]
-    for k, s, m in tqdm(jobs, desc="heads", unit="head", disable=not progress, leave=False):
-        out.append(_train_one(study, m, fold=k, seed=s, device=device))
+    with logging_redirect_tqdm():  # a warning (a damaged head trained again) gets its own line above the bar
+        for k, s, m in tqdm(jobs, desc="heads", unit="head", disable=not progress, leave=False):
+            out.append(_train_one(study, m, fold=k, seed=s, device=device))
     return out
 
 
 def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -> dict[str, Any]:
-    from featcache.cache.atomic import atomic_write_json
-    from featcache.heads import build_head, load_head, save_head
+    from featcache.cache.atomic import atomic_write_json, write_errors_translated
+    from featcache.heads import build_head, save_head
     from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
 
     out_dir = study.heads_dir(model, fold=fold, seed=seed)
     done = out_dir / "result.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        try:
+            study.load_head(model, fold=fold, seed=seed, head_dir=out_dir)
+            return json.loads(done.read_text(encoding="utf-8"))
+        except DamagedError as e:
+            log.warning("%s: damaged head (%s); training it again", e.path, e.problem)
     f = study.fold(fold)
     n = len(study.corpus.labels)
     y_tr = np.array([study.corpus.label_index(study.corpus.by_id(i).label) for i in f.train])
@@ -406,7 +475,9 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
     if model == "mdrop":
         kind, options = paper.MULTIMODAL, {"modality_dropout": paper.MODALITY_DROPOUT}
     if model in paper.FUSES_UNIMODAL_HEADS:
-        options = {f"{m}_head": load_head(study.unimodal_head_dir(m, fold=fold, seed=seed)) for m in paper.MODALITIES}
+        options = {f"{m}_head": study.load_head(m, fold=fold, seed=seed,
+                                                head_dir=study.unimodal_head_dir(m, fold=fold, seed=seed))
+                   for m in paper.MODALITIES}
     head = build_head(kind, text_dim=dims.get("text"), audio_dim=dims.get("audio"), n_classes=n, **options)
     result: dict[str, Any] = {"fold": fold, "seed": seed, "model": model, "dir": str(out_dir)}
     if any(p.requires_grad for p in head.parameters()):
@@ -430,8 +501,9 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
         )
         result.update(best_epoch=fr.best_epoch, best_dev_acc=fr.best_dev_acc, epochs_run=fr.epochs_run)
     head.cpu()
-    save_head(head, out_dir)
-    atomic_write_json(done, result, sort_keys=False)
+    with write_errors_translated(out_dir):  # a read-only store or a full disk: one line
+        save_head(head, out_dir)
+        atomic_write_json(done, result, sort_keys=False)
     return result
 
 
@@ -489,7 +561,6 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[Condition], bl
     """
     from tqdm import tqdm
 
-    from featcache.heads import load_head
     from featcache.perturb import get_variant
 
     replayed: set[tuple[str, int]] = set()  # (condition, fold) whose texts are rebuilt
@@ -499,9 +570,8 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[Condition], bl
         if k != current_fold:
             rows.clear()
             current_fold = k
-        head_dir = study.head_dir(m, fold=k, seed=s)
-        if not (head_dir / "config.json").is_file():
-            trained_here = study.frozen or m not in PAPER_MODELS
+        if not study.head_trained(m, fold=k, seed=s):
+            trained_here = study.trained_here(m)
             if trained_here:  # name the vectors it trains on and is evaluated on, then the head itself
                 needed = dict.fromkeys((mod, c.variant(mod)) for c in conditions if c.applies(m) for mod in uses(m))
                 for mod, variant in needed:
@@ -514,7 +584,7 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[Condition], bl
             if cmd not in missing:
                 missing.append(cmd)
             continue
-        head = load_head(head_dir).eval()
+        head = study.load_head(m, fold=k, seed=s)
         f = study.fold(k)
         ids = list(f.test)
         n = len(ids)

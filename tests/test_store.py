@@ -18,6 +18,7 @@ from featcache.errors import StaleEntryError, StoreError
 from store_writer import key, vector
 
 WRITER = [sys.executable, str(Path(__file__).with_name("store_writer.py"))]
+DEAD = 4_194_305  # above the largest pid Linux hands out (2**22): a process that cannot be running
 
 
 def _write(root: Path, variant: str, n: int, batch: int = 7) -> None:
@@ -226,32 +227,36 @@ def test_clean_removes_strays_in_every_folder_and_keeps_complete_work(tmp_path: 
             head / "config.json", analysis, store.weight_hashes_path]
     entry = store.path(key("clean"))
     strays = [
-        run / ".last.safetensors.tmp-123",
+        run / f".last.safetensors.tmp-{DEAD}",
         run / ".result.json.tmp",  # an older version's name
-        head / ".config.json.tmp-456",
-        analysis.with_name(f".{analysis.name}.tmp-7"),
-        store.models_dir / ".weight-hashes.json.tmp-8",
-        tmp_path / ".store.json.tmp-9",
-        entry.with_name(f".{entry.name}.tmp-10"),
+        head / f".config.json.tmp-{DEAD}",
+        analysis.with_name(f".{analysis.name}.tmp-{DEAD}"),
+        store.models_dir / f".weight-hashes.json.tmp-{DEAD}",
+        tmp_path / f".store.json.tmp-{DEAD}",
+        entry.with_name(f".{entry.name}.tmp-{DEAD}"),
     ]
-    stray_dir = store.models_dir / ".whisper-base.tmp-11-abcdef01"  # a killed conversion: listed once
-    for path in keep + strays + [stray_dir / "model.safetensors"]:
+    stray_dir = store.models_dir / f".whisper-base.tmp-{DEAD}-abcdef01"  # a killed conversion: listed once
+    live = run / f".state.json.tmp-{os.getpid()}"  # a write of a running process: left alone
+    for path in keep + strays + [stray_dir / "model.safetensors", live]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
     expected = [partial, *sorted(strays + [stray_dir])]
+    skipped = [f"skipping {live}: process {os.getpid()} is writing it"]
 
     assert store.clean(dry_run=True) == expected
     assert all(p.exists() for p in expected)
     r = CliRunner().invoke(cli, ["cache", "clean", "--cache-dir", str(tmp_path), "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert r.output.splitlines() == [f"would remove {p}" for p in expected] + [f"{len(expected)} item(s) to remove"]
+    assert r.output.splitlines() == skipped + [f"would remove {p}" for p in expected] + [
+        f"{len(expected)} item(s) to remove"]
     assert all(p.exists() for p in expected)
 
     r = CliRunner().invoke(cli, ["cache", "clean", "--cache-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert r.output.splitlines() == [f"removing {p}" for p in expected] + [f"{len(expected)} item(s) removed"]
+    assert r.output.splitlines() == skipped + [f"removing {p}" for p in expected] + [
+        f"{len(expected)} item(s) removed"]
     assert not any(p.exists() for p in expected)
-    assert all(p.is_file() for p in keep)
+    assert all(p.is_file() for p in keep) and live.is_file()
     assert [i.status for i in store.verify()] == ["complete"]
     with store.open(key("clean")) as e:
         np.testing.assert_array_equal(e.vectors(), _expected(20))

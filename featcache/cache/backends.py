@@ -4,12 +4,20 @@ A backend knows how to write and read two things: a *chunk* (one finished batch 
 still being extracted) and an *entry* (the complete, final matrix with its provenance). The store
 records the backend's name in ``store.json`` at its root and in every entry, so a reader never guesses.
 
+A backend renders a chunk or an entry as bytes in memory (:meth:`Backend.chunk_bytes`,
+:meth:`Backend.entry_parts`); the store writes them with plain file writes
+(:mod:`featcache.cache.atomic`), so a full disk or a read-only folder is an ordinary ``OSError``
+there, never a failure inside the storage library (HDF5 crashed the process on ``ENOSPC``). An entry
+file starts with a :data:`~featcache.cache.integrity.HEADER_SIZE`-byte header
+(:mod:`featcache.cache.integrity`) that the backend's reader skips.
+
 Only the ``hdf5`` backend (h5py) exists today; new ones register in :data:`BACKENDS`.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from featcache.cache.atomic import fsync_path
+from featcache.cache.integrity import HEADER_SIZE, seal
 
 FORMAT_VERSION = 1
 
@@ -48,31 +56,38 @@ class EntryReader(Protocol):
 
 
 class Backend(Protocol):
-    """Writes and reads chunks and entries."""
+    """Renders and reads chunks and entries."""
 
     name: str
     suffix: str
 
-    def write_chunk(self, path: Path, block: Block) -> None: ...
+    def chunk_bytes(self, block: Block) -> bytes: ...
     def read_chunk(self, path: Path) -> Block: ...
-    def write_entry(self, path: Path, block: Block, attrs: dict[str, object]) -> None: ...
+    def entry_parts(self, block: Block, attrs: dict[str, object]) -> tuple[bytes, bytes]: ...
     def open_entry(self, path: Path) -> EntryReader: ...
 
 
 class HDF5Backend:
     """Entries and chunks as HDF5 files (h5py): datasets ``ids``, ``labels``, ``vectors``, ``records``
-    and the provenance as JSON-valued attributes."""
+    and the provenance as JSON-valued attributes. An entry reserves its first
+    :data:`~featcache.cache.integrity.HEADER_SIZE` bytes as HDF5's user block, which holds the header."""
 
     name = "hdf5"
     suffix = ".h5"
 
-    def _write(self, path: Path, block: Block, attrs: dict[str, object] | None) -> None:
+    def _image(self, block: Block, attrs: dict[str, object] | None, *, userblock: int | None) -> bytes:
+        """The HDF5 file as bytes, built in memory (HDF5's core driver; nothing touches the disk).
+
+        With ``userblock``, the bytes are what follows a user block of that size.
+        """
         import h5py
 
         n = len(block.ids)
         vectors = np.ascontiguousarray(block.vectors, dtype=np.float32).reshape(n, -1)
         str_dt = h5py.string_dtype("utf-8")
-        with h5py.File(path, "w", libver="latest", track_order=True) as f:
+        f = h5py.File(f"featcache-image-{uuid.uuid4().hex}", "w", driver="core", backing_store=False,
+                      libver="latest", track_order=True, userblock_size=userblock)
+        try:
             f.create_dataset("ids", data=np.array(block.ids, dtype=object), dtype=str_dt, track_times=False)
             f.create_dataset("labels", data=np.asarray(block.labels, dtype=np.int64), track_times=False)
             chunks = (min(max(n, 1), 256), vectors.shape[1]) if n and vectors.shape[1] else None
@@ -80,10 +95,18 @@ class HDF5Backend:
             f.create_dataset("records", data=np.array(block.records, dtype=object), dtype=str_dt, track_times=False)
             for k, v in (attrs or {}).items():
                 f.attrs[k] = json.dumps(v, sort_keys=True)
-        fsync_path(path)
+            f.flush()
+            return f.id.get_file_image()
+        finally:
+            f.close()
+
+    def chunk_bytes(self, block: Block) -> bytes:
+        """A chunk file's content."""
+        return self._image(block, None, userblock=None)
 
     def write_chunk(self, path: Path, block: Block) -> None:
-        self._write(path, block, None)
+        """Write a chunk file (not atomically: the store writes through :mod:`featcache.cache.atomic`)."""
+        Path(path).write_bytes(self.chunk_bytes(block))
 
     def read_chunk(self, path: Path) -> Block:
         import h5py
@@ -96,8 +119,17 @@ class HDF5Backend:
                 records=[s.decode() if isinstance(s, bytes) else s for s in f["records"][()]],
             )
 
+    def entry_parts(self, block: Block, attrs: dict[str, object]) -> tuple[bytes, bytes]:
+        """An entry file's content as ``(header, body)``: the sealed header, then the HDF5 file after its
+        user block (two pieces, so the file is never copied into one more buffer)."""
+        body = self._image(block, attrs, userblock=HEADER_SIZE)
+        return seal(body), body
+
     def write_entry(self, path: Path, block: Block, attrs: dict[str, object]) -> None:
-        self._write(path, block, attrs)
+        """Write an entry file (not atomically: the store writes through :mod:`featcache.cache.atomic`)."""
+        with Path(path).open("wb") as f:
+            for part in self.entry_parts(block, attrs):
+                f.write(part)
 
     def open_entry(self, path: Path) -> "HDF5EntryReader":
         return HDF5EntryReader(path)

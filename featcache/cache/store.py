@@ -7,6 +7,7 @@ path in it is named by :class:`~featcache.cache.layout.StoreLayout`, and a :clas
     features/<run>/<fold-K|shared>/<variant>-<hash>.h5          complete entries
     features/<run>/<fold-K|shared>/<variant>-<hash>.partial/    an extraction in progress
     features/<run>/<fold-K|shared>/<variant>-<hash>.lock        writers' lock
+    features/<run>/<fold-K|shared>/<variant>-<hash>.h5.damaged  a damaged entry set aside by a rewrite
     models/weight-hashes.json                   backbone weight digests, so big checkpoints are hashed once
     runs/<run-id>/                              fine-tuning runs (featcache.finetune)
     heads/<study-key>/fold-K/seed-S/<model>/    a study's trained heads (featcache.study)
@@ -31,17 +32,33 @@ over the final name. Killing the writer at any moment (``kill -9``) leaves every
 and at most a ``.partial`` directory, which a rerun resumes from; the result is identical to an
 uninterrupted run. Writers of the same entry take a file lock, so a second writer waits and then finds
 the entry complete. :meth:`FeatureStore.clean` removes what killed writers leave behind: ``.partial``
-directories and temporary files anywhere in the store.
+directories and temporary files anywhere in the store; it takes the writers' locks (and reads the pid in
+a temporary name), so live work is left alone.
+
+Integrity. Every committed entry records its size and a SHA-256 of its bytes in a header, and digests
+of its ids, labels, records and vectors with its provenance (:mod:`featcache.cache.integrity`).
+:meth:`FeatureStore.has` and :meth:`FeatureStore.open` check the size; an opened :class:`Entry` checks
+each dataset against its digest when it first reads it; :meth:`FeatureStore.damage` (what extraction
+runs before it skips an entry) and :meth:`FeatureStore.verify` hash every byte. A damaged entry is
+never used: reading it raises :class:`~featcache.errors.DamagedError`, and a writer of the same
+entry moves it aside (``.h5.damaged``, saying so in one log line) and writes it again. Entries of
+older versions, without these records, are still read and checked against what they stored.
+
+Full disks and read-only stores. Reads never create a file (no locks), so a read-only store can be
+listed, verified and evaluated; a write that fails for lack of space or permission ends in one
+:class:`~featcache.errors.StoreError` line (:func:`featcache.cache.atomic.write_failure`), its
+temporary file removed and every complete entry untouched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -49,13 +66,36 @@ from types import TracebackType
 import numpy as np
 
 from featcache import __version__
-from featcache.cache.atomic import TMP_MARK, atomic_dir, atomic_write, atomic_write_text, fsync_path
+from featcache.cache.atomic import (
+    TMP_MARK,
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_text,
+    fsync_path,
+    pid_alive,
+    tmp_owner,
+    write_errors_translated,
+)
 from featcache.cache.backends import FORMAT_VERSION, Block, EntryReader, concat_blocks, get_backend
-from featcache.cache.layout import FEATURES, StoreLayout, slug
-from featcache.errors import StaleEntryError, StoreError
+from featcache.cache.integrity import (
+    INTEGRITY_VERSION,
+    LEGACY_SIGNATURE,
+    data_digests,
+    digest_labels,
+    digest_strings,
+    digest_vectors,
+    file_problem,
+    quick_problem,
+)
+from featcache.cache.layout import FEATURES, StoreLayout, model_cache_root, slug
+from featcache.errors import DamagedError, StaleEntryError, StoreError
+
+log = logging.getLogger(__name__)
 
 ENV_VAR = "FEATCACHE_CACHE"
 DEFAULT_ROOT = Path("cache")
+DAMAGED_SUFFIX = ".damaged"
+"""Appended to a damaged entry's name when a writer moves it aside."""
 
 
 def default_root() -> Path:
@@ -130,11 +170,20 @@ class EntryInfo:
 
 
 class Entry:
-    """A complete entry, opened once for lazy reads.
+    """A complete entry, opened once; each dataset is read when first asked for and checked then.
+
+    Every dataset is checked against the digest recorded when the entry was committed the first time
+    it is read (:mod:`featcache.cache.integrity`); the vectors are read whole once (faster than
+    scattered rows), checked, and served from memory after that. An entry of an older version without
+    digests has its vectors checked against the SHA-256 of ids and vectors it stored.
 
     Attributes:
         key: The key it was opened with.
         provenance: All stored attributes (identity, backbone, variant parameters, version, time).
+
+    Raises:
+        DamagedError: (from any read) The data read do not match the recorded digest.
+        StoreError: Its digests are of a version this featcache does not know.
     """
 
     def __init__(self, key: EntryKey, reader: EntryReader, path: Path) -> None:
@@ -143,10 +192,29 @@ class Entry:
         self._r = reader
         self.provenance = reader.attrs
         self._pos: dict[str, int] | None = None
+        self._checked: set[str] = set()
+        self._matrix: np.ndarray | None = None
+        digests = reader.attrs.get("integrity")
+        self._digests = digests if isinstance(digests, dict) else None
+        if digests is not None and self._digests is None:
+            raise DamagedError(path, "unreadable integrity record")
+        if self._digests is not None and self._digests.get("version") != INTEGRITY_VERSION:
+            raise StoreError(f"{path}: integrity record version {self._digests.get('version')!r} is not one this "
+                             f"featcache knows ({INTEGRITY_VERSION}); upgrade featcache, or use another --cache-dir")
+
+    def _check(self, name: str, compute: Callable[[], str]) -> None:
+        """Compare dataset ``name`` with its recorded digest, once (entries without digests: nothing to do)."""
+        if name in self._checked:
+            return
+        if self._digests is not None and compute() != self._digests.get(name):
+            raise DamagedError(self.path, f"checksum mismatch in {name}: the file changed after it was written")
+        self._checked.add(name)
 
     @property
     def ids(self) -> list[str]:
-        return self._r.ids
+        ids = self._r.ids
+        self._check("ids", lambda: digest_strings(ids))
+        return ids
 
     @property
     def dim(self) -> int:
@@ -160,14 +228,37 @@ class Entry:
             self._pos = {u: i for i, u in enumerate(self.ids)}
         return self._pos
 
+    def _all_vectors(self) -> np.ndarray:
+        """Every row, read once and checked (read-only: the same array serves every later call)."""
+        if self._matrix is None:
+            try:
+                matrix = self._r.rows(np.arange(len(self)))
+            except Exception as e:  # noqa: BLE001 - a backend failure while reading is damage
+                raise DamagedError(self.path, f"unreadable vectors ({type(e).__name__})") from None
+            if self._digests is not None:
+                self._check("vectors", lambda: digest_vectors(matrix))
+            elif "checksum" in self.provenance and self.provenance["checksum"] != _checksum(self.ids, matrix):
+                raise DamagedError(self.path, "checksum mismatch: the file changed after it was written")
+            matrix.setflags(write=False)
+            self._matrix = matrix
+        return self._matrix
+
     def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """Float32 matrix for ``ids`` (in that order), or every row.
 
+        Args:
+            ids: Utterance ids (repeats allowed), or None for every row in stored order.
+
+        Returns:
+            A new array for ``ids``; for every row, the entry's own read-only array.
+
         Raises:
             StoreError: An id is not in the entry.
+            DamagedError: The vectors do not match their recorded digest.
         """
+        matrix = self._all_vectors()
         if ids is None:
-            return self._r.rows(np.arange(len(self)))
+            return matrix
         pos = self._positions()
         try:
             index = np.fromiter((pos[u] for u in ids), dtype=np.int64, count=len(ids))
@@ -175,20 +266,33 @@ class Entry:
             raise StoreError(
                 f"{self.path}: utterance {e.args[0]!r} is not in this entry; extract it with `featcache extract`"
             ) from None
-        return self._r.rows(index)
+        return matrix[index]
 
     def labels(self, ids: Sequence[str] | None = None) -> np.ndarray:
-        """Class indices, aligned like :meth:`vectors`."""
+        """Class indices, aligned like :meth:`vectors`.
+
+        Raises:
+            DamagedError: The labels do not match their recorded digest.
+        """
         labs = self._r.labels()
+        self._check("labels", lambda: digest_labels(labs))
         if ids is None:
             return labs
         pos = self._positions()
         return labs[[pos[u] for u in ids]]
 
     def records(self) -> dict[str, dict]:
-        """Per-utterance perturbation records (what was done to each input)."""
+        """Per-utterance perturbation records (what was done to each input).
+
+        Raises:
+            DamagedError: The records do not match their recorded digest.
+        """
         raw = self._r.records()
-        parsed = json.loads("[" + ",".join(r or "{}" for r in raw) + "]")  # one parse, not one per row
+        self._check("records", lambda: digest_strings(raw))
+        try:
+            parsed = json.loads("[" + ",".join(r or "{}" for r in raw) + "]")  # one parse, not one per row
+        except ValueError:
+            raise DamagedError(self.path, "unreadable records") from None
         return dict(zip(self.ids, parsed))
 
     def close(self) -> None:
@@ -210,7 +314,9 @@ class FeatureStore(StoreLayout):
             backend is used, and asking for another one is an error.
 
     Raises:
-        StoreError: ``store.json`` is unreadable or names another backend.
+        StoreError: ``store.json`` is unreadable, names another backend, or a format version this
+            featcache does not know (a newer one: upgrade featcache; an older one: extract again into
+            a new store).
     """
 
     def __init__(self, root: str | Path | None = None, *, backend: str | None = None) -> None:
@@ -219,9 +325,12 @@ class FeatureStore(StoreLayout):
         recorded = None
         if meta.exists():
             try:
-                recorded = json.loads(meta.read_text())["backend"]
-            except (ValueError, KeyError, OSError):
+                described = json.loads(meta.read_text())
+                recorded = described["backend"]
+                version = described["format_version"]
+            except (ValueError, KeyError, TypeError, OSError):
                 raise StoreError(f"{meta}: unreadable store description; restore it or move the store aside") from None
+            _check_format_version(meta, version)
         if recorded is not None and backend is not None and recorded != backend:
             raise StoreError(f"{meta}: store uses backend {recorded!r}, not {backend!r}; pick another --cache-dir")
         name = recorded or backend or "hdf5"
@@ -236,6 +345,20 @@ class FeatureStore(StoreLayout):
         meta = self.meta_path
         if not meta.exists():
             atomic_write_text(meta, json.dumps({"backend": self.backend.name, "format_version": FORMAT_VERSION}) + "\n")
+
+    def _set_aside(self, path: Path, problem: str) -> Path:
+        """Move a damaged entry file aside (``<name>.damaged``, replacing an older one) and say so in one
+        log line; the caller holds the entry's lock.
+
+        Returns:
+            The new path.
+        """
+        aside = path.with_name(path.name + DAMAGED_SUFFIX)
+        with write_errors_translated(path):
+            os.replace(path, aside)
+            fsync_path(path.parent)
+        log.warning("%s: damaged entry (%s); moved it to %s and writing it again", path, problem, aside.name)
+        return aside
 
     def _file(self, key: EntryKey, suffix: str) -> Path:
         # appended, not Path.with_suffix: variant names hold dots ("asr-0.2") that are not suffixes
@@ -255,14 +378,62 @@ class FeatureStore(StoreLayout):
     # -- queries -------------------------------------------------------------------------
 
     def has(self, key: EntryKey) -> bool:
-        """Whether a complete entry with exactly this identity is stored."""
-        return self.path(key).is_file()
+        """Whether a complete entry with exactly this identity is stored, and its size is the one
+        recorded when it was written (a stat and a 512-byte read; :meth:`damage` also hashes it)."""
+        path = self.path(key)
+        return path.is_file() and not self._quick_problem(path)
+
+    def _quick_problem(self, path: Path) -> str:
+        """What the header and size show about an entry file ('' when nothing); an older version's
+        entry, without a header, is opened instead (HDF5 refuses a truncated file)."""
+        problem = quick_problem(path)
+        if problem or not _is_legacy(path):
+            return problem
+        try:
+            self.backend.open_entry(path).close()
+        except Exception as e:  # noqa: BLE001 - any backend failure is a broken file
+            return f"cannot open ({type(e).__name__})"
+        return ""
+
+    def damage(self, key: EntryKey) -> str:
+        """Why the stored entry must not be used: '' when it is intact (or not stored at all).
+
+        The full check that extraction runs before it skips an entry: the size and SHA-256 recorded in
+        the header (every byte is read), then the stored identity. An older version's entry, without a
+        header, gets :meth:`verify`'s checks instead (its ids+vectors checksum).
+
+        Args:
+            key: The entry.
+
+        Returns:
+            ``''`` or the problem (``truncated: ...``, ``checksum mismatch ...``, ``stored identity
+            differs ...``).
+        """
+        path = self.path(key)
+        if not path.is_file():
+            return ""
+        problem = file_problem(path) if not _is_legacy(path) else self._check(path)
+        if problem:
+            return problem
+        try:
+            reader = self.backend.open_entry(path)
+        except Exception as e:  # noqa: BLE001
+            return f"cannot open ({type(e).__name__})"
+        try:
+            stored = reader.attrs.get("identity")
+        finally:
+            reader.close()
+        if stored != key.full_identity:
+            diff = _diff_keys(stored if isinstance(stored, dict) else {}, key.full_identity)
+            return f"stored identity differs ({diff})"
+        return ""
 
     def open(self, key: EntryKey) -> Entry:
-        """Open a complete entry.
+        """Open a complete entry; its size is checked now, each dataset when it is first read.
 
         Raises:
-            StoreError: The entry is absent (names the command that makes it) or unreadable.
+            StoreError: The entry is absent (names the command that makes it).
+            DamagedError: Its size differs from the recorded one, or it cannot be opened.
             StaleEntryError: The stored identity differs from the key's.
         """
         path = self.path(key)
@@ -272,15 +443,21 @@ class FeatureStore(StoreLayout):
         try:
             reader = self.backend.open_entry(path)
         except Exception as e:  # noqa: BLE001 - any backend failure is a broken file
-            raise StoreError(f"{path}: unreadable entry ({type(e).__name__}); delete it and extract again") from None
-        stored = reader.attrs.get("identity")
-        if stored != key.full_identity:
+            raise DamagedError(path, self._quick_problem(path) or f"cannot open ({type(e).__name__})") from None
+        try:
+            stored = reader.attrs.get("identity")
+            if stored != key.full_identity:
+                diff = _diff_keys(stored if isinstance(stored, dict) else {}, key.full_identity)
+                raise StaleEntryError(
+                    f"{path}: stored provenance differs from the request ({diff}); delete it and extract again"
+                )
+            problem = quick_problem(path)
+            if problem:
+                raise DamagedError(path, problem)
+            return Entry(key, reader, path)
+        except BaseException:
             reader.close()
-            diff = _diff_keys(stored if isinstance(stored, dict) else {}, key.full_identity)
-            raise StaleEntryError(
-                f"{path}: stored provenance differs from the request ({diff}); delete it and extract again"
-            )
-        return Entry(key, reader, path)
+            raise
 
     def writer(
         self,
@@ -321,7 +498,7 @@ class FeatureStore(StoreLayout):
         try:
             r = self.backend.open_entry(path)
         except Exception as e:  # noqa: BLE001
-            info.status, info.problem = "broken", f"cannot open ({type(e).__name__})"
+            info.status, info.problem = "broken", f"cannot open ({quick_problem(path) or type(e).__name__})"
             return info
         try:
             ident = r.attrs.get("identity", {})
@@ -348,7 +525,8 @@ class FeatureStore(StoreLayout):
         return info
 
     def verify(self) -> list[EntryInfo]:
-        """Check every entry: opens, shapes agree, vectors finite, checksum matches.
+        """Check every entry: size and SHA-256 of every byte, opens, shapes agree, vectors finite, every
+        recorded digest matches.
 
         Returns:
             All entries, with ``status`` set to ``broken`` and ``problem`` filled for the bad ones.
@@ -363,6 +541,9 @@ class FeatureStore(StoreLayout):
         return out
 
     def _check(self, path: Path) -> str:
+        problem = file_problem(path)
+        if problem:
+            return problem if problem.startswith("checksum") else f"cannot open ({problem})"
         try:
             r = self.backend.open_entry(path)
         except Exception as e:  # noqa: BLE001
@@ -380,8 +561,14 @@ class FeatureStore(StoreLayout):
             vec = r.rows(np.arange(n))
             if not np.isfinite(vec).all():
                 return "non-finite values in vectors"
-            if attrs.get("checksum") != _checksum(ids, vec):
-                return "checksum mismatch (the file was changed after writing)"
+            if "checksum" in attrs and attrs["checksum"] != _checksum(ids, vec):  # (older entries may lack it)
+                return "checksum mismatch: the file changed after it was written"
+            digests = attrs.get("integrity")
+            if digests is not None:
+                ours = data_digests(ids=ids, labels=r.labels(), records=r.records(), vectors=vec)
+                if digests != ours:
+                    bad = [k for k in ours if not isinstance(digests, dict) or digests.get(k) != ours[k]]
+                    return f"checksum mismatch in {', '.join(bad)}: the file changed after it was written"
             if attrs.get("identity", {}).get("run") is None:
                 return "no identity recorded"
         except Exception as e:  # noqa: BLE001
@@ -392,39 +579,139 @@ class FeatureStore(StoreLayout):
 
     # -- cleaning ------------------------------------------------------------------------
 
-    def clean(self, *, dry_run: bool) -> list[Path]:
+    def clean(self, *, dry_run: bool, on_skip: Callable[[Path, str], None] | None = None) -> list[Path]:
         """Remove what interrupted work left behind; complete entries, runs, heads and analyses stay.
 
-        That is every ``.partial`` directory (an interrupted extraction; a rerun would resume it) and
-        every temporary file or folder of a killed writer (a name holding ``.tmp-``, or ending in
-        ``.tmp`` as older versions named them) in the store root and its ``features/``, ``models/``,
-        ``runs/``, ``heads/`` and ``text-analysis/`` folders. Run it when no other process writes to
-        the store: a live writer's temporary files look the same.
+        That is every ``.partial`` directory (an interrupted extraction; a rerun would resume it), every
+        temporary file or folder of a killed writer (a name holding ``.tmp-``, or ending in ``.tmp`` as
+        older versions named them) in the store root and its ``features/``, ``models/``, ``runs/``,
+        ``heads/`` and ``text-analysis/`` folders, every damaged entry a writer set aside
+        (``.damaged``), and the temporary folders of killed conversions in the per-user model cache
+        (:func:`~featcache.cache.layout.model_cache_root`).
+
+        Live work is left alone: a ``.partial`` directory is removed only while holding its entry's
+        writer lock (tried without waiting), and a temporary name whose process id belongs to a running
+        process is kept; each one left is passed to ``on_skip``.
 
         Args:
             dry_run: Only list what would be removed.
+            on_skip: Called with each path left alone and the reason.
 
         Returns:
             The removed (or, with ``dry_run``, removable) paths: partial extractions first, then
-            temporary files in path order; nothing inside a listed folder is listed again.
+            temporary files in path order, then the model cache's; nothing inside a listed folder is
+            listed again.
+
+        Raises:
+            StoreError: The store is read-only (one line).
         """
-        found = [info.path for info in self.iter_entries() if info.status == "partial"]
-        strays: list[Path] = []
-        if self.root.is_dir():
-            strays += [p for p in self.root.iterdir() if _is_tmp_name(p.name)]
-        for folder in self.folders():
-            if folder.is_dir():
-                strays += [p for p in folder.rglob("*") if _is_tmp_name(p.name)]
-        for path in sorted(strays):
-            if not any(path.is_relative_to(done) for done in found):
+        skip = on_skip or (lambda path, why: None)
+        found: list[Path] = []
+        kept: list[Path] = []
+        locks = []
+        try:
+            for info in self.iter_entries():
+                if info.status != "partial":
+                    continue
+                lock = self._try_lock(info.path.with_name(info.path.name[: -len(".partial")] + ".lock"),
+                                      dry_run=dry_run)
+                if lock is False:
+                    kept.append(info.path)
+                    skip(info.path, "an extraction is writing it")
+                    continue
+                if lock is not None:
+                    locks.append(lock)
+                found.append(info.path)
+            strays: list[Path] = []
+            if self.root.is_dir():
+                strays += [p for p in self.root.iterdir() if _is_tmp_name(p.name)]
+            for folder in self.folders():
+                if folder.is_dir():
+                    strays += [p for p in folder.rglob("*") if _is_tmp_name(p.name) or
+                               (p.name.endswith(DAMAGED_SUFFIX) and p.is_file())]
+            models = model_cache_root()
+            cached = sorted(p for p in models.iterdir() if TMP_MARK in p.name) if models.is_dir() else []
+            for path in [*sorted(strays), *cached]:
+                if any(path.is_relative_to(done) for done in (*found, *kept)):
+                    continue
+                pid = tmp_owner(path.name)
+                if pid is not None and pid_alive(pid):
+                    kept.append(path)
+                    skip(path, f"process {pid} is writing it")
+                    continue
+                if path in cached and pid is None:
+                    continue  # the model cache holds only what featcache writes; leave unknown names
                 found.append(path)
-        if not dry_run:
-            for path in found:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+            if not dry_run:
+                for path in found:
+                    _remove(path)
+        finally:
+            for lock in locks:
+                lock.release()
         return found
+
+    def _try_lock(self, lock_path: Path, *, dry_run: bool):  # type: ignore[no-untyped-def]
+        """Take a writer lock without waiting: the held lock, None when there is nothing to lock (no
+        lock file in a dry run, or a read-only store in a dry run: no writer can be there either), or
+        False when another process holds it.
+
+        Raises:
+            StoreError: The store is read-only and this is not a dry run.
+        """
+        from filelock import FileLock, Timeout
+
+        if dry_run and not lock_path.exists():
+            return None
+        lock = FileLock(str(lock_path), timeout=0)
+        try:
+            with write_errors_translated(lock_path):
+                lock.acquire()
+        except Timeout:
+            return False
+        except StoreError:
+            if dry_run:
+                return None
+            raise
+        return lock
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or folder tree (already gone is fine; a read-only store is one line)."""
+    with write_errors_translated(path):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _is_legacy(path: Path) -> bool:
+    """Whether an entry file was written before entries had a header (it starts with the HDF5 signature)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(LEGACY_SIGNATURE)) == LEGACY_SIGNATURE
+    except OSError:
+        return False
+
+
+def _check_format_version(meta: Path, version: object) -> None:
+    """Refuse a store whose ``store.json`` names a format this featcache does not read.
+
+    Raises:
+        StoreError: Not an integer, newer (upgrade featcache) or older (extract again into a new store).
+    """
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise StoreError(f"{meta}: unreadable store description (format_version {version!r}); "
+                         "restore it or move the store aside")
+    if version > FORMAT_VERSION:
+        raise StoreError(f"{meta}: store format_version {version} is newer than this featcache {__version__} "
+                         f"reads (up to {FORMAT_VERSION}); upgrade featcache, or use another --cache-dir")
+    if version < FORMAT_VERSION:
+        raise StoreError(f"{meta}: store format_version {version} is older than this featcache reads "
+                         f"({FORMAT_VERSION}) and cannot be converted; move the store aside and extract again "
+                         "into a new --cache-dir")
 
 
 def _is_tmp_name(name: str) -> bool:
@@ -458,6 +745,11 @@ class EntryWriter:
     Attributes:
         complete: True when the entry exists (written now or found complete on entry).
         pending: Ids not yet written, in the order given.
+        replaced: The problem of a damaged entry found on entry and moved aside ('' when none).
+
+    Raises:
+        StoreError: (on entry) Another process holds the lock past ``lock_timeout``, or the store is
+            read-only; (from any write) the disk is full (one line; complete entries are untouched).
     """
 
     def __init__(
@@ -478,26 +770,37 @@ class EntryWriter:
         self.pending: list[str] = []
         self._made: list[Path] = []  # the .partial folder and .lock file this writer created, if it did
         self._added = 0
+        self.replaced = ""
 
     def __enter__(self) -> "EntryWriter":
         from filelock import FileLock, Timeout
 
-        self.store._init_root()
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.store._lock_path(self.key)
-        made_lock = not lock_path.exists()
-        self._lock = FileLock(str(lock_path), timeout=self.lock_timeout)
+        with write_errors_translated(self.final):
+            self.store._init_root()
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            lock_path = self.store._lock_path(self.key)
+            made_lock = not lock_path.exists()
+            lock = FileLock(str(lock_path), timeout=self.lock_timeout)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise StoreError(f"{self.final}: another process is writing this entry; wait for it or retry") from None
+            self._lock = lock
         try:
-            self._lock.acquire()
-        except Timeout:
-            raise StoreError(f"{self.final}: another process is writing this entry; wait for it or retry") from None
-        if self.final.is_file():
-            self.complete = True
-            self.pending = []
-            return self
-        made_partial = not self.partial.is_dir()
-        self._resume()
-        self._made = [p for p, made in ((self.partial, made_partial), (lock_path, made_lock)) if made]
+            if self.final.exists():
+                self.replaced = self.store.damage(self.key)
+                if not self.replaced:
+                    self.complete = True
+                    self.pending = []
+                    return self
+                self.store._set_aside(self.final, self.replaced)
+            made_partial = not self.partial.is_dir()
+            with write_errors_translated(self.partial):
+                self._resume()
+            self._made = [p for p, made in ((self.partial, made_partial), (lock_path, made_lock)) if made]
+        except BaseException:
+            self._lock.release()
+            raise
         return self
 
     def _resume(self) -> None:
@@ -572,7 +875,7 @@ class EntryWriter:
             records=[json.dumps(r, sort_keys=True) if r else "" for r in (records or [None] * len(ids))],
         )
         name = f"chunk-{self._n_chunks:06d}{self.store.backend.suffix}"
-        atomic_write(self.partial / name, lambda tmp: self.store.backend.write_chunk(tmp, block))
+        atomic_write_bytes(self.partial / name, self.store.backend.chunk_bytes(block))
         self._n_chunks += 1
         self._added += 1
         self._done.update(ids)
@@ -610,8 +913,10 @@ class EntryWriter:
             "n": len(block.ids),
             "dim": int(block.vectors.shape[1]) if block.vectors.ndim == 2 else 0,
             "checksum": _checksum(block.ids, block.vectors),
+            "integrity": data_digests(ids=block.ids, labels=block.labels, records=block.records,
+                                      vectors=block.vectors),
         }
-        atomic_write(self.final, lambda tmp: backend.write_entry(tmp, block, attrs))
+        atomic_write_bytes(self.final, *backend.entry_parts(block, attrs))
         fsync_path(self.final.parent)  # the rename is durable before the chunks go
         shutil.rmtree(self.partial, ignore_errors=True)
         self.complete = True
