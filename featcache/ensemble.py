@@ -349,6 +349,7 @@ class _Stack:
                       .contiguous().requires_grad_() for n in self.names}
         self.exp_avg = {n: torch.zeros_like(v) for n, v in self.p.items()}
         self.exp_avg_sq = {n: torch.zeros_like(v) for n, v in self.p.items()}
+        self._state_views: dict[str, tuple[tuple[torch.Tensor, ...], ...]] | None = None
         self._refresh_dev()
 
     # -- data ---------------------------------------------------------------------------------
@@ -431,16 +432,20 @@ class _Stack:
 
     def _adamw(self, positions: Sequence[int]) -> None:
         """One AdamW step for the members at ``positions``, each with its own step count."""
+        if self._state_views is None:  # per-member views of the stacked tensors, until the next drop()
+            self._state_views = {n: (p.data.unbind(0), self.exp_avg[n].unbind(0), self.exp_avg_sq[n].unbind(0))
+                                 for n, p in self.p.items()}
         params, grads, avgs, sqs, steps = [], [], [], [], []
         for pos in positions:
             self.slots[pos].step.add_(1)
         for n, p in self.p.items():
-            g = p.grad
+            g = p.grad.unbind(0)
+            ps, avg, sq = self._state_views[n]
             for pos in positions:
-                params.append(p.data[pos])
+                params.append(ps[pos])
                 grads.append(g[pos])
-                avgs.append(self.exp_avg[n][pos])
-                sqs.append(self.exp_avg_sq[n][pos])
+                avgs.append(avg[pos])
+                sqs.append(sq[pos])
                 steps.append(self.slots[pos].step)
         torch._fused_adamw_(params, grads, avgs, sqs, [], steps, amsgrad=False, lr=self.lr, beta1=_BETAS[0],
                             beta2=_BETAS[1], weight_decay=self.weight_decay, eps=_EPS, maximize=False,
@@ -516,6 +521,7 @@ class _Stack:
             self.p = {n: v.detach().index_select(0, sel).requires_grad_() for n, v in self.p.items()}
             self.exp_avg = {n: v.index_select(0, sel) for n, v in self.exp_avg.items()}
             self.exp_avg_sq = {n: v.index_select(0, sel) for n, v in self.exp_avg_sq.items()}
+        self._state_views = None
         self.slots = [self.slots[i] for i in keep]
         if self.slots:
             self._refresh_dev()

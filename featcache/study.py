@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from featcache.extract import EncoderRun, plan_entry
 from featcache.folds import Fold, make_fold
 from featcache.paper import ALL_MODELS, FUSION_MODELS, HEAD_SETTINGS, PAPER_MODELS, TrainSettings, uses
 from featcache.presets import Preset
+
+if TYPE_CHECKING:
+    from featcache.train import FitResult
 
 __all__ = ["ALL_MODELS", "FUSION_MODELS", "HEAD_SETTINGS", "PAPER_MODELS", "MissingEntries", "Study",
            "default_conditions", "evaluate", "train_heads", "uses"]
@@ -322,6 +325,12 @@ class Study:
         return self.paper_head_dir(model, fold=fold, seed=seed) or self.heads_dir(model, fold=fold, seed=seed)
 
 
+_Job = tuple[int, int, str]
+"""(fold, seed, model) of one head."""
+_Sources = dict[Any, tuple[torch.Tensor, dict[str, int]]]
+"""Clean vectors read for head training: (encoder run, entry fold) -> (matrix, row of each utterance)."""
+
+
 def _source_ids(study: Study, efold: int | None) -> list[str]:
     """The utterances whose clean vectors head training reads from one entry: every fold's training and
     dev utterances for an entry shared by the folds (``efold`` None), else that fold's."""
@@ -329,12 +338,22 @@ def _source_ids(study: Study, efold: int | None) -> list[str]:
     return list(dict.fromkeys(i for k in folds for part in (study.fold(k).train, study.fold(k).dev) for i in part))
 
 
-def _head_data(study: Study, model: str, *, fold: int, seed: int,
-               sources: dict[Any, tuple[torch.Tensor, dict[str, int]]]) -> tuple[list[torch.Tensor], np.ndarray,
-                                                                                 np.ndarray, np.ndarray, np.ndarray]:
-    """The clean vectors a head trains on: one source matrix per modality (read once per entry and shared
-    through ``sources`` by every fold, seed and model that reads the same entry), the training and dev rows
-    of this fold in them, and their labels.
+def _head_data(study: Study, model: str, *, fold: int, seed: int, sources: _Sources
+               ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The clean vectors a head trains on.
+
+    Args:
+        study: The study.
+        model: The head's model name.
+        fold: Its fold.
+        seed: Its seed.
+        sources: Matrices read so far, shared by every fold, seed and model that reads the same entry
+            (filled in as needed).
+
+    Returns:
+        ``(inputs, train_rows, dev_rows, train_labels, dev_labels)``: one matrix per modality the model
+        reads, the fold's training and dev utterances' rows in them (the same for every modality), and
+        their class indices.
 
     Raises:
         MissingEntries: Clean vectors are missing from the store.
@@ -360,8 +379,18 @@ def _head_data(study: Study, model: str, *, fold: int, seed: int,
 
 
 def _new_head(study: Study, model: str, *, fold: int, seed: int, dims: dict[str, int]) -> torch.nn.Module:
-    """``model``'s head for (fold, seed), freshly initialised after ``torch.manual_seed(seed)``; ``late``
-    and ``score`` hold the trained unimodal heads they fuse."""
+    """``model``'s head for (fold, seed), freshly initialised after ``torch.manual_seed(seed)``.
+
+    Args:
+        study: The study.
+        model: The model name (``mdrop`` is the multimodal head with modality dropout).
+        fold: Its fold.
+        seed: Its seed.
+        dims: Vector size of each modality it reads.
+
+    Returns:
+        The head; ``late`` and ``score`` hold the trained unimodal heads of (fold, seed) they fuse.
+    """
     from featcache.heads import build_head, load_head
 
     torch.manual_seed(seed)
@@ -376,8 +405,21 @@ def _new_head(study: Study, model: str, *, fold: int, seed: int, dims: dict[str,
 
 
 def _save_head(study: Study, model: str, *, fold: int, seed: int, head: torch.nn.Module,
-               fit_result: Any | None) -> dict[str, Any]:
-    """Write a trained head (``model.safetensors`` + ``config.json``, then ``result.json``) and return its record."""
+               fit_result: FitResult | None) -> dict[str, Any]:
+    """Write a trained head: ``model.safetensors`` + ``config.json``, then ``result.json`` (the last, so
+    a head is complete once its ``result.json`` exists).
+
+    Args:
+        study: The study.
+        model: The model name.
+        fold: Its fold.
+        seed: Its seed.
+        head: The trained head.
+        fit_result: Its training outcome (None: nothing was trained, e.g. ``late``).
+
+    Returns:
+        The record written to ``result.json``.
+    """
     from featcache.cache.atomic import atomic_write_json
     from featcache.heads import save_head
 
@@ -393,6 +435,7 @@ def _save_head(study: Study, model: str, *, fold: int, seed: int, head: torch.nn
 
 
 def _stored_result(study: Study, model: str, *, fold: int, seed: int) -> dict[str, Any] | None:
+    """The ``result.json`` record of a head already trained, or None."""
     done = study.heads_dir(model, fold=fold, seed=seed) / "result.json"
     return json.loads(done.read_text()) if done.is_file() else None
 
@@ -441,7 +484,7 @@ def train_heads(
         order = list(dict.fromkeys([paper.TEXT, paper.AUDIO, *order]))  # late/score fuse the unimodal heads
     jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in order if study.frozen or m not in PAPER_MODELS]
     threads = head_threads()
-    results: dict[tuple[int, int, str], dict[str, Any]] = {}
+    results: dict[_Job, dict[str, Any]] = {}
     with tqdm(total=len(jobs), desc="heads", unit="head", disable=not progress, leave=False) as bar, \
             torch_threads(1):
         if torch.device(device).type != "cpu":
@@ -455,15 +498,26 @@ def train_heads(
     return [results[j] for j in jobs]
 
 
-def _train_together(study: Study, jobs: Sequence[tuple[int, int, str]], results: dict[tuple[int, int, str], Any],
-                    *, threads: int, on_saved: Any) -> None:
-    """Train the heads of ``jobs`` that are not stored yet as one ensemble; put every record in ``results``."""
+def _train_together(study: Study, jobs: Sequence[_Job], results: dict[_Job, dict[str, Any]], *, threads: int,
+                    on_saved: Callable[[], None]) -> None:
+    """Train the heads of ``jobs`` that are not stored yet as one ensemble, saving each as it stops.
+
+    Args:
+        study: The study.
+        jobs: (fold, seed, model) of the heads; a model that fuses unimodal heads needs them stored.
+        results: Receives every job's ``result.json`` record (stored or new).
+        threads: Training threads (:func:`featcache.ensemble.fit_ensemble`).
+        on_saved: Called once per job whose record is in ``results`` (e.g. a progress bar).
+
+    Raises:
+        MissingEntries: Clean vectors are missing from the store.
+    """
     from featcache.ensemble import Member, fit_ensemble
     from featcache.train import class_weights
 
-    sources: dict[Any, tuple[torch.Tensor, dict[str, int]]] = {}
+    sources: _Sources = {}
     members: list[Member] = []
-    owners: list[tuple[int, int, str]] = []
+    owners: list[_Job] = []
     for k, s, m in jobs:
         stored = _stored_result(study, m, fold=k, seed=s)
         if stored is None:
@@ -479,7 +533,7 @@ def _train_together(study: Study, jobs: Sequence[tuple[int, int, str]], results:
         results[k, s, m] = stored
         on_saved()
 
-    def save(index: int, fit_result: Any) -> None:
+    def save(index: int, fit_result: FitResult) -> None:
         k, s, m = owners[index]
         results[k, s, m] = _save_head(study, m, fold=k, seed=s, head=members[index].head, fit_result=fit_result)
         on_saved()
@@ -495,7 +549,21 @@ _DEV_BATCH = 256
 
 def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -> dict[str, Any]:
     """Train (or load) one head alone with :func:`featcache.train.fit`: the reference the batched
-    ensemble equals, and the trainer on devices other than the CPU."""
+    ensemble equals, and the trainer on devices other than the CPU.
+
+    Args:
+        study: The study.
+        model: The model name.
+        fold: Its fold.
+        seed: Its seed.
+        device: Where to train.
+
+    Returns:
+        The head's ``result.json`` record.
+
+    Raises:
+        MissingEntries: Clean vectors are missing from the store.
+    """
     from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
 
     stored = _stored_result(study, model, fold=fold, seed=seed)
