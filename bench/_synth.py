@@ -213,3 +213,50 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def emotion_vectors(
+    labels: np.ndarray,
+    *,
+    dim: int,
+    noise: float,
+    normalize: bool,
+    seed: int,
+    signal_dim: int = 32,
+    clusters: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Utterance vectors that a head learns about as slowly and as well as it learns real embeddings.
+
+    Each class is a mixture of ``clusters`` unit-norm centres in a random ``signal_dim``-dimensional
+    subspace; a vector is its utterance's centre plus isotropic noise of total norm about ``noise``, and
+    is then scaled to unit norm when ``normalize`` (as sentence encoders such as MiniLM output). Small,
+    mostly-noise unit vectors whose classes are mixtures are what make a 384 -> 512 -> 256 -> 4 head train
+    for 20-40 epochs before early stopping, like the real frozen-MiniLM vectors of IEMOCAP (16-38 epochs,
+    about 63 % accuracy), where Gaussian clouds of unit variance are learnt in a few epochs. With IEMOCAP's
+    label counts and leave-one-session-out folds, ``noise=5.0, normalize=True`` at 384-d gives text heads
+    of about 63 % test accuracy after 20-42 epochs (mean 31); ``noise=6.0, normalize=False`` at 512-d gives
+    audio heads of about 53 % after 11-52 epochs (mean 26).
+
+    Args:
+        labels: Class index of each utterance.
+        dim: Vector size (384 for MiniLM, 512 for Whisper base).
+        noise: Norm of the noise relative to the class signal (larger: lower accuracy).
+        normalize: Scale every vector to unit norm.
+        seed: Random seed (centres, cluster choice, noise).
+        signal_dim: Dimension of the subspace that holds the class signal.
+        clusters: Sub-clusters per class (the classes are not linearly separable).
+
+    Returns:
+        ``(vectors float32 [n, dim], signal float32 [n, dim])``: the vectors, and each one's noise-free
+        class signal (perturbed variants add more noise to the same signal).
+    """
+    rng = np.random.default_rng(seed)
+    n_classes = int(labels.max()) + 1
+    basis = np.linalg.qr(rng.standard_normal((dim, signal_dim)))[0]  # dim x signal_dim, orthonormal columns
+    centres = rng.standard_normal((n_classes, clusters, signal_dim))
+    centres /= np.linalg.norm(centres, axis=-1, keepdims=True)
+    signal = centres[labels, rng.integers(0, clusters, len(labels))] @ basis.T
+    vectors = signal + noise * rng.standard_normal((len(labels), dim)) / np.sqrt(dim)
+    if normalize:
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), signal.astype(np.float32)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,20 @@ import torch
 import fake_iemocap
 from featcache.cache import FeatureStore
 from featcache.data import read_iemocap
+from featcache.ensemble import torch_threads
 from featcache.extract import EncoderRun, plan_entry
 from featcache.heads import load_head
 from featcache.presets import get_preset, with_overrides
-from featcache.study import ALL_MODELS, HEAD_SETTINGS, Study, default_conditions, evaluate, train_heads, uses
+from featcache.study import (
+    ALL_MODELS,
+    HEAD_SETTINGS,
+    Study,
+    _train_one,
+    default_conditions,
+    evaluate,
+    train_heads,
+    uses,
+)
 from tiny_models import tiny_bert, tiny_wav2vec2
 
 DIM = 16
@@ -141,3 +153,34 @@ def test_evaluate_by_default_reports_only_the_papers_missing_conditions(study: S
     wanted = {"noun", "random-adj", "random-noun", "no-text", "noise", "no-audio"}
     named = {m.split("--variant ")[1] for m in missing}
     assert named == wanted
+
+
+def test_heads_trained_together_equal_heads_trained_one_at_a_time(study: Study, tmp_path: Path) -> None:
+    """train_heads (one batched ensemble) against _train_one (featcache.train.fit, head by head), 2 seeds."""
+
+    def copy(name: str) -> Study:
+        root = tmp_path / name
+        shutil.copytree(study.store.root, root, ignore=shutil.ignore_patterns("heads"))
+        settings = dataclasses.replace(HEAD_SETTINGS, max_epochs=8, patience=2)
+        return dataclasses.replace(study, store=FeatureStore(root), seeds=(0, 1), head_settings=settings,
+                                   _cache={}, _folds={}, _runs={})
+
+    together, alone = copy("together"), copy("alone")
+    records = train_heads(together, models=ALL_MODELS, progress=False)
+    order = ["text", "audio", "multimodal", "gated", "mdrop", "late", "score"]
+    jobs = [(k, s, m) for k in alone.folds for s in alone.seeds for m in order]
+    assert [(r["fold"], r["seed"], r["model"]) for r in records] == jobs
+    for k, s, m in jobs:
+        with torch_threads(1):  # as train_heads runs it
+            ref = _train_one(alone, m, fold=k, seed=s, device="cpu")
+        got = json.loads((together.heads_dir(m, fold=k, seed=s) / "result.json").read_text())
+        assert {key: got.get(key) for key in ("best_epoch", "best_dev_acc", "epochs_run")} == {
+            key: ref.get(key) for key in ("best_epoch", "best_dev_acc", "epochs_run")}, (k, s, m)
+        a = load_head(together.heads_dir(m, fold=k, seed=s)).state_dict()
+        b = load_head(alone.heads_dir(m, fold=k, seed=s)).state_dict()
+        assert a.keys() == b.keys()
+        for key, value in b.items():  # bitwise on CPU with one intra-op thread; the tolerance allows another BLAS
+            torch.testing.assert_close(a[key], value, rtol=1e-5, atol=1e-6, msg=f"{(k, s, m)} {key}")
+    assert len({r["epochs_run"] for r in records if "epochs_run" in r}) > 1  # early stopping at different epochs
+    together.close()
+    alone.close()

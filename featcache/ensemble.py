@@ -1,0 +1,684 @@
+"""Heads trained together: many light heads of one architecture as one batched ensemble.
+
+A study trains the same small heads for every fold x seed (15 per kind with the paper's 5 folds and 3
+seeds). :func:`fit_ensemble` trains them in one loop: each parameter is stacked over the members
+(``[members, ...]``, linear weights stored transposed as ``[members, in, out]``) and every wide layer is
+one ``torch.baddbmm`` over all members, so one step costs a few large matrix products instead of many small
+ones, and one fused AdamW call updates every member.
+
+Each member keeps everything :func:`featcache.train.fit` gives a head trained alone, and ends with the
+same weights (bitwise on CPU with one intra-op thread, as the tests check):
+
+* its own initial weights: the caller builds each head after ``torch.manual_seed(seed)`` exactly as for
+  :func:`~featcache.train.fit`, and the ensemble starts from those weights;
+* its own training and dev vectors (rows of shared source matrices; folds differ in size, so batches
+  are padded to the batch size and the padding is left out of the loss; a member with fewer batches in
+  an epoch skips the extra optimiser steps), labels and class weights;
+* its own shuffling (a ``torch.Generator`` seeded with ``seed``, one permutation per epoch) and its own
+  dropout and modality-dropout draws, from a generator seeded with ``seed`` as ``fit`` seeds the
+  global one, drawn in the same order and with the same shapes as the one-at-a-time head draws them;
+* its own AdamW state and step count (``torch._fused_adamw_``, the kernel ``fit``'s fused AdamW runs);
+* its own early stopping: a member that stops is taken out of the stacked tensors (it costs nothing
+  afterwards) and keeps the weights of its best epoch.
+
+Supported heads: :class:`~featcache.heads.UnimodalHead` (text, audio), :class:`~featcache.heads.MultimodalHead`
+(with or without modality dropout; both train in one stack), :class:`~featcache.heads.GatedFusion` and
+:class:`~featcache.heads.ScoreFusion` (its frozen unimodal heads' scores are computed once, then only its
+linear layer trains). :class:`~featcache.heads.LateFusion` has nothing to train.
+
+Threads: the layers are small matrix products, for which one intra-op thread is fastest per core and
+several intra-op threads collapse when another process holds a core (every product waits at a barrier
+for a thread that is not running). The ensemble therefore runs every operation on one intra-op thread
+and uses more cores by training independent slices of the members in parallel Python threads
+(``threads``, default :func:`head_threads`, set by ``FEATCACHE_THREADS``). Results do not depend on the
+number of threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featcache.errors import FeatcacheError
+from featcache.heads import GatedFusion, MLPBody, MultimodalHead, ScoreFusion, UnimodalHead, head_config
+from featcache.train import EarlyStopping, FitResult
+
+THREADS_ENV = "FEATCACHE_THREADS"
+"""Environment variable with the number of CPU threads head training uses (see :func:`head_threads`)."""
+_BETAS = (0.9, 0.999)
+_EPS = 1e-8
+
+
+# ------------------------------------------------------------------------------------------ threads
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def head_threads() -> int:
+    """The number of CPU threads head training uses: ``FEATCACHE_THREADS``, else the usable cores (at most 2).
+
+    Each thread trains its own share of the heads with single-threaded operations, so a thread that
+    another process delays slows only its share. The default of at most two threads is what
+    ``bench/bench_evaluate.py`` measured best on 2 cores, idle and busy; more cores can be given
+    explicitly.
+
+    Returns:
+        A positive integer.
+
+    Raises:
+        FeatcacheError: ``FEATCACHE_THREADS`` is set but not a positive integer.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return max(1, min(2, _usable_cores()))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise FeatcacheError(f"{THREADS_ENV}={raw!r} is not a positive integer; set it to 1, 2, ... or unset it")
+    return value
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``torch.set_num_threads(n)`` and restore the previous count afterwards.
+
+    Args:
+        n: Intra-op threads inside the block.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------ members
+
+
+@dataclass
+class Member:
+    """One head to train, with its data and seed.
+
+    Attributes:
+        head: The head, freshly built after ``torch.manual_seed(seed)`` (as for :func:`featcache.train.fit`);
+            on return it holds its best epoch's weights.
+        inputs: One source matrix ``[rows, dim]`` per input of the head (text, then audio); members
+            that pass the same tensor object share it in memory.
+        train_rows: Rows of ``inputs`` that form the training set, in the order a one-at-a-time loader
+            would hold them.
+        train_labels: Class index of each training row.
+        dev_rows: Rows of ``inputs`` that form the dev set.
+        dev_labels: Class index of each dev row.
+        class_weights: Per-class loss weights (:func:`featcache.train.class_weights`), or None.
+        seed: The run's seed (shuffling, dropout).
+    """
+
+    head: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    train_rows: np.ndarray
+    train_labels: np.ndarray
+    dev_rows: np.ndarray
+    dev_labels: np.ndarray
+    class_weights: torch.Tensor | None
+    seed: int
+
+
+def _group_key(head: nn.Module) -> str:
+    """Members with the same key share every parameter shape and layer sequence (one stack)."""
+    if isinstance(head, ScoreFusion):
+        return json.dumps(["score", head.n_classes, head.scores])
+    if not isinstance(head, (UnimodalHead, MultimodalHead, GatedFusion)):
+        raise ValueError(f"fit_ensemble cannot train a {type(head).__name__}: it has no trainable parameters "
+                         "or is not a featcache head")
+    cfg = head_config(head)
+    options = dict(cfg["options"])
+    options.pop("modality_dropout", None)  # a per-member draw: multimodal and mdrop heads share a stack
+    return json.dumps([cfg["kind"], cfg["text_dim"], cfg["audio_dim"], cfg["n_classes"], options], sort_keys=True)
+
+
+def _trainable(head: nn.Module) -> list[str]:
+    """Names of the parameters the ensemble trains (every parameter, or a score fusion's layer)."""
+    names = [n for n, p in head.named_parameters() if p.requires_grad]
+    frozen = [n for n, p in head.named_parameters() if not p.requires_grad]
+    if isinstance(head, ScoreFusion):
+        if names != ["combine.weight", "combine.bias"]:
+            raise ValueError(f"a score fusion trains only its combine layer, got trainable {names}")
+    elif frozen:
+        raise ValueError(f"fit_ensemble trains every parameter of a {type(head).__name__}; frozen: {frozen}")
+    if not names:
+        raise ValueError("the model has no trainable parameters")
+    return names
+
+
+# ------------------------------------------------------------------------------------------ the batched forward
+
+
+NARROW = 16
+"""Batched work that would round differently from the one-at-a-time head runs member by member instead.
+
+``nn.Linear`` on CPU (MKL) picks its kernel by shape, and for some shapes a row's result depends on how
+many rows the product has: layers with fewer than 12 inputs or outputs (the classifiers, a scalar gate,
+the score layer), and any layer on fewer than 4 rows (measured with MKL 2024.2, AVX2). Elementwise
+functions such as ``sigmoid`` and ``tanh`` compute the last ``numel % 16`` elements of a tensor with a
+scalar formula that can differ from the vectorised one in the last bit. So a layer is *narrow* unless
+it has at least ``NARROW`` inputs and a multiple of ``NARROW`` outputs; a narrow layer (and its
+activation) runs as ``F.linear`` on exactly each member's own rows, and so does every layer of a member
+whose batch has fewer than ``NARROW`` rows. Narrow layers cost next to nothing. Every other layer is one
+``torch.baddbmm`` over the members, which gives ``nn.Linear``'s bits, forward and gradients, whatever
+the padding."""
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    return x if x.shape[0] == rows else F.pad(x, (0, 0, 0, rows - x.shape[0]))
+
+
+class _Arch:
+    """The layer sequence of one head architecture, replayed on stacked parameters.
+
+    The dropout sites are listed in the order the one-at-a-time forward pass draws them, so that each
+    member draws its masks exactly as its own head would.
+    """
+
+    def __init__(self, head: nn.Module) -> None:
+        self.head = head
+        self.n_classes = int(head.n_classes)
+        self.modality_dropout = isinstance(head, (MultimodalHead, GatedFusion))
+        self.bodies: list[tuple[str, MLPBody]] = []
+        if isinstance(head, UnimodalHead):
+            self.bodies = [("body", head.body)]
+        elif isinstance(head, (MultimodalHead, GatedFusion)):
+            self.bodies = [("text_body", head.text_body), ("audio_body", head.audio_body)]
+        self.sites: list[tuple[str, float]] = []  # (key, p) of every nn.Dropout, in forward order
+        self.width: dict[str, int] = {}  # its input's width (the preceding linear layer's output size)
+        for prefix, body in self.bodies:
+            width = body.in_dim
+            for i, layer in enumerate(body.layers):
+                if isinstance(layer, nn.Linear):
+                    width = layer.out_features
+                elif isinstance(layer, nn.Dropout):
+                    self.sites.append((f"{prefix}.layers.{i}", float(layer.p)))
+                    self.width[f"{prefix}.layers.{i}"] = width
+        self.narrow = {n for n, m in head.named_modules() if isinstance(m, nn.Linear)
+                       and (m.in_features < NARROW or m.out_features < NARROW or m.out_features % NARROW)}
+        self.macs = sum(p.numel() for n, p in head.named_parameters() if n.endswith("weight") and p.requires_grad)
+
+    def linear(self, p: dict[str, torch.Tensor], name: str, x: torch.Tensor, sizes: Sequence[int],
+               act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """``act(nn.Linear)`` for every member: ``x [m, b, in]`` -> ``[m, b, out]``; member ``j``'s real
+        rows are its first ``sizes[j]`` (the rest is padding, whose output is zero or ignored).
+
+        Wide layers' weights are stored ``[m, in, out]`` (one ``baddbmm``), narrow ones ``[m, out, in]``
+        (see :data:`NARROW`).
+        """
+        w, b = p[name + ".weight"], p[name + ".bias"]
+        rows = x.shape[1]
+        if name in self.narrow:
+            outs = [F.linear(xm[:n], wm, bm) for xm, wm, bm, n in zip(x.unbind(0), w.unbind(0), b.unbind(0), sizes)]
+            return torch.stack([_pad_rows(o if act is None else act(o), rows) for o in outs])
+        out = torch.baddbmm(b.unsqueeze(1), x, w)
+        few = [j for j, n in enumerate(sizes) if n < NARROW]
+        if few:
+            parts = list(out.unbind(0))
+            for j in few:
+                parts[j] = _pad_rows(F.linear(x[j, :sizes[j]], w[j].t().contiguous(), b[j]), rows)
+            out = torch.stack(parts)
+        return out if act is None else act(out)
+
+    def _body(self, p: dict[str, torch.Tensor], prefix: str, body: MLPBody, x: torch.Tensor,
+              noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
+        for i, layer in enumerate(body.layers):
+            key = f"{prefix}.layers.{i}"
+            if isinstance(layer, nn.Linear):
+                x = self.linear(p, key, x, sizes)
+            elif isinstance(layer, nn.ReLU):
+                x = torch.relu(x)
+            elif isinstance(layer, nn.Dropout):
+                if noise is not None:
+                    x = x * noise[key]
+            else:  # pragma: no cover - MLPBody holds only these three
+                raise TypeError(f"unexpected layer {type(layer).__name__} in {prefix}")
+        return x
+
+    def forward(self, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor],
+                noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
+        """Logits ``[members, batch, n_classes]`` (rows past ``sizes[j]`` are padding); ``noise`` holds
+        the training masks (None: eval mode)."""
+        head = self.head
+        if isinstance(head, ScoreFusion):
+            return self.linear(p, "combine", xs[0], sizes)
+        if isinstance(head, UnimodalHead):
+            return self.linear(p, "classifier", self._body(p, "body", head.body, xs[0], noise, sizes), sizes)
+        text, audio = xs
+        if noise is not None and "keep_text" in noise:
+            text, audio = text * noise["keep_text"], audio * noise["keep_audio"]
+        h_t = self._body(p, "text_body", head.text_body, text, noise, sizes)
+        h_a = self._body(p, "audio_body", head.audio_body, audio, noise, sizes)
+        if isinstance(head, MultimodalHead):
+            fused = torch.relu(self.linear(p, "fusion.0", torch.cat([h_t, h_a], dim=-1), sizes))
+            return self.linear(p, "classifier", fused, sizes)
+        z = self.linear(p, "gate_layer", torch.cat([h_t, h_a], dim=-1), sizes, act=torch.sigmoid)
+        h = (z * torch.tanh(self.linear(p, "text_proj", h_t, sizes))
+             + (1 - z) * torch.tanh(self.linear(p, "audio_proj", h_a, sizes)))
+        return self.linear(p, "classifier", torch.relu(self.linear(p, "fusion.0", h, sizes)), sizes)
+
+
+def _score_features(head: ScoreFusion, inputs: Sequence[torch.Tensor], rows: np.ndarray | torch.Tensor, *,
+                    chunk: int) -> torch.Tensor:
+    """What a score fusion's trainable layer sees: its frozen heads' scores, concatenated, for ``rows``.
+
+    Computed in chunks of ``chunk`` rows, as the one-at-a-time loop feeds them (see :data:`NARROW`).
+    """
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(idx), chunk):
+            sel = idx[i:i + chunk]
+            t = head.text_head.eval()(inputs[0].index_select(0, sel))
+            a = head.audio_head.eval()(inputs[1].index_select(0, sel))
+            if head.scores == "probs":
+                t, a = t.softmax(dim=-1), a.softmax(dim=-1)
+            parts.append(torch.cat([t, a], dim=-1))
+    return torch.cat(parts).contiguous()
+
+
+# ------------------------------------------------------------------------------------------ one stack of members
+
+
+class _Slot:
+    """The per-member state of a training run that does not live in the stacked tensors."""
+
+    def __init__(self, index: int, member: Member, rows: tuple[np.ndarray, np.ndarray], offsets: list[int],
+                 patience: int | None, max_epochs: int) -> None:
+        self.index = index
+        self.member = member
+        train_rows, dev_rows = (np.asarray(r, dtype=np.int64) for r in rows)
+        self.train_idx = [torch.as_tensor(train_rows + o) for o in offsets]  # rows of the stack's sources
+        self.dev_idx = [torch.as_tensor(dev_rows + o) for o in offsets]
+        self.y_train = torch.as_tensor(np.asarray(member.train_labels)).long()
+        self.y_dev = torch.as_tensor(np.asarray(member.dev_labels)).long()
+        self.weights = None if member.class_weights is None else torch.as_tensor(member.class_weights,
+                                                                                  dtype=torch.float32)
+        self.n_train = len(self.y_train)
+        self.shuffle = torch.Generator().manual_seed(member.seed)  # fit re-seeds the loader's generator
+        self.noise = torch.Generator().manual_seed(member.seed)  # fit's torch.manual_seed(seed), for dropout
+        self.step = torch.zeros((), dtype=torch.float32)  # fused AdamW's step count (float32, as fit's)
+        self.stopper = EarlyStopping(patience if patience is not None else max_epochs + 1)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, torch.Tensor] | None = None
+        self.modality_dropout = float(getattr(member.head, "modality_dropout", 0.0) or 0.0)
+        self.train_rows = np.asarray(member.train_rows, dtype=np.int64)  # the member's own rows (score: raw inputs)
+
+
+class _Stack:
+    """Members of one architecture trained as one batched model (a share of one group)."""
+
+    def __init__(self, members: Sequence[tuple[int, Member]], *, lr: float, weight_decay: float, batch_size: int,
+                 dev_batch_size: int, max_epochs: int, patience: int | None) -> None:
+        self.template = members[0][1].head
+        self.arch = _Arch(self.template)
+        self.names = _trainable(self.template)
+        self.lr, self.weight_decay, self.batch_size, self.dev_batch_size = lr, weight_decay, batch_size, dev_batch_size
+        self.max_epochs, self.patience = max_epochs, patience
+        self.sources, rows, offsets = self._sources(members)
+        self.slots = [_Slot(i, m, r, off, patience, max_epochs)
+                      for (i, m), r, off in zip(members, rows, offsets)]
+        self.transposed = {n for n in self.names if n.endswith(".weight") and n[:-7] not in self.arch.narrow}
+        with torch.no_grad():
+            self.p = {n: torch.stack([self._stacked_layout(n, s.member.head.get_parameter(n)) for s in self.slots])
+                      .contiguous().requires_grad_() for n in self.names}
+        self.exp_avg = {n: torch.zeros_like(v) for n, v in self.p.items()}
+        self.exp_avg_sq = {n: torch.zeros_like(v) for n, v in self.p.items()}
+        self._state_views: dict[str, tuple[tuple[torch.Tensor, ...], ...]] | None = None
+        self._refresh_dev()
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _sources(self, members: Sequence[tuple[int, Member]]
+                 ) -> tuple[list[torch.Tensor], list[tuple[np.ndarray, np.ndarray]], list[list[int]]]:
+        """One matrix per input (the members' distinct sources, concatenated), each member's (train, dev)
+        rows in its own sources, and the offset of its sources in the concatenation."""
+        per_member: list[list[torch.Tensor]] = []
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self.raw: dict[int, list[torch.Tensor]] = {}  # score members' own inputs (see train_epoch)
+        for i, m in members:
+            if isinstance(m.head, ScoreFusion):  # frozen scores, once: only the combine layer trains
+                raw = self.raw[i] = [torch.as_tensor(x).float() for x in m.inputs]
+                train = _score_features(m.head, raw, m.train_rows, chunk=self.batch_size)
+                dev = _score_features(m.head, raw, m.dev_rows, chunk=self.dev_batch_size)
+                per_member.append([torch.cat([train, dev])])
+                rows.append((np.arange(len(train)), np.arange(len(train), len(train) + len(dev))))
+            else:
+                per_member.append([torch.as_tensor(x) for x in m.inputs])
+                rows.append((np.asarray(m.train_rows), np.asarray(m.dev_rows)))
+        n_inputs = {len(x) for x in per_member}
+        if len(n_inputs) != 1:
+            raise ValueError(f"members of one architecture pass different numbers of inputs: {sorted(n_inputs)}")
+        sources: list[torch.Tensor] = []
+        offsets: list[list[int]] = [[] for _ in per_member]
+        for k in range(n_inputs.pop()):
+            distinct: dict[int, tuple[torch.Tensor, int]] = {}
+            start = 0
+            for j, xs in enumerate(per_member):
+                x = xs[k]
+                if id(x) not in distinct:
+                    distinct[id(x)] = (x, start)
+                    start += len(x)
+                offsets[j].append(distinct[id(x)][1])
+            parts = [x.float() for x, _ in distinct.values()]
+            sources.append(parts[0].contiguous() if len(parts) == 1 else torch.cat(parts).contiguous())
+        return sources, rows, offsets
+
+    def _stacked_layout(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        value = value.detach().float()
+        return value.t() if name in self.transposed else value
+
+    def _refresh_dev(self) -> None:
+        """Dev inputs of the active members, padded to the longest dev set: ``[members, n_dev, dim]`` each."""
+        n = max(len(s.y_dev) for s in self.slots)
+        self.dev_x = []
+        for k, src in enumerate(self.sources):
+            idx = torch.zeros(len(self.slots), n, dtype=torch.long)
+            for j, s in enumerate(self.slots):
+                idx[j, :len(s.y_dev)] = s.dev_idx[k]
+            self.dev_x.append(src.index_select(0, idx.view(-1)).view(len(self.slots), n, src.shape[1]))
+
+    # -- one epoch ----------------------------------------------------------------------------
+
+    def _noise(self, slots: Sequence[_Slot], sizes: Sequence[int]) -> dict[str, torch.Tensor] | None:
+        """Each member's training masks for one batch, drawn from its own generator in its head's order."""
+        use_modality = self.arch.modality_dropout and any(s.modality_dropout > 0 for s in slots)
+        if not self.arch.sites and not use_modality:
+            return None
+        m, b = len(slots), self.batch_size
+        noise: dict[str, torch.Tensor] = {}
+        if use_modality:
+            noise["keep_text"] = torch.ones(m, b, 1)
+            noise["keep_audio"] = torch.ones(m, b, 1)
+        for key, _ in self.arch.sites:
+            noise[key] = torch.zeros(m, b, self.arch.width[key])
+        for j, (s, n) in enumerate(zip(slots, sizes)):
+            p_mod = s.modality_dropout
+            if use_modality and p_mod > 0:  # heads._modality_dropout, with this member's generator
+                drop = torch.rand(n, generator=s.noise) < p_mod
+                drop_text = torch.rand(n, generator=s.noise) < 0.5
+                noise["keep_text"][j, :n, 0] = (~(drop & drop_text)).float()
+                noise["keep_audio"][j, :n, 0] = (~(drop & ~drop_text)).float()
+            for key, p in self.arch.sites:  # nn.Dropout: bernoulli(1 - p) mask over the batch, scaled
+                noise[key][j, :n].bernoulli_(1 - p, generator=s.noise)
+        for key, p in self.arch.sites:
+            noise[key].div_(1 - p)
+        return noise
+
+    def _adamw(self, positions: Sequence[int]) -> None:
+        """One AdamW step for the members at ``positions``, each with its own step count."""
+        if self._state_views is None:  # per-member views of the stacked tensors, until the next drop()
+            self._state_views = {n: (p.data.unbind(0), self.exp_avg[n].unbind(0), self.exp_avg_sq[n].unbind(0))
+                                 for n, p in self.p.items()}
+        params, grads, avgs, sqs, steps = [], [], [], [], []
+        for pos in positions:
+            self.slots[pos].step.add_(1)
+        for n, p in self.p.items():
+            g = p.grad.unbind(0)
+            ps, avg, sq = self._state_views[n]
+            for pos in positions:
+                params.append(ps[pos])
+                grads.append(g[pos])
+                avgs.append(avg[pos])
+                sqs.append(sq[pos])
+                steps.append(self.slots[pos].step)
+        torch._fused_adamw_(params, grads, avgs, sqs, [], steps, amsgrad=False, lr=self.lr, beta1=_BETAS[0],
+                            beta2=_BETAS[1], weight_decay=self.weight_decay, eps=_EPS, maximize=False,
+                            grad_scale=None, found_inf=None)
+
+    def train_epoch(self, epoch: int) -> dict[int, float]:
+        """One epoch for every active member; returns each one's sample-weighted mean training loss."""
+        bs = self.batch_size
+        orders = [torch.randperm(s.n_train, generator=s.shuffle) for s in self.slots]
+        n_batches = [math.ceil(s.n_train / bs) for s in self.slots]
+        totals = [0.0] * len(self.slots)
+        for j in range(max(n_batches)):
+            positions = [i for i, nb in enumerate(n_batches) if j < nb]
+            slots = [self.slots[i] for i in positions]
+            chunks = [orders[i][j * bs:(j + 1) * bs] for i in positions]
+            sizes = [len(c) for c in chunks]
+            xs = []
+            for k, src in enumerate(self.sources):
+                idx = torch.zeros(len(positions), bs, dtype=torch.long)
+                for r, (s, c) in enumerate(zip(slots, chunks)):
+                    idx[r, :len(c)] = s.train_idx[k][c]
+                xs.append(src.index_select(0, idx.view(-1)).view(len(positions), bs, src.shape[1]))
+            for r, (s, c, n) in enumerate(zip(slots, chunks, sizes)):
+                if s.index in self.raw and n < NARROW:  # the frozen heads saw these few rows on their own
+                    xs[0][r, :n] = _score_features(s.member.head, self.raw[s.index], s.train_rows[c.numpy()],
+                                                   chunk=bs)
+            noise = self._noise(slots, sizes)
+            if len(positions) == len(self.slots):
+                p = self.p
+            else:
+                sel = torch.as_tensor(positions, dtype=torch.long)
+                p = {n: v.index_select(0, sel) for n, v in self.p.items()}
+            logits = self.arch.forward(p, xs, noise, sizes)
+            losses = [F.cross_entropy(logits[r, :n], s.y_train[c], weight=s.weights)
+                      for r, (s, c, n) in enumerate(zip(slots, chunks, sizes))]
+            loss = torch.stack(losses)
+            values = loss.detach().tolist()
+            for r, value in enumerate(values):
+                if not math.isfinite(value):
+                    raise FeatcacheError(f"the training loss became {value} at epoch {epoch}, batch {j + 1} "
+                                         f"(ensemble member {slots[r].index}); lower the learning rate")
+                totals[positions[r]] += value * sizes[r]
+            loss.sum().backward()
+            self._adamw(positions)
+            for v in self.p.values():
+                v.grad = None
+        return {s.index: totals[i] / s.n_train for i, s in enumerate(self.slots)}
+
+    def evaluate(self) -> torch.Tensor:
+        """Dev logits of every active member, ``[members, n_dev_max, n_classes]`` (eval mode: no dropout),
+        in chunks of the dev batch size as the one-at-a-time loop computes them."""
+        n, step = self.dev_x[0].shape[1], self.dev_batch_size
+        out = []
+        with torch.no_grad():
+            for i in range(0, n, step):
+                sizes = [max(0, min(step, len(s.y_dev) - i)) for s in self.slots]
+                out.append(self.arch.forward(self.p, [x[:, i:i + step].contiguous() for x in self.dev_x], None, sizes))
+        return torch.cat(out, dim=1)
+
+    def best_state(self, pos: int) -> dict[str, torch.Tensor]:
+        """The member's full state dict (head layout) with its current trainable weights."""
+        slot = self.slots[pos]
+        state = {k: v.detach().clone() for k, v in slot.member.head.state_dict().items()}
+        for n, v in self.p.items():
+            value = v.detach()[pos]
+            state[n] = (value.t() if n in self.transposed else value).contiguous().clone()
+        return state
+
+    def drop(self, keep: Sequence[int]) -> None:
+        """Keep only the members at positions ``keep`` (the others have stopped)."""
+        sel = torch.as_tensor(list(keep), dtype=torch.long)
+        with torch.no_grad():
+            self.p = {n: v.detach().index_select(0, sel).requires_grad_() for n, v in self.p.items()}
+            self.exp_avg = {n: v.index_select(0, sel) for n, v in self.exp_avg.items()}
+            self.exp_avg_sq = {n: v.index_select(0, sel) for n, v in self.exp_avg_sq.items()}
+        self._state_views = None
+        self.slots = [self.slots[i] for i in keep]
+        if self.slots:
+            self._refresh_dev()
+
+
+def _dev_metrics(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> tuple[float, float, float]:
+    """(weighted loss, accuracy, unweighted average recall over the classes in ``labels``), as ``fit`` logs them."""
+    loss = float(F.cross_entropy(logits, labels, weight=weights))
+    pred = logits.argmax(dim=-1).numpy()
+    y = labels.numpy()
+    acc = float((pred == y).mean())
+    uar = float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+    return loss, acc, uar
+
+
+def _train_stack(stack: _Stack, *, on_done: Callable[[int, FitResult], None] | None,
+                 lock: threading.Lock, abort: threading.Event) -> dict[int, FitResult]:
+    """Train one stack until every member has stopped; each finished member's head gets its best weights.
+
+    Returns early (with what is finished) once ``abort`` is set, e.g. because another stack failed.
+    """
+    results: dict[int, FitResult] = {}
+    epoch = 0
+    while stack.slots and not abort.is_set():
+        epoch += 1
+        t0 = time.perf_counter()
+        train_loss = stack.train_epoch(epoch)
+        logits = stack.evaluate()
+        took = round(time.perf_counter() - t0, 4)
+        keep = []
+        for pos, s in enumerate(stack.slots):
+            dev_loss, dev_acc, dev_uar = _dev_metrics(logits[pos, :len(s.y_dev)], s.y_dev, s.weights)
+            improved = s.stopper.step(dev_acc, epoch)
+            if improved:
+                s.best = stack.best_state(pos)
+            stopped_early = s.stopper.should_stop and stack.patience is not None
+            finished = stopped_early or epoch >= stack.max_epochs
+            s.history.append({
+                "epoch": epoch,
+                "train_loss": train_loss[s.index] if math.isfinite(train_loss[s.index]) else None,
+                "dev_loss": dev_loss if math.isfinite(dev_loss) else None,
+                "dev_acc": dev_acc,
+                "dev_uar": dev_uar,
+                "time": took,
+                "improved": improved,
+                "best_epoch": s.stopper.best_epoch,
+                "best_dev_acc": s.stopper.best,
+                "lr": stack.lr,
+            })
+            if not finished:
+                keep.append(pos)
+                continue
+            if s.best is None or s.stopper.best_epoch is None:
+                raise FeatcacheError("no epoch produced a usable dev accuracy; check the dev data")
+            s.member.head.load_state_dict(s.best, strict=True)
+            result = FitResult(best_epoch=s.stopper.best_epoch, best_dev_acc=float(s.stopper.best),  # type: ignore[arg-type]
+                               epochs_run=epoch, history=s.history, run_dir=None, stopped_early=stopped_early)
+            results[s.index] = result
+            if on_done is not None:
+                with lock:
+                    on_done(s.index, result)
+        if len(keep) < len(stack.slots):
+            stack.drop(keep)
+    return results
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+
+def fit_ensemble(
+    members: Sequence[Member],
+    *,
+    lr: float,
+    max_epochs: int,
+    patience: int | None = 10,
+    weight_decay: float = 0.01,
+    batch_size: int,
+    dev_batch_size: int = 256,
+    threads: int | None = None,
+    on_done: Callable[[int, FitResult], None] | None = None,
+) -> list[FitResult]:
+    """Train many heads at once; each ends exactly as :func:`featcache.train.fit` would leave it alone.
+
+    Equivalent, member by member, to ``fit(member.head, train_loader=tensor_loader(*train, labels,
+    batch_size=batch_size, shuffle=True, seed=seed), dev_loader=tensor_loader(*dev, dev_labels, ...),
+    class_weights=member.class_weights, lr=lr, max_epochs=max_epochs, patience=patience, seed=seed,
+    weight_decay=weight_decay)`` on CPU, without a run directory (see the module docstring).
+
+    Members are grouped by architecture (multimodal heads with and without modality dropout share a
+    group); each group is split into ``threads`` stacks, which ``threads`` Python threads train in
+    parallel, every operation on one intra-op thread (the previous count is restored on return).
+
+    Args:
+        members: The heads and their data.
+        lr: AdamW learning rate.
+        max_epochs: Upper bound on epochs.
+        patience: Early-stopping patience on dev accuracy (None: none).
+        weight_decay: AdamW's decoupled weight decay.
+        batch_size: Training batch size.
+        dev_batch_size: Rows per dev forward pass (the one-at-a-time dev loader's batch size).
+        threads: Parallel training threads (default :func:`head_threads`).
+        on_done: Called with ``(member index, result)`` as soon as a member has finished (its head then
+            holds its best weights); calls are serialised.
+
+    Returns:
+        One :class:`~featcache.train.FitResult` per member, in order.
+
+    Raises:
+        ValueError: Invalid arguments, an unsupported head, or an empty training or dev set.
+        FeatcacheError: A training loss became non-finite.
+    """
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}")
+    for name, value in (("batch_size", batch_size), ("dev_batch_size", dev_batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    threads = head_threads() if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    groups: dict[str, list[tuple[int, Member]]] = {}
+    for i, m in enumerate(members):
+        if len(m.train_rows) == 0 or len(m.dev_rows) == 0:
+            raise ValueError(f"member {i} has an empty training or dev set")
+        if len(m.train_rows) != len(m.train_labels) or len(m.dev_rows) != len(m.dev_labels):
+            raise ValueError(f"member {i}: rows and labels differ in length")
+        key = _group_key(m.head)
+        _trainable(m.head)
+        groups.setdefault(key, []).append((i, m))
+    if not members:
+        return []
+
+    with torch_threads(1):
+        stacks = []
+        for group in groups.values():
+            n = min(threads, len(group))
+            for c in range(n):  # contiguous shares of the group, as even as possible
+                share = group[c * len(group) // n:(c + 1) * len(group) // n]
+                stacks.append(_Stack(share, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                                     dev_batch_size=dev_batch_size, max_epochs=max_epochs, patience=patience))
+        # the costliest stacks first, so that the threads finish together
+        stacks.sort(key=lambda s: -s.arch.macs * sum(slot.n_train for slot in s.slots))
+        lock, abort = threading.Lock(), threading.Event()
+        results: dict[int, FitResult] = {}
+        if threads == 1:
+            for stack in stacks:
+                results.update(_train_stack(stack, on_done=on_done, lock=lock, abort=abort))
+        else:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featcache-heads") as pool:
+                futures = [pool.submit(_train_stack, s, on_done=on_done, lock=lock, abort=abort) for s in stacks]
+                wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in futures if f.done() and f.exception() is not None]
+                if failed:  # stop the other stacks at their next epoch, then raise the first error
+                    abort.set()
+                    for f in futures:
+                        f.cancel()
+                    wait(futures)
+                    raise failed[0].exception()  # type: ignore[misc]
+                for f in futures:
+                    results.update(f.result())
+    return [results[i] for i in range(len(members))]

@@ -1,0 +1,219 @@
+"""Heads trained together equal heads trained one at a time (featcache.train.fit), member by member."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from featcache.ensemble import THREADS_ENV, Member, fit_ensemble, head_threads, torch_threads
+from featcache.errors import FeatcacheError
+from featcache.heads import build_head
+from featcache.paper import MODALITY_DROPOUT
+from featcache.train import FitResult, class_weights, fit, step_pair, step_single, tensor_loader
+
+N_CLASSES, T_DIM, A_DIM, N_ROWS = 4, 12, 10, 400
+LR, WEIGHT_DECAY, BATCH, EPOCHS, PATIENCE = 5e-3, 0.01, 16, 9, 3
+#: Tolerances of the comparison with the one-at-a-time trainer. On CPU with one intra-op thread the two
+#: are bitwise equal (same kernels, same random draws); the tolerance only allows another BLAS to round
+#: differently.
+ATOL, RTOL = 1e-6, 1e-5
+#: (fold-like split, seed): training sets of different sizes (different batch counts, partial last
+#: batches of different sizes), dev sets of different sizes.
+SPLITS = ((0, 0), (1, 1), (2, 2), (1, 0))
+KINDS = {
+    "text": ("text", {}),
+    "audio": ("audio", {}),
+    "multimodal": ("multimodal", {}),
+    "mdrop": ("multimodal", {"modality_dropout": MODALITY_DROPOUT}),
+    "gated": ("gated", {}),
+    "score": ("score", {}),
+}
+
+
+def _sources() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Text and audio vectors with a class signal and noise (nothing separates the classes perfectly)."""
+    rng = np.random.default_rng(7)
+    y = rng.choice(N_CLASSES, size=N_ROWS, p=[0.35, 0.3, 0.2, 0.15])
+    text = rng.normal(0, 1.0, (N_CLASSES, T_DIM))[y] + rng.normal(0, 1.6, (N_ROWS, T_DIM))
+    audio = rng.normal(0, 0.8, (N_CLASSES, A_DIM))[y] + rng.normal(0, 1.6, (N_ROWS, A_DIM))
+    return torch.tensor(text, dtype=torch.float32), torch.tensor(audio, dtype=torch.float32), y.astype(np.int64)
+
+
+TEXT, AUDIO, LABELS = _sources()
+
+
+def _rows(split: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, dev, test) rows of one split: a shuffled subset of a size that depends on the split."""
+    order = np.random.default_rng(100 + split).permutation(N_ROWS)
+    n_train, n_dev = (150, 181, 203)[split], (31, 26, 40)[split]
+    return order[:n_train], order[n_train:n_train + n_dev], order[n_train + n_dev:]
+
+
+def _uses(kind: str) -> tuple[str, ...]:
+    return {"text": ("text",), "audio": ("audio",)}.get(kind, ("text", "audio"))
+
+
+def _build(kind: str, seed: int) -> nn.Module:
+    """The head as study._train_one builds it: after torch.manual_seed(seed)."""
+    builder, options = KINDS[kind]
+    if builder == "score":  # frozen unimodal heads of their own (trained or not: the equivalence is the same)
+        torch.manual_seed(1000 + seed)
+        options = {"text_head": build_head("text", text_dim=T_DIM, audio_dim=None, n_classes=N_CLASSES),
+                   "audio_head": build_head("audio", text_dim=None, audio_dim=A_DIM, n_classes=N_CLASSES)}
+    torch.manual_seed(seed)
+    return build_head(builder, text_dim=T_DIM, audio_dim=A_DIM, n_classes=N_CLASSES, **options)
+
+
+def _inputs(kind: str) -> tuple[torch.Tensor, ...]:
+    return tuple({"text": TEXT, "audio": AUDIO}[m] for m in _uses(kind))
+
+
+def _member(kind: str, split: int, seed: int) -> Member:
+    train, dev, _ = _rows(split)
+    return Member(head=_build(kind, seed), inputs=_inputs(kind), train_rows=train, train_labels=LABELS[train],
+                  dev_rows=dev, dev_labels=LABELS[dev], class_weights=class_weights(LABELS[train], N_CLASSES),
+                  seed=seed)
+
+
+def _one_at_a_time(kind: str, split: int, seed: int) -> tuple[nn.Module, FitResult]:
+    """The reference: featcache.train.fit on one head, as study._train_one calls it."""
+    train, dev, _ = _rows(split)
+    head = _build(kind, seed)
+    x_tr = [x[train].numpy() for x in _inputs(kind)]
+    x_dev = [x[dev].numpy() for x in _inputs(kind)]
+    with torch_threads(1):
+        result = fit(
+            head,
+            train_loader=tensor_loader(*x_tr, LABELS[train], batch_size=BATCH, shuffle=True, seed=seed),
+            dev_loader=tensor_loader(*x_dev, LABELS[dev], batch_size=256),
+            step=step_single if len(x_tr) == 1 else step_pair,
+            n_classes=N_CLASSES,
+            class_weights=class_weights(LABELS[train], N_CLASSES),
+            lr=LR,
+            max_epochs=EPOCHS,
+            patience=PATIENCE,
+            seed=seed,
+            weight_decay=WEIGHT_DECAY,
+            progress=False,
+        )
+    return head, result
+
+
+def _probs(head: nn.Module, kind: str, split: int) -> torch.Tensor:
+    _, _, test = _rows(split)
+    with torch.no_grad():
+        return torch.softmax(head.eval()(*(x[test] for x in _inputs(kind))), -1)
+
+
+def _assert_same(kind: str, split: int, seed: int, head: nn.Module, result: FitResult,
+                 ref_head: nn.Module, ref: FitResult) -> None:
+    where = f"{kind}, split {split}, seed {seed}"
+    assert (result.best_epoch, result.epochs_run, result.stopped_early) == (
+        ref.best_epoch, ref.epochs_run, ref.stopped_early), where
+    assert result.best_dev_acc == ref.best_dev_acc, where
+    assert [r["dev_acc"] for r in result.history] == [r["dev_acc"] for r in ref.history], where
+    np.testing.assert_allclose([r["train_loss"] for r in result.history], [r["train_loss"] for r in ref.history],
+                               rtol=RTOL, atol=ATOL, err_msg=where)
+    state, ref_state = head.state_dict(), ref_head.state_dict()
+    assert state.keys() == ref_state.keys(), where
+    for k, v in ref_state.items():
+        torch.testing.assert_close(state[k], v, rtol=RTOL, atol=ATOL, msg=f"{where}: {k}")
+    probs, ref_probs = _probs(head, kind, split), _probs(ref_head, kind, split)
+    torch.testing.assert_close(probs, ref_probs, rtol=RTOL, atol=ATOL, msg=where)
+    assert torch.equal(probs.argmax(-1), ref_probs.argmax(-1)), where
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_member_equals_its_head_trained_alone(kind: str) -> None:
+    members = [_member(kind, split, seed) for split, seed in SPLITS]
+    results = fit_ensemble(members, lr=LR, max_epochs=EPOCHS, patience=PATIENCE, weight_decay=WEIGHT_DECAY,
+                           batch_size=BATCH, threads=1)
+    stopped = set()
+    for (split, seed), member, result in zip(SPLITS, members, results):
+        ref_head, ref = _one_at_a_time(kind, split, seed)
+        _assert_same(kind, split, seed, member.head, result, ref_head, ref)
+        stopped.add(result.epochs_run)
+    if kind != "score":
+        assert len(stopped) > 1, "the members should stop at different epochs"
+
+
+def test_every_kind_in_one_call_and_any_thread_count_gives_the_same_heads() -> None:
+    jobs = [(kind, split, seed) for kind in KINDS for split, seed in SPLITS[:2]]
+    outcomes = []
+    for threads in (1, 3):
+        members = [_member(*job) for job in jobs]
+        results = fit_ensemble(members, lr=LR, max_epochs=EPOCHS, patience=PATIENCE, weight_decay=WEIGHT_DECAY,
+                               batch_size=BATCH, threads=threads)
+        outcomes.append(([m.head.state_dict() for m in members], [r.history for r in results]))
+    (one, one_hist), (three, three_hist) = outcomes
+    assert [[r["dev_acc"] for r in h] for h in one_hist] == [[r["dev_acc"] for r in h] for h in three_hist]
+    for a, b in zip(one, three):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    for i in (0, 4, 6, 8):  # text, multimodal and mdrop in one stack, gated: as trained alone
+        kind, split, seed = jobs[i]
+        ref_head, ref = _one_at_a_time(kind, split, seed)
+        head = _build(kind, seed)
+        head.load_state_dict(three[i])
+        assert [r["dev_acc"] for r in three_hist[i]] == [r["dev_acc"] for r in ref.history]
+        for k, v in ref_head.state_dict().items():
+            torch.testing.assert_close(three[i][k], v, rtol=RTOL, atol=ATOL)
+
+
+def test_multimodal_and_mdrop_share_one_stack_yet_draw_their_own_modality_dropout() -> None:
+    members = [_member("multimodal", 0, 0), _member("mdrop", 0, 0)]
+    results = fit_ensemble(members, lr=LR, max_epochs=3, patience=None, weight_decay=WEIGHT_DECAY,
+                           batch_size=BATCH, threads=1)
+    assert [r.epochs_run for r in results] == [3, 3]
+    a, b = (m.head.state_dict() for m in members)
+    assert not torch.equal(a["text_body.layers.0.weight"], b["text_body.layers.0.weight"])  # same init, other draws
+
+
+def test_the_thread_count_is_restored_and_single_threaded_inside() -> None:
+    before = torch.get_num_threads()
+    seen = []
+
+    def note(index: int, result: FitResult) -> None:
+        seen.append((index, torch.get_num_threads()))
+
+    members = [_member("text", 0, 0), _member("text", 1, 1)]
+    fit_ensemble(members, lr=LR, max_epochs=2, patience=None, batch_size=BATCH, threads=2, on_done=note)
+    assert torch.get_num_threads() == before
+    assert sorted(i for i, _ in seen) == [0, 1] and {n for _, n in seen} == {1}
+
+
+def test_head_threads_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert head_threads() == 3
+    monkeypatch.delenv(THREADS_ENV)
+    assert 1 <= head_threads() <= 2
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(FeatcacheError, match=THREADS_ENV):
+            head_threads()
+
+
+def test_bad_requests_are_refused() -> None:
+    late = build_head("late", text_dim=T_DIM, audio_dim=A_DIM, n_classes=N_CLASSES)
+    train, dev, _ = _rows(0)
+    member = Member(head=late, inputs=(TEXT, AUDIO), train_rows=train, train_labels=LABELS[train], dev_rows=dev,
+                    dev_labels=LABELS[dev], class_weights=None, seed=0)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        fit_ensemble([member], lr=LR, max_epochs=2, batch_size=BATCH)
+    empty = _member("text", 0, 0)
+    empty.dev_rows, empty.dev_labels = empty.dev_rows[:0], empty.dev_labels[:0]
+    with pytest.raises(ValueError, match="empty"):
+        fit_ensemble([empty], lr=LR, max_epochs=2, batch_size=BATCH)
+    with pytest.raises(ValueError, match="threads"):
+        fit_ensemble([_member("text", 0, 0)], lr=LR, max_epochs=2, batch_size=BATCH, threads=0)
+    assert fit_ensemble([], lr=LR, max_epochs=2, batch_size=BATCH) == []
+
+
+def test_a_non_finite_loss_stops_with_one_line() -> None:
+    member = _member("text", 0, 0)
+    bad = TEXT.clone()
+    bad[member.train_rows[3]] = float("nan")
+    member.inputs = (bad,)
+    with pytest.raises(FeatcacheError, match="training loss became nan"):
+        fit_ensemble([member], lr=LR, max_epochs=2, batch_size=BATCH, threads=1)
