@@ -103,3 +103,21 @@ def small_counts(per_cell: int = 2, sessions: int = 5) -> dict[str, list[int]]:
     out["exc"] = [1] * sessions
     out["xxx"] = [1] * sessions
     return out
+
+
+TEXT_ONLY_WORDS = ("a very good day", "the old red car", "no way at all", "i am so tired now", "what a lovely song")
+
+
+def text_only_manifest(path: Path, *, per_cell: int = 4) -> Path:
+    """A manifest (``id,session,speaker,label,text``) with no audio: 5 sessions x 4 labels x ``per_cell``."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "session", "speaker", "label", "text"])
+        for s in range(1, 6):
+            for li, label in enumerate(("ang", "sad", "hap", "fru")):
+                for i in range(per_cell):
+                    words = TEXT_ONLY_WORDS[(i + li) % len(TEXT_ONLY_WORDS)]
+                    w.writerow([f"s{s}_{label}_{i}", f"Ses0{s}", f"spk{s}", label, f"{label} {words}"])
+    return path

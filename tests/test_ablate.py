@@ -4,7 +4,6 @@ kept and listed by name, and every printed command, run as printed, makes what w
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import shlex
@@ -216,20 +215,10 @@ def test_variant_lists_split_only_between_variants() -> None:
 # the command line, on a text-only corpus with a tiny BERT
 # ------------------------------------------------------------------------------------------------
 
-WORDS = ("a very good day", "the old red car", "no way at all", "i am so tired now", "what a lovely song")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("ablate-cli")
-    manifest = d / "text-only.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "session", "speaker", "label", "text"])
-        for s in range(1, 6):
-            for li, label in enumerate(("ang", "sad", "hap", "fru")):
-                for i in range(4):
-                    w.writerow([f"s{s}_{label}_{i}", f"Ses0{s}", f"spk{s}", label, f"{label} {WORDS[(i + li) % 5]}"])
+    manifest = fake_iemocap.text_only_manifest(d / "text-only.csv")
     return {"manifest": manifest, "bert": tiny_bert(d / "bert"), "dir": d}
 
 

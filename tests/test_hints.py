@@ -3,31 +3,21 @@ every option the study was given, and each one, run as printed, makes exactly wh
 
 from __future__ import annotations
 
-import csv
 import shlex
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+import fake_iemocap
 from featcache.cli import cli
 from featcache.metrics import Predictions
 from tiny_models import tiny_bert
 
-WORDS = ("a very good day", "the old red car", "no way at all", "i am so tired now", "what a lovely song")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("hints")
-    manifest = d / "text-only.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "session", "speaker", "label", "text"])
-        for s in range(1, 6):
-            for li, label in enumerate(("ang", "sad", "hap", "fru")):
-                for i in range(4):
-                    w.writerow([f"s{s}_{label}_{i}", f"Ses0{s}", f"spk{s}", label, f"{label} {WORDS[(i + li) % 5]}"])
+    manifest = fake_iemocap.text_only_manifest(d / "text-only.csv")
     return {"manifest": manifest, "bert": tiny_bert(d / "bert"), "dir": d}
 
 
