@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -482,6 +483,7 @@ def finetune(
     precision: str = "auto",
     num_workers: int = 0,
     progress: bool = True,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
 ) -> FinetuneRun:
     """Fine-tune one model on one fold (or resume it, or return it when finished).
 
@@ -500,6 +502,7 @@ def finetune(
             part of the run's identity once resolved.
         num_workers: DataLoader workers for decoding and preparing inputs.
         progress: Progress bars.
+        callbacks: Called with each epoch's log record once the epoch is committed (:func:`featcache.train.fit`).
 
     Returns:
         The finished run.
@@ -549,13 +552,14 @@ def finetune(
                 (run_dir / "result.json").unlink()
         atomic_write_text(run_dir / "config.json", json.dumps(cfg, indent=2, sort_keys=True))
         _train(corpus, run, fold=f, resolved=resolved, settings=settings, options=options, device=dev,
-               precision=precision, num_workers=num_workers, progress=progress)
+               precision=precision, num_workers=num_workers, progress=progress, callbacks=callbacks)
         remove_resume_state(run_dir)  # only now: a kill before this leaves a resumable or a finished run
     return run
 
 
 def _train(corpus: Corpus, run: FinetuneRun, *, fold: Fold, resolved: dict[str, Any], settings: TrainSettings,
-           options: EncoderOptions, device: torch.device, precision: str, num_workers: int, progress: bool) -> None:
+           options: EncoderOptions, device: torch.device, precision: str, num_workers: int, progress: bool,
+           callbacks: Sequence[Callable[[dict[str, Any]], None]]) -> None:
     """Train (or resume) a run under its lock, then write its encoder weights, head and ``result.json``."""
     from featcache.heads import MultimodalHead, audio_head, save_head, text_head
     from featcache.train import AMP_DTYPES, class_weights, fit
@@ -599,6 +603,7 @@ def _train(corpus: Corpus, run: FinetuneRun, *, fold: Fold, resolved: dict[str, 
         run_dir=run.path,
         progress=progress,
         lock=False,  # finetune holds the run's lock
+        callbacks=callbacks,
     )
     model.cpu()
     weights = {}

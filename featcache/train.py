@@ -24,6 +24,12 @@ A run killed at any moment therefore restarts from its last committed epoch: a r
 the renames of a committed epoch, or discards the ``.next`` files of an uncommitted one. The
 resumed run restores weights, optimizer, early stopping and RNG states bit for bit, so it ends with
 exactly the same best weights and log (except the ``time`` field) as a run that was never stopped.
+A caller that has stored what it keeps of a finished run may delete the files only resuming needs
+(:func:`remove_resume_state`; :mod:`featcache.finetune` does).
+
+The loop does not wait for the device per batch: batch losses stay on the device and are read once per
+epoch, and dev logits are copied back once per pass (see :func:`_train_epoch`). Mixed precision is
+``torch.autocast`` (:func:`resolve_precision` picks it for fine-tuning).
 """
 
 from __future__ import annotations
@@ -773,7 +779,8 @@ def fit(
         amp_dtype: autocast dtype, ``"float16"`` or ``"bfloat16"``.
         generator: the ``torch.Generator`` the training loader shuffles with, if not ``train_loader.generator``.
         run_dir: checkpoint directory (created if missing), or None to keep everything in memory.
-        progress: show tqdm bars (training loss per batch, dev accuracy per epoch).
+        progress: show tqdm bars (the running training loss every :data:`POSTFIX_EVERY` batches, dev
+            accuracy per epoch).
         log_file: JSONL log, one line per epoch with ``epoch, train_loss, dev_loss, dev_acc, dev_uar,
             time, improved, best_epoch, best_dev_acc, lr``; default ``run_dir/train_log.jsonl``
             (no log without ``run_dir``).
