@@ -170,8 +170,8 @@ def prepared_batches(corpus: Corpus, encoder: AudioEncoder, *, variant: str, see
     Returns:
         The batches, in the order the extraction encodes them.
     """
-    from featcache.data import load_audio
     from featcache.buckets import iter_batches
+    from featcache.data import load_audio
     from featcache.perturb import get_variant
 
     v = get_variant(variant)

@@ -228,7 +228,7 @@ class Crash(Exception):
 
 def test_a_kill_while_finishing_leaves_a_resumable_or_finished_run(text_runs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import featcache.finetune as ft
-    import featcache.train as train
+    from featcache import train
 
     ref = text_runs["ref"]
     # killed after the weights, before result.json: resumable; the rerun trains no epoch
