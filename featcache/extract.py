@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from featcache import __version__
-from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
+from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, input_digest, load_encoder
 from featcache.backbones.resolve import ResolvedBackbone, resolve_backbone, weights_hash
 from featcache.cache import EntryKey, FeatureStore, ids_digest, slug
 from featcache.data import Corpus, load_audio
@@ -75,6 +75,7 @@ class ExtractReport:
     status: str  # written | resumed | replaced (a damaged entry set aside) | skipped | not-applicable
     n_ids: int = 0
     n_written: int = 0
+    n_encoded: int = 0  # distinct inputs encoded (repeated inputs reuse their vector)
     seconds: float = 0.0
     path: Path | None = None
 
@@ -117,6 +118,7 @@ class _Items(Dataset):
             if self.variant.modality == "audio":
                 x, record = self.variant(x, utt_id=u.id, seed=self.seed)
         item = self.encoder.prepare(x)
+        item["digest"] = input_digest(item)
         item["id"] = u.id
         item["label"] = self.corpus.label_index(u.label)
         item["record"] = record if self.variant.modality is not None else {}
@@ -170,6 +172,41 @@ def iter_batches(
             yield out
     for L in sorted(buckets):
         yield buckets[L]
+
+
+class _VectorMemo:
+    """Each distinct prepared input of an entry encoded once: a repeated input reuses its vector.
+
+    ``no-text`` gives every utterance the same empty string and ``no-audio`` the same silence; their
+    entries cost one forward pass of one item instead of one per utterance, and every row holds the same
+    bytes. Items are told apart by :func:`~featcache.backbones.encoders.input_digest` (computed in the
+    workers). The most recent ``capacity`` vectors are kept, which covers an input repeated throughout
+    an entry (length order puts equal inputs next to each other).
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        from collections import OrderedDict
+
+        self.capacity = capacity
+        self.vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.encoded = 0
+
+    def encode(self, batch: list[dict[str, Any]], forward: Any) -> np.ndarray:
+        """The batch's vectors, running ``forward(items) -> ndarray`` on its inputs not seen before."""
+        todo: dict[bytes, dict[str, Any]] = {}
+        for it in batch:
+            if it["digest"] not in self.vectors:
+                todo.setdefault(it["digest"], it)
+        if todo:
+            for d, vec in zip(todo, forward(list(todo.values()))):
+                self.vectors[d] = np.array(vec, copy=True)
+            self.encoded += len(todo)
+        out = np.stack([self.vectors[it["digest"]] for it in batch])
+        for it in batch:
+            self.vectors.move_to_end(it["digest"])
+        while len(self.vectors) > self.capacity:
+            self.vectors.popitem(last=False)
+        return out
 
 
 def entry_ids(corpus: Corpus, *, fold: int | None, variant_modality: str | None, split: str | None,
@@ -344,6 +381,7 @@ def extract(
         provenance["mask_token"] = mask_token
     status = "written"
     written = 0
+    memo = _VectorMemo()
     with store.writer(key, ids=ids, provenance=provenance) as w:
         if w.complete:
             return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
@@ -361,8 +399,8 @@ def extract(
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
         with bar, torch.inference_mode():
             for batch in iter_batches(iter(loader), batch_size=batch_size):
-                inputs = {k: t.to(dev) for k, t in encoder.collate(batch).items()}
-                vecs = encoder(**inputs).float().cpu().numpy()
+                vecs = memo.encode(batch, lambda items: encoder(  # type: ignore[misc]
+                    **{k: t.to(dev) for k, t in encoder.collate(items).items()}).float().cpu().numpy())
                 w.add(
                     [it["id"] for it in batch],
                     vecs,
@@ -372,7 +410,8 @@ def extract(
                 written += len(batch)
                 bar.update(len(batch))
     return ExtractReport(
-        key=key, status=status, n_ids=len(ids), n_written=written, seconds=time.perf_counter() - t0, path=store.path(key)
+        key=key, status=status, n_ids=len(ids), n_written=written, n_encoded=memo.encoded,
+        seconds=time.perf_counter() - t0, path=store.path(key),
     )
 
 
