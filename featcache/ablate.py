@@ -61,6 +61,8 @@ PREFIX = "ablate:"
 """Prefix of an ablation's model name in a predictions table."""
 SPEC_FILE = "ablation.json"
 RESULT_FILE = "result.json"
+POOLINGS: tuple[str, ...] = ("cls", "mean")
+"""Text poolings an ablation can read its vectors with (``AblationSpec.pooling``)."""
 MIX_RULE = 1
 """Version of the mixing rule (part of every ablation's identity)."""
 
@@ -93,6 +95,9 @@ class AblationSpec:
         epochs: Most epochs; ``None`` takes the study's head settings.
         train_on: Attacks whose stored training vectors are mixed into the training set (kept sorted).
         mix: Probability that a training utterance's vector of a modality is replaced by an attacked one.
+        pooling: Text pooling (``cls`` or ``mean``) of the vectors the ablation trains and is evaluated on,
+            where it differs from the study's; the paper's heads keep the study's (pooling as an ablation axis;
+            frozen backbones only: a fine-tuned run's pooling is part of its training).
         label: A readable label, the first part of the name (default: the fusion, or the one modality).
     """
 
@@ -106,6 +111,7 @@ class AblationSpec:
     epochs: int | None = None
     train_on: tuple[str, ...] = ()
     mix: float = 0.5
+    pooling: str | None = None
     label: str | None = None
 
     def checked(self) -> AblationSpec:
@@ -160,11 +166,15 @@ class AblationSpec:
         mix = float(self.mix) if train_on else 0.0
         if mix == 0:
             train_on = []
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise FeatcacheError(f"--text-pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
+        if self.pooling is not None and paper.TEXT not in mods:
+            raise FeatcacheError("--text-pooling needs an ablation that reads the text")
         label = slug(self.label) if self.label else (self.fusion if len(mods) == 2 else mods[0])
         return AblationSpec(fusion=self.fusion, modalities=mods, hidden=hidden, fusion_hidden=self.fusion_hidden,
                             dropout=None if self.dropout is None else float(self.dropout),
                             modality_dropout=float(self.modality_dropout), lr=self.lr, epochs=self.epochs,
-                            train_on=tuple(train_on), mix=mix, label=label)
+                            train_on=tuple(train_on), mix=mix, pooling=self.pooling, label=label)
 
     def dropouts(self) -> dict[str, float]:
         """Body dropout per modality (the paper's when :attr:`dropout` is ``None``)."""
@@ -195,6 +205,7 @@ class AblationSpec:
             "train_on": list(self.train_on),
             "mix": self.mix,
             "mix_rule": MIX_RULE if self.train_on else None,
+            **({"pooling": self.pooling} if self.pooling is not None else {}),  # absent: the study's pooling
         }
 
     def name(self, base: TrainSettings) -> str:
@@ -216,6 +227,8 @@ class AblationSpec:
         parts.append(f"lr {st.lr:g}, at most {st.max_epochs} epochs (patience {st.patience}, batch {st.batch_size})")
         parts.append(f"trained on {', '.join(self.train_on)} with mix {self.mix:g}" if self.train_on
                      else "trained on clean vectors")
+        if self.pooling is not None:
+            parts.append(f"text vectors pooled by {self.pooling}")
         return "; ".join(parts)
 
     def cli_flags(self) -> list[str]:
@@ -242,6 +255,8 @@ class AblationSpec:
             flags += ["--epochs", str(self.epochs)]
         if self.train_on:
             flags += ["--train-on", ",".join(self.train_on), "--mix", repr(self.mix)]
+        if self.pooling is not None:
+            flags += ["--text-pooling", self.pooling]
         return flags
 
     def to_json(self) -> dict[str, Any]:
@@ -317,6 +332,26 @@ class Ablation:
     def head_dir(self, study: Study, *, fold: int, seed: int, part: str = "head") -> Path:
         """Where one of its heads is (``part``: ``head``, or ``text`` / ``audio`` under a late or score fusion)."""
         return study.store.ablation_head_dir(study.key, self.name, fold=fold, seed=seed, part=part)
+
+    def vector_study(self, study: Study) -> Study:
+        """The study whose vectors the ablation reads: ``study`` itself, or, with another text pooling, the
+        same study with its text entries pooled that way (its heads and folder stay ``study``'s).
+
+        Raises:
+            FeatcacheError: Another pooling in a study of fine-tuned backbones.
+        """
+        pooling = self.spec.pooling
+        if pooling is None or pooling == study.options.pooling:
+            return study
+        if not study.frozen:
+            raise FeatcacheError("--text-pooling needs frozen backbones: a fine-tuned run's pooling is part of its "
+                                 "training; fine-tune with --pooling instead")
+        from dataclasses import replace
+
+        from featcache.presets import with_overrides
+
+        return replace(study, preset=with_overrides(study.preset, pooling=pooling),
+                       options=replace(study.options, pooling=pooling), _cache={}, _folds={}, _runs={})
 
     def command(self, study: Study) -> str:
         """The ``featcache ablate`` command that trains it, with the study's options."""
@@ -530,8 +565,8 @@ def _fit_head(study: Study, head: torch.nn.Module, x_tr: list[np.ndarray], y_tr:
     return {"best_epoch": fr.best_epoch, "best_dev_acc": fr.best_dev_acc, "epochs_run": fr.epochs_run}
 
 
-def _train_member(study: Study, abl: Ablation, *, fold: int, seed: int, device: str) -> dict[str, Any]:
-    """Train (or load) the ablation's head of one fold and seed."""
+def _train_member(study: Study, abl: Ablation, *, vs: Study, fold: int, seed: int, device: str) -> dict[str, Any]:
+    """Train (or load) the ablation's head of one fold and seed (kept in ``study``, vectors from ``vs``)."""
     from featcache.cache.atomic import atomic_write_json
     from featcache.heads import build_head, save_head
 
@@ -548,8 +583,8 @@ def _train_member(study: Study, abl: Ablation, *, fold: int, seed: int, device: 
     x_tr: dict[str, np.ndarray] = {}
     replaced: dict[str, int] = {}
     for m in spec.modalities:
-        x_tr[m], replaced[m] = _training_vectors(study, abl, m, fold=fold, seed=seed, ids=f.train)
-    x_dev = {m: study.vectors(m, fold=fold, seed=seed, model=abl.model, variant="clean", ids=f.dev)[0]
+        x_tr[m], replaced[m] = _training_vectors(vs, abl, m, fold=fold, seed=seed, ids=f.train)
+    x_dev = {m: vs.vectors(m, fold=fold, seed=seed, model=abl.model, variant="clean", ids=f.dev)[0]
              for m in spec.modalities}
     dims = {f"{m}_dim": x.shape[1] for m, x in x_tr.items()}
     drop = spec.dropouts()
@@ -617,18 +652,20 @@ def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str =
         raise FeatcacheError(f"{study.corpus.name}: the corpus has no {' and no '.join(lacking)}; "
                              "choose --modalities it has")
     jobs = [(k, s) for k in study.folds for s in study.seeds]
+    vs = abl.vector_study(study)
     try:
-        _check_training_entries(study, abl)
+        _check_training_entries(vs, abl)
         spec_file = abl.folder(study) / SPEC_FILE
         if not spec_file.is_file():
             spec_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(spec_file, {"name": abl.name, "spec": abl.spec.to_json(),
                                           "identity": abl.spec.identity(study.head_settings),
                                           "description": abl.spec.describe(study.head_settings)}, sort_keys=False)
-        records = [_train_member(study, abl, fold=k, seed=s, device=device)
+        records = [_train_member(study, abl, vs=vs, fold=k, seed=s, device=device)
                    for k, s in tqdm(jobs, desc=abl.name, unit="head", disable=not progress, leave=False)]
     finally:
         study.close()
+        vs.close()
     return abl, records
 
 
@@ -662,6 +699,7 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
     blocks: list[dict[str, np.ndarray]] = []
     missing: list[str] = []
     jobs = [(k, s) for k in study.folds for s in study.seeds]
+    vs = abl.vector_study(study)
     try:
         for k, s in tqdm(jobs, desc=f"evaluate {abl.name}", unit="head", disable=not progress, leave=False):
             head_dir = abl.head_dir(study, fold=k, seed=s)
@@ -670,9 +708,10 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
                 if cmd not in missing:
                     missing.append(cmd)
                 continue
-            blocks += _evaluate_head(study, abl, load_head(head_dir).eval(), conds, fold=k, seed=s, missing=missing)
+            blocks += _evaluate_head(vs, abl, load_head(head_dir).eval(), conds, fold=k, seed=s, missing=missing)
     finally:
         study.close()
+        vs.close()
     return Predictions.from_blocks(blocks, labels=study.corpus.labels), missing
 
 

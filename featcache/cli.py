@@ -324,8 +324,10 @@ def encoder_options(f):  # type: ignore[no-untyped-def]
                      help="Pad every clip to this many samples and pool all frames (246000 = the paper).")(f)
     f = click.option("--max-samples", type=int, default=None,
                      help="Cut longer clips here. [default: preset's, 246000 = 15.375 s]")(f)
-    f = click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
-                     help="Text pooling. [default: preset's]")(f)
+    f = click.option("--pooling", type=click.Choice(["auto", "cls", "mean"]), default=None,
+                     help="Text pooling: the [CLS] vector, the mean over tokens, or auto = the backbone's own "
+                          "(a sentence-embedding model's pooling config, else cls). [default: preset's: "
+                          "demo auto (MiniLM: mean), paper cls]")(f)
     f = click.option("--audio-backbone", default=None, metavar="NAME",
                      help="Speech encoder: alias (whisper-base), directory or hub name. [default: preset's]")(f)
     f = click.option("--text-backbone", default=None, metavar="NAME",
@@ -633,6 +635,10 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
 @click.option("--mix", type=click.FloatRange(0, 1), default=0.5,
               help="With --train-on: probability that a training utterance's vector of a modality is replaced by "
                    "its attacked one (drawn once per seed, modality and utterance).")
+@click.option("--text-pooling", type=click.Choice(["cls", "mean"]), default=None,
+              help="Train and evaluate the variant on text vectors pooled this way while the paper's heads keep the "
+                   "study's --pooling (frozen backbones; the entries must be extracted with that pooling). "
+                   "[default: the study's]")
 @click.option("--condition", "conditions", multiple=True, metavar="COND",
               help="Condition to evaluate (repeatable). [default: as `featcache evaluate`]")
 @click.option("--resamples", type=click.IntRange(min=0), default=1000,
@@ -640,7 +646,8 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
 @click.option("--device", default="cpu", help="cpu or cuda.")
 def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hidden: str, fusion_hidden: int,
                dropout: float | None, modality_dropout: float, lr: float | None, epochs: int | None, train_on: str | None,
-               mix: float, conditions: tuple[str, ...], resamples: int, device: str, **kw: object) -> None:
+               mix: float, text_pooling: str | None, conditions: tuple[str, ...], resamples: int, device: str,
+               **kw: object) -> None:
     """Train a head or fusion variant over all folds x seeds and compare it with the paper's heads.
 
     The variant is trained on the study's cached vectors (with --train-on, on a mix of clean and attacked
@@ -669,7 +676,8 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
         raise FeatcacheError(f"--hidden {hidden!r}: write layer sizes separated by commas, e.g. 512,256") from None
     spec = AblationSpec(fusion=fusion, modalities=("text", "audio") if modalities == "both" else (modalities,),
                         hidden=sizes, fusion_hidden=fusion_hidden, dropout=dropout, modality_dropout=modality_dropout,
-                        lr=lr, epochs=epochs, train_on=parse_variant_list(train_on or ""), mix=mix, label=label)
+                        lr=lr, epochs=epochs, train_on=parse_variant_list(train_on or ""), mix=mix,
+                        pooling=text_pooling, label=label)
     result = run_ablation(study, spec, conditions=list(conditions) or None, device=device, n_resamples=resamples,
                           echo=click.echo)
     click.echo(f"ablation: {result.ablation.folder(study)}; in a report: "
