@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -84,7 +85,12 @@ def load_corpus_from_options(corpus_spec: str, labels: str | None, merge: str | 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="featcache")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug messages.")
-def cli(verbose: bool) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="FEATCACHE_THREADS", show_envvar=True,
+              help="CPU threads: heads are trained on this many threads (each running single-threaded operations, "
+                   "which stay fast when other jobs share the cores), and torch's CPU operations (extraction, "
+                   "fine-tuning on CPU) use this many. [default: heads on the usable cores, at most 2 "
+                   "(bench/bench_evaluate.py: fastest on 2 cores, idle or busy); torch's own default elsewhere]")
+def cli(verbose: bool, threads: int | None) -> None:
     """featcache: cached embeddings for robustness studies of speech+text emotion classifiers.
 
     Backbones are fine-tuned once per fold; embeddings of the clean test set and of every perturbed
@@ -101,6 +107,13 @@ def cli(verbose: bool) -> None:
     )
     for noisy in ("numba", "urllib3", "filelock", "h5py", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if threads is not None:
+        import torch
+
+        from featcache.ensemble import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(threads)  # head training reads it (featcache.ensemble.head_threads)
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------
