@@ -49,7 +49,15 @@ from featcache.errors import FeatcacheError
 from featcache.metrics import DEFAULT_RESAMPLES, Analysis, BootstrapCI, ImpactDifference, Predictions, SeedStat
 from featcache.metrics.bootstrap import seedwise
 from featcache.paper import PAPER_MODELS, TrainSettings
-from featcache.study import MissingEntries, Study, evaluate, train_heads
+from featcache.study import (
+    MissingEntries,
+    Study,
+    encode_input,
+    evaluate,
+    prediction_block,
+    fold_test_columns,
+    train_heads,
+)
 
 __all__ = ["FUSIONS", "PREFIX", "Ablation", "AblationInfo", "AblationResult", "AblationSpec", "ComparisonRow",
            "ablation", "compare", "comparison_records", "evaluate_ablation", "find_ablation", "format_comparison",
@@ -717,27 +725,18 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
 
 def _evaluate_head(study: Study, abl: Ablation, head: torch.nn.Module, conds: Sequence[Condition], *, fold: int,
                    seed: int, missing: list[str]) -> list[dict[str, np.ndarray]]:
-    f = study.fold(fold)
-    ids = list(f.test)
-    n = len(ids)
-    labels = np.array([study.corpus.label_index(study.corpus.by_id(i).label) for i in ids], dtype=np.int64)
-    fixed = {"fold": np.full(n, fold, dtype=np.int64), "session": np.full(n, f.test_session, dtype=object),
-             "seed": np.full(n, seed, dtype=np.int64), "model": np.full(n, abl.model, dtype=object),
-             "utt_id": np.array(ids, dtype=object), "label": labels}
+    ids, fixed = fold_test_columns(study, fold=fold, seed=seed, model=abl.model)
     encoded: dict[tuple[str, str], tuple[torch.Tensor, np.ndarray]] = {}
     blocks = []
     for cond in conds:
         try:
-            inputs, affected = [], np.zeros(n, dtype=bool)
+            inputs, affected = [], np.zeros(len(ids), dtype=bool)
             for mod in abl.spec.modalities:
                 variant = cond.variant(mod)
                 if (mod, variant) not in encoded:
                     x, _, _, changed = study.vectors(mod, fold=fold, seed=seed, model=abl.model, variant=variant,
                                                      ids=ids)
-                    with torch.no_grad():
-                        x_t = torch.from_numpy(x)
-                        encoded[mod, variant] = (head.encode(mod, x_t) if hasattr(head, "join") else head(x_t),
-                                                 changed)
+                    encoded[mod, variant] = (encode_input(head, mod, torch.from_numpy(x)), changed)
                 enc, changed = encoded[mod, variant]
                 inputs.append(enc)
                 if variant != CLEAN:
@@ -746,11 +745,7 @@ def _evaluate_head(study: Study, abl: Ablation, head: torch.nn.Module, conds: Se
             if str(e) not in missing:
                 missing.append(str(e))
             continue
-        with torch.no_grad():
-            logits = head.join(*inputs) if len(inputs) == 2 else inputs[0]
-            p = torch.softmax(logits, -1).numpy().astype(np.float32, copy=False)
-        blocks.append({**fixed, "condition": np.full(n, str(cond), dtype=object),
-                       "pred": p.argmax(1).astype(np.int64), "probs": p, "affected": affected})
+        blocks.append(prediction_block(head, inputs, fixed=fixed, condition=cond, affected=affected))
     return blocks
 
 
