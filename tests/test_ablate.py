@@ -145,6 +145,48 @@ def test_text_pooling_is_an_ablation_axis_read_from_its_own_entries(study: Study
         abl.vector_study(dataclasses.replace(study, frozen=False))
 
 
+@pytest.mark.parametrize("spec", [ab.AblationSpec(modality_dropout=0.3, label="together"),
+                                  ab.AblationSpec(fusion="score", label="together")])
+def test_ablation_heads_trained_together_equal_the_one_at_a_time_trainer(study: Study, spec: ab.AblationSpec) -> None:
+    from featcache.heads import build_head
+    from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
+
+    abl, _ = ab.train_ablation(study, spec, progress=False)  # every fold x seed in one batched ensemble
+    fold, seed = 4, 1
+    job = ab._job(study, abl, vs=study, fold=fold, seed=seed)
+    st, n = abl.spec.settings(study.head_settings), len(study.corpus.labels)
+    dims = {"text_dim": DIM, "audio_dim": DIM}
+
+    def alone(head: torch.nn.Module, mods: tuple[str, ...]) -> torch.nn.Module:
+        fit(head, train_loader=tensor_loader(*(job.x_tr[m] for m in mods), job.y_tr, batch_size=st.batch_size,
+                                             shuffle=True, seed=seed),
+            dev_loader=tensor_loader(*(job.x_dev[m] for m in mods), job.y_dev, batch_size=256),
+            step=step_single if len(mods) == 1 else step_pair, n_classes=n, class_weights=class_weights(job.y_tr, n),
+            lr=st.lr, max_epochs=st.max_epochs, patience=st.patience, seed=seed, weight_decay=st.weight_decay,
+            run_dir=None, progress=False)
+        return head
+
+    drop = abl.spec.dropouts()
+    if spec.fusion == "score":
+        parts = {}
+        for m in ("text", "audio"):
+            torch.manual_seed(seed)
+            parts[m] = alone(build_head(m, **dims, n_classes=n, hidden=abl.spec.hidden, dropout=drop[m]), (m,))
+        torch.manual_seed(seed)
+        expected = alone(build_head("score", **dims, n_classes=n, text_head=parts["text"], audio_head=parts["audio"]),
+                         ("text", "audio"))
+    else:
+        torch.manual_seed(seed)
+        expected = alone(build_head("multimodal", **dims, n_classes=n, hidden=abl.spec.hidden,
+                                    fusion_hidden=abl.spec.fusion_hidden, text_dropout=drop["text"],
+                                    audio_dropout=drop["audio"], modality_dropout=0.3), ("text", "audio"))
+    got = load_head(abl.head_dir(study, fold=fold, seed=seed)).state_dict()
+    want = expected.state_dict()
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
+
+
 def test_the_comparison_is_the_paired_bootstrap_of_the_metrics(study: Study) -> None:
     lines: list[str] = []
     result = ab.run_ablation(study, SPEC, conditions=CONDITIONS, n_resamples=50, echo=lambda m, **_: lines.append(m),
