@@ -787,6 +787,7 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
     """
     from tqdm import tqdm
 
+    from featcache.ensemble import torch_threads
     from featcache.heads import load_head
 
     conds, _ = study.conditions(conditions)
@@ -803,7 +804,8 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
                 if cmd not in missing:
                     missing.append(cmd)
                 continue
-            blocks += _evaluate_head(vs, abl, load_head(head_dir).eval(), conds, fold=k, seed=s, missing=missing)
+            with torch_threads(1):  # small matmuls: see featcache.study.evaluate
+                blocks += _evaluate_head(vs, abl, load_head(head_dir).eval(), conds, fold=k, seed=s, missing=missing)
     finally:
         study.close()
         vs.close()

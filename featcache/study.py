@@ -715,10 +715,13 @@ def evaluate(
             perturb are left out.
         progress: Progress bar.
 
+    Heads run on one intra-op thread (their matmuls are small; see :func:`featcache.ensemble.head_threads`).
+
     Returns:
         ``(predictions, missing)``: a :class:`featcache.metrics.Predictions` with one row per
         (fold, seed, model, condition, utterance), and the commands that would make what was missing.
     """
+    from featcache.ensemble import torch_threads
     from featcache.metrics import Predictions
 
     conds, skipped = study.conditions(conditions)
@@ -729,7 +732,10 @@ def evaluate(
     missing: list[str] = []
     jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in study.models(models or ALL_MODELS)]
     try:
-        _evaluate_jobs(study, jobs, conds, blocks, texts, missing, progress)
+        # the heads' matmuls are small: on one intra-op thread they never wait for a core another job holds
+        # (with torch's default threads a busy 2-core machine made the demo's evaluation 226 s instead of seconds)
+        with torch_threads(1):
+            _evaluate_jobs(study, jobs, conds, blocks, texts, missing, progress)
     finally:
         study.close()
     preds = Predictions.from_blocks(blocks, labels=study.corpus.labels, texts=texts)
