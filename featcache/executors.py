@@ -125,12 +125,14 @@ class Job:
 
 @dataclass
 class JobResult:
-    """What one job gave back, and when it ran (wall-clock seconds since the epoch)."""
+    """What one job gave back, when it ran (wall-clock seconds since the epoch) and the CPU seconds its
+    process spent on it (its own threads; DataLoader worker processes not counted)."""
 
     job: Job
     value: Any
     started: float
     finished: float
+    cpu: float = 0.0
 
 
 class Executor(Protocol):
@@ -167,8 +169,14 @@ def run_job(study: Study, job: Job, deps: Sequence[Any] = (), *, progress: bool 
 
 
 def _finetune_job(study: Study, a: dict[str, Any], *, progress: bool) -> str:
+    import numpy as np
+
     from featcache.finetune import finetune
 
+    # wav2vec 2.0 draws its training masks (SpecAugment) from numpy's global generator, which the training
+    # loop does not seed: seeded here, a run's weights do not depend on what its process ran before (a Ray
+    # worker runs many jobs), so every executor makes the same run
+    np.random.seed(a["seed"])
     run = finetune(study.corpus, study.store, preset=study.preset, modality=a["model"], fold=a["fold"], seed=a["seed"],
                    settings=a.get("settings"), options=a.get("options", study.options),
                    fold_options=a.get("fold_options", study.fold_options), device=a.get("device", "auto"),
@@ -297,9 +305,9 @@ class LocalExecutor:
         values: dict[str, Any] = {}
         out = []
         for job in jobs:
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             values[job.name] = run_job(study, job, [values[d] for d in job.deps], progress=progress)
-            out.append(JobResult(job, values[job.name], t0, time.time()))
+            out.append(JobResult(job, values[job.name], t0, time.time(), time.process_time() - c0))
         return out
 
 
@@ -312,7 +320,7 @@ def _ray_task(spec: StudySpec, job: Job, *deps: JobResult) -> JobResult:
     import ray
     import torch
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     key = repr(spec)
     if key not in _STUDIES:
         _STUDIES.clear()
@@ -320,7 +328,7 @@ def _ray_task(spec: StudySpec, job: Job, *deps: JobResult) -> JobResult:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     value = run_job(_STUDIES[key], job, [d.value for d in deps], progress=False)
-    return JobResult(job, value, t0, time.time())
+    return JobResult(job, value, t0, time.time(), time.process_time() - c0)
 
 
 class RayExecutor:
