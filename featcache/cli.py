@@ -324,6 +324,51 @@ def cache_clean(cache_dir: Path, dry_run: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# executors (where fine-tuning and extraction jobs run)
+# ----------------------------------------------------------------------------------------------
+
+SHARD_SIZE_DEFAULT = 256  # featcache.extract.DEFAULT_SHARD_SIZE (not imported here: it would load torch)
+
+
+def executor_options(*, shards: bool):  # type: ignore[no-untyped-def]
+    """``--executor`` and the options of the Ray executor (see :mod:`featcache.executors`); with ``shards``,
+    ``--shard-size`` too (commands that extract)."""
+    return lambda f: _executor_options(f, shards=shards)
+
+
+def _executor_options(f, *, shards: bool):  # type: ignore[no-untyped-def]
+    f = click.option("--max-retries", type=click.IntRange(min=0), default=3,
+                     help="Ray: times a job whose worker died (a killed process, a lost node) is started again.")(f)
+    f = click.option("--job-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                     help="Ray: CPUs each job asks for (torch uses as many threads in it).")(f)
+    f = click.option("--job-gpus", type=click.FloatRange(min=0), default=None,
+                     help="Ray: GPUs each fine-tuning or encoding job asks for. [default: 1 when the cluster has "
+                          "GPUs, else 0]")(f)
+    if shards:
+        f = click.option("--shard-size", type=click.IntRange(min=1), default=SHARD_SIZE_DEFAULT,
+                         help="Utterances per shard of an entry: Ray extracts an entry's shards in parallel. Batches "
+                              "never cross a shard, so every executor stores the same vectors.")(f)
+    f = click.option("--address", default=None, metavar="ADDR", envvar="RAY_ADDRESS", show_envvar=True,
+                     help="Ray: the cluster to join (auto, HOST:6379, ray://HOST:10001). [default: a new Ray "
+                          "instance on this machine]")(f)
+    f = click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+                     help="local: every job in order in this process; ray: every fine-tuning run and extraction "
+                          "shard as a Ray task, one GPU each (pip install 'featcache[ray]').")(f)
+    return f
+
+
+def _executor(executor: str, address: str | None, job_gpus: float | None, job_cpus: float, max_retries: int):  # type: ignore[no-untyped-def]
+    """The :mod:`featcache.executors` executor the options name.
+
+    Raises:
+        FeatcacheError: ``ray`` without Ray installed (one line saying how to install it).
+    """
+    from featcache.executors import make_executor
+
+    return make_executor(executor, address=address, job_gpus=job_gpus, job_cpus=job_cpus, max_retries=max_retries)
+
+
+# ----------------------------------------------------------------------------------------------
 # extract
 # ----------------------------------------------------------------------------------------------
 
@@ -383,11 +428,13 @@ def _variant_list(variants: tuple[str, ...]) -> list[str]:
 @click.option("--batch-size", type=int, default=None, help="Utterances per forward pass. [default: preset's]")
 @click.option("--workers", default=1, help="DataLoader workers for decoding, perturbing and preparing inputs.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
+@executor_options(shards=True)
 def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_dir: Path, preset: str,
                 text_backbone: str | None, audio_backbone: str | None, pooling: str | None,
                 max_samples: int | None, pad_to: int | None, whisper_input: str | None, folds: str,
                 variants: tuple[str, ...], modality: str, frozen: bool | None, seed: int, split: str | None,
-                batch_size: int | None, workers: int, device: str) -> None:
+                batch_size: int | None, workers: int, device: str, executor: str, address: str | None,
+                shard_size: int, job_gpus: float | None, job_cpus: float, max_retries: int) -> None:
     """Embed the clean input and perturbed variants into the feature store.
 
     Entries already stored with the same provenance are skipped; an interrupted run resumes.
@@ -397,16 +444,18 @@ def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_d
     Examples:
       featcache extract --corpus iemocap:demo-corpus --variant all
       featcache extract --corpus iemocap:/data/IEMOCAP --preset paper --fold 2 --variant pitch
+      featcache extract --corpus iemocap:/data/IEMOCAP --preset paper --variant all --executor ray --address auto
     """
     from featcache.pipeline import plan_encoder_runs, run_extractions
 
+    ex = _executor(executor, address, job_gpus, job_cpus, max_retries)
     study = _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling, max_samples,
                    pad_to, whisper_input, frozen, None, seed, "stratified")
     fold_list = _fold_list(folds, study.corpus)
     plans = plan_encoder_runs(study, modality=modality, folds=fold_list)
     reports = run_extractions(study, plans, variants=_variant_list(variants), split=split,
                               batch_size=batch_size or study.preset.extract_batch_size, num_workers=workers,
-                              device=device)
+                              device=device, executor=ex, shard_size=shard_size)
     for r in reports:
         if r.status == "not-applicable":
             continue
@@ -415,7 +464,8 @@ def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_d
 
 
 def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untyped-def]  (Corpus, imported lazily)
-    """``--fold`` of extract: ``all`` -> None, ``K`` -> [K] once the corpus is known to have fold K.
+    """``--fold`` of extract and finetune: ``all`` -> None, ``K`` or ``K,K,...`` -> the folds, once the corpus is
+    known to have them.
 
     Args:
         text: The option as given.
@@ -425,19 +475,22 @@ def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untype
         The folds, or None for all of them.
 
     Raises:
-        FeatcacheError: Neither ``all`` nor a whole number, or a fold the corpus does not have.
+        FeatcacheError: Neither ``all`` nor whole numbers, or a fold the corpus does not have.
     """
     from featcache.folds import check_fold
 
     if text.strip().lower() == "all":
         return None
     try:
-        k = int(text)
+        folds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
+        folds = []
+    if not folds:
         raise FeatcacheError(f"--fold {text!r}: not a fold number; {corpus.name} has folds "
-                             f"1..{len(corpus.sessions)} (one per session), or pass all") from None
-    check_fold(corpus, k)
-    return [k]
+                             f"1..{len(corpus.sessions)} (one per session), or pass all")
+    for k in folds:
+        check_fold(corpus, k)
+    return list(dict.fromkeys(folds))
 
 
 @cli.command("finetune", context_settings=CONTEXT)
@@ -446,8 +499,10 @@ def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untype
 @encoder_options
 @click.option("--modality", type=click.Choice(["text", "audio", "multimodal"]), required=True,
               help="Which of the paper's models to fine-tune (multimodal fine-tunes both backbones jointly).")
-@click.option("--fold", type=int, required=True, help="Fold K: tests on session K, trains on the others.")
-@click.option("--seed", default=0, help="Seed of initialisation, shuffling and dropout.")
+@click.option("--fold", "folds", required=True, metavar="K[,K...]|all",
+              help="Fold K: tests on session K, trains on the others; several (1,2,3) or all make one run each.")
+@click.option("--seed", "seeds", default="0", metavar="S[,S...]",
+              help="Seed of initialisation, shuffling and dropout; several (0,1,2) make one run each.")
 @click.option("--batch-size", type=int, default=None, help="[default: preset's: paper 16 text, 8 audio, 4 multimodal]")
 @click.option("--lr", type=float, default=None, help="[default: preset's: paper 1e-6 text/audio, 5e-6 multimodal]")
 @click.option("--max-epochs", type=int, default=None, help="[default: preset's]")
@@ -458,37 +513,41 @@ def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untype
 @click.option("--dev-fraction", default=0.1, help="Share of training utterances in a stratified dev set.")
 @click.option("--workers", default=1, help="DataLoader workers for decoding and preparing inputs.")
 @click.option("--device", default="auto", help="cpu, cuda or auto (mixed precision on CUDA).")
+@executor_options(shards=False)
 def finetune_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_dir: Path, preset: str,
                  text_backbone: str | None, audio_backbone: str | None, pooling: str | None,
-                 max_samples: int | None, pad_to: int | None, whisper_input: str | None, modality: str, fold: int,
-                 seed: int, batch_size: int | None, lr: float | None, max_epochs: int | None,
+                 max_samples: int | None, pad_to: int | None, whisper_input: str | None, modality: str, folds: str,
+                 seeds: str, batch_size: int | None, lr: float | None, max_epochs: int | None,
                  patience: int | None, grad_accum: int | None, dev_mode: str, dev_fraction: float,
-                 workers: int, device: str) -> None:
+                 workers: int, device: str, executor: str, address: str | None, job_gpus: float | None,
+                 job_cpus: float, max_retries: int) -> None:
     """Fine-tune the text, audio or multimodal model on one fold (weighted CE, early stopping).
 
     The run is stored under CACHE/runs/ (safetensors + JSON); rerunning the same command resumes a
     killed run from its last completed epoch, or returns at once when it is finished. Then embed with
-    `featcache extract --finetuned --fold K`.
+    `featcache extract --finetuned --fold K`. Several folds or seeds make one run each, in order or, with
+    `--executor ray`, side by side (one GPU each).
     """
     from dataclasses import replace
 
-    from featcache.cache import FeatureStore
-    from featcache.finetune import finetune
+    from featcache.executors import finished_run
+    from featcache.pipeline import finetune_jobs
 
-    corpus = load_corpus_from_options(corpus_spec, labels, merge)
-    p = _preset_from_options(preset, text_backbone, audio_backbone, pooling, max_samples, whisper_input)
-    base = p.train(modality)
-    settings = replace(base, **{k: v for k, v in dict(batch_size=batch_size, lr=lr, max_epochs=max_epochs,
-                                                            patience=patience, grad_accum=grad_accum).items()
-                                 if v is not None})
-    store = FeatureStore(cache_dir)
-    run = finetune(corpus, store, preset=p, modality=modality, fold=fold, seed=seed, settings=settings,
-                   options=p.encoder_options(pad_to=pad_to), fold_options={"dev": dev_mode, "dev_fraction": dev_fraction},
-                   device=device, num_workers=workers)
-    res = run.result
-    click.echo(f"{run.run_id}: best epoch {res['best_epoch']} of {res['epochs_run']}, "
-               f"dev accuracy {res['best_dev_acc']:.4f} ({res['n_train']} train, {res['n_dev']} dev)")
-    click.echo(f"run: {run.path}")
+    ex = _executor(executor, address, job_gpus, job_cpus, max_retries)
+    study = _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling, max_samples,
+                   pad_to, whisper_input, False, None, 0, dev_mode)
+    fold_list = _fold_list(folds, study.corpus)
+    settings = replace(study.preset.train(modality), **{
+        k: v for k, v in dict(batch_size=batch_size, lr=lr, max_epochs=max_epochs, patience=patience,
+                              grad_accum=grad_accum).items() if v is not None})
+    jobs = finetune_jobs(study, models=[modality], folds=fold_list, seeds=_seed_list(seeds), settings=settings,
+                         fold_options={"dev": dev_mode, "dev_fraction": dev_fraction}, device=device, workers=workers)
+    for result in ex.run(study, jobs, progress=True):
+        run = finished_run(result.value)
+        res = run.result
+        click.echo(f"{run.run_id}: best epoch {res['best_epoch']} of {res['epochs_run']}, "
+                   f"dev accuracy {res['best_dev_acc']:.4f} ({res['n_train']} train, {res['n_dev']} dev)")
+        click.echo(f"run: {run.path}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -746,11 +805,17 @@ def report_cmd(predictions: Path, out: Path | None, title: str, corpus_spec: str
               help="Report folder. [default: featcache-report/<preset>]")
 @click.option("--workers", default=1, help="DataLoader workers for decoding and perturbing.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
-def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: str, **kw: object) -> None:
+@executor_options(shards=True)
+def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: str, executor: str,
+            address: str | None, shard_size: int, job_gpus: float | None, job_cpus: float, max_retries: int,
+            **kw: object) -> None:
     """Run the whole study: data -> folds -> finetune (or frozen) -> extract -> heads -> evaluate -> report.
 
     Whatever the store already holds is skipped, so a rerun after a crash or after adding one variant
     does only the missing work. Without --corpus, the demo corpus is written to ./demo-corpus first.
+
+    With --executor ray, every fine-tuning run and every shard of an entry is a Ray task (one GPU each
+    when the cluster has GPUs); extraction with a fine-tuned backbone starts as soon as its run is done.
 
     \b
     Example (the README's main command):
@@ -761,6 +826,7 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
     from featcache.pipeline import run_study
 
     t0 = time.perf_counter()
+    ex = _executor(executor, address, job_gpus, job_cpus, max_retries)
     if not kw.get("corpus_spec"):
         from featcache.demo import write_demo_corpus
 
@@ -771,7 +837,8 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
         kw["corpus_spec"] = f"iemocap:{root}"
     study = _study(**kw)  # type: ignore[arg-type]
     out = out or Path("featcache-report") / study.preset.name
-    run_study(study, variants=list(variants) or None, out=out, workers=workers, device=device, echo=click.echo)
+    run_study(study, variants=list(variants) or None, out=out, workers=workers, device=device, echo=click.echo,
+              executor=ex, shard_size=shard_size)
     click.echo(f"done in {time.perf_counter() - t0:.0f} s in all")
     click.echo(f"tables: {out / 'tables.md'} (also .csv, .tex); examples: {out / 'examples.md'}; "
                f"summary: {out / 'summary.md'}; plots: {out}/*.png, *.svg")

@@ -11,6 +11,11 @@ Which utterances an entry holds:
   and hold every utterance of the corpus, clean or perturbed;
 * a fine-tuned backbone's clean entry holds the fold's train, dev and test utterances (heads are
   trained on it); its perturbed entries hold the test utterances (``split`` changes that).
+
+Shards. An entry's utterances, in length order, fall into shards of ``shard_size`` (:func:`entry_shards`),
+and batches never cross a shard: so one process extracting the whole entry and several extracting one
+shard each (``shard=i``, into the store's shard files, then :meth:`~featcache.cache.FeatureStore.assemble_shards`)
+encode exactly the same batches and store the same vectors, byte for byte on the same hardware.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from featcache.perturb.text_analysis import DEFAULT_MODEL as DEFAULT_SPACY_MODEL
 from featcache.workers import make_loader
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_SIZE = 256
+"""Utterances per shard of an entry (batches never cross a shard; see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,8 @@ class _VectorMemo:
     entries cost one forward pass of one item instead of one per utterance, and every row holds the same
     bytes. Items are told apart by :func:`~featcache.backbones.encoders.input_digest` (computed in the
     workers). The most recent ``capacity`` vectors are kept, which covers an input repeated throughout
-    an entry (length order puts equal inputs next to each other).
+    an entry's shard (length order puts equal inputs next to each other); each shard starts afresh, so
+    every executor stores the same bytes.
     """
 
     def __init__(self, capacity: int = 4096) -> None:
@@ -190,6 +199,10 @@ class _VectorMemo:
         self.capacity = capacity
         self.vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.encoded = 0
+
+    def forget(self) -> None:
+        """Drop the kept vectors (a new shard: its vectors must not depend on another shard's batches)."""
+        self.vectors.clear()
 
     def encode(self, batch: list[dict[str, Any]], forward: Any) -> np.ndarray:
         """The batch's vectors, running ``forward(items) -> ndarray`` on its inputs not seen before."""
@@ -207,6 +220,30 @@ class _VectorMemo:
         while len(self.vectors) > self.capacity:
             self.vectors.popitem(last=False)
         return out
+
+
+def entry_shards(corpus: Corpus, ids: Sequence[str], *, modality: str, shard_size: int) -> list[list[str]]:
+    """The entry's utterance ids cut into shards: ``shard_size`` ids each (the last may be shorter), in the
+    length order extraction encodes them in.
+
+    Raises:
+        FeatcacheError: ``shard_size`` is below 1.
+    """
+    if shard_size < 1:
+        raise FeatcacheError(f"--shard-size {shard_size}: give at least 1 utterance per shard")
+    order = _length_order(corpus, ids, modality)
+    return [order[i:i + shard_size] for i in range(0, len(order), shard_size)]
+
+
+def _shard_batches(
+    items: Iterator[dict[str, Any]], *, shard_of: dict[str, int], batch_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """:func:`iter_batches` run anew for each shard's items (they arrive shard after shard), so no batch
+    mixes two shards."""
+    from itertools import groupby
+
+    for _, group in groupby(items, key=lambda it: shard_of[it["id"]]):
+        yield from iter_batches(group, batch_size=batch_size)
 
 
 def entry_ids(corpus: Corpus, *, fold: int | None, variant_modality: str | None, split: str | None,
@@ -310,8 +347,10 @@ def extract(
     analysis_model: str = DEFAULT_SPACY_MODEL,
     progress: bool = True,
     planned: PlannedEntry | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    shard: int | None = None,
 ) -> ExtractReport:
-    """Extract (or resume, or skip) one entry.
+    """Extract (or resume, or skip) one entry, or one shard of it.
 
     Args:
         corpus: The corpus.
@@ -329,10 +368,14 @@ def extract(
         analysis_model: spaCy pipeline for part-of-speech variants.
         progress: Show a progress bar.
         planned: The entry as :func:`plan_entry` planned it for these arguments (planned here if None).
+        shard_size: Utterances per shard (:func:`entry_shards`); batches never cross a shard.
+        shard: Extract only this shard (0-based) into the store's shard file
+            (:meth:`~featcache.cache.FeatureStore.shard_writer`); None: the whole entry.
 
     Returns:
-        The report; ``status`` is ``skipped`` when the entry was already stored and intact, ``replaced``
-        when a damaged one was set aside (one log line says why) and written again.
+        The report; ``status`` is ``skipped`` when the entry (or the shard) was already stored and intact,
+        ``replaced`` when a damaged one was set aside (one log line says why) and written again. For a
+        shard, ``n_ids`` counts its utterances.
 
     Raises:
         FeatcacheError: Unknown variant, missing modality, unreadable input.
@@ -350,6 +393,14 @@ def extract(
     v, ids, resolved, key = planned.variant, planned.ids, planned.resolved, planned.key
     if store.has(key) and not store.damage(key):  # a damaged entry is written again (the writer sets it aside)
         return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
+    shards = entry_shards(corpus, ids, modality=run.modality, shard_size=shard_size)
+    shard_of = {u: i for i, part in enumerate(shards) for u in part}
+    if shard is not None:
+        if not 0 <= shard < len(shards):
+            raise FeatcacheError(f"{key}: no shard {shard}; the entry has {len(shards)} of {shard_size} utterances")
+        if store.has_shard(key, index=shard, ids=shards[shard]):
+            return ExtractReport(key=key, status="skipped", n_ids=len(shards[shard]),
+                                 path=store.shard_path(key, index=shard, size=len(shards[shard])))
     t0 = time.perf_counter()
     dev = _device(device)
     if encoder is None:
@@ -382,9 +433,14 @@ def extract(
     status = "written"
     written = 0
     memo = _VectorMemo()
-    with store.writer(key, ids=ids, provenance=provenance) as w:
+    if shard is None:
+        writer: Any = store.writer(key, ids=ids, provenance=provenance)
+    else:
+        ids = shards[shard]
+        writer = store.shard_writer(key, index=shard, ids=ids, provenance=provenance)
+    with writer as w:
         if w.complete:
-            return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
+            return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=w.final)
         if w.replaced:
             status = "replaced"
         elif w.n_done:
@@ -398,7 +454,11 @@ def extract(
                              prefetch_factor=4 if num_workers else None)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
         with bar, torch.inference_mode():
-            for batch in iter_batches(iter(loader), batch_size=batch_size):
+            current_shard = None
+            for batch in _shard_batches(iter(loader), shard_of=shard_of, batch_size=batch_size):
+                if shard_of[batch[0]["id"]] != current_shard:
+                    current_shard = shard_of[batch[0]["id"]]
+                    memo.forget()
                 vecs = memo.encode(batch, lambda items: encoder(  # type: ignore[misc]
                     **{k: t.to(dev) for k, t in encoder.collate(items).items()}).float().cpu().numpy())
                 w.add(
@@ -411,7 +471,7 @@ def extract(
                 bar.update(len(batch))
     return ExtractReport(
         key=key, status=status, n_ids=len(ids), n_written=written, n_encoded=memo.encoded,
-        seconds=time.perf_counter() - t0, path=store.path(key),
+        seconds=time.perf_counter() - t0, path=w.final,
     )
 
 
