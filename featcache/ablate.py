@@ -49,7 +49,15 @@ from featcache.errors import FeatcacheError
 from featcache.metrics import DEFAULT_RESAMPLES, Analysis, BootstrapCI, ImpactDifference, Predictions, SeedStat
 from featcache.metrics.bootstrap import seedwise
 from featcache.paper import PAPER_MODELS, TrainSettings
-from featcache.study import MissingEntries, Study, evaluate, train_heads
+from featcache.study import (
+    MissingEntries,
+    Study,
+    encode_input,
+    evaluate,
+    prediction_block,
+    fold_test_columns,
+    train_heads,
+)
 
 __all__ = ["FUSIONS", "PREFIX", "Ablation", "AblationInfo", "AblationResult", "AblationSpec", "ComparisonRow",
            "ablation", "compare", "comparison_records", "evaluate_ablation", "find_ablation", "format_comparison",
@@ -61,6 +69,8 @@ PREFIX = "ablate:"
 """Prefix of an ablation's model name in a predictions table."""
 SPEC_FILE = "ablation.json"
 RESULT_FILE = "result.json"
+POOLINGS: tuple[str, ...] = ("cls", "mean")
+"""Text poolings an ablation can read its vectors with (``AblationSpec.pooling``)."""
 MIX_RULE = 1
 """Version of the mixing rule (part of every ablation's identity)."""
 
@@ -93,6 +103,9 @@ class AblationSpec:
         epochs: Most epochs; ``None`` takes the study's head settings.
         train_on: Attacks whose stored training vectors are mixed into the training set (kept sorted).
         mix: Probability that a training utterance's vector of a modality is replaced by an attacked one.
+        pooling: Text pooling (``cls`` or ``mean``) of the vectors the ablation trains and is evaluated on,
+            where it differs from the study's; the paper's heads keep the study's (pooling as an ablation axis;
+            frozen backbones only: a fine-tuned run's pooling is part of its training).
         label: A readable label, the first part of the name (default: the fusion, or the one modality).
     """
 
@@ -106,6 +119,7 @@ class AblationSpec:
     epochs: int | None = None
     train_on: tuple[str, ...] = ()
     mix: float = 0.5
+    pooling: str | None = None
     label: str | None = None
 
     def checked(self) -> AblationSpec:
@@ -160,11 +174,15 @@ class AblationSpec:
         mix = float(self.mix) if train_on else 0.0
         if mix == 0:
             train_on = []
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise FeatcacheError(f"--text-pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
+        if self.pooling is not None and paper.TEXT not in mods:
+            raise FeatcacheError("--text-pooling needs an ablation that reads the text")
         label = slug(self.label) if self.label else (self.fusion if len(mods) == 2 else mods[0])
         return AblationSpec(fusion=self.fusion, modalities=mods, hidden=hidden, fusion_hidden=self.fusion_hidden,
                             dropout=None if self.dropout is None else float(self.dropout),
                             modality_dropout=float(self.modality_dropout), lr=self.lr, epochs=self.epochs,
-                            train_on=tuple(train_on), mix=mix, label=label)
+                            train_on=tuple(train_on), mix=mix, pooling=self.pooling, label=label)
 
     def dropouts(self) -> dict[str, float]:
         """Body dropout per modality (the paper's when :attr:`dropout` is ``None``)."""
@@ -195,6 +213,7 @@ class AblationSpec:
             "train_on": list(self.train_on),
             "mix": self.mix,
             "mix_rule": MIX_RULE if self.train_on else None,
+            **({"pooling": self.pooling} if self.pooling is not None else {}),  # absent: the study's pooling
         }
 
     def name(self, base: TrainSettings) -> str:
@@ -216,6 +235,8 @@ class AblationSpec:
         parts.append(f"lr {st.lr:g}, at most {st.max_epochs} epochs (patience {st.patience}, batch {st.batch_size})")
         parts.append(f"trained on {', '.join(self.train_on)} with mix {self.mix:g}" if self.train_on
                      else "trained on clean vectors")
+        if self.pooling is not None:
+            parts.append(f"text vectors pooled by {self.pooling}")
         return "; ".join(parts)
 
     def cli_flags(self) -> list[str]:
@@ -242,6 +263,8 @@ class AblationSpec:
             flags += ["--epochs", str(self.epochs)]
         if self.train_on:
             flags += ["--train-on", ",".join(self.train_on), "--mix", repr(self.mix)]
+        if self.pooling is not None:
+            flags += ["--text-pooling", self.pooling]
         return flags
 
     def to_json(self) -> dict[str, Any]:
@@ -317,6 +340,26 @@ class Ablation:
     def head_dir(self, study: Study, *, fold: int, seed: int, part: str = "head") -> Path:
         """Where one of its heads is (``part``: ``head``, or ``text`` / ``audio`` under a late or score fusion)."""
         return study.store.ablation_head_dir(study.key, self.name, fold=fold, seed=seed, part=part)
+
+    def vector_study(self, study: Study) -> Study:
+        """The study whose vectors the ablation reads: ``study`` itself, or, with another text pooling, the
+        same study with its text entries pooled that way (its heads and folder stay ``study``'s).
+
+        Raises:
+            FeatcacheError: Another pooling in a study of fine-tuned backbones.
+        """
+        pooling = self.spec.pooling
+        if pooling is None or pooling == study.options.pooling:
+            return study
+        if not study.frozen:
+            raise FeatcacheError("--text-pooling needs frozen backbones: a fine-tuned run's pooling is part of its "
+                                 "training; fine-tune with --pooling instead")
+        from dataclasses import replace
+
+        from featcache.presets import with_overrides
+
+        return replace(study, preset=with_overrides(study.preset, pooling=pooling),
+                       options=replace(study.options, pooling=pooling), _cache={}, _folds={}, _runs={})
 
     def command(self, study: Study) -> str:
         """The ``featcache ablate`` command that trains it, with the study's options."""
@@ -515,78 +558,160 @@ def _check_training_entries(study: Study, abl: Ablation) -> None:
                          "stored; run " + " and ".join(f"`{c}`" for c in commands) + " first")
 
 
-def _fit_head(study: Study, head: torch.nn.Module, x_tr: list[np.ndarray], y_tr: np.ndarray,
-              x_dev: list[np.ndarray], y_dev: np.ndarray, *, settings: TrainSettings, seed: int,
-              device: str) -> dict[str, Any]:
+@dataclass
+class _Job:
+    """One fold and seed of an ablation being trained: its data, its heads and its record."""
+
+    fold: int
+    seed: int
+    x_tr: dict[str, np.ndarray]
+    x_dev: dict[str, np.ndarray]
+    y_tr: np.ndarray
+    y_dev: np.ndarray
+    record: dict[str, Any]
+    parts: dict[str, torch.nn.Module] = field(default_factory=dict)
+    head: torch.nn.Module | None = None
+
+
+def _fit_all(study: Study, heads: Sequence[tuple[_Job, torch.nn.Module, tuple[str, ...]]], *,
+             settings: TrainSettings, device: str, on_done: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Train heads of several folds and seeds; each ends as :func:`featcache.train.fit` would leave it alone.
+
+    On CPU they are trained together as one batched ensemble (:func:`featcache.ensemble.fit_ensemble`, the
+    same trainer as ``train-heads``); on other devices one after the other with ``fit``.
+
+    Args:
+        study: The study (its label count).
+        heads: ``(job, head, modalities it reads)``; each head freshly built after ``torch.manual_seed(job.seed)``.
+        settings: Training settings.
+        device: Where to train.
+        on_done: Called once per head that has finished (a progress bar).
+
+    Returns:
+        Per head, in order: best epoch, best dev accuracy, epochs run.
+    """
+    from featcache.ensemble import Member, fit_ensemble, head_threads, torch_threads
     from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
 
     n = len(study.corpus.labels)
-    fr = fit(head, train_loader=tensor_loader(*x_tr, y_tr, batch_size=settings.batch_size, shuffle=True, seed=seed),
-             dev_loader=tensor_loader(*x_dev, y_dev, batch_size=256), step=step_single if len(x_tr) == 1 else step_pair,
-             n_classes=n, class_weights=class_weights(y_tr, n), lr=settings.lr, max_epochs=settings.max_epochs,
-             patience=settings.patience, seed=seed, weight_decay=settings.weight_decay, device=device, run_dir=None,
-             progress=False)
-    head.cpu()
-    return {"best_epoch": fr.best_epoch, "best_dev_acc": fr.best_dev_acc, "epochs_run": fr.epochs_run}
+    if torch.device(device).type == "cpu":
+        members = []
+        for job, head, mods in heads:
+            n_tr, n_dev = len(job.y_tr), len(job.y_dev)
+            members.append(Member(
+                head=head, inputs=tuple(torch.from_numpy(np.concatenate([job.x_tr[m], job.x_dev[m]])) for m in mods),
+                train_rows=np.arange(n_tr), train_labels=job.y_tr, dev_rows=np.arange(n_tr, n_tr + n_dev),
+                dev_labels=job.y_dev, class_weights=class_weights(job.y_tr, n), seed=job.seed))
+        with torch_threads(1):
+            results = fit_ensemble(members, lr=settings.lr, max_epochs=settings.max_epochs, patience=settings.patience,
+                                   weight_decay=settings.weight_decay, batch_size=settings.batch_size,
+                                   dev_batch_size=_DEV_BATCH, threads=head_threads(),
+                                   on_done=lambda _i, _r: on_done())
+    else:
+        results = []
+        for job, head, mods in heads:
+            results.append(fit(
+                head, train_loader=tensor_loader(*(job.x_tr[m] for m in mods), job.y_tr,
+                                                 batch_size=settings.batch_size, shuffle=True, seed=job.seed),
+                dev_loader=tensor_loader(*(job.x_dev[m] for m in mods), job.y_dev, batch_size=_DEV_BATCH),
+                step=step_single if len(mods) == 1 else step_pair, n_classes=n,
+                class_weights=class_weights(job.y_tr, n), lr=settings.lr, max_epochs=settings.max_epochs,
+                patience=settings.patience, seed=job.seed, weight_decay=settings.weight_decay, device=device,
+                run_dir=None, progress=False))
+            head.cpu()
+            on_done()
+    return [{"best_epoch": r.best_epoch, "best_dev_acc": r.best_dev_acc, "epochs_run": r.epochs_run} for r in results]
 
 
-def _train_member(study: Study, abl: Ablation, *, fold: int, seed: int, device: str) -> dict[str, Any]:
-    """Train (or load) the ablation's head of one fold and seed."""
-    from featcache.cache.atomic import atomic_write_json
-    from featcache.heads import build_head, save_head
+_DEV_BATCH = 256
+"""Rows per dev forward pass (as the paper heads' trainer)."""
 
-    out = abl.head_dir(study, fold=fold, seed=seed)
-    done = out.parent / RESULT_FILE
-    if done.is_file() and (out / "config.json").is_file():
-        return json.loads(done.read_text(encoding="utf-8"))
-    spec, st = abl.spec, abl.spec.settings(study.head_settings)
+
+def _job(study: Study, abl: Ablation, *, vs: Study, fold: int, seed: int) -> _Job:
+    """The training and dev vectors of one fold and seed (training rows mixed with attacked ones)."""
     f = study.fold(fold)
-    n = len(study.corpus.labels)
     label = study.corpus.label_index
     y_tr = np.array([label(study.corpus.by_id(i).label) for i in f.train], dtype=np.int64)
     y_dev = np.array([label(study.corpus.by_id(i).label) for i in f.dev], dtype=np.int64)
     x_tr: dict[str, np.ndarray] = {}
     replaced: dict[str, int] = {}
-    for m in spec.modalities:
-        x_tr[m], replaced[m] = _training_vectors(study, abl, m, fold=fold, seed=seed, ids=f.train)
-    x_dev = {m: study.vectors(m, fold=fold, seed=seed, model=abl.model, variant="clean", ids=f.dev)[0]
-             for m in spec.modalities}
-    dims = {f"{m}_dim": x.shape[1] for m, x in x_tr.items()}
+    for m in abl.spec.modalities:
+        x_tr[m], replaced[m] = _training_vectors(vs, abl, m, fold=fold, seed=seed, ids=f.train)
+    x_dev = {m: vs.vectors(m, fold=fold, seed=seed, model=abl.model, variant="clean", ids=f.dev)[0]
+             for m in abl.spec.modalities}
+    record = {"fold": fold, "seed": seed, "model": abl.model, "n_train": len(f.train), "n_replaced": replaced}
+    return _Job(fold, seed, x_tr, x_dev, y_tr, y_dev, record)
+
+
+def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, device: str, progress: bool) -> None:
+    """Train the ablation's heads of ``jobs`` (every fold and seed at once), then save each with its record.
+
+    A late or score fusion first trains its two unimodal heads, then fuses them (score: trains the fusion
+    weights); every other variant is one head on its inputs.
+    """
+    from tqdm import tqdm
+
+    from featcache.cache.atomic import atomic_write_json
+    from featcache.heads import build_head, save_head
+
+    spec, st = abl.spec, abl.spec.settings(study.head_settings)
+    mods = tuple(spec.modalities)
+    n = len(study.corpus.labels)
     drop = spec.dropouts()
-    result: dict[str, Any] = {"fold": fold, "seed": seed, "model": abl.model, "n_train": len(f.train),
-                              "n_replaced": replaced}
-    mods = list(spec.modalities)
-    if len(mods) == 1 or spec.fusion in ("late", "score"):
-        unimodal = {}
-        for m in mods:
-            torch.manual_seed(seed)
-            h = build_head(m, text_dim=dims.get("text_dim"), audio_dim=dims.get("audio_dim"), n_classes=n,
-                           hidden=spec.hidden, dropout=drop[m])
-            fitted = _fit_head(study, h, [x_tr[m]], y_tr, [x_dev[m]], y_dev, settings=st, seed=seed, device=device)
-            if len(mods) == 1:
-                result.update(fitted)
-                head = h
-            else:
-                result[m] = fitted
-                save_head(h, abl.head_dir(study, fold=fold, seed=seed, part=m))
-                unimodal[m] = h
-        if len(mods) == 2:
-            torch.manual_seed(seed)
-            head = build_head(_HEAD_KIND[spec.fusion], text_dim=dims["text_dim"], audio_dim=dims["audio_dim"],
-                              n_classes=n, text_head=unimodal[paper.TEXT], audio_head=unimodal[paper.AUDIO])
-            if any(p.requires_grad for p in head.parameters()):
-                result.update(_fit_head(study, head, [x_tr[m] for m in mods], y_tr, [x_dev[m] for m in mods], y_dev,
-                                        settings=st, seed=seed, device=device))
-    else:
-        torch.manual_seed(seed)
-        head = build_head(_HEAD_KIND[spec.fusion], text_dim=dims["text_dim"], audio_dim=dims["audio_dim"], n_classes=n,
-                          hidden=spec.hidden, fusion_hidden=spec.fusion_hidden, text_dropout=drop[paper.TEXT],
-                          audio_dropout=drop[paper.AUDIO], modality_dropout=spec.modality_dropout)
-        result.update(_fit_head(study, head, [x_tr[m] for m in mods], y_tr, [x_dev[m] for m in mods], y_dev,
-                                settings=st, seed=seed, device=device))
-    save_head(head, out)
-    atomic_write_json(done, result, sort_keys=False)
-    return result
+
+    def dims(job: _Job) -> dict[str, int | None]:
+        return {"text_dim": job.x_tr[paper.TEXT].shape[1] if paper.TEXT in job.x_tr else None,
+                "audio_dim": job.x_tr[paper.AUDIO].shape[1] if paper.AUDIO in job.x_tr else None}
+
+    first: list[tuple[_Job, torch.nn.Module, tuple[str, ...]]] = []
+    for job in jobs:
+        if len(mods) == 1 or spec.fusion in ("late", "score"):
+            for m in mods:
+                torch.manual_seed(job.seed)
+                job.parts[m] = build_head(m, **dims(job), n_classes=n, hidden=spec.hidden, dropout=drop[m])
+                first.append((job, job.parts[m], (m,)))
+        else:
+            torch.manual_seed(job.seed)
+            job.head = build_head(_HEAD_KIND[spec.fusion], **dims(job), n_classes=n, hidden=spec.hidden,
+                                  fusion_hidden=spec.fusion_hidden, text_dropout=drop[paper.TEXT],
+                                  audio_dropout=drop[paper.AUDIO], modality_dropout=spec.modality_dropout)
+            first.append((job, job.head, mods))
+    bar = tqdm(total=len(first), desc=f"{abl.name}: training", unit="head",
+               disable=not progress, leave=False)
+    with bar:
+        fitted_first = _fit_all(study, first, settings=st, device=device, on_done=bar.update)
+    for (job, _, (m, *rest)), fitted in zip(first, fitted_first):
+        if len(mods) == 1 or rest:
+            job.record.update(fitted)
+            job.head = job.head or job.parts[m]
+        else:
+            job.record[m] = fitted
+            save_head(job.parts[m], abl.head_dir(study, fold=job.fold, seed=job.seed, part=m))
+    if len(mods) == 2 and spec.fusion in ("late", "score"):
+        second = []
+        for job in jobs:
+            torch.manual_seed(job.seed)
+            job.head = build_head(_HEAD_KIND[spec.fusion], **dims(job), n_classes=n,
+                                  text_head=job.parts[paper.TEXT], audio_head=job.parts[paper.AUDIO])
+            if any(p.requires_grad for p in job.head.parameters()):
+                second.append((job, job.head, mods))
+        with tqdm(total=len(second), desc=f"{abl.name}: fusion", unit="head", disable=not progress or not second,
+                  leave=False) as bar:
+            fitted_second = _fit_all(study, second, settings=st, device=device, on_done=bar.update)
+        for (job, _, _), fitted in zip(second, fitted_second):
+            job.record.update(fitted)
+    for job in jobs:
+        out = abl.head_dir(study, fold=job.fold, seed=job.seed)
+        save_head(job.head, out)
+        atomic_write_json(out.parent / RESULT_FILE, job.record, sort_keys=False)
+
+
+def _stored_record(study: Study, abl: Ablation, *, fold: int, seed: int) -> dict[str, Any] | None:
+    out = abl.head_dir(study, fold=fold, seed=seed)
+    done = out.parent / RESULT_FILE
+    if done.is_file() and (out / "config.json").is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    return None
 
 
 def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str = "cpu",
@@ -617,19 +742,26 @@ def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str =
         raise FeatcacheError(f"{study.corpus.name}: the corpus has no {' and no '.join(lacking)}; "
                              "choose --modalities it has")
     jobs = [(k, s) for k in study.folds for s in study.seeds]
+    vs = abl.vector_study(study)
     try:
-        _check_training_entries(study, abl)
+        _check_training_entries(vs, abl)
         spec_file = abl.folder(study) / SPEC_FILE
         if not spec_file.is_file():
             spec_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(spec_file, {"name": abl.name, "spec": abl.spec.to_json(),
                                           "identity": abl.spec.identity(study.head_settings),
                                           "description": abl.spec.describe(study.head_settings)}, sort_keys=False)
-        records = [_train_member(study, abl, fold=k, seed=s, device=device)
-                   for k, s in tqdm(jobs, desc=abl.name, unit="head", disable=not progress, leave=False)]
+        records = {(k, s): _stored_record(study, abl, fold=k, seed=s) for k, s in jobs}
+        todo = [_job(study, abl, vs=vs, fold=k, seed=s)
+                for k, s in tqdm(jobs, desc=f"{abl.name}: vectors", unit="head", disable=not progress, leave=False)
+                if records[k, s] is None]
+        if todo:
+            _train_jobs(study, abl, todo, device=device, progress=progress)
+            records.update({(j.fold, j.seed): j.record for j in todo})
     finally:
         study.close()
-    return abl, records
+        vs.close()
+    return abl, [records[k, s] for k, s in jobs]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -655,6 +787,7 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
     """
     from tqdm import tqdm
 
+    from featcache.ensemble import torch_threads
     from featcache.heads import load_head
 
     conds, _ = study.conditions(conditions)
@@ -662,6 +795,7 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
     blocks: list[dict[str, np.ndarray]] = []
     missing: list[str] = []
     jobs = [(k, s) for k in study.folds for s in study.seeds]
+    vs = abl.vector_study(study)
     try:
         for k, s in tqdm(jobs, desc=f"evaluate {abl.name}", unit="head", disable=not progress, leave=False):
             head_dir = abl.head_dir(study, fold=k, seed=s)
@@ -670,35 +804,28 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
                 if cmd not in missing:
                     missing.append(cmd)
                 continue
-            blocks += _evaluate_head(study, abl, load_head(head_dir).eval(), conds, fold=k, seed=s, missing=missing)
+            with torch_threads(1):  # small matmuls: see featcache.study.evaluate
+                blocks += _evaluate_head(vs, abl, load_head(head_dir).eval(), conds, fold=k, seed=s, missing=missing)
     finally:
         study.close()
+        vs.close()
     return Predictions.from_blocks(blocks, labels=study.corpus.labels), missing
 
 
 def _evaluate_head(study: Study, abl: Ablation, head: torch.nn.Module, conds: Sequence[Condition], *, fold: int,
                    seed: int, missing: list[str]) -> list[dict[str, np.ndarray]]:
-    f = study.fold(fold)
-    ids = list(f.test)
-    n = len(ids)
-    labels = np.array([study.corpus.label_index(study.corpus.by_id(i).label) for i in ids], dtype=np.int64)
-    fixed = {"fold": np.full(n, fold, dtype=np.int64), "session": np.full(n, f.test_session, dtype=object),
-             "seed": np.full(n, seed, dtype=np.int64), "model": np.full(n, abl.model, dtype=object),
-             "utt_id": np.array(ids, dtype=object), "label": labels}
+    ids, fixed = fold_test_columns(study, fold=fold, seed=seed, model=abl.model)
     encoded: dict[tuple[str, str], tuple[torch.Tensor, np.ndarray]] = {}
     blocks = []
     for cond in conds:
         try:
-            inputs, affected = [], np.zeros(n, dtype=bool)
+            inputs, affected = [], np.zeros(len(ids), dtype=bool)
             for mod in abl.spec.modalities:
                 variant = cond.variant(mod)
                 if (mod, variant) not in encoded:
                     x, _, _, changed = study.vectors(mod, fold=fold, seed=seed, model=abl.model, variant=variant,
                                                      ids=ids)
-                    with torch.no_grad():
-                        x_t = torch.from_numpy(x)
-                        encoded[mod, variant] = (head.encode(mod, x_t) if hasattr(head, "join") else head(x_t),
-                                                 changed)
+                    encoded[mod, variant] = (encode_input(head, mod, torch.from_numpy(x)), changed)
                 enc, changed = encoded[mod, variant]
                 inputs.append(enc)
                 if variant != CLEAN:
@@ -707,11 +834,7 @@ def _evaluate_head(study: Study, abl: Ablation, head: torch.nn.Module, conds: Se
             if str(e) not in missing:
                 missing.append(str(e))
             continue
-        with torch.no_grad():
-            logits = head.join(*inputs) if len(inputs) == 2 else inputs[0]
-            p = torch.softmax(logits, -1).numpy().astype(np.float32, copy=False)
-        blocks.append({**fixed, "condition": np.full(n, str(cond), dtype=object),
-                       "pred": p.argmax(1).astype(np.int64), "probs": p, "affected": affected})
+        blocks.append(prediction_block(head, inputs, fixed=fixed, condition=cond, affected=affected))
     return blocks
 
 

@@ -70,7 +70,7 @@ def open_study(
         merge: Raw labels merged into a class (IEMOCAP default: exc -> hap).
         text_backbone: Text encoder instead of the preset's (alias, directory or hub name).
         audio_backbone: Speech encoder instead of the preset's.
-        pooling: Text pooling instead of the preset's (``cls`` or ``mean``).
+        pooling: Text pooling instead of the preset's (``cls``, ``mean``, or ``auto``: the backbone's own).
         variant_seed: Seed of the perturbations (as given to ``featcache extract --seed``).
         dev: How the early-stopping dev set is taken from the training sessions.
         head_lr: Learning rate of the heads trained on cached vectors (default: 1e-3).
@@ -256,6 +256,7 @@ def ablate(
     epochs: int | None = None,
     train_on: Sequence[str] = (),
     mix: float = 0.5,
+    text_pooling: Literal["cls", "mean"] | None = None,
     label: str | None = None,
     conditions: Sequence[str] | None = None,
     n_resamples: int = 1000,
@@ -278,6 +279,8 @@ def ablate(
         epochs: Most epochs (default: the study's head settings).
         train_on: Attacks whose stored training vectors are mixed into the training set.
         mix: Probability that a training utterance's vector of a modality is replaced by an attacked one.
+        text_pooling: Text pooling of the vectors the variant reads, where it differs from the study's
+            (the paper's heads keep the study's; frozen backbones only).
         label: A readable label, the first part of the ablation's name.
         conditions: Conditions to evaluate (default: as :func:`evaluate`).
         n_resamples: Bootstrap resamples of the intervals (0: none).
@@ -297,7 +300,7 @@ def ablate(
 
     spec = AblationSpec(fusion=fusion, modalities=tuple(modalities), hidden=tuple(hidden), fusion_hidden=fusion_hidden,
                         dropout=dropout, modality_dropout=modality_dropout, lr=lr, epochs=epochs,
-                        train_on=tuple(train_on), mix=mix, label=label)
+                        train_on=tuple(train_on), mix=mix, pooling=text_pooling, label=label)
 
     def echo(message: str, *, err: bool = False) -> None:
         if err:

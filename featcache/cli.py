@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -84,7 +85,12 @@ def load_corpus_from_options(corpus_spec: str, labels: str | None, merge: str | 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="featcache")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug messages.")
-def cli(verbose: bool) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="FEATCACHE_THREADS", show_envvar=True,
+              help="CPU threads: heads are trained on this many threads (each running single-threaded operations, "
+                   "which stay fast when other jobs share the cores), and torch's CPU operations (extraction, "
+                   "fine-tuning on CPU) use this many. [default: heads on the usable cores, at most 2 "
+                   "(bench/bench_evaluate.py: fastest on 2 cores, idle or busy); torch's own default elsewhere]")
+def cli(verbose: bool, threads: int | None) -> None:
     """featcache: cached embeddings for robustness studies of speech+text emotion classifiers.
 
     Backbones are fine-tuned once per fold; embeddings of the clean test set and of every perturbed
@@ -101,6 +107,13 @@ def cli(verbose: bool) -> None:
     )
     for noisy in ("numba", "urllib3", "filelock", "h5py", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if threads is not None:
+        import torch
+
+        from featcache.ensemble import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(threads)  # head training reads it (featcache.ensemble.head_threads)
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,6 +372,51 @@ def cache_clean(cache_dir: Path, dry_run: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# executors (where fine-tuning and extraction jobs run)
+# ----------------------------------------------------------------------------------------------
+
+SHARD_SIZE_DEFAULT = 256  # featcache.extract.DEFAULT_SHARD_SIZE (not imported here: it would load torch)
+
+
+def executor_options(*, shards: bool):  # type: ignore[no-untyped-def]
+    """``--executor`` and the options of the Ray executor (see :mod:`featcache.executors`); with ``shards``,
+    ``--shard-size`` too (commands that extract)."""
+    return lambda f: _executor_options(f, shards=shards)
+
+
+def _executor_options(f, *, shards: bool):  # type: ignore[no-untyped-def]
+    f = click.option("--max-retries", type=click.IntRange(min=0), default=3,
+                     help="Ray: times a job whose worker died (a killed process, a lost node) is started again.")(f)
+    f = click.option("--job-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                     help="Ray: CPUs each job asks for (torch uses as many threads in it).")(f)
+    f = click.option("--job-gpus", type=click.FloatRange(min=0), default=None,
+                     help="Ray: GPUs each fine-tuning or encoding job asks for. [default: 1 when the cluster has "
+                          "GPUs, else 0]")(f)
+    if shards:
+        f = click.option("--shard-size", type=click.IntRange(min=1), default=SHARD_SIZE_DEFAULT,
+                         help="Utterances per shard of an entry: Ray extracts an entry's shards in parallel. Batches "
+                              "never cross a shard, so every executor stores the same vectors.")(f)
+    f = click.option("--address", default=None, metavar="ADDR", envvar="RAY_ADDRESS", show_envvar=True,
+                     help="Ray: the cluster to join (auto, HOST:6379, ray://HOST:10001). [default: a new Ray "
+                          "instance on this machine]")(f)
+    f = click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+                     help="local: every job in order in this process; ray: every fine-tuning run and extraction "
+                          "shard as a Ray task, one GPU each (pip install 'featcache[ray]').")(f)
+    return f
+
+
+def _executor(executor: str, address: str | None, job_gpus: float | None, job_cpus: float, max_retries: int):  # type: ignore[no-untyped-def]
+    """The :mod:`featcache.executors` executor the options name.
+
+    Raises:
+        FeatcacheError: ``ray`` without Ray installed (one line saying how to install it).
+    """
+    from featcache.executors import make_executor
+
+    return make_executor(executor, address=address, job_gpus=job_gpus, job_cpus=job_cpus, max_retries=max_retries)
+
+
+# ----------------------------------------------------------------------------------------------
 # extract
 # ----------------------------------------------------------------------------------------------
 
@@ -372,8 +430,10 @@ def encoder_options(f):  # type: ignore[no-untyped-def]
                      help="Pad every clip to this many samples and pool all frames (246000 = the paper).")(f)
     f = click.option("--max-samples", type=int, default=None,
                      help="Cut longer clips here. [default: preset's, 246000 = 15.375 s]")(f)
-    f = click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
-                     help="Text pooling. [default: preset's]")(f)
+    f = click.option("--pooling", type=click.Choice(["auto", "cls", "mean"]), default=None,
+                     help="Text pooling: the [CLS] vector, the mean over tokens, or auto = the backbone's own "
+                          "(a sentence-embedding model's pooling config, else cls). [default: preset's: "
+                          "demo auto (MiniLM: mean), paper cls]")(f)
     f = click.option("--audio-backbone", default=None, metavar="NAME",
                      help="Speech encoder: alias (whisper-base), directory or hub name. [default: preset's]")(f)
     f = click.option("--text-backbone", default=None, metavar="NAME",
@@ -416,11 +476,13 @@ def _variant_list(variants: tuple[str, ...]) -> list[str]:
 @click.option("--batch-size", type=int, default=None, help="Utterances per forward pass. [default: preset's]")
 @click.option("--workers", default=1, help="DataLoader workers for decoding, perturbing and preparing inputs.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
+@executor_options(shards=True)
 def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_dir: Path, preset: str,
                 text_backbone: str | None, audio_backbone: str | None, pooling: str | None,
                 max_samples: int | None, pad_to: int | None, whisper_input: str | None, folds: str,
                 variants: tuple[str, ...], modality: str, frozen: bool | None, seed: int, split: str | None,
-                batch_size: int | None, workers: int, device: str) -> None:
+                batch_size: int | None, workers: int, device: str, executor: str, address: str | None,
+                shard_size: int, job_gpus: float | None, job_cpus: float, max_retries: int) -> None:
     """Embed the clean input and perturbed variants into the feature store.
 
     Entries already stored with the same provenance are skipped; an interrupted run resumes.
@@ -430,16 +492,18 @@ def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_d
     Examples:
       featcache extract --corpus iemocap:demo-corpus --variant all
       featcache extract --corpus iemocap:/data/IEMOCAP --preset paper --fold 2 --variant pitch
+      featcache extract --corpus iemocap:/data/IEMOCAP --preset paper --variant all --executor ray --address auto
     """
     from featcache.pipeline import plan_encoder_runs, run_extractions
 
+    ex = _executor(executor, address, job_gpus, job_cpus, max_retries)
     study = _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling, max_samples,
                    pad_to, whisper_input, frozen, None, seed, "stratified")
     fold_list = _fold_list(folds, study.corpus)
     plans = plan_encoder_runs(study, modality=modality, folds=fold_list)
     reports = run_extractions(study, plans, variants=_variant_list(variants), split=split,
                               batch_size=batch_size or study.preset.extract_batch_size, num_workers=workers,
-                              device=device)
+                              device=device, executor=ex, shard_size=shard_size)
     for r in reports:
         if r.status == "not-applicable":
             continue
@@ -448,7 +512,8 @@ def extract_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_d
 
 
 def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untyped-def]  (Corpus, imported lazily)
-    """``--fold`` of extract: ``all`` -> None, ``K`` -> [K] once the corpus is known to have fold K.
+    """``--fold`` of extract and finetune: ``all`` -> None, ``K`` or ``K,K,...`` -> the folds, once the corpus is
+    known to have them.
 
     Args:
         text: The option as given.
@@ -458,19 +523,22 @@ def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untype
         The folds, or None for all of them.
 
     Raises:
-        FeatcacheError: Neither ``all`` nor a whole number, or a fold the corpus does not have.
+        FeatcacheError: Neither ``all`` nor whole numbers, or a fold the corpus does not have.
     """
     from featcache.folds import check_fold
 
     if text.strip().lower() == "all":
         return None
     try:
-        k = int(text)
+        folds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
+        folds = []
+    if not folds:
         raise FeatcacheError(f"--fold {text!r}: not a fold number; {corpus.name} has folds "
-                             f"1..{len(corpus.sessions)} (one per session), or pass all") from None
-    check_fold(corpus, k)
-    return [k]
+                             f"1..{len(corpus.sessions)} (one per session), or pass all")
+    for k in folds:
+        check_fold(corpus, k)
+    return list(dict.fromkeys(folds))
 
 
 @cli.command("finetune", context_settings=CONTEXT)
@@ -479,8 +547,10 @@ def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untype
 @encoder_options
 @click.option("--modality", type=click.Choice(["text", "audio", "multimodal"]), required=True,
               help="Which of the paper's models to fine-tune (multimodal fine-tunes both backbones jointly).")
-@click.option("--fold", type=int, required=True, help="Fold K: tests on session K, trains on the others.")
-@click.option("--seed", default=0, help="Seed of initialisation, shuffling and dropout.")
+@click.option("--fold", "folds", required=True, metavar="K[,K...]|all",
+              help="Fold K: tests on session K, trains on the others; several (1,2,3) or all make one run each.")
+@click.option("--seed", "seeds", default="0", metavar="S[,S...]",
+              help="Seed of initialisation, shuffling and dropout; several (0,1,2) make one run each.")
 @click.option("--batch-size", type=int, default=None, help="[default: preset's: paper 16 text, 8 audio, 4 multimodal]")
 @click.option("--lr", type=float, default=None, help="[default: preset's: paper 1e-6 text/audio, 5e-6 multimodal]")
 @click.option("--max-epochs", type=int, default=None, help="[default: preset's]")
@@ -494,37 +564,42 @@ def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untype
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               help="fp32, or bf16/fp16 autocast on CUDA; auto: bf16 on CUDA for backbones of 768 dims or more "
                    "(BERT-base, wav2vec2-base), else fp32.")
+@executor_options(shards=False)
 def finetune_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_dir: Path, preset: str,
                  text_backbone: str | None, audio_backbone: str | None, pooling: str | None,
-                 max_samples: int | None, pad_to: int | None, whisper_input: str | None, modality: str, fold: int,
-                 seed: int, batch_size: int | None, lr: float | None, max_epochs: int | None,
+                 max_samples: int | None, pad_to: int | None, whisper_input: str | None, modality: str, folds: str,
+                 seeds: str, batch_size: int | None, lr: float | None, max_epochs: int | None,
                  patience: int | None, grad_accum: int | None, dev_mode: str, dev_fraction: float,
-                 workers: int, device: str, precision: str) -> None:
+                 workers: int, device: str, precision: str, executor: str, address: str | None,
+                 job_gpus: float | None, job_cpus: float, max_retries: int) -> None:
     """Fine-tune the text, audio or multimodal model on one fold (weighted CE, early stopping).
 
     The run is stored under CACHE/runs/ (safetensors + JSON); rerunning the same command resumes a
     killed run from its last completed epoch, or returns at once when it is finished. Then embed with
-    `featcache extract --finetuned --fold K`.
+    `featcache extract --finetuned --fold K`. Several folds or seeds make one run each, in order or, with
+    `--executor ray`, side by side (one GPU each).
     """
     from dataclasses import replace
 
-    from featcache.cache import FeatureStore
-    from featcache.finetune import finetune
+    from featcache.executors import finished_run
+    from featcache.pipeline import finetune_jobs
 
-    corpus = load_corpus_from_options(corpus_spec, labels, merge)
-    p = _preset_from_options(preset, text_backbone, audio_backbone, pooling, max_samples, whisper_input)
-    base = p.train(modality)
-    settings = replace(base, **{k: v for k, v in dict(batch_size=batch_size, lr=lr, max_epochs=max_epochs,
-                                                            patience=patience, grad_accum=grad_accum).items()
-                                 if v is not None})
-    store = FeatureStore(cache_dir)
-    run = finetune(corpus, store, preset=p, modality=modality, fold=fold, seed=seed, settings=settings,
-                   options=p.encoder_options(pad_to=pad_to), fold_options={"dev": dev_mode, "dev_fraction": dev_fraction},
-                   device=device, precision=precision, num_workers=workers)
-    res = run.result
-    click.echo(f"{run.run_id}: best epoch {res['best_epoch']} of {res['epochs_run']}, "
-               f"dev accuracy {res['best_dev_acc']:.4f} ({res['n_train']} train, {res['n_dev']} dev)")
-    click.echo(f"run: {run.path}")
+    ex = _executor(executor, address, job_gpus, job_cpus, max_retries)
+    study = _study(corpus_spec, labels, merge, cache_dir, preset, text_backbone, audio_backbone, pooling, max_samples,
+                   pad_to, whisper_input, False, None, 0, dev_mode)
+    fold_list = _fold_list(folds, study.corpus)
+    settings = replace(study.preset.train(modality), **{
+        k: v for k, v in dict(batch_size=batch_size, lr=lr, max_epochs=max_epochs, patience=patience,
+                              grad_accum=grad_accum).items() if v is not None})
+    jobs = finetune_jobs(study, models=[modality], folds=fold_list, seeds=_seed_list(seeds), settings=settings,
+                         fold_options={"dev": dev_mode, "dev_fraction": dev_fraction}, device=device, workers=workers,
+                         precision=precision)
+    for result in ex.run(study, jobs, progress=True):
+        run = finished_run(result.value)
+        res = run.result
+        click.echo(f"{run.run_id}: best epoch {res['best_epoch']} of {res['epochs_run']}, "
+                   f"dev accuracy {res['best_dev_acc']:.4f} ({res['n_train']} train, {res['n_dev']} dev)")
+        click.echo(f"run: {run.path}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -684,6 +759,10 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
 @click.option("--mix", type=click.FloatRange(0, 1), default=0.5,
               help="With --train-on: probability that a training utterance's vector of a modality is replaced by "
                    "its attacked one (drawn once per seed, modality and utterance).")
+@click.option("--text-pooling", type=click.Choice(["cls", "mean"]), default=None,
+              help="Train and evaluate the variant on text vectors pooled this way while the paper's heads keep the "
+                   "study's --pooling (frozen backbones; the entries must be extracted with that pooling). "
+                   "[default: the study's]")
 @click.option("--condition", "conditions", multiple=True, metavar="COND",
               help="Condition to evaluate (repeatable). [default: as `featcache evaluate`]")
 @click.option("--resamples", type=click.IntRange(min=0), default=1000,
@@ -691,7 +770,8 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
 @click.option("--device", default="cpu", help="cpu or cuda.")
 def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hidden: str, fusion_hidden: int,
                dropout: float | None, modality_dropout: float, lr: float | None, epochs: int | None, train_on: str | None,
-               mix: float, conditions: tuple[str, ...], resamples: int, device: str, **kw: object) -> None:
+               mix: float, text_pooling: str | None, conditions: tuple[str, ...], resamples: int, device: str,
+               **kw: object) -> None:
     """Train a head or fusion variant over all folds x seeds and compare it with the paper's heads.
 
     The variant is trained on the study's cached vectors (with --train-on, on a mix of clean and attacked
@@ -720,7 +800,8 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
         raise FeatcacheError(f"--hidden {hidden!r}: write layer sizes separated by commas, e.g. 512,256") from None
     spec = AblationSpec(fusion=fusion, modalities=("text", "audio") if modalities == "both" else (modalities,),
                         hidden=sizes, fusion_hidden=fusion_hidden, dropout=dropout, modality_dropout=modality_dropout,
-                        lr=lr, epochs=epochs, train_on=parse_variant_list(train_on or ""), mix=mix, label=label)
+                        lr=lr, epochs=epochs, train_on=parse_variant_list(train_on or ""), mix=mix,
+                        pooling=text_pooling, label=label)
     result = run_ablation(study, spec, conditions=list(conditions) or None, device=device, n_resamples=resamples,
                           echo=click.echo)
     click.echo(f"ablation: {result.ablation.folder(study)}; in a report: "
@@ -776,11 +857,17 @@ def report_cmd(predictions: Path, out: Path | None, title: str, corpus_spec: str
               help="Report folder. [default: featcache-report/<preset>]")
 @click.option("--workers", default=1, help="DataLoader workers for decoding and perturbing.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
-def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: str, **kw: object) -> None:
+@executor_options(shards=True)
+def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: str, executor: str,
+            address: str | None, shard_size: int, job_gpus: float | None, job_cpus: float, max_retries: int,
+            **kw: object) -> None:
     """Run the whole study: data -> folds -> finetune (or frozen) -> extract -> heads -> evaluate -> report.
 
     Whatever the store already holds is skipped, so a rerun after a crash or after adding one variant
     does only the missing work. Without --corpus, the demo corpus is written to ./demo-corpus first.
+
+    With --executor ray, every fine-tuning run and every shard of an entry is a Ray task (one GPU each
+    when the cluster has GPUs); extraction with a fine-tuned backbone starts as soon as its run is done.
 
     \b
     Example (the README's main command):
@@ -791,6 +878,7 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
     from featcache.pipeline import run_study
 
     t0 = time.perf_counter()
+    ex = _executor(executor, address, job_gpus, job_cpus, max_retries)
     if not kw.get("corpus_spec"):
         from featcache.demo import write_demo_corpus
 
@@ -801,7 +889,8 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
         kw["corpus_spec"] = f"iemocap:{root}"
     study = _study(**kw)  # type: ignore[arg-type]
     out = out or Path("featcache-report") / study.preset.name
-    run_study(study, variants=list(variants) or None, out=out, workers=workers, device=device, echo=click.echo)
+    run_study(study, variants=list(variants) or None, out=out, workers=workers, device=device, echo=click.echo,
+              executor=ex, shard_size=shard_size)
     click.echo(f"done in {time.perf_counter() - t0:.0f} s in all")
     click.echo(f"tables: {out / 'tables.md'} (also .csv, .tex); examples: {out / 'examples.md'}; "
                f"summary: {out / 'summary.md'}; plots: {out}/*.png, *.svg")

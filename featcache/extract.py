@@ -11,12 +11,17 @@ Which utterances an entry holds:
   and hold every utterance of the corpus, clean or perturbed;
 * a fine-tuned backbone's clean entry holds the fold's train, dev and test utterances (heads are
   trained on it); its perturbed entries hold the test utterances (``split`` changes that).
+
+Shards. An entry's utterances, in length order, fall into shards of ``shard_size`` (:func:`entry_shards`),
+and batches never cross a shard: so one process extracting the whole entry and several extracting one
+shard each (``shard=i``, into the store's shard files, then :meth:`~featcache.cache.FeatureStore.assemble_shards`)
+encode exactly the same batches and store the same vectors, byte for byte on the same hardware.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from featcache import __version__
-from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, load_encoder
+from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, input_digest, load_encoder
 from featcache.backbones.resolve import ResolvedBackbone, resolve_backbone, weights_hash
 from featcache.buckets import iter_batches, length_order
 from featcache.cache import EntryKey, FeatureStore, ids_digest, slug
@@ -37,6 +42,9 @@ from featcache.perturb.text_analysis import DEFAULT_MODEL as DEFAULT_SPACY_MODEL
 from featcache.workers import make_loader
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_SIZE = 256
+"""Utterances per shard of an entry (batches never cross a shard; see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class ExtractReport:
     status: str  # written | resumed | replaced (a damaged entry set aside) | skipped | not-applicable
     n_ids: int = 0
     n_written: int = 0
+    n_encoded: int = 0  # distinct inputs encoded (repeated inputs reuse their vector)
     seconds: float = 0.0
     path: Path | None = None
 
@@ -118,10 +127,75 @@ class _Items(Dataset):
             if self.variant.modality == "audio":
                 x, record = self.variant(x, utt_id=u.id, seed=self.seed)
         item = self.encoder.prepare(x)
+        item["digest"] = input_digest(item)
         item["id"] = u.id
         item["label"] = self.corpus.label_index(u.label)
         item["record"] = record if self.variant.modality is not None else {}
         return item
+
+
+class _VectorMemo:
+    """Each distinct prepared input of an entry encoded once: a repeated input reuses its vector.
+
+    ``no-text`` gives every utterance the same empty string and ``no-audio`` the same silence; their
+    entries cost one forward pass of one item instead of one per utterance, and every row holds the same
+    bytes. Items are told apart by :func:`~featcache.backbones.encoders.input_digest` (computed in the
+    workers). The most recent ``capacity`` vectors are kept, which covers an input repeated throughout
+    an entry's shard (length order puts equal inputs next to each other); each shard starts afresh, so
+    every executor stores the same bytes.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        from collections import OrderedDict
+
+        self.capacity = capacity
+        self.vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.encoded = 0
+
+    def forget(self) -> None:
+        """Drop the kept vectors (a new shard: its vectors must not depend on another shard's batches)."""
+        self.vectors.clear()
+
+    def encode(self, batch: list[dict[str, Any]], forward: Any) -> np.ndarray:
+        """The batch's vectors, running ``forward(items) -> ndarray`` on its inputs not seen before."""
+        todo: dict[bytes, dict[str, Any]] = {}
+        for it in batch:
+            if it["digest"] not in self.vectors:
+                todo.setdefault(it["digest"], it)
+        if todo:
+            for d, vec in zip(todo, forward(list(todo.values()))):
+                self.vectors[d] = np.array(vec, copy=True)
+            self.encoded += len(todo)
+        out = np.stack([self.vectors[it["digest"]] for it in batch])
+        for it in batch:
+            self.vectors.move_to_end(it["digest"])
+        while len(self.vectors) > self.capacity:
+            self.vectors.popitem(last=False)
+        return out
+
+
+def entry_shards(corpus: Corpus, ids: Sequence[str], *, modality: str, shard_size: int) -> list[list[str]]:
+    """The entry's utterance ids cut into shards: ``shard_size`` ids each (the last may be shorter), in the
+    length order extraction encodes them in.
+
+    Raises:
+        FeatcacheError: ``shard_size`` is below 1.
+    """
+    if shard_size < 1:
+        raise FeatcacheError(f"--shard-size {shard_size}: give at least 1 utterance per shard")
+    order = length_order(corpus, ids, modality)
+    return [order[i:i + shard_size] for i in range(0, len(order), shard_size)]
+
+
+def _shard_batches(
+    items: Iterator[dict[str, Any]], *, shard_of: dict[str, int], batch_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """:func:`iter_batches` run anew for each shard's items (they arrive shard after shard), so no batch
+    mixes two shards."""
+    from itertools import groupby
+
+    for _, group in groupby(items, key=lambda it: shard_of[it["id"]]):
+        yield from iter_batches(group, batch_size=batch_size)
 
 
 def entry_ids(corpus: Corpus, *, fold: int | None, variant_modality: str | None, split: str | None,
@@ -225,8 +299,10 @@ def extract(
     analysis_model: str = DEFAULT_SPACY_MODEL,
     progress: bool = True,
     planned: PlannedEntry | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    shard: int | None = None,
 ) -> ExtractReport:
-    """Extract (or resume, or skip) one entry.
+    """Extract (or resume, or skip) one entry, or one shard of it.
 
     Args:
         corpus: The corpus.
@@ -244,10 +320,14 @@ def extract(
         analysis_model: spaCy pipeline for part-of-speech variants.
         progress: Show a progress bar.
         planned: The entry as :func:`plan_entry` planned it for these arguments (planned here if None).
+        shard_size: Utterances per shard (:func:`entry_shards`); batches never cross a shard.
+        shard: Extract only this shard (0-based) into the store's shard file
+            (:meth:`~featcache.cache.FeatureStore.shard_writer`); None: the whole entry.
 
     Returns:
-        The report; ``status`` is ``skipped`` when the entry was already stored and intact, ``replaced``
-        when a damaged one was set aside (one log line says why) and written again.
+        The report; ``status`` is ``skipped`` when the entry (or the shard) was already stored and intact,
+        ``replaced`` when a damaged one was set aside (one log line says why) and written again. For a
+        shard, ``n_ids`` counts its utterances.
 
     Raises:
         FeatcacheError: Unknown variant, missing modality, unreadable input.
@@ -265,6 +345,14 @@ def extract(
     v, ids, resolved, key = planned.variant, planned.ids, planned.resolved, planned.key
     if store.has(key) and not store.damage(key):  # a damaged entry is written again (the writer sets it aside)
         return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
+    shards = entry_shards(corpus, ids, modality=run.modality, shard_size=shard_size)
+    shard_of = {u: i for i, part in enumerate(shards) for u in part}
+    if shard is not None:
+        if not 0 <= shard < len(shards):
+            raise FeatcacheError(f"{key}: no shard {shard}; the entry has {len(shards)} of {shard_size} utterances")
+        if store.has_shard(key, index=shard, ids=shards[shard]):
+            return ExtractReport(key=key, status="skipped", n_ids=len(shards[shard]),
+                                 path=store.shard_path(key, index=shard, size=len(shards[shard])))
     t0 = time.perf_counter()
     dev = _device(device)
     if encoder is None:
@@ -296,9 +384,15 @@ def extract(
         provenance["mask_token"] = mask_token
     status = "written"
     written = 0
-    with store.writer(key, ids=ids, provenance=provenance) as w:
+    memo = _VectorMemo()
+    if shard is None:
+        writer: Any = store.writer(key, ids=ids, provenance=provenance)
+    else:
+        ids = shards[shard]
+        writer = store.shard_writer(key, index=shard, ids=ids, provenance=provenance)
+    with writer as w:
         if w.complete:
-            return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=store.path(key))
+            return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=w.final)
         if w.replaced:
             status = "replaced"
         elif w.n_done:
@@ -312,9 +406,13 @@ def extract(
                              prefetch_factor=4 if num_workers else None)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
         with bar, torch.inference_mode():
-            for batch in iter_batches(iter(loader), batch_size=batch_size):
-                inputs = {k: t.to(dev) for k, t in encoder.collate(batch).items()}
-                vecs = encoder(**inputs).float().cpu().numpy()
+            current_shard = None
+            for batch in _shard_batches(iter(loader), shard_of=shard_of, batch_size=batch_size):
+                if shard_of[batch[0]["id"]] != current_shard:
+                    current_shard = shard_of[batch[0]["id"]]
+                    memo.forget()
+                vecs = memo.encode(batch, lambda items: encoder(  # type: ignore[misc]
+                    **{k: t.to(dev) for k, t in encoder.collate(items).items()}).float().cpu().numpy())
                 w.add(
                     [it["id"] for it in batch],
                     vecs,
@@ -324,7 +422,8 @@ def extract(
                 written += len(batch)
                 bar.update(len(batch))
     return ExtractReport(
-        key=key, status=status, n_ids=len(ids), n_written=written, seconds=time.perf_counter() - t0, path=store.path(key)
+        key=key, status=status, n_ids=len(ids), n_written=written, n_encoded=memo.encoded,
+        seconds=time.perf_counter() - t0, path=w.final,
     )
 
 

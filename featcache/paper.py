@@ -158,6 +158,8 @@ SEEDS: tuple[int, ...] = (0, 1, 2)
 """Every model is trained with these seeds; tables show the mean and the spread over them."""
 TEXT_BACKBONE = "bert-base-uncased"
 AUDIO_BACKBONE = "facebook/wav2vec2-base"
+TEXT_POOLING = "cls"
+"""The text vector is BERT's [CLS] token (the audio vector is the mean over frames)."""
 FINETUNE: dict[str, TrainSettings] = {
     TEXT: TrainSettings(batch_size=16, lr=1e-6, patience=PATIENCE),
     AUDIO: TrainSettings(batch_size=8, lr=1e-6, patience=PATIENCE),

@@ -4,6 +4,11 @@ One path for everything the command line runs: :func:`plan_encoder_runs` and :fu
 (``featcache extract``; each entry is planned once), :func:`finetune_all`, :func:`evaluate_and_report`
 (``featcache evaluate`` and the end of ``featcache run``) and :func:`run_study` (``featcache run``).
 Messages go to an ``echo`` callable, so the command line and a notebook print the same lines.
+
+Fine-tuning and extraction are built as a graph of jobs (:func:`finetune_jobs`, :func:`extraction_jobs`)
+and handed to an executor (:mod:`featcache.executors`): ``local`` runs them in order in this process,
+``ray`` as Ray tasks on a cluster, an entry's shards in parallel and each extraction after the
+fine-tuning run it needs.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from featcache.backbones.encoders import load_encoder
 from featcache.errors import FeatcacheError
-from featcache.extract import EncoderRun, ExtractReport, extract, plan_entry
-from featcache.paper import ALL_MODELS, PAPER_MODELS, uses
+from featcache.executors import Executor, Job, LocalExecutor, finished_run, span
+from featcache.extract import DEFAULT_SHARD_SIZE, EncoderRun, ExtractReport, entry_ids, plan_entry
+from featcache.paper import ALL_MODELS, PAPER_MODELS, TrainSettings, uses
 from featcache.study import Study, evaluate, train_heads
 
 log = logging.getLogger(__name__)
@@ -33,11 +38,26 @@ def _print(message: str, *, err: bool = False) -> None:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One encoder run and the fold its weights belong to (None: frozen, shared by all folds)."""
+    """One encoder run and the fold its weights belong to (None: frozen, shared by all folds).
 
-    run: EncoderRun
+    Attributes:
+        run: The encoder run, or None when a fine-tuning job of the same graph makes it.
+        fold: The entries' fold.
+        fold_options: The fold's dev-split options.
+        after: The name of the ``finetune`` job whose run gives the weights (when ``run`` is None).
+        modality: The run's modality (given when ``run`` is None).
+    """
+
+    run: EncoderRun | None
     fold: int | None
     fold_options: dict | None = None
+    after: str | None = None
+    modality: str = ""
+
+    @property
+    def label(self) -> str:
+        """Names the encoder in job names."""
+        return self.run.name if self.run is not None else f"{self.modality} of [{self.after}]"
 
 
 def expand_variants(specs: Sequence[str]) -> list[str]:
@@ -104,6 +124,132 @@ def plan_encoder_runs(
     return plans
 
 
+def finetune_jobs(
+    study: Study,
+    *,
+    models: Sequence[str] | None = None,
+    folds: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
+    settings: TrainSettings | None = None,
+    fold_options: dict[str, Any] | None = None,
+    device: str = "auto",
+    workers: int = 0,
+    precision: str = "auto",
+) -> list[Job]:
+    """One ``finetune`` job per model x fold x seed (fold-major, as :func:`finetune_all` always ran them).
+
+    Args:
+        study: The study (its options, preset and store).
+        models: Paper models (default: those the corpus allows).
+        folds: Folds (default: all).
+        seeds: Seeds (default: the study's).
+        settings: Hyperparameters (default: the preset's for each model).
+        fold_options: Dev-split options (default: the study's).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        workers: DataLoader workers of each run.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (:func:`featcache.train.resolve_precision`).
+
+    Returns:
+        The jobs, named ``finetune <model> f<K> s<S>``.
+    """
+    jobs = []
+    for k in folds or study.folds:
+        for s in seeds or study.seeds:
+            for m in models or study.models(PAPER_MODELS):
+                args = {"model": m, "fold": k, "seed": s, "settings": settings, "options": study.options,
+                        "fold_options": dict(study.fold_options if fold_options is None else fold_options),
+                        "device": device, "num_workers": workers, "precision": precision}
+                jobs.append(Job(name=f"finetune {m} f{k} s{s}", kind="finetune", args=args))
+    return jobs
+
+
+def extraction_jobs(
+    study: Study,
+    plans: Sequence[PlannedRun],
+    *,
+    variants: Sequence[str],
+    split: str | None = None,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    device: str = "cpu",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    sharded: bool = False,
+) -> tuple[list[Job], list[ExtractReport]]:
+    """The jobs that extract every variant with every planned run, and the entries already stored.
+
+    An entry whose key is known now (its run exists) and that is stored intact gets no job, only a
+    ``skipped`` report. With ``sharded``, an entry of more than ``shard_size`` utterances becomes one
+    ``shard`` job per shard and an ``assemble`` job that waits for them; otherwise one ``extract`` job.
+    A plan made by a fine-tuning job of the same graph makes jobs that wait for it.
+
+    Args:
+        study: The study.
+        plans: Encoder runs (:func:`plan_encoder_runs`, or runs that fine-tuning jobs make).
+        variants: Variant specs (those of another modality than a run's are left out).
+        split: Utterances of a fine-tuned fold (default: all for clean, test for a variant).
+        batch_size: Utterances per forward pass.
+        num_workers: DataLoader workers of each job.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        shard_size: Utterances per shard; batches never cross a shard, so the entry's bytes do not depend
+            on ``sharded``.
+        sharded: Split entries into shard jobs (for executors that run jobs in parallel).
+
+    Returns:
+        ``(jobs, skipped)``.
+
+    Raises:
+        FeatcacheError: An unknown variant, a modality the corpus lacks, or ``shard_size`` below 1.
+    """
+    from featcache.perturb import get_variant
+
+    if shard_size < 1:
+        raise FeatcacheError(f"--shard-size {shard_size}: give at least 1 utterance per shard")
+    corpus, store = study.corpus, study.store
+    jobs: list[Job] = []
+    skipped: list[ExtractReport] = []
+    for plan in plans:
+        modality = plan.run.modality if plan.run is not None else plan.modality
+        for spec in variants:
+            if plan.run is not None:
+                planned = plan_entry(corpus, store, run=plan.run, variant=spec, fold=plan.fold, split=split,
+                                     seed=study.variant_seed, fold_options=plan.fold_options)
+                if planned is None:
+                    continue
+                if store.has(planned.key) and not store.damage(planned.key):
+                    skipped.append(ExtractReport(key=planned.key, status="skipped", n_ids=len(planned.ids),
+                                                 path=store.path(planned.key)))
+                    continue
+                n = len(planned.ids)
+            else:
+                v = get_variant(spec)
+                if v.modality is not None and v.modality != modality:
+                    continue
+                n = len(entry_ids(corpus, fold=plan.fold, variant_modality=v.modality, split=split,
+                                  fold_options=plan.fold_options))
+            args: dict[str, Any] = {"run": plan.run, "modality": modality, "fold": plan.fold,
+                                    "fold_options": plan.fold_options, "variant": spec, "split": split,
+                                    "batch_size": batch_size, "num_workers": num_workers, "device": device,
+                                    "shard_size": shard_size}
+            after = (plan.after,) if plan.run is None and plan.after else ()
+            name = f"extract {plan.label}/{'shared' if plan.fold is None else f'fold-{plan.fold}'}/{spec}" + (
+                f"/{split}" if split else "")
+            n_shards = -(-n // shard_size)
+            if not sharded or n_shards <= 1:
+                jobs.append(Job(name=name, kind="extract", args=args, deps=after))
+                continue
+            shard_jobs = [Job(name=f"{name} shard {i + 1}/{n_shards}", kind="shard", args={**args, "shard": i},
+                              deps=after) for i in range(n_shards)]
+            jobs += shard_jobs
+            jobs.append(Job(name=f"{name} assemble", kind="assemble", args=args,
+                            deps=after + tuple(j.name for j in shard_jobs)))
+    return jobs, skipped
+
+
+def _entry_reports(results: Sequence[Any]) -> list[ExtractReport]:
+    """The reports of the jobs that stand for whole entries (``extract`` and ``assemble``), in order."""
+    return [r.value for r in results if r.job.kind in ("extract", "assemble")]
+
+
 def run_extractions(
     study: Study,
     plans: Sequence[PlannedRun],
@@ -114,44 +260,47 @@ def run_extractions(
     num_workers: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    executor: Executor | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> list[ExtractReport]:
-    """Extract every variant with every planned run, planning each entry once and loading each encoder
-    once (and only if something is missing). An entry is skipped only when it is intact
-    (:meth:`~featcache.cache.FeatureStore.damage`); a damaged one is set aside and extracted again."""
-    corpus, store = study.corpus, study.store
-    reports: list[ExtractReport] = []
-    for plan in plans:
-        encoder = None
-        for spec in variants:
-            kw: dict[str, Any] = dict(run=plan.run, variant=spec, fold=plan.fold, split=split, seed=study.variant_seed,
-                                      fold_options=plan.fold_options)
-            planned = plan_entry(corpus, store, **kw)
-            if planned is None:
-                continue
-            if store.has(planned.key) and not store.damage(planned.key):
-                reports.append(ExtractReport(key=planned.key, status="skipped", n_ids=len(planned.ids),
-                                             path=store.path(planned.key)))
-                continue
-            if encoder is None:  # loaded once per run, and only when something is missing
-                encoder = load_encoder(planned.resolved, options=plan.run.options, weights=plan.run.weights)
-            reports.append(extract(corpus, store, **kw, batch_size=batch_size, num_workers=num_workers,
-                                   device=device, encoder=encoder, progress=progress, planned=planned))
-    return reports
+    """Extract every variant with every planned run, planning each entry once; the local executor loads
+    each encoder once (and only if something is missing). An entry is skipped only when it is intact
+    (:meth:`~featcache.cache.FeatureStore.damage`); a damaged one is set aside and extracted again.
+
+    Args:
+        study: The study.
+        plans: The encoder runs (:func:`plan_encoder_runs`).
+        variants: Variant specs.
+        split: Utterances of a fine-tuned fold (default: all for clean, test for a variant).
+        batch_size: Utterances per forward pass.
+        num_workers: DataLoader workers.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        progress: Progress bars.
+        executor: Where the jobs run (default: :class:`~featcache.executors.LocalExecutor`); any executor
+            but the local one gets entries split into shards.
+        shard_size: Utterances per shard.
+
+    Returns:
+        One report per entry: the stored ones first, then in plan order.
+    """
+    ex = executor or LocalExecutor()
+    jobs, skipped = extraction_jobs(study, plans, variants=variants, split=split, batch_size=batch_size,
+                                    num_workers=num_workers, device=device, shard_size=shard_size,
+                                    sharded=ex.name != "local")
+    return skipped + _entry_reports(ex.run(study, jobs, progress=progress))
 
 
-def finetune_all(study: Study, *, device: str = "auto", workers: int = 1, progress: bool = True) -> list[Any]:
-    """Fine-tune (or resume, or find finished) the paper's models the corpus allows, every fold and seed."""
-    from featcache.finetune import finetune
+def finetune_all(study: Study, *, device: str = "auto", workers: int = 1, progress: bool = True,
+                 executor: Executor | None = None) -> list[Any]:
+    """Fine-tune (or resume, or find finished) the paper's models the corpus allows, every fold and seed.
 
-    runs = []
-    for k in study.folds:
-        for s in study.seeds:
-            for m in study.models(PAPER_MODELS):
-                runs.append(finetune(study.corpus, study.store, preset=study.preset, modality=m, fold=k, seed=s,
-                                     options=study.options, fold_options=study.fold_options, device=device,
-                                     num_workers=workers, progress=progress))
+    Returns:
+        The :class:`~featcache.finetune.FinetuneRun` of each, fold-major.
+    """
+    jobs = finetune_jobs(study, device=device, workers=workers)
+    results = (executor or LocalExecutor()).run(study, jobs, progress=progress)
     study.forget_runs()  # new runs: look them up again
-    return runs
+    return [finished_run(r.value) for r in results]
 
 
 def evaluate_and_report(
@@ -246,10 +395,15 @@ def run_study(
     device: str = "auto",
     echo: Echo = _print,
     progress: bool = True,
+    executor: Executor | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> Path:
     """data -> folds -> finetune (or frozen) -> extract -> heads -> evaluate -> report, skipping stored work.
 
-    Each stage prints its own time; the caller prints the total.
+    Fine-tuning and extraction are one job graph run by ``executor``: each extraction job of a fine-tuned
+    backbone waits for its fine-tuning run only, so on Ray extraction starts while other runs still
+    train. Each stage prints its own time (fine-tuning and extraction: from their first job's start to
+    their last job's end, which overlap on Ray); the caller prints the total.
 
     Args:
         study: The study.
@@ -259,12 +413,15 @@ def run_study(
         device: ``cpu``, ``cuda`` or ``auto``.
         echo: Where stage messages go.
         progress: Progress bars.
+        executor: Where fine-tuning and extraction run (default: in order, in this process).
+        shard_size: Utterances per shard of an entry (see :func:`extraction_jobs`).
 
     Returns:
         The report folder.
     """
     from featcache.conditions import conditions_for
 
+    ex = executor or LocalExecutor()
     corpus = study.corpus
     specs = expand_variants(variants or study.preset.variants)
     models = study.models()
@@ -274,15 +431,27 @@ def run_study(
          f"modalities {', '.join(corpus.modalities)}; models {', '.join(models)}")
     if study.frozen:
         echo("[2/5] frozen backbones: no fine-tuning")
+        ft: list[Job] = []
+        plans = plan_encoder_runs(study)
     else:
-        finetune_all(study, device=device, workers=workers, progress=progress)
+        ft = finetune_jobs(study, device=device, workers=workers)
+        plans = [PlannedRun(None, j.args["fold"], dict(study.fold_options), after=j.name, modality=m)
+                 for j in ft for m in uses(j.args["model"])]
+    jobs, skipped = extraction_jobs(study, plans, variants=["clean", *specs],
+                                    batch_size=study.preset.extract_batch_size, num_workers=workers, device=device,
+                                    shard_size=shard_size, sharded=ex.name != "local")
+    results = ex.run(study, ft + jobs, progress=progress)
+    study.forget_runs()  # new runs: look them up again
+    lap()
+    if not study.frozen:
         n = len(study.models(PAPER_MODELS))
-        echo(f"[2/5] fine-tuned {n} models x {len(study.folds)} folds x {len(study.seeds)} seeds {lap()}")
-    reports = run_extractions(study, plan_encoder_runs(study), variants=["clean", *specs],
-                              batch_size=study.preset.extract_batch_size, num_workers=workers, device=device,
-                              progress=progress)
+        echo(f"[2/5] fine-tuned {n} models x {len(study.folds)} folds x {len(study.seeds)} seeds "
+             f"[{span(results, ('finetune',)):.0f} s]")
+    reports = skipped + _entry_reports(results)
     done = sum(r.status != "skipped" for r in reports)
-    echo(f"[3/5] extraction: {len(reports)} entries ({done} extracted, {len(reports) - done} already stored) {lap()}")
+    took = span(results, ("extract", "shard", "assemble"))
+    echo(f"[3/5] extraction: {len(reports)} entries ({done} extracted, {len(reports) - done} already stored) "
+         f"[{took:.0f} s]" + (f" on {ex.name}" if ex.name != "local" else ""))
     train_heads(study, models=models, device="cpu", progress=progress)
     echo(f"[4/5] heads trained for {len(study.folds)} folds x {len(study.seeds)} seeds {lap()}")
     preds = evaluate_and_report(study, out=out, conditions=conditions_for(specs), models=models,

@@ -37,7 +37,7 @@ class Preset:
     audio: TrainSettings
     multimodal: TrainSettings
     seeds: tuple[int, ...] = paper.SEEDS
-    pooling: str = "cls"
+    pooling: str = "auto"
     max_samples: int = paper.MAX_SAMPLES
     whisper_input: str = "trim"
     extract_batch_size: int = 8
@@ -52,10 +52,16 @@ class Preset:
         return {"text": self.text_backbone, "audio": self.audio_backbone}[modality]
 
     def encoder_options(self, *, pad_to: int | None = None) -> EncoderOptions:
-        """The encoder options this preset implies (``pad_to``: pad every clip to this many samples)."""
-        from featcache.backbones.encoders import EncoderOptions
+        """The encoder options this preset implies (``pad_to``: pad every clip to this many samples).
 
-        return EncoderOptions(pooling=self.pooling, max_samples=self.max_samples, pad_to=pad_to,
+        Text pooling ``auto`` becomes the text backbone's own pooling where it declares one (the demo's
+        MiniLM: mean), else ``cls`` (:func:`featcache.backbones.resolve.default_pooling`).
+        """
+        from featcache.backbones.encoders import EncoderOptions
+        from featcache.backbones.resolve import default_pooling
+
+        pooling = default_pooling(self.text_backbone) if self.pooling == "auto" else self.pooling
+        return EncoderOptions(pooling=pooling, max_samples=self.max_samples, pad_to=pad_to,
                               whisper_input=self.whisper_input)
 
     def cli_flags(self) -> list[str]:
@@ -78,6 +84,7 @@ PRESETS: dict[str, Preset] = {
         text=paper.FINETUNE[paper.TEXT],
         audio=paper.FINETUNE[paper.AUDIO],
         multimodal=paper.FINETUNE[paper.MULTIMODAL],
+        pooling=paper.TEXT_POOLING,
         description="Cohen et al. (2023): BERT + wav2vec 2.0, fine-tuned per fold",
     ),
     "demo": Preset(

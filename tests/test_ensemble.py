@@ -217,3 +217,22 @@ def test_a_non_finite_loss_stops_with_one_line() -> None:
     member.inputs = (bad,)
     with pytest.raises(FeatcacheError, match="training loss became nan"):
         fit_ensemble([member], lr=LR, max_epochs=2, batch_size=BATCH, threads=1)
+
+
+def test_threads_option_sets_head_threads_and_torch_threads(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from featcache.cli import cli
+    from featcache.ensemble import THREADS_ENV, head_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    before = torch.get_num_threads()
+    try:
+        r = CliRunner().invoke(cli, ["--threads", "3", "cache", "ls", "--cache-dir", str(tmp_path / "store")])
+        assert r.exit_code == 0, r.output
+        assert head_threads() == 3 and torch.get_num_threads() == 3
+        bad = CliRunner(env={THREADS_ENV: "0"}).invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path / "store")])
+        assert bad.exit_code == 2 and "FEATCACHE_THREADS" in bad.output
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.delenv(THREADS_ENV, raising=False)

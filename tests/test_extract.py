@@ -21,6 +21,7 @@ from featcache.cache import FeatureStore
 from featcache.cli import cli
 from featcache.data import load_audio, read_iemocap
 from featcache.extract import EncoderRun, extract
+from featcache.perturb import get_variant
 from tiny_models import tiny_bert, tiny_wav2vec2
 
 
@@ -300,3 +301,23 @@ def test_iter_batches_hands_out_stale_buckets_early() -> None:
     assert all(len({items[int(i[1:])]["L"] for i in b}) == 1 for _, b in batches)  # one length per batch
     assert batches[0][0] < len(items)  # the first batch leaves before the loader is exhausted
     assert max(len(b) for _, b in batches) <= 4
+
+
+@pytest.mark.parametrize(("modality", "variant"), [("text", "no-text"), ("audio", "no-audio")])
+def test_an_input_shared_by_every_utterance_is_encoded_once(corpus_dir: Path, tmp_path: Path, models,  # type: ignore[no-untyped-def]
+                                                            modality: str, variant: str) -> None:
+    corpus = read_iemocap(corpus_dir)
+    run = EncoderRun(modality, str(models[modality]))
+    store = FeatureStore(tmp_path / "cache")
+    r = extract(corpus, store, run=run, variant=variant, batch_size=4, progress=False)
+    assert r.n_written == len(corpus) > 1 and r.n_encoded == 1
+    vecs = _vectors(store, r)
+    # every row holds the same bytes: the one vector of the one input, as the encoder gives it alone
+    enc = load_encoder(resolve_backbone(str(models[modality])), options=run.options).eval()
+    x = "" if modality == "text" else get_variant(variant)(np.zeros(16_000, np.float32), utt_id="u", seed=0)[0]
+    with torch.inference_mode():
+        alone = enc(**enc.collate([enc.prepare(x)])).float().numpy()[0]
+    assert all(row.tobytes() == alone.tobytes() for row in vecs)
+    # distinct inputs are still encoded one by one
+    clean = extract(corpus, store, run=run, variant="clean", batch_size=4, progress=False)
+    assert clean.n_encoded == len({u.text for u in corpus}) if modality == "text" else clean.n_encoded == len(corpus)

