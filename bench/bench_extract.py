@@ -10,7 +10,7 @@ configuration (DataLoader workers, torch threads of the main process):
 * pipeline: wall time of ``featcache.extract.extract(...)`` into a fresh entry (decode, perturb,
   prepare, bucket, forward, write, finalise), with the encoder already loaded;
 * bare: the same utterances decoded, perturbed and prepared beforehand in memory, grouped by
-  ``featcache.extract.iter_batches`` in the pipeline's length order, then only
+  ``featcache.buckets.iter_batches`` in the pipeline's length order, then only
   ``encoder(**encoder.collate(batch))`` timed, with the same torch thread count.
 
 ratio = bare seconds / pipeline seconds (1.0: the pipeline costs nothing beyond the forward passes).
@@ -125,7 +125,7 @@ def batches_before_last_item(batches: Sequence[Batch], *, batch_size: int) -> in
     Returns:
         The number of batches yielded while items were still arriving.
     """
-    from featcache.extract import iter_batches
+    from featcache.buckets import iter_batches
 
     order = sorted((it for b in batches for it in b), key=lambda it: it["_order"])
     consumed = 0
@@ -170,8 +170,8 @@ def prepared_batches(corpus: Corpus, encoder: AudioEncoder, *, variant: str, see
     Returns:
         The batches, in the order the extraction encodes them.
     """
+    from featcache.buckets import iter_batches
     from featcache.data import load_audio
-    from featcache.extract import iter_batches
     from featcache.perturb import get_variant
 
     v = get_variant(variant)

@@ -254,20 +254,58 @@ def _short(text: str) -> str:
 @cache_dir_option
 @click.option("--long", "-l", "long_", is_flag=True, help="Also print each entry's full provenance.")
 def cache_ls(cache_dir: Path, long_: bool) -> None:
-    """List entries with their provenance and size.
+    """List entries with their provenance and size, then fine-tuning runs.
 
     Entries of the same run, fold and variant that differ in a setting (pooling, input length, variant
-    seed, ...) show the settings that tell them apart in the last column.
+    seed, ...) show the settings that tell them apart in the last column. Runs show their modality,
+    fold, seed, status (finished, unfinished, damaged, or old: made by another fine-tuning loop and not
+    used), size and best dev accuracy.
     """
-    import json
-
     from featcache.cache import FeatureStore
 
     store = FeatureStore(cache_dir)
     infos = list(store.iter_entries())
-    if not infos:
+    runs = _runs(store, deep=False)
+    if not infos and not runs:
         click.echo(f"{cache_dir}: no entries")
         return
+    if infos:
+        _echo_entries(infos, cache_dir, long_=long_)
+    if runs:
+        _echo_runs(runs, cache_dir)
+
+
+def _runs(store, *, deep: bool) -> list:  # type: ignore[no-untyped-def,type-arg]  (FeatureStore, RunInfo: lazy)
+    """The store's fine-tuning runs (:func:`featcache.finetune.list_runs`; torch is imported only when
+    there is a ``runs/`` folder)."""
+    if not store.runs_dir.is_dir():
+        return []
+    from featcache.finetune import list_runs
+
+    return list_runs(store, deep=deep)
+
+
+def _echo_runs(runs: list, cache_dir: Path) -> None:  # type: ignore[type-arg]  (RunInfo, imported lazily)
+    """Print the runs table of ``cache ls``: id, modality, fold, seed, status, size, best dev accuracy."""
+    iw = max(len("run"), *(len(r.run_id) for r in runs))
+    click.echo(f"{'run':<{iw}} {'modality':<10} {'fold':>4} {'seed':>4} {'status':<10} {'size':>9} "
+               f"{'epochs':>6} {'best dev acc':>12}")
+    for r in runs:
+        best = "-" if r.best_dev_acc is None else f"{r.best_dev_acc:.4f}"
+        epochs = "-" if r.epochs is None else str(r.epochs)
+        fold = "?" if r.fold is None else str(r.fold)
+        seed = "?" if r.seed is None else str(r.seed)
+        click.echo(f"{r.run_id:<{iw}} {r.modality or '?':<10} {fold:>4} {seed:>4} {r.status:<10} "
+                   f"{_human(r.size_bytes):>9} {epochs:>6} {best:>12}")
+        if r.problem:
+            click.echo(f"          {r.problem}")
+    click.echo(f"{len(runs)} runs, {_human(sum(r.size_bytes for r in runs))} in {cache_dir / 'runs'}")
+
+
+def _echo_entries(infos: list, cache_dir: Path, *, long_: bool) -> None:  # type: ignore[type-arg]
+    """Print the entries table of ``cache ls`` (see :func:`cache_ls`)."""
+    import json
+
     backbones = [(i.provenance.get("backbone", "") if i.provenance else "") or "-" for i in infos]
     settings = entry_settings_column(infos)
     bw = max(len("backbone"), *(len(b) for b in backbones))
@@ -292,10 +330,12 @@ def cache_ls(cache_dir: Path, long_: bool) -> None:
 @cache.command("verify", context_settings=CONTEXT)
 @cache_dir_option
 def cache_verify(cache_dir: Path) -> None:
-    """Check every entry (opens, shapes, finite values, checksum); exit 1 if any is broken."""
+    """Check every entry (opens, shapes, finite values, checksum) and every finished fine-tuning run (config,
+    result, head, encoder weights' checksum); exit 1 if any is broken."""
     from featcache.cache import FeatureStore
 
-    infos = FeatureStore(cache_dir).verify()
+    store = FeatureStore(cache_dir)
+    infos = store.verify()
     broken = [i for i in infos if i.status == "broken"]
     partial = [i for i in infos if i.status == "partial"]
     for i in broken:
@@ -304,7 +344,15 @@ def cache_verify(cache_dir: Path) -> None:
         click.echo(f"PARTIAL  {i.path}: {i.problem}")
     ok = len(infos) - len(broken) - len(partial)
     click.echo(f"{ok} complete, {len(partial)} partial, {len(broken)} broken")
-    if broken:
+    runs = _runs(store, deep=True)
+    bad_runs = [r for r in runs if r.status == "damaged"]
+    for r in bad_runs:
+        click.echo(f"BROKEN   {r.problem}; {r.fix}")
+    if runs:
+        done = sum(r.status in ("finished", "old") for r in runs)
+        click.echo(f"runs: {done} finished, {sum(r.status == 'unfinished' for r in runs)} unfinished, "
+                   f"{len(bad_runs)} broken")
+    if broken or bad_runs:
         sys.exit(1)
 
 
@@ -512,15 +560,18 @@ def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untype
               help="How the early-stopping dev set is taken from the training sessions.")
 @click.option("--dev-fraction", default=0.1, help="Share of training utterances in a stratified dev set.")
 @click.option("--workers", default=1, help="DataLoader workers for decoding and preparing inputs.")
-@click.option("--device", default="auto", help="cpu, cuda or auto (mixed precision on CUDA).")
+@click.option("--device", default="auto", help="cpu, cuda or auto.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+              help="fp32, or bf16/fp16 autocast on CUDA; auto: bf16 on CUDA for backbones of 768 dims or more "
+                   "(BERT-base, wav2vec2-base), else fp32.")
 @executor_options(shards=False)
 def finetune_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_dir: Path, preset: str,
                  text_backbone: str | None, audio_backbone: str | None, pooling: str | None,
                  max_samples: int | None, pad_to: int | None, whisper_input: str | None, modality: str, folds: str,
                  seeds: str, batch_size: int | None, lr: float | None, max_epochs: int | None,
                  patience: int | None, grad_accum: int | None, dev_mode: str, dev_fraction: float,
-                 workers: int, device: str, executor: str, address: str | None, job_gpus: float | None,
-                 job_cpus: float, max_retries: int) -> None:
+                 workers: int, device: str, precision: str, executor: str, address: str | None,
+                 job_gpus: float | None, job_cpus: float, max_retries: int) -> None:
     """Fine-tune the text, audio or multimodal model on one fold (weighted CE, early stopping).
 
     The run is stored under CACHE/runs/ (safetensors + JSON); rerunning the same command resumes a
@@ -541,7 +592,8 @@ def finetune_cmd(corpus_spec: str, labels: str | None, merge: str | None, cache_
         k: v for k, v in dict(batch_size=batch_size, lr=lr, max_epochs=max_epochs, patience=patience,
                               grad_accum=grad_accum).items() if v is not None})
     jobs = finetune_jobs(study, models=[modality], folds=fold_list, seeds=_seed_list(seeds), settings=settings,
-                         fold_options={"dev": dev_mode, "dev_fraction": dev_fraction}, device=device, workers=workers)
+                         fold_options={"dev": dev_mode, "dev_fraction": dev_fraction}, device=device, workers=workers,
+                         precision=precision)
     for result in ex.run(study, jobs, progress=True):
         run = finished_run(result.value)
         res = run.result

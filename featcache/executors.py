@@ -180,7 +180,7 @@ def _finetune_job(study: Study, a: dict[str, Any], *, progress: bool) -> str:
     run = finetune(study.corpus, study.store, preset=study.preset, modality=a["model"], fold=a["fold"], seed=a["seed"],
                    settings=a.get("settings"), options=a.get("options", study.options),
                    fold_options=a.get("fold_options", study.fold_options), device=a.get("device", "auto"),
-                   num_workers=a.get("num_workers", 0), progress=progress)
+                   num_workers=a.get("num_workers", 0), precision=a.get("precision", "auto"), progress=progress)
     return str(run.path)
 
 

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from featcache import __version__
 from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, input_digest, load_encoder
 from featcache.backbones.resolve import ResolvedBackbone, resolve_backbone, weights_hash
+from featcache.buckets import iter_batches, length_order
 from featcache.cache import EntryKey, FeatureStore, ids_digest, slug
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
@@ -133,55 +134,6 @@ class _Items(Dataset):
         return item
 
 
-def _length_order(corpus: Corpus, ids: Sequence[str], modality: str) -> list[str]:
-    """Ids sorted by expected input length (then id), so equal-length buckets fill together."""
-
-    def length(uid: str) -> float:
-        u = corpus.by_id(uid)
-        if modality == "text":
-            return float(len(u.text or ""))
-        if u.duration is not None:
-            return u.duration
-        return float(u.audio.stat().st_size) if u.audio is not None else 0.0
-
-    return sorted(ids, key=lambda uid: (length(uid), uid))
-
-
-def iter_batches(
-    items: Iterator[dict[str, Any]], *, batch_size: int, max_pending: int | None = None
-) -> Iterator[list[dict[str, Any]]]:
-    """Group prepared items into batches of equal bucket length (at most ``batch_size`` each).
-
-    A bucket is handed out when it is full, or, when more than ``max_pending`` items (default
-    ``2 * batch_size``) wait in partly filled buckets, the bucket that grew least recently goes first:
-    items arrive in length order, so a passed bucket rarely grows again, and the encoder need not
-    wait for the whole loader. Memory is bounded by ``max_pending + batch_size`` items.
-    """
-    limit = 2 * batch_size if max_pending is None else max_pending
-    buckets: dict[int, list[dict[str, Any]]] = {}
-    last_seen: dict[int, int] = {}
-    waiting = 0
-    for n, it in enumerate(items):
-        L = int(it["L"])
-        b = buckets.setdefault(L, [])
-        b.append(it)
-        last_seen[L] = n
-        waiting += 1
-        if len(b) >= batch_size:
-            waiting -= len(b)
-            del last_seen[L]
-            yield buckets.pop(L)
-            continue
-        while waiting > limit:
-            oldest = min(last_seen, key=last_seen.__getitem__)
-            del last_seen[oldest]
-            out = buckets.pop(oldest)
-            waiting -= len(out)
-            yield out
-    for L in sorted(buckets):
-        yield buckets[L]
-
-
 class _VectorMemo:
     """Each distinct prepared input of an entry encoded once: a repeated input reuses its vector.
 
@@ -231,7 +183,7 @@ def entry_shards(corpus: Corpus, ids: Sequence[str], *, modality: str, shard_siz
     """
     if shard_size < 1:
         raise FeatcacheError(f"--shard-size {shard_size}: give at least 1 utterance per shard")
-    order = _length_order(corpus, ids, modality)
+    order = length_order(corpus, ids, modality)
     return [order[i:i + shard_size] for i in range(0, len(order), shard_size)]
 
 
@@ -445,7 +397,7 @@ def extract(
             status = "replaced"
         elif w.n_done:
             status = "resumed"
-        pending = _length_order(corpus, w.pending, run.modality)
+        pending = length_order(corpus, w.pending, run.modality)
         if num_workers and v.modality == "audio":
             # pay the variant's first-call cost (imports, caches) once here, not in every forked worker
             v(np.zeros(1600, dtype=np.float32), utt_id="warm-up", seed=seed)

@@ -134,6 +134,7 @@ def finetune_jobs(
     fold_options: dict[str, Any] | None = None,
     device: str = "auto",
     workers: int = 0,
+    precision: str = "auto",
 ) -> list[Job]:
     """One ``finetune`` job per model x fold x seed (fold-major, as :func:`finetune_all` always ran them).
 
@@ -146,6 +147,7 @@ def finetune_jobs(
         fold_options: Dev-split options (default: the study's).
         device: ``cpu``, ``cuda`` or ``auto``.
         workers: DataLoader workers of each run.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (:func:`featcache.train.resolve_precision`).
 
     Returns:
         The jobs, named ``finetune <model> f<K> s<S>``.
@@ -156,7 +158,7 @@ def finetune_jobs(
             for m in models or study.models(PAPER_MODELS):
                 args = {"model": m, "fold": k, "seed": s, "settings": settings, "options": study.options,
                         "fold_options": dict(study.fold_options if fold_options is None else fold_options),
-                        "device": device, "num_workers": workers}
+                        "device": device, "num_workers": workers, "precision": precision}
                 jobs.append(Job(name=f"finetune {m} f{k} s{s}", kind="finetune", args=args))
     return jobs
 

@@ -11,7 +11,7 @@ Checkpoints (``run_dir``) hold no pickle. After every completed epoch the run di
     state.json            epoch, settings, history, early stopping, optimizer scalars, finished flag
     last.safetensors      model weights after the epoch
     optimizer.safetensors the optimizer's tensors, flattened to "state.<param>.<name>" keys
-    rng.safetensors       torch RNG states (CPU, the shuffling generator, CUDA) as uint8 tensors
+    rng.safetensors       RNG states (torch CPU, the shuffling generator, CUDA, numpy's global MT19937)
     best.safetensors      model weights of the best epoch so far
     train_log.jsonl       one JSON line per epoch (default log file)
     fit.lock              held while a process trains the run; a second one waits, then resumes or returns
@@ -24,6 +24,12 @@ A run killed at any moment therefore restarts from its last committed epoch: a r
 the renames of a committed epoch, or discards the ``.next`` files of an uncommitted one. The
 resumed run restores weights, optimizer, early stopping and RNG states bit for bit, so it ends with
 exactly the same best weights and log (except the ``time`` field) as a run that was never stopped.
+A caller that has stored what it keeps of a finished run may delete the files only resuming needs
+(:func:`remove_resume_state`; :mod:`featcache.finetune` does).
+
+The loop does not wait for the device per batch: batch losses stay on the device and are read once per
+epoch, and dev logits are copied back once per pass (see :func:`_train_epoch`). Mixed precision is
+``torch.autocast`` (:func:`resolve_precision` picks it for fine-tuning).
 """
 
 from __future__ import annotations
@@ -65,6 +71,12 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
 LOG_FILE = "train_log.jsonl"
 LOCK_FILE = "fit.lock"
+RESUME_FILES = (STATE_FILE, LAST_FILE, OPTIMIZER_FILE, RNG_FILE, BEST_FILE)
+"""What only resuming needs: a caller that has stored what it keeps of a finished run may delete these
+(:func:`remove_resume_state`); ``state.json`` comes first, since it is the commit record."""
+POSTFIX_EVERY = 50
+"""The batch progress bar shows the running training loss every this many batches (reading it waits
+for the device, so it is not read per batch)."""
 _TENSOR_FILES = (BEST_FILE, LAST_FILE, OPTIMIZER_FILE, RNG_FILE)
 _NEXT = ".next"
 _STATE_FORMAT = "featcache-fit"
@@ -123,6 +135,48 @@ def weighted_loss(weights: torch.Tensor | None) -> nn.CrossEntropyLoss:
         A ``torch.nn.CrossEntropyLoss``.
     """
     return nn.CrossEntropyLoss(weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32))
+
+
+# ------------------------------------------------------------------------------------------ precision
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""Choices of :func:`resolve_precision` (``--precision`` of ``featcache finetune``)."""
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+"""Autocast dtype of each mixed precision (:func:`fit`'s ``amp_dtype``)."""
+AUTO_BF16_WIDTH = 768
+"""``auto`` uses bfloat16 on CUDA for backbones at least this wide (BERT-base, wav2vec2-base and larger)."""
+
+
+def resolve_precision(precision: str, *, device: torch.device, width: int) -> str:
+    """The precision a run trains in: ``fp32``, ``bf16`` or ``fp16``.
+
+    ``auto`` is float32 on a CPU, and on CUDA bfloat16 autocast for backbones of :data:`AUTO_BF16_WIDTH`
+    or more hidden units (where the matrix products dominate), float32 for smaller ones: on an H200,
+    bfloat16 autocast made MiniLM (384-d) at batch 16 slower than float32, since its casts cost more
+    than its small matrix products gain. ``fp16`` adds a gradient scaler.
+
+    Args:
+        precision: One of :data:`PRECISIONS`.
+        device: Where the run trains.
+        width: The widest backbone's hidden size (only read for ``auto`` on CUDA).
+
+    Returns:
+        The resolved precision.
+
+    Raises:
+        FeatcacheError: An unknown precision, bf16 on a CUDA device without bfloat16, or a mixed precision
+            on a device other than CUDA.
+    """
+    if precision not in PRECISIONS:
+        raise FeatcacheError(f"--precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 and width >= AUTO_BF16_WIDTH else "fp32"
+    if precision != "fp32" and device.type != "cuda":
+        raise FeatcacheError(f"--precision {precision}: mixed precision needs a CUDA device; use fp32 or auto")
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise FeatcacheError("--precision bf16: this CUDA device has no bfloat16; use fp16 or fp32")
+    return precision
 
 
 # ------------------------------------------------------------------------------------------ early stopping
@@ -324,7 +378,10 @@ def _autocast(device: torch.device, amp: bool, dtype: torch.dtype) -> Any:
 def _collect(
     model: nn.Module, loader: Iterable[Any], step: Step, device: torch.device, amp: bool, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, CPU) and labels (int64, CPU) over a loader, in eval mode without gradients."""
+    """Logits (float32, CPU) and labels (int64, CPU) over a loader, in eval mode without gradients.
+
+    Batches stay on the device until the pass is over; then both tensors are copied once.
+    """
     was_training = model.training
     model.eval()
     logits_all: list[torch.Tensor] = []
@@ -334,13 +391,13 @@ def _collect(
             for batch in loader:
                 with _autocast(device, amp, dtype):
                     logits, labels = step(model, _to_device(batch, device))
-                logits_all.append(logits.detach().float().cpu())
-                labels_all.append(torch.as_tensor(labels).detach().long().cpu().reshape(-1))
+                logits_all.append(logits.detach().float())
+                labels_all.append(torch.as_tensor(labels, device=logits.device).detach().long().reshape(-1))
     finally:
         model.train(was_training)
     if not logits_all:
         raise ValueError("the loader yielded no batches")
-    return torch.cat(logits_all), torch.cat(labels_all)
+    return torch.cat(logits_all).cpu(), torch.cat(labels_all).cpu()  # one read of the device per pass
 
 
 def predict(
@@ -537,6 +594,32 @@ def _write_log(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a training log (``train_log.jsonl``); a line that does not read (the last one of a
+    killed writer) ends it.
+
+    Args:
+        path: The log file.
+
+    Returns:
+        The records in order; empty when the file is missing or unreadable.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if not isinstance(record, dict):
+            break
+        records.append(record)
+    return records
+
+
 def _append_log(path: Path, record: Mapping[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -544,6 +627,10 @@ def _append_log(path: Path, record: Mapping[str, Any]) -> None:
 
 def _rng_tensors(generator: torch.Generator | None, device: torch.device) -> dict[str, torch.Tensor]:
     out = {"torch_cpu": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # wav2vec 2.0 draws its SpecAugment masks here
+    if kind == "MT19937":
+        out["numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+        out["numpy.rest"] = torch.tensor([float(pos), float(has_gauss), float(gauss)], dtype=torch.float64)
     if generator is not None:
         out["generator"] = generator.get_state()
     if device.type == "cuda" and torch.cuda.is_available():
@@ -556,6 +643,10 @@ def _set_rng(
     tensors: Mapping[str, torch.Tensor], generator: torch.Generator | None, device: torch.device, path: Path
 ) -> None:
     torch.set_rng_state(tensors["torch_cpu"])
+    if "numpy.keys" in tensors:
+        pos, has_gauss, gauss = tensors["numpy.rest"].tolist()
+        np.random.set_state(("MT19937", tensors["numpy.keys"].numpy().astype(np.uint32), int(pos), int(has_gauss),
+                             gauss))
     if generator is not None:
         if "generator" not in tensors:
             raise FeatcacheError(
@@ -654,6 +745,7 @@ def fit(
     progress: bool = True,
     log_file: Path | None = None,
     callbacks: Sequence[Callback] = (),
+    lock: bool = True,
 ) -> FitResult:
     """Train ``model`` with AdamW and weighted cross-entropy, early-stopping on dev accuracy.
 
@@ -661,12 +753,13 @@ def fit(
     accuracy (ties keep the earlier one) is kept, and training stops after ``patience`` epochs without
     improvement or after ``max_epochs``. On return the model holds the best epoch's weights.
 
-    Reproducibility: ``torch.manual_seed(seed)`` is called at the start and the shuffling generator
+    Reproducibility: ``torch.manual_seed(seed)`` and ``numpy.random.seed(seed)`` (wav2vec 2.0's training
+    masks come from numpy's global generator) are called at the start and the shuffling generator
     (``generator``, else ``train_loader.generator`` when the loader has one) is re-seeded with
     ``seed``; shuffling without a generator draws from the seeded global RNG. Build the model after
     ``torch.manual_seed(seed)`` for its initial weights to be reproducible too. On CPU the same
     arguments give bitwise identical weights. Randomness inside ``step`` or the model must come from
-    torch's generators to be reproduced and checkpointed.
+    torch's generators or numpy's global one to be reproduced and checkpointed.
 
     With ``run_dir``, every completed epoch is checkpointed (see the module docstring). Calling fit
     again with the same arguments resumes an interrupted run from its last completed epoch and gives
@@ -695,11 +788,15 @@ def fit(
         amp_dtype: autocast dtype, ``"float16"`` or ``"bfloat16"``.
         generator: the ``torch.Generator`` the training loader shuffles with, if not ``train_loader.generator``.
         run_dir: checkpoint directory (created if missing), or None to keep everything in memory.
-        progress: show tqdm bars (training loss per batch, dev accuracy per epoch).
+        progress: show tqdm bars (the running training loss every :data:`POSTFIX_EVERY` batches, dev
+            accuracy per epoch).
         log_file: JSONL log, one line per epoch with ``epoch, train_loss, dev_loss, dev_acc, dev_uar,
             time, improved, best_epoch, best_dev_acc, lr``; default ``run_dir/train_log.jsonl``
             (no log without ``run_dir``).
         callbacks: called with each epoch's record once the epoch is committed.
+        lock: hold ``run_dir/fit.lock`` while training, so that a second fit of the run waits and then
+            resumes or returns; False when the caller already holds a lock that covers ``run_dir``
+            (:func:`featcache.finetune.finetune` does, beside the run folder).
 
     Returns:
         A :class:`FitResult`.
@@ -752,11 +849,12 @@ def fit(
     )
 
     torch.manual_seed(seed)
+    np.random.seed(seed)  # numpy's global generator too: wav2vec 2.0 draws its SpecAugment masks from it
     if generator is not None:
         generator.manual_seed(seed)
 
     run_dir = Path(run_dir) if run_dir is not None else None
-    with _run_lock(run_dir):
+    with _run_lock(run_dir if lock else None):
         log_path = Path(log_file) if log_file is not None else (run_dir / LOG_FILE if run_dir is not None else None)
         history: list[dict[str, Any]] = []
         best_state: dict[str, torch.Tensor] | None = None
@@ -888,6 +986,40 @@ def fit(
         )
 
 
+def has_resume_state(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds any of :data:`RESUME_FILES` (or a ``.next`` file of one).
+
+    Args:
+        run_dir: A run directory of :func:`fit`.
+
+    Returns:
+        True when a resume file is there.
+    """
+    return any((run_dir / name).exists() or (run_dir / (name + _NEXT)).exists() for name in RESUME_FILES)
+
+
+def remove_resume_state(run_dir: Path) -> list[Path]:
+    """Delete what only resuming a run needs: :data:`RESUME_FILES`, their ``.next`` files and stray
+    temporary files; the training log stays.
+
+    ``state.json`` goes first: without it the other files are leftovers that :func:`fit` discards, so a
+    kill at any moment of the deletion leaves nothing a resumed fit would misread.
+
+    Args:
+        run_dir: A run directory of :func:`fit`.
+
+    Returns:
+        The paths deleted.
+    """
+    removed = []
+    for path in (*(run_dir / n for n in RESUME_FILES), *(run_dir / (n + _NEXT) for n in RESUME_FILES),
+                 *run_dir.glob(".*.tmp-*")):
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 @contextmanager
 def _run_lock(run_dir: Path | None) -> Iterator[None]:
     """Hold ``run_dir``'s lock file, so a second fit of the same run waits and then finds it finished."""
@@ -926,7 +1058,12 @@ def _train_epoch(
     epoch: int,
     progress: bool,
 ) -> float:
-    """One pass over ``loader`` with gradient accumulation; returns the sample-weighted mean batch loss."""
+    """One pass over ``loader`` with gradient accumulation; returns the sample-weighted mean batch loss.
+
+    Nothing waits for the device per batch: the batch losses stay on it and are read once, after the
+    pass (a non-finite one then ends the run, naming its batch); the progress bar shows the running
+    loss every :data:`POSTFIX_EVERY` batches.
+    """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     try:
@@ -947,17 +1084,15 @@ def _train_epoch(
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    total, count, pending = 0.0, 0, 0
+    losses: list[torch.Tensor] = []  # stay on the device: read once, at the end of the epoch
+    sizes: list[int] = []
+    pending = 0
     bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress)
     for i, batch in enumerate(bar):
         with _autocast(device, amp, dtype):
             logits, labels = step(model, _to_device(batch, device))
         labels = torch.as_tensor(labels, device=logits.device).long().reshape(-1)
         loss = loss_fn(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise FeatcacheError(
-                f"the training loss became {float(loss)} at epoch {epoch}, batch {i + 1}; lower the learning rate"
-            )
         group_start = (i // grad_accum) * grad_accum
         group = grad_accum if n_batches is None else min(grad_accum, n_batches - group_start)
         scaled = loss / group
@@ -966,16 +1101,22 @@ def _train_epoch(
         if pending == group:
             optimiser_step()
             pending = 0
-        value = float(loss.detach())
-        total += value * labels.numel()
-        count += labels.numel()
-        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        losses.append(loss.detach())
+        sizes.append(labels.numel())
+        if progress and (i + 1) % POSTFIX_EVERY == 0:  # one read of the device per POSTFIX_EVERY batches
+            bar.set_postfix(loss=f"{float(torch.stack(losses[-POSTFIX_EVERY:]).mean()):.4f}", refresh=False)
     bar.close()
     if pending:
         optimiser_step()
-    if count == 0:
+    if not losses:
         raise ValueError("the training loader yielded no batches")
-    return total / count
+    values = torch.stack(losses).double().cpu().tolist()
+    bad = next((j for j, v in enumerate(values) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise FeatcacheError(
+            f"the training loss became {values[bad]} at epoch {epoch}, batch {bad + 1}; lower the learning rate"
+        )
+    return sum(v * n for v, n in zip(values, sizes)) / sum(sizes)
 
 
 def _commit(

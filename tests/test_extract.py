@@ -283,7 +283,7 @@ def test_other_sample_rate_and_stereo_are_converted_with_a_warning(corpus_dir: P
 
 
 def test_iter_batches_hands_out_stale_buckets_early() -> None:
-    from featcache.extract import iter_batches
+    from featcache.buckets import iter_batches
 
     lengths = [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
     items = [{"L": L, "id": f"u{i}"} for i, L in enumerate(lengths)]

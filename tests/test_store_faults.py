@@ -397,7 +397,7 @@ def test_a_damaged_fine_tuning_run_is_refused_then_finished_again(env: dict[str,
                 "--max-epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--workers", "0", "--device", "cpu"]
     r = CliRunner().invoke(cli, finetune)
     assert r.exit_code == 0, r.output
-    (run,) = (env["cache"] / "runs").iterdir()
+    (run,) = [p for p in (env["cache"] / "runs").iterdir() if p.is_dir()]  # beside it: the run's lock file
     result = run / "result.json"
     fields = json.loads(result.read_text())
     result.write_text('{"best_epoch": 1,')

@@ -160,16 +160,33 @@ def file_problem(path: str | os.PathLike[str]) -> str:
         header = read_header(path)
         if header is None:
             return ""
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            f.seek(HEADER_SIZE)
-            while block := f.read(1 << 20):
-                h.update(block)
+        digest = sha256_file(path, offset=HEADER_SIZE)
     except (OSError, ValueError) as e:
         return f"unreadable ({type(e).__name__})"
-    if h.hexdigest() != header.sha256:
+    if digest != header.sha256:
         return "checksum mismatch: the file changed after it was written"
     return ""
+
+
+def sha256_file(path: str | os.PathLike[str], *, offset: int = 0) -> str:
+    """Hex SHA-256 of a file's bytes from ``offset`` on, read in 1 MiB blocks.
+
+    Args:
+        path: The file.
+        offset: Bytes to skip at the start (an entry's header).
+
+    Returns:
+        The digest.
+
+    Raises:
+        OSError: The file does not read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def digest_strings(strings: Sequence[str]) -> str:

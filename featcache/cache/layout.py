@@ -121,6 +121,18 @@ class StoreLayout:
         """
         return self.runs_dir / run_id
 
+    def run_lock(self, run_id: str) -> Path:
+        """The lock file beside a run's folder, held while a process trains or finishes the run (beside
+        it, so that the folder of a finished run holds only what the run keeps).
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            ``runs/<run_id>.lock``.
+        """
+        return self.runs_dir / f"{run_id}.lock"
+
     def heads_root(self, study_key: str) -> Path:
         """The folder of one study's trained heads.
 

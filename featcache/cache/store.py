@@ -12,6 +12,7 @@ path in it is named by :class:`~featcache.cache.layout.StoreLayout`, and a :clas
     features/<run>/<fold-K|shared>/<variant>-<hash>.h5.damaged  a damaged entry set aside by a rewrite
     models/weight-hashes.json                   backbone weight digests, so big checkpoints are hashed once
     runs/<run-id>/                              fine-tuning runs (featcache.finetune)
+    runs/<run-id>.lock                          held while a process trains or finishes the run
     heads/<study-key>/fold-K/seed-S/<model>/    a study's trained heads (featcache.study)
     text-analysis/<spacy-model>-<key>.json      cached POS analyses (featcache.perturb.text_analysis)
     .../.<name>.tmp-<pid>[-<random>]            a write in progress (featcache.cache.atomic), or its
