@@ -219,20 +219,19 @@ def test_a_non_finite_loss_stops_with_one_line() -> None:
         fit_ensemble([member], lr=LR, max_epochs=2, batch_size=BATCH, threads=1)
 
 
-def test_threads_option_sets_head_threads_and_torch_threads(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from click.testing import CliRunner
+def test_threads_option_sets_head_threads_and_torch_threads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """In a fresh process: torch's thread pool is process state that other tests must not inherit."""
+    import os
+    import subprocess
+    import sys
 
-    from featcache.cli import cli
-    from featcache.ensemble import THREADS_ENV, head_threads
-
-    monkeypatch.delenv(THREADS_ENV, raising=False)
-    before = torch.get_num_threads()
-    try:
-        r = CliRunner().invoke(cli, ["--threads", "3", "cache", "ls", "--cache-dir", str(tmp_path / "store")])
-        assert r.exit_code == 0, r.output
-        assert head_threads() == 3 and torch.get_num_threads() == 3
-        bad = CliRunner(env={THREADS_ENV: "0"}).invoke(cli, ["cache", "ls", "--cache-dir", str(tmp_path / "store")])
-        assert bad.exit_code == 2 and "FEATCACHE_THREADS" in bad.output
-    finally:
-        torch.set_num_threads(before)
-        monkeypatch.delenv(THREADS_ENV, raising=False)
+    code = ("import torch; from click.testing import CliRunner; from featcache.cli import cli; "
+            "from featcache.ensemble import head_threads; "
+            f"r = CliRunner().invoke(cli, ['--threads', '3', 'cache', 'ls', '--cache-dir', {str(tmp_path / 'store')!r}]); "
+            "print(r.exit_code, head_threads(), torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != THREADS_ENV}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert done.stdout.split() == ["0", "3", "3"], done.stdout + done.stderr
+    bad = subprocess.run([sys.executable, "-m", "featcache.cli", "cache", "ls", "--cache-dir", str(tmp_path / "s")],
+                         capture_output=True, text=True, env={**env, THREADS_ENV: "0"}, check=False)
+    assert bad.returncode == 2 and "FEATCACHE_THREADS" in bad.stderr and bad.stderr.count("Error") == 1
