@@ -857,6 +857,40 @@ def _diff_keys(a: dict, b: dict) -> str:
     return shown + (f" and {len(keys) - 2} more" if len(keys) > 2 else "")
 
 
+def batch_block(key: EntryKey, pending: Sequence[str], ids: Sequence[str], vectors: np.ndarray, *,
+                labels: Sequence[int] | np.ndarray | None, records: Sequence[dict | None] | None, part: str) -> Block:
+    """One finished batch checked against what its writer still expects, as a :class:`Block`.
+
+    Args:
+        key: The entry (named in errors).
+        pending: Ids the writer has not received yet.
+        ids: The batch's ids.
+        vectors: One row per id.
+        labels: Class index per id (-1 when None).
+        records: The variant's record per id (JSON-encoded; empty when None).
+        part: What the writer writes, for the error (``this entry``, ``shard 3``).
+
+    Returns:
+        The block.
+
+    Raises:
+        StoreError: Unknown or repeated ids, or a shape mismatch.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+        raise StoreError(f"{key}: got {vectors.shape} vectors for {len(ids)} ids")
+    waiting = set(pending)
+    bad = [u for u in ids if u not in waiting]
+    if bad:
+        raise StoreError(f"{key}: id {bad[0]!r} is already written or not part of {part}")
+    return Block(
+        ids=list(ids),
+        labels=np.asarray(labels if labels is not None else [-1] * len(ids), dtype=np.int64),
+        vectors=vectors,
+        records=[json.dumps(r, sort_keys=True) if r else "" for r in (records or [None] * len(ids))],
+    )
+
+
 class EntryWriter:
     """Writes one entry batch by batch; see the module docstring for the crash-safety protocol.
 
@@ -986,19 +1020,7 @@ class EntryWriter:
         """
         if self.complete:
             raise StoreError(f"{self.final}: entry is already complete")
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-            raise StoreError(f"{self.key}: got {vectors.shape} vectors for {len(ids)} ids")
-        pending = set(self.pending)
-        bad = [u for u in ids if u not in pending]
-        if bad:
-            raise StoreError(f"{self.key}: id {bad[0]!r} is already written or not part of this entry")
-        block = Block(
-            ids=list(ids),
-            labels=np.asarray(labels if labels is not None else [-1] * len(ids), dtype=np.int64),
-            vectors=vectors,
-            records=[json.dumps(r, sort_keys=True) if r else "" for r in (records or [None] * len(ids))],
-        )
+        block = batch_block(self.key, self.pending, ids, vectors, labels=labels, records=records, part="this entry")
         name = f"chunk-{self._n_chunks:06d}{self.store.backend.suffix}"
         atomic_write_bytes(self.partial / name, self.store.backend.chunk_bytes(block))
         self._n_chunks += 1
@@ -1116,19 +1138,8 @@ class ShardWriter:
         Raises:
             StoreError: Unknown or repeated ids, or a shape mismatch.
         """
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-            raise StoreError(f"{self.key}: got {vectors.shape} vectors for {len(ids)} ids")
-        pending = set(self.pending)
-        bad = [u for u in ids if u not in pending]
-        if bad:
-            raise StoreError(f"{self.key}: id {bad[0]!r} is already written or not part of shard {self.index}")
-        self._blocks.append(Block(
-            ids=list(ids),
-            labels=np.asarray(labels if labels is not None else [-1] * len(ids), dtype=np.int64),
-            vectors=vectors,
-            records=[json.dumps(r, sort_keys=True) if r else "" for r in (records or [None] * len(ids))],
-        ))
+        self._blocks.append(batch_block(self.key, self.pending, ids, vectors, labels=labels, records=records,
+                                        part=f"shard {self.index}"))
         done = set(ids)
         self.pending = [u for u in self.pending if u not in done]
 
