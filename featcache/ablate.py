@@ -50,10 +50,12 @@ from featcache.metrics import DEFAULT_RESAMPLES, Analysis, BootstrapCI, ImpactDi
 from featcache.metrics.bootstrap import seedwise
 from featcache.paper import PAPER_MODELS, TrainSettings
 from featcache.study import (
+    DEV_BATCH,
     MissingEntries,
     Study,
     encode_input,
     evaluate,
+    fit_alone,
     prediction_block,
     fold_test_columns,
     train_heads,
@@ -578,7 +580,7 @@ def _fit_all(study: Study, heads: Sequence[tuple[_Job, torch.nn.Module, tuple[st
     """Train heads of several folds and seeds; each ends as :func:`featcache.train.fit` would leave it alone.
 
     On CPU they are trained together as one batched ensemble (:func:`featcache.ensemble.fit_ensemble`, the
-    same trainer as ``train-heads``); on other devices one after the other with ``fit``.
+    same trainer as ``train-heads``); on other devices one after the other with :func:`featcache.study.fit_alone`.
 
     Args:
         study: The study (its label count).
@@ -591,7 +593,7 @@ def _fit_all(study: Study, heads: Sequence[tuple[_Job, torch.nn.Module, tuple[st
         Per head, in order: best epoch, best dev accuracy, epochs run.
     """
     from featcache.ensemble import Member, fit_ensemble, head_threads, torch_threads
-    from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
+    from featcache.train import class_weights
 
     n = len(study.corpus.labels)
     if torch.device(device).type == "cpu":
@@ -605,26 +607,15 @@ def _fit_all(study: Study, heads: Sequence[tuple[_Job, torch.nn.Module, tuple[st
         with torch_threads(1):
             results = fit_ensemble(members, lr=settings.lr, max_epochs=settings.max_epochs, patience=settings.patience,
                                    weight_decay=settings.weight_decay, batch_size=settings.batch_size,
-                                   dev_batch_size=_DEV_BATCH, threads=head_threads(),
+                                   dev_batch_size=DEV_BATCH, threads=head_threads(),
                                    on_done=lambda _i, _r: on_done())
     else:
         results = []
         for job, head, mods in heads:
-            results.append(fit(
-                head, train_loader=tensor_loader(*(job.x_tr[m] for m in mods), job.y_tr,
-                                                 batch_size=settings.batch_size, shuffle=True, seed=job.seed),
-                dev_loader=tensor_loader(*(job.x_dev[m] for m in mods), job.y_dev, batch_size=_DEV_BATCH),
-                step=step_single if len(mods) == 1 else step_pair, n_classes=n,
-                class_weights=class_weights(job.y_tr, n), lr=settings.lr, max_epochs=settings.max_epochs,
-                patience=settings.patience, seed=job.seed, weight_decay=settings.weight_decay, device=device,
-                run_dir=None, progress=False))
-            head.cpu()
+            results.append(fit_alone(head, [job.x_tr[m] for m in mods], job.y_tr, [job.x_dev[m] for m in mods],
+                                     job.y_dev, settings=settings, seed=job.seed, n_classes=n, device=device))
             on_done()
     return [{"best_epoch": r.best_epoch, "best_dev_acc": r.best_dev_acc, "epochs_run": r.epochs_run} for r in results]
-
-
-_DEV_BATCH = 256
-"""Rows per dev forward pass (as the paper heads' trainer)."""
 
 
 def _job(study: Study, abl: Ablation, *, vs: Study, fold: int, seed: int) -> _Job:

@@ -636,11 +636,52 @@ def _train_together(study: Study, jobs: Sequence[_Job], results: dict[_Job, dict
 
     st = study.head_settings
     fit_ensemble(members, lr=st.lr, max_epochs=st.max_epochs, patience=st.patience, weight_decay=st.weight_decay,
-                 batch_size=st.batch_size, dev_batch_size=_DEV_BATCH, threads=threads, on_done=save)
+                 batch_size=st.batch_size, dev_batch_size=DEV_BATCH, threads=threads, on_done=save)
 
 
-_DEV_BATCH = 256
+DEV_BATCH = 256
 """Rows per dev forward pass of a head trained on cached vectors."""
+
+
+def fit_alone(head: torch.nn.Module, x_tr: Sequence[np.ndarray], y_tr: np.ndarray, x_dev: Sequence[np.ndarray],
+              y_dev: np.ndarray, *, settings: TrainSettings, seed: int, n_classes: int, device: str) -> FitResult:
+    """Train one head on cached vectors with :func:`featcache.train.fit`: the reference that the batched
+    ensemble equals, and the trainer on devices other than the CPU.
+
+    Args:
+        head: The head, freshly built after ``torch.manual_seed(seed)``.
+        x_tr: Training vectors, one matrix per input of the head.
+        y_tr: Training labels.
+        x_dev: Dev vectors, one matrix per input.
+        y_dev: Dev labels.
+        settings: Batch size, learning rate, epochs, patience, weight decay.
+        seed: Shuffling and dropout seed.
+        n_classes: Number of classes.
+        device: Where to train (the head is moved back to the CPU after).
+
+    Returns:
+        The fit's result; the head holds its best epoch's weights.
+    """
+    from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
+
+    fr = fit(
+        head,
+        train_loader=tensor_loader(*x_tr, y_tr, batch_size=settings.batch_size, shuffle=True, seed=seed),
+        dev_loader=tensor_loader(*x_dev, y_dev, batch_size=DEV_BATCH),
+        step=step_single if len(x_tr) == 1 else step_pair,
+        n_classes=n_classes,
+        class_weights=class_weights(y_tr, n_classes),
+        lr=settings.lr,
+        max_epochs=settings.max_epochs,
+        patience=settings.patience,
+        seed=seed,
+        weight_decay=settings.weight_decay,
+        device=device,
+        run_dir=None,  # seconds per head: resumable per head, not per epoch
+        progress=False,
+    )
+    head.cpu()
+    return fr
 
 
 def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -> dict[str, Any]:
@@ -660,8 +701,6 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
     Raises:
         MissingEntries: Clean vectors are missing from the store.
     """
-    from featcache.train import class_weights, fit, step_pair, step_single, tensor_loader
-
     stored = _stored_result(study, model, fold=fold, seed=seed)
     if stored is not None:
         return stored
@@ -671,24 +710,8 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
     head = _new_head(study, model, fold=fold, seed=seed, dims={m: x.shape[1] for m, x in zip(uses(model), x_tr)})
     fr = None
     if any(p.requires_grad for p in head.parameters()):
-        st = study.head_settings
-        n = len(study.corpus.labels)
-        fr = fit(
-            head,
-            train_loader=tensor_loader(*x_tr, y_tr, batch_size=st.batch_size, shuffle=True, seed=seed),
-            dev_loader=tensor_loader(*x_dev, y_dev, batch_size=_DEV_BATCH),
-            step=step_single if len(x_tr) == 1 else step_pair,
-            n_classes=n,
-            class_weights=class_weights(y_tr, n),
-            lr=st.lr,
-            max_epochs=st.max_epochs,
-            patience=st.patience,
-            seed=seed,
-            weight_decay=st.weight_decay,
-            device=device,
-            run_dir=None,  # seconds per head: resumable per head, not per epoch
-            progress=False,
-        )
+        fr = fit_alone(head, x_tr, y_tr, x_dev, y_dev, settings=study.head_settings, seed=seed,
+                       n_classes=len(study.corpus.labels), device=device)
     return _save_head(study, model, fold=fold, seed=seed, head=head, fit_result=fr)
 
 
