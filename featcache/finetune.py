@@ -144,13 +144,35 @@ def _lengths(corpus: Corpus, ids: list[str], modalities: tuple[str, ...]) -> lis
     return [expected_length(corpus.by_id(i), modality) for i in ids]
 
 
+class _Prepared(Dataset):
+    """Items prepared once, kept in memory (a text-only split: token ids are a few hundred bytes each)."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
 def _loader(corpus: Corpus, ids: list[str], encoders: dict[str, Any], *, batch_size: int, shuffle: bool,
             generator: torch.Generator | None, num_workers: int, pin_memory: bool) -> GuardedLoader:
-    """A length-bucketed loader over one split (see :class:`~featcache.buckets.LengthBatchSampler`)."""
+    """A length-bucketed loader over one split (see :class:`~featcache.buckets.LengthBatchSampler`).
+
+    A split without audio is tokenised once, here, and served from memory without workers: handing a
+    batch over from a worker costs the training process as much CPU as tokenising it (measured: 0.10 s
+    per epoch of 54 batches either way, plus 0.3 s in the worker), so per-epoch preparation in workers
+    only pays for audio (decoding, resampling, cutting).
+    """
     sampler = LengthBatchSampler(_lengths(corpus, ids, tuple(encoders)), batch_size=batch_size, shuffle=shuffle,
                                  generator=generator)
+    dataset: Dataset = _Items(corpus, ids, encoders)
+    if "audio" not in encoders:
+        dataset, num_workers = _Prepared([dataset[i] for i in range(len(ids))]), 0
     kw: dict[str, Any] = {"prefetch_factor": 4} if num_workers else {}
-    return make_loader(_Items(corpus, ids, encoders), num_workers=num_workers, batch_sampler=sampler,
+    return make_loader(dataset, num_workers=num_workers, batch_sampler=sampler,
                        collate_fn=_Collate(encoders), pin_memory=pin_memory, generator=generator, **kw)
 
 
