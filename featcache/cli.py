@@ -559,7 +559,8 @@ def _fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untype
 @click.option("--dev", "dev_mode", type=click.Choice(["stratified", "session", "speaker"]), default="stratified",
               help="How the early-stopping dev set is taken from the training sessions.")
 @click.option("--dev-fraction", default=0.1, help="Share of training utterances in a stratified dev set.")
-@click.option("--workers", default=1, help="DataLoader workers for decoding and preparing inputs.")
+@click.option("--workers", default=1, help="DataLoader workers for decoding and cutting audio (a text-only model "
+              "tokenises its transcripts once, in the main process).")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               help="fp32, or bf16/fp16 autocast on CUDA; auto: bf16 on CUDA for backbones of 768 dims or more "

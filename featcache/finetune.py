@@ -522,7 +522,8 @@ def finetune(
         device: ``cpu``, ``cuda`` or ``auto``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (:func:`featcache.train.resolve_precision`);
             part of the run's identity once resolved.
-        num_workers: DataLoader workers for decoding and preparing inputs.
+        num_workers: DataLoader workers for decoding and cutting audio (a text-only model tokenises its
+            transcripts once, in this process, and uses none).
         progress: Progress bars.
         callbacks: Called with each epoch's log record once the epoch is committed (:func:`featcache.train.fit`).
 

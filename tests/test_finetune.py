@@ -296,6 +296,23 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another(text_runs) ->
     assert other.result["weights"] != text_runs["ref"].result["weights"]
 
 
+def test_text_is_tokenised_once_per_run_without_workers(text_runs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from featcache.backbones.encoders import TextEncoder
+
+    calls: list[str] = []
+    prepare = TextEncoder.prepare
+
+    def counting(self, text):  # type: ignore[no-untyped-def]
+        calls.append(text)
+        return prepare(self, text)
+
+    monkeypatch.setattr(TextEncoder, "prepare", counting)
+    run = _again(text_runs, text_runs["dir"] / "workers", num_workers=2)  # ignored: nothing to decode
+    fold = make_fold(text_runs["corpus"], 2)
+    assert len(_log(run.path)) == 3  # three epochs ran
+    assert len(calls) == len(fold.train) + len(fold.dev)  # each transcript once, not once per epoch
+    _assert_same_run(run, text_runs["ref"])  # the reference ran with num_workers=0: the same weights
+
 def test_precision_is_a_choice_and_fp32_on_a_cpu() -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("auto", device=cpu, width=1024) == "fp32"
