@@ -22,10 +22,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import multiprocessing
 import os
+import select
 import signal
 import sys
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -126,7 +130,9 @@ def worker_init(worker_id: int, *, parent: int) -> None:
     On Linux the worker asks the kernel (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) to kill it when the
     thread that started it exits, ``kill -9`` included; elsewhere, or when ``prctl`` is unavailable,
     it relies on torch's own check between tasks. A parent that died before the request took effect
-    is caught by comparing ``os.getppid()`` with ``parent``.
+    is caught by comparing ``os.getppid()`` with ``parent``. A worker of a ``forkserver``
+    (:func:`fresh_context`) is the server's child, and the server lives as long as any of its clients,
+    this worker included: such a worker watches ``parent`` from a thread and exits when it ends.
 
     Args:
         worker_id: The worker's index (given by torch).
@@ -142,8 +148,55 @@ def worker_init(worker_id: int, *, parent: int) -> None:
                 log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
         except (OSError, AttributeError) as e:  # no libc, or no prctl in it
             log.debug("prctl unavailable (%s); the worker relies on torch's parent check", e)
-    if os.getppid() != parent:  # the parent is already gone
+    if os.getppid() != parent:  # a forkserver's worker: its parent is the server, which lives as long
+        if not _alive(parent):  # as any of its clients (this worker too), so it watches ``parent`` itself
+            os._exit(0)
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="featcache-parent-watch").start()
+
+
+def _exit_with(pid: int) -> None:
+    """Block until process ``pid`` ends, then end this process (a pidfd where Linux has one, else polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or the process is gone
+        while _alive(pid):
+            time.sleep(0.5)
         os._exit(0)
+    select.select([fd], [], [])  # readable when the process has ended
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fresh_context(*, preload: Sequence[str] = ()) -> Any:
+    """A multiprocessing context whose workers do not share this process's memory: ``forkserver``.
+
+    A forked DataLoader worker shares its parent's pages copy-on-write while it lives, so every page the
+    parent then writes (a training step rewrites its activations, gradients and weights) is copied; a
+    worker per epoch pays that again every epoch. ``forkserver`` workers are forks of a small server
+    process started once (it imports ``preload`` then, so a worker starts in milliseconds); what they
+    run (dataset, collate function) is pickled to them, so it must not hold a model.
+
+    Args:
+        preload: Modules the server imports when it starts (those the pickled dataset needs). The server
+            starts once per process, so only the first call's list takes effect.
+
+    Returns:
+        The ``forkserver`` context, or None (the platform's default) where there is none (Windows).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(dict.fromkeys(["featcache.workers", *preload])))
+    return ctx
 
 
 def make_loader(dataset: Dataset, *, num_workers: int, batch_size: int | None = 1,

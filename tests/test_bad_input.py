@@ -325,3 +325,69 @@ def test_workers_die_with_a_killed_parent(pristine: Path, tmp_path: Path) -> Non
     for w in left:  # do not leave them behind if the test fails
         os.kill(w, signal.SIGKILL)
     assert left == [], f"worker(s) {left} outlived their killed parent"
+
+
+SLOW_FINETUNE_CLI = (
+    "import sys, time\n"
+    "import featcache.finetune as ft\n"
+    "step = ft._step\n"
+    "def slow_step(*a, **k):\n"
+    "    time.sleep(30)\n"
+    "    return step(*a, **k)\n"
+    "ft._step = slow_step\n"
+    "from featcache.cli import main\n"
+    "sys.argv[0] = 'featcache'\n"
+    "main()\n"
+)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux only")
+def test_fine_tuning_workers_die_with_a_killed_parent(pristine: Path, tmp_path: Path) -> None:
+    # fine-tuning's audio workers are children of a forkserver, not of the training process: they
+    # watch it themselves, and the server ends once they have
+    args = ["finetune", "--corpus", f"iemocap:{pristine / 'I'}", "--cache-dir", str(tmp_path / "cache"),
+            "--modality", "audio", "--audio-backbone", str(pristine / "w2v"), "--fold", "1", "--workers", "1",
+            "--device", "cpu"]
+    p = subprocess.Popen([sys.executable, "-c", SLOW_FINETUNE_CLI, *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        below: list[int] = []
+        while time.time() < deadline and p.poll() is None and len(below) < 3:  # tracker, server, worker
+            below = [d for d in _descendants(p.pid) if b"forkserver" in _cmdline(d) or b"resource_tracker" in _cmdline(d)]
+            time.sleep(0.05)
+        assert len(below) >= 3, f"no forkserver worker appeared ({below})"
+        time.sleep(0.5)  # inside the slow first step now
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(w) for w in below):
+        time.sleep(0.05)
+    left = [w for w in below if _alive(w)]
+    for w in left:  # do not leave them behind if the test fails
+        os.kill(w, signal.SIGKILL)
+    assert left == [], f"process(es) {left} outlived their killed parent"

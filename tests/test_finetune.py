@@ -79,6 +79,18 @@ def test_runs_are_safetensors_and_json_and_rerun_is_free(setup) -> None:  # type
     assert find_runs(store, corpus=corpus, fold=3) == []
 
 
+def test_audio_workers_give_the_run_that_loading_in_process_gives(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # the multimodal model decodes its audio in DataLoader workers started from a forkserver (the
+    # command line's default is one worker); the reference run loaded everything in this process
+    corpus, preset, _, runs = setup
+    run = finetune(corpus, FeatureStore(tmp_path / "cache"), preset=preset, modality="multimodal", fold=2, seed=0,
+                   num_workers=2, progress=False)
+    ref = runs["multimodal"]
+    assert run.run_id == ref.run_id
+    assert run.result == ref.result  # best epoch, dev accuracy, SHA-256 of both encoders' weights
+    assert _log(run.path) == _log(ref.path)
+
+
 def test_finetuned_entries_per_fold_differ_from_frozen(setup) -> None:  # type: ignore[no-untyped-def]
     corpus, preset, store, runs = setup
     tuned, frozen = _study(corpus, store, preset, frozen=False), _study(corpus, store, preset, frozen=True)
@@ -297,16 +309,16 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another(text_runs) ->
 
 
 def test_text_is_tokenised_once_per_run_without_workers(text_runs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from featcache.backbones.encoders import TextEncoder
+    from featcache.backbones.encoders import TextInputs
 
     calls: list[str] = []
-    prepare = TextEncoder.prepare
+    prepare = TextInputs.prepare
 
     def counting(self, text):  # type: ignore[no-untyped-def]
         calls.append(text)
         return prepare(self, text)
 
-    monkeypatch.setattr(TextEncoder, "prepare", counting)
+    monkeypatch.setattr(TextInputs, "prepare", counting)
     run = _again(text_runs, text_runs["dir"] / "workers", num_workers=2)  # ignored: nothing to decode
     fold = make_fold(text_runs["corpus"], 2)
     assert len(_log(run.path)) == 3  # three epochs ran

@@ -103,35 +103,20 @@ def _ceil_to(n: int, grid: int) -> int:
     return max(grid, int(math.ceil(n / grid)) * grid)
 
 
-class TextEncoder(nn.Module):
-    """A transformers text encoder with [CLS] or masked-mean pooling.
+class TextInputs:
+    """The input side of a text encoder: tokenising and batching, without the model.
+
+    It holds the tokenizer and the options only, so it pickles cheaply to a worker process started
+    afresh (``forkserver``), where the encoder would carry its weights along.
 
     Args:
-        model: The transformers model (``AutoModel``).
-        tokenizer: Its tokenizer; its mask token is what masking attacks insert.
+        tokenizer: The backbone's tokenizer.
         options: Encoder options.
     """
 
-    modality = "text"
-
-    def __init__(self, model: nn.Module, tokenizer: Any, options: EncoderOptions) -> None:
-        super().__init__()
-        if options.pooling not in ("cls", "mean"):
-            raise FeatcacheError(f"--pooling {options.pooling!r}: text pooling is cls or mean")
-        self.model = model
+    def __init__(self, tokenizer: Any, options: EncoderOptions) -> None:
         self.tokenizer = tokenizer
         self.options = options
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    @property
-    def mask_token(self) -> str:
-        tok = self.tokenizer.mask_token
-        if tok is None:
-            raise FeatcacheError("the text backbone's tokenizer has no mask token; masking attacks need one")
-        return str(tok)
 
     def prepare(self, text: str) -> dict[str, Any]:
         """Tokenize one text (worker side)."""
@@ -151,6 +136,46 @@ class TextEncoder(nn.Module):
             mask[i, : it["n"]] = 1
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
+
+class TextEncoder(nn.Module):
+    """A transformers text encoder with [CLS] or masked-mean pooling.
+
+    Args:
+        model: The transformers model (``AutoModel``).
+        tokenizer: Its tokenizer; its mask token is what masking attacks insert.
+        options: Encoder options.
+    """
+
+    modality = "text"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, options: EncoderOptions) -> None:
+        super().__init__()
+        if options.pooling not in ("cls", "mean"):
+            raise FeatcacheError(f"--pooling {options.pooling!r}: text pooling is cls or mean")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.options = options
+        self.inputs = TextInputs(tokenizer, options)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def mask_token(self) -> str:
+        tok = self.tokenizer.mask_token
+        if tok is None:
+            raise FeatcacheError("the text backbone's tokenizer has no mask token; masking attacks need one")
+        return str(tok)
+
+    def prepare(self, text: str) -> dict[str, Any]:
+        """Tokenize one text (worker side; :meth:`TextInputs.prepare`)."""
+        return self.inputs.prepare(text)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Stack prepared items (:meth:`TextInputs.collate`)."""
+        return self.inputs.collate(items)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled vectors [batch, hidden]."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -160,56 +185,48 @@ class TextEncoder(nn.Module):
         return (out * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-class AudioEncoder(nn.Module):
-    """A speech encoder with mean pooling over the frames that hold real audio.
+class AudioInputs:
+    """The input side of a speech encoder: cutting, normalising, padding and batching, without the model.
+
+    It holds the feature extractor and the options only, so it pickles cheaply to a worker process
+    started afresh (``forkserver``), where the encoder would carry its weights along.
 
     Args:
-        model: ``Wav2Vec2Model``/``HubertModel``/``WavLMModel``/... or a ``WhisperEncoder``.
-        feature_extractor: The matching transformers feature extractor.
-        model_type: ``config.json``'s model_type.
+        feature_extractor: The backbone's transformers feature extractor.
         options: Encoder options.
+        is_whisper: The backbone is a Whisper encoder (log-mel input).
+        whisper_positions: The Whisper encoder's ``max_source_positions`` (None for other backbones).
     """
 
-    modality = "audio"
-
-    def __init__(self, model: nn.Module, feature_extractor: Any, model_type: str, options: EncoderOptions) -> None:
-        super().__init__()
-        if options.whisper_input not in ("trim", "30s"):
-            raise FeatcacheError(f"--whisper-input {options.whisper_input!r}: use trim or 30s")
-        self.model = model
+    def __init__(self, feature_extractor: Any, options: EncoderOptions, *, is_whisper: bool,
+                 whisper_positions: int | None) -> None:
         self.feature_extractor = feature_extractor
-        self.model_type = model_type
         self.options = options
-        self.is_whisper = model_type == "whisper"
-        cfg = model.config
-        self._use_mask = (not self.is_whisper) and getattr(cfg, "feat_extract_norm", "layer") == "layer"
+        self.is_whisper = is_whisper
+        self.whisper_positions = whisper_positions
 
-    @property
-    def hidden_size(self) -> int:
-        cfg = self.model.config
-        return int(getattr(cfg, "d_model", None) or cfg.hidden_size)
-
-    def _limit(self) -> int:
+    def limit(self) -> int:
+        """The most samples of a clip that are used (``max_samples``, and Whisper's window)."""
         lim = self.options.max_samples
         if self.is_whisper:
-            lim = min(lim, self.model.config.max_source_positions * WHISPER_POS)
+            lim = min(lim, int(self.whisper_positions) * WHISPER_POS)  # type: ignore[arg-type]
         return lim
 
     def prepare(self, wave: np.ndarray) -> dict[str, Any]:
         """Cut, normalise and pad one waveform to its bucket length (worker side)."""
-        wave = np.asarray(wave, dtype=np.float32)[: self._limit()]
+        wave = np.asarray(wave, dtype=np.float32)[: self.limit()]
         if wave.size == 0:
             wave = np.zeros(WHISPER_POS, dtype=np.float32)
         n = int(wave.size)
         o = self.options
         if o.pad_to:
-            L = max(o.pad_to, n) if not self.is_whisper else min(max(o.pad_to, n), self._limit())
+            L = max(o.pad_to, n) if not self.is_whisper else min(max(o.pad_to, n), self.limit())
             n_pool = L
         else:
-            L, n_pool = min(_ceil_to(n, o.audio_grid), max(self._limit(), n)), n
+            L, n_pool = min(_ceil_to(n, o.audio_grid), max(self.limit(), n)), n
         if self.is_whisper:
             if o.whisper_input == "30s":
-                L = self.model.config.max_source_positions * WHISPER_POS
+                L = int(self.whisper_positions) * WHISPER_POS  # type: ignore[arg-type]
             L = _ceil_to(L, WHISPER_POS)
             padded = np.zeros(L, dtype=np.float32)
             padded[:n] = wave
@@ -243,6 +260,46 @@ class AudioEncoder(nn.Module):
         x = torch.from_numpy(np.stack(xs))
         n = torch.tensor([it["n"] for it in items], dtype=torch.long)
         return {"x": x, "n": n}
+
+
+class AudioEncoder(nn.Module):
+    """A speech encoder with mean pooling over the frames that hold real audio.
+
+    Args:
+        model: ``Wav2Vec2Model``/``HubertModel``/``WavLMModel``/... or a ``WhisperEncoder``.
+        feature_extractor: The matching transformers feature extractor.
+        model_type: ``config.json``'s model_type.
+        options: Encoder options.
+    """
+
+    modality = "audio"
+
+    def __init__(self, model: nn.Module, feature_extractor: Any, model_type: str, options: EncoderOptions) -> None:
+        super().__init__()
+        if options.whisper_input not in ("trim", "30s"):
+            raise FeatcacheError(f"--whisper-input {options.whisper_input!r}: use trim or 30s")
+        self.model = model
+        self.feature_extractor = feature_extractor
+        self.model_type = model_type
+        self.options = options
+        self.is_whisper = model_type == "whisper"
+        cfg = model.config
+        self._use_mask = (not self.is_whisper) and getattr(cfg, "feat_extract_norm", "layer") == "layer"
+        self.inputs = AudioInputs(feature_extractor, options, is_whisper=self.is_whisper,
+                                  whisper_positions=cfg.max_source_positions if self.is_whisper else None)
+
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "d_model", None) or cfg.hidden_size)
+
+    def prepare(self, wave: np.ndarray) -> dict[str, Any]:
+        """Cut, normalise and pad one waveform to its bucket length (worker side; :meth:`AudioInputs.prepare`)."""
+        return self.inputs.prepare(wave)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Stack prepared items (:meth:`AudioInputs.collate`)."""
+        return self.inputs.collate(items)
 
     def _frames(self, n: torch.Tensor) -> torch.Tensor:
         if self.is_whisper:
