@@ -15,6 +15,9 @@ as the original error with its one-line message, in the main process (the same p
 ``num_workers=0``). Any other exception is a bug and keeps torch's traceback. Each worker starts with
 :func:`worker_init`: one torch thread, no tokenizer threads, and on Linux ``PR_SET_PDEATHSIG`` so that
 the kernel kills it when its parent dies.
+
+:func:`fresh_context` gives workers that are not forks of the calling process (``forkserver``), for
+loaders that live beside a training step: a forked worker shares the trainer's memory copy-on-write.
 """
 
 from __future__ import annotations
