@@ -272,14 +272,15 @@ SLOW_WORKER_CLI = (
 )
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _children(pid: int) -> list[int]:
     """Processes whose parent is ``pid`` and that run the same command line (its forked workers)."""
-
-    def cmdline(p: int) -> bytes:
-        try:
-            return Path(f"/proc/{p}/cmdline").read_bytes()
-        except OSError:
-            return b""
 
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -288,7 +289,7 @@ def _children(pid: int) -> list[int]:
         except (OSError, IndexError):
             continue
         child = int(stat.parent.name)
-        if int(fields[1]) == pid and cmdline(child) == cmdline(pid):
+        if int(fields[1]) == pid and _cmdline(child) == _cmdline(pid):
             out.append(child)
     return out
 
@@ -299,6 +300,17 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _outliving(pids: list[int], *, within: float) -> list[int]:
+    """The processes of ``pids`` still running ``within`` seconds from now (killed, so no test leaves them behind)."""
+    deadline = time.time() + within
+    while time.time() < deadline and any(_alive(w) for w in pids):
+        time.sleep(0.05)
+    left = [w for w in pids if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    return left
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux only")
@@ -318,12 +330,7 @@ def test_workers_die_with_a_killed_parent(pristine: Path, tmp_path: Path) -> Non
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
-    deadline = time.time() + 5
-    while time.time() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.05)
-    left = [w for w in workers if _alive(w)]
-    for w in left:  # do not leave them behind if the test fails
-        os.kill(w, signal.SIGKILL)
+    left = _outliving(workers, within=5)
     assert left == [], f"worker(s) {left} outlived their killed parent"
 
 
@@ -339,13 +346,6 @@ SLOW_FINETUNE_CLI = (
     "sys.argv[0] = 'featcache'\n"
     "main()\n"
 )
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _descendants(pid: int) -> list[int]:
@@ -384,10 +384,5 @@ def test_fine_tuning_workers_die_with_a_killed_parent(pristine: Path, tmp_path: 
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(w) for w in below):
-        time.sleep(0.05)
-    left = [w for w in below if _alive(w)]
-    for w in left:  # do not leave them behind if the test fails
-        os.kill(w, signal.SIGKILL)
+    left = _outliving(below, within=10)
     assert left == [], f"process(es) {left} outlived their killed parent"
