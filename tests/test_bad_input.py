@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -213,6 +214,23 @@ def test_bad_input_is_one_line_and_leaves_the_store_as_it_was(case: Case, pristi
     assert _snapshot(tmp_path / "cache") == before  # the complete entry too, and no .lock, .partial or runs/ left
     if case.args[0] == "finetune":
         assert not (tmp_path / "cache" / "runs").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_bad_wav_in_fine_tuning_is_one_line_from_a_forkserver_worker_too(workers: int, pristine: Path,
+                                                                            tmp_path: Path) -> None:
+    # fine-tuning's audio workers are forkserver processes: the error crosses a pickle, as itself
+    shutil.copytree(pristine / "I", tmp_path / "I")
+    named = _truncated_header(tmp_path)
+    session = int(re.search(r"Ses(\d\d)", Path(named).name).group(1))  # type: ignore[union-attr]
+    fold = 1 + session % 5  # another session is left out: the broken clip is in the training sessions
+    line = one_line_error(CliRunner().invoke(cli, [
+        "finetune", "--corpus", f"iemocap:{tmp_path / 'I'}", "--cache-dir", str(tmp_path / "cache"), "--modality",
+        "audio", "--audio-backbone", str(pristine / "w2v"), "--fold", str(fold), "--workers", str(workers),
+        "--device", "cpu"]))
+    assert named in line, line
+    for text in UNREADABLE:
+        assert text in line, (text, line)
 
 
 class _Items(torch.utils.data.Dataset):
