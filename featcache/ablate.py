@@ -351,17 +351,12 @@ class Ablation:
             FeatcacheError: Another pooling in a study of fine-tuned backbones.
         """
         pooling = self.spec.pooling
-        if pooling is None or pooling == study.options.pooling:
+        if pooling is None or pooling == study.encoder_options.pooling:
             return study
         if not study.frozen:
             raise FeatcacheError("--text-pooling needs frozen backbones: a fine-tuned run's pooling is part of its "
                                  "training; fine-tune with --pooling instead")
-        from dataclasses import replace
-
-        from featcache.presets import with_overrides
-
-        return replace(study, preset=with_overrides(study.preset, pooling=pooling),
-                       options=replace(study.options, pooling=pooling), _cache={}, _folds={}, _runs={})
+        return study.replace(pooling=pooling)
 
     def command(self, study: Study) -> str:
         """The ``featcache ablate`` command that trains it, with the study's options."""

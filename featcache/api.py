@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +30,6 @@ from featcache import paper
 from featcache.ablate import AblationInfo, AblationResult, AblationSpec, comparison_records, list_ablations
 from featcache.errors import FeatcacheError
 from featcache.metrics import Analysis, Predictions, result_records, summary_records
-from featcache.paper import HEAD_SETTINGS
 from featcache.study import Study
 
 __all__ = ["Vectors", "ablate", "ablations", "comparison", "evaluate", "open_study", "results", "table",
@@ -40,69 +39,77 @@ __all__ = ["Vectors", "ablate", "ablations", "comparison", "evaluate", "open_stu
 def open_study(
     *,
     corpus: str,
-    cache_dir: str | os.PathLike[str] = "cache",
-    preset: str = "demo",
-    frozen: bool | None = None,
-    seeds: Sequence[int] | None = None,
     labels: Sequence[str] | None = None,
     merge: Mapping[str, str] | None = None,
+    cache_dir: str | os.PathLike[str] = "cache",
+    preset: str = "demo",
     text_backbone: str | None = None,
     audio_backbone: str | None = None,
-    pooling: str | None = None,
+    pooling: Literal["auto", "cls", "mean"] | None = None,
+    max_samples: int | None = None,
+    pad_to: int | None = None,
+    whisper_input: Literal["trim", "30s"] | None = None,
+    frozen: bool | None = None,
+    seeds: Sequence[int] | None = None,
     variant_seed: int = 0,
     dev: Literal["stratified", "session", "speaker"] = "stratified",
+    dev_fraction: float | None = None,
+    head_batch_size: int | None = None,
     head_lr: float | None = None,
     head_epochs: int | None = None,
-    head_batch_size: int | None = None,
     head_patience: int | None = None,
+    finetune_batch_size: int | None = None,
+    finetune_lr: float | None = None,
+    finetune_epochs: int | None = None,
+    finetune_patience: int | None = None,
+    grad_accum: int | None = None,
+    finetune_precision: Literal["auto", "fp32", "bf16", "fp16"] | None = None,
 ) -> Study:
-    """Open a study: a corpus, a feature store and the options that name its vectors and heads.
+    """Open a study: a corpus, a feature store and the options that name its vectors, runs and heads.
 
-    The same options as the command line's give the same study (and so find the same heads).
+    The keywords are exactly the fields of :class:`~featcache.options.StudyOptions`, the options the
+    command line's study commands take (``--head-lr`` is ``head_lr``), so the same options give the same
+    study and find the same heads and runs. None stands for the option's default (mostly the preset's).
 
     Args:
         corpus: ``iemocap:DIR`` or ``manifest:FILE.csv|.jsonl``.
-        cache_dir: The feature store.
-        preset: ``demo`` or ``paper``.
-        frozen: Frozen backbones or per-fold fine-tuned ones (default: the preset's).
-        seeds: Seeds of the heads (default: the preset's, 0, 1, 2).
         labels: Labels to keep, in class order (default: the corpus's; IEMOCAP: ang, sad, hap, fru).
         merge: Raw labels merged into a class (IEMOCAP default: exc -> hap).
+        cache_dir: The feature store.
+        preset: ``demo`` or ``paper``.
         text_backbone: Text encoder instead of the preset's (alias, directory or hub name).
         audio_backbone: Speech encoder instead of the preset's.
         pooling: Text pooling instead of the preset's (``cls``, ``mean``, or ``auto``: the backbone's own).
+        max_samples: Cut longer clips here (default: the preset's, 246000).
+        pad_to: Pad every clip to this many samples and pool all frames.
+        whisper_input: Whisper's input, ``trim`` or ``30s`` windows (default: the preset's).
+        frozen: Frozen backbones or per-fold fine-tuned ones (default: the preset's).
+        seeds: Seeds of the heads and fine-tuning runs (default: the preset's, 0, 1, 2).
         variant_seed: Seed of the perturbations (as given to ``featcache extract --seed``).
         dev: How the early-stopping dev set is taken from the training sessions.
-        head_lr: Learning rate of the heads trained on cached vectors (default: 1e-3).
-        head_epochs: Most epochs of those heads (default: 100).
-        head_batch_size: Their batch size (default: 128).
+        dev_fraction: Share of the training utterances in a stratified dev set (default: 0.1).
+        head_batch_size: Batch size of the heads trained on cached vectors (default: 128).
+        head_lr: Their learning rate (default: 1e-3).
+        head_epochs: Their most epochs (default: 100).
         head_patience: Their early-stopping patience (default: 10).
+        finetune_batch_size: Batch size of the fine-tuning runs (default: the preset's, per model).
+        finetune_lr: Their learning rate (default: the preset's, per model).
+        finetune_epochs: Their most epochs (default: the preset's).
+        finetune_patience: Their early-stopping patience (default: the preset's).
+        grad_accum: Their batches per optimiser step (default: 1).
+        finetune_precision: Their arithmetic, ``auto``, ``fp32``, ``bf16`` or ``fp16`` (default: ``auto``).
 
     Returns:
         The :class:`~featcache.study.Study`.
 
     Raises:
-        FeatcacheError: An unknown preset, or a corpus that cannot be read (one line naming the file).
+        FeatcacheError: An option that fails its check (one line naming it), an unknown preset, or a corpus
+            that cannot be read (one line naming the file).
     """
-    from featcache.cache import FeatureStore
-    from featcache.data import load_corpus
-    from featcache.presets import get_preset, with_overrides
+    given = dict(locals())  # exactly the keywords above
+    from featcache.options import StudyOptions
 
-    p = with_overrides(get_preset(preset), text_backbone=text_backbone, audio_backbone=audio_backbone, pooling=pooling)
-    given = {"batch_size": head_batch_size, "lr": head_lr, "max_epochs": head_epochs, "patience": head_patience}
-    heads = {k: v for k, v in given.items() if v is not None}
-    flags: list[str] = []
-    if labels is not None:
-        flags += ["--labels", ",".join(labels)]
-    if merge is not None:
-        flags += ["--merge", ",".join(f"{k}={v}" for k, v in merge.items())]
-    return Study(
-        corpus=load_corpus(corpus, labels=list(labels) if labels is not None else None,
-                           merge=dict(merge) if merge is not None else None),
-        store=FeatureStore(cache_dir), preset=p, frozen=p.frozen if frozen is None else frozen,
-        seeds=tuple(seeds) if seeds else p.seeds, fold_options={"dev": dev}, options=p.encoder_options(),
-        variant_seed=variant_seed, head_settings=replace(HEAD_SETTINGS, **heads), corpus_flags=tuple(flags),
-    )
+    return Study.open(StudyOptions.from_text(**given))
 
 
 @dataclass(frozen=True)

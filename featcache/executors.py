@@ -37,11 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from featcache.backbones.encoders import EncoderOptions
 from featcache.errors import FeatcacheError
 from featcache.extract import EncoderRun, ExtractReport, entry_shards, extract, plan_entry
-from featcache.paper import TrainSettings
-from featcache.presets import Preset
+from featcache.options import StudyOptions
 from featcache.study import Study
 
 log = logging.getLogger(__name__)
@@ -53,57 +51,35 @@ RAY_INSTALL = "pip install 'featcache[ray]'"
 
 @dataclass(frozen=True)
 class StudySpec:
-    """What a worker needs to rebuild a :class:`~featcache.study.Study`: the corpus spec and flags, the
-    store's path and the settings (the corpus is read again on the worker, not shipped).
+    """What a worker needs to rebuild a :class:`~featcache.study.Study`: its options (the corpus is read
+    again on the worker, not shipped) and the corpus's fingerprint, checked after the rebuild.
 
     Attributes:
-        corpus: The corpus spec (``iemocap:DIR``, ``manifest:FILE``).
-        corpus_flags: ``--labels`` / ``--merge`` as the study was given them.
-        fingerprint: The corpus's fingerprint, checked after the rebuild.
-        cache_dir: The store's root.
+        options: The study's options, with the store's path made absolute.
+        fingerprint: The corpus's fingerprint.
     """
 
-    corpus: str
-    corpus_flags: tuple[str, ...]
+    options: StudyOptions
     fingerprint: str
-    cache_dir: str
-    preset: Preset
-    frozen: bool
-    seeds: tuple[int, ...]
-    fold_options: dict[str, Any]
-    options: EncoderOptions
-    variant_seed: int
-    head_settings: TrainSettings
 
     @classmethod
     def of(cls, study: Study) -> "StudySpec":
         """The spec that rebuilds ``study``."""
-        return cls(corpus=study.corpus.name, corpus_flags=tuple(study.corpus_flags),
-                   fingerprint=study.corpus.fingerprint, cache_dir=str(Path(study.store.root).absolute()),
-                   preset=study.preset, frozen=study.frozen, seeds=tuple(study.seeds),
-                   fold_options=dict(study.fold_options), options=study.options, variant_seed=study.variant_seed,
-                   head_settings=study.head_settings)
+        return cls(options=study.options.replace(cache_dir=str(Path(study.store.root).absolute()),
+                                                 corpus=study.corpus.name),
+                   fingerprint=study.corpus.fingerprint)
 
     def build(self) -> Study:
-        """The study, read again from its corpus spec and store path.
+        """The study, read again from its options.
 
         Raises:
             FeatcacheError: The corpus read here differs from the caller's (another copy at that path).
         """
-        from featcache.cache import FeatureStore
-        from featcache.data import load_corpus, parse_merge
-
-        flags = dict(zip(self.corpus_flags[::2], self.corpus_flags[1::2]))
-        labels = [x.strip() for x in flags["--labels"].split(",") if x.strip()] if "--labels" in flags else None
-        merge = parse_merge(flags["--merge"]) if "--merge" in flags else None
-        corpus = load_corpus(self.corpus, labels=labels or None, merge=merge)
-        if corpus.fingerprint != self.fingerprint:
-            raise FeatcacheError(f"{self.corpus}: the corpus read on this machine differs from the one the study "
-                                 "was started with; give every node the same copy (a shared filesystem)")
-        return Study(corpus=corpus, store=FeatureStore(self.cache_dir), preset=self.preset, frozen=self.frozen,
-                     seeds=self.seeds, fold_options=dict(self.fold_options), options=self.options,
-                     variant_seed=self.variant_seed, head_settings=self.head_settings,
-                     corpus_flags=self.corpus_flags)
+        study = Study.open(self.options)
+        if study.corpus.fingerprint != self.fingerprint:
+            raise FeatcacheError(f"{self.options.corpus}: the corpus read on this machine differs from the one the "
+                                 "study was started with; give every node the same copy (a shared filesystem)")
+        return study
 
 
 @dataclass(frozen=True)
@@ -178,7 +154,7 @@ def _finetune_job(study: Study, a: dict[str, Any], *, progress: bool) -> str:
     # worker runs many jobs), so every executor makes the same run
     np.random.seed(a["seed"])
     run = finetune(study.corpus, study.store, preset=study.preset, modality=a["model"], fold=a["fold"], seed=a["seed"],
-                   settings=a.get("settings"), options=a.get("options", study.options),
+                   settings=a.get("settings"), options=a.get("options", study.encoder_options),
                    fold_options=a.get("fold_options", study.fold_options), device=a.get("device", "auto"),
                    num_workers=a.get("num_workers", 0), precision=a.get("precision", "auto"), progress=progress)
     return str(run.path)

@@ -345,6 +345,57 @@ def run_config(
     }
 
 
+_SETTING_OPTIONS = {"batch_size": "finetune_batch_size", "lr": "finetune_lr", "max_epochs": "finetune_epochs",
+                    "patience": "finetune_patience", "grad_accum": "grad_accum"}
+"""The study option (:class:`~featcache.options.StudyOptions`) behind each fine-tuning setting."""
+
+
+def _fold_identity(fold_options: Any) -> dict[str, Any]:
+    """Dev-split options with the defaults of :func:`featcache.folds.make_fold` filled in, so that
+    ``{"dev": "stratified"}`` and ``{"dev": "stratified", "dev_fraction": 0.1}`` compare equal."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(make_fold).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {**defaults, **(fold_options if isinstance(fold_options, dict) else {})}
+
+
+def run_differences(config: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The options in which a run's config differs from the one a study would fine-tune, named as study
+    options (``finetune_lr``, ``pooling``, ``dev``, ...); empty when the run is the study's.
+
+    The corpus's name (its path as given) is not compared, only its fingerprint; the dev-split options
+    are compared with their defaults filled in; a wanted precision of ``auto`` accepts the run's resolved one.
+
+    Args:
+        config: A run's ``config.json``.
+        wanted: :func:`run_config` of what the study would fine-tune.
+
+    Returns:
+        The differing options, sorted.
+    """
+    out: set[str] = set()
+    for key in set(config) | set(wanted):
+        have, want = config.get(key), wanted.get(key)
+        if key == "corpus_name" or have == want:
+            continue
+        if key == "precision":
+            if want != "auto":
+                out.add("finetune_precision")
+        elif key == "fold_options":
+            a, b = _fold_identity(have), _fold_identity(want)
+            out.update({"dev_fraction" if k == "dev_fraction" else "dev" for k in set(a) | set(b) if a.get(k) != b.get(k)})
+        elif key == "settings" and isinstance(have, dict) and isinstance(want, dict):
+            out.update(_SETTING_OPTIONS.get(k, f"preset ({k})") for k in set(have) | set(want) if have.get(k) != want.get(k))
+        elif key == "encoder_options" and isinstance(have, dict) and isinstance(want, dict):
+            out.update(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        elif key == "backbones" and isinstance(have, dict) and isinstance(want, dict):
+            out.update(f"{m}_backbone" for m in set(have) | set(want) if have.get(m) != want.get(m))
+        else:
+            out.add(key)
+    return sorted(out)
+
+
 def run_id(config: dict[str, Any]) -> str:
     """``ft-text-f2-s0-<hash>``."""
     return f"ft-{config['modality']}-f{config['fold']}-s{config['seed']}-{digest(config, 10)}"

@@ -21,9 +21,9 @@ import numpy as np
 
 from featcache.data import Corpus
 from featcache.errors import FeatcacheError
+from featcache.paper import DEV_MODES
 
 DevMode = Literal["stratified", "session", "speaker"]
-DEV_MODES: tuple[str, ...] = ("stratified", "session", "speaker")
 
 
 @dataclass(frozen=True)

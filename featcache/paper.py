@@ -19,6 +19,9 @@ MERGE: dict[str, str] = {"exc": "hap"}
 """Raw labels merged into a class: excited counts as happy."""
 DEV_FRACTION = 0.1
 """Share of the training sessions' utterances held out (stratified) for early stopping."""
+DEV_MODES: tuple[str, ...] = ("stratified", "session", "speaker")
+"""featcache's choice: how the early-stopping dev set is taken from the training sessions (stratified, as
+the paper; or whole sessions, or whole speakers, held out)."""
 MAX_SAMPLES = 246_000
 """The paper's clip length in samples at 16 kHz (15.375 s): longer clips are cut."""
 

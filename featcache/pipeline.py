@@ -104,15 +104,17 @@ def plan_encoder_runs(
     if not mods:
         raise FeatcacheError(f"{corpus.name}: has no {modality} modality to extract")
     if study.frozen:
-        return [PlannedRun(EncoderRun(m, study.preset.backbone(m), study.options), None) for m in mods]
-    from featcache.finetune import find_runs
+        return [PlannedRun(EncoderRun(m, study.preset.backbone(m), study.encoder_options), None) for m in mods]
+    from featcache.finetune import find_runs, run_differences
 
     plans: list[PlannedRun] = []
     for k in folds or study.folds:
         found = False
         for ft in find_runs(study.store, corpus=corpus, fold=k):
+            if run_differences(ft.config, study.run_config(ft.modality, fold=k, seed=ft.config["seed"])):
+                continue  # another study's run (other settings): its vectors are not this study's
             for m in ft.modalities:
-                if m in mods and ft.config["backbones"].get(m) == study.preset.backbone(m):
+                if m in mods:
                     run = EncoderRun(m, study.preset.backbone(m), ft.encoder_options(), ft.encoder_weights(m),
                                      ft.run_id)
                     plans.append(PlannedRun(run, k, ft.config["fold_options"]))
@@ -134,7 +136,7 @@ def finetune_jobs(
     fold_options: dict[str, Any] | None = None,
     device: str = "auto",
     workers: int = 0,
-    precision: str = "auto",
+    precision: str | None = None,
 ) -> list[Job]:
     """One ``finetune`` job per model x fold x seed (fold-major, as :func:`finetune_all` always ran them).
 
@@ -143,11 +145,12 @@ def finetune_jobs(
         models: Paper models (default: those the corpus allows).
         folds: Folds (default: all).
         seeds: Seeds (default: the study's).
-        settings: Hyperparameters (default: the preset's for each model).
+        settings: Hyperparameters (default: the study's for each model, :meth:`Study.finetune_settings`).
         fold_options: Dev-split options (default: the study's).
         device: ``cpu``, ``cuda`` or ``auto``.
         workers: DataLoader workers of each run.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (:func:`featcache.train.resolve_precision`).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (:func:`featcache.train.resolve_precision`;
+            default: the study's).
 
     Returns:
         The jobs, named ``finetune <model> f<K> s<S>``.
@@ -156,9 +159,11 @@ def finetune_jobs(
     for k in folds or study.folds:
         for s in seeds or study.seeds:
             for m in models or study.models(PAPER_MODELS):
-                args = {"model": m, "fold": k, "seed": s, "settings": settings, "options": study.options,
+                args = {"model": m, "fold": k, "seed": s, "settings": settings or study.finetune_settings(m),
+                        "options": study.encoder_options,
                         "fold_options": dict(study.fold_options if fold_options is None else fold_options),
-                        "device": device, "num_workers": workers, "precision": precision}
+                        "device": device, "num_workers": workers,
+                        "precision": precision or study.options.finetune_precision}
                 jobs.append(Job(name=f"finetune {m} f{k} s{s}", kind="finetune", args=args))
     return jobs
 
@@ -360,6 +365,8 @@ def evaluate_and_report(
         extra, extra_missing = evaluate_ablation(study, abl, conditions=conds, progress=progress)
         missing += [m for m in extra_missing if m not in missing]
         preds = Predictions.concat([p for p in (preds, extra) if len(p)]) if len(extra) else preds
+    for note in study.run_notes():
+        echo(f"note: {note}", err=True)
     for cmd in missing:
         echo(f"missing: {cmd}", err=True)
     if len(preds) == 0:

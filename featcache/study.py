@@ -30,7 +30,8 @@ import json
 import logging
 import shlex
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ from featcache.errors import DamagedError, FeatcacheError
 from featcache.extract import EncoderRun, plan_entry
 from featcache.folds import Fold, make_fold
 from featcache.paper import ALL_MODELS, FUSION_MODELS, HEAD_SETTINGS, PAPER_MODELS, TrainSettings, uses
+from featcache.options import StudyOptions
 from featcache.presets import Preset
 
 if TYPE_CHECKING:
@@ -75,35 +77,97 @@ class _CachedEntry:
 
 @dataclass
 class Study:
-    """Everything that defines a study's vectors and heads.
+    """A study: its options (:class:`~featcache.options.StudyOptions`, the one definition of what names its
+    vectors, runs and heads), the corpus they read and the store they live in. Everything else (the preset,
+    the encoder options, the head settings, the key) is derived from the options.
 
     Attributes:
-        corpus: The corpus.
-        store: The feature store.
-        preset: Backbones and options.
-        frozen: Frozen backbones (entries shared by folds) or per-fold fine-tuned ones.
-        seeds: Seeds of the heads (and of the fine-tuning runs).
-        fold_options: Dev-split options of the folds.
-        options: Encoder options the entries were extracted with.
-        variant_seed: Seed of the perturbations.
-        head_settings: Hyperparameters of the heads trained on cached vectors.
-        corpus_flags: Command-line flags beside ``--corpus`` that rebuild the corpus (``--labels``,
-            ``--merge``), repeated in every printed command.
+        options: The study's options.
+        corpus: The corpus ``options.corpus`` names (read once).
+        store: The feature store at ``options.cache_dir``.
     """
 
+    options: StudyOptions
     corpus: Corpus
     store: FeatureStore
-    preset: Preset
-    frozen: bool
-    seeds: tuple[int, ...]
-    fold_options: dict[str, Any] = field(default_factory=dict)
-    options: EncoderOptions = field(default_factory=EncoderOptions)
-    variant_seed: int = 0
-    head_settings: TrainSettings = HEAD_SETTINGS
-    corpus_flags: tuple[str, ...] = ()
     _cache: dict[Any, _CachedEntry] = field(default_factory=dict, repr=False)
     _folds: dict[int, Fold] = field(default_factory=dict, repr=False)
     _runs: dict[tuple[str, int, int], Any] = field(default_factory=dict, repr=False)
+    _others: dict[tuple[str, int, int], list[list[str]]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, options: StudyOptions, *, corpus: Corpus | None = None) -> Study:
+        """The study of ``options``: its corpus read (unless given) and its store opened.
+
+        Raises:
+            FeatcacheError: An unknown preset, or a corpus that cannot be read (one line naming the file).
+        """
+        from featcache.data import load_corpus
+        from featcache.presets import get_preset
+
+        get_preset(options.preset)  # an unknown preset is said before the corpus is read
+        if corpus is None:
+            corpus = load_corpus(options.corpus, labels=options.labels,
+                                 merge=dict(options.merge) if options.merge is not None else None)
+        return cls(options=options, corpus=corpus, store=FeatureStore(options.cache_dir))
+
+    def replace(self, **changes: Any) -> Study:
+        """The study with some options changed (its corpus and store kept unless their options change)."""
+        options = self.options.replace(**changes)
+        if any(k in changes for k in ("corpus", "labels", "merge")):
+            return Study.open(options)
+        store = self.store if options.cache_dir == self.options.cache_dir else FeatureStore(options.cache_dir)
+        return Study(options=options, corpus=self.corpus, store=store)
+
+    # -- what the options imply -------------------------------------------------------------------
+
+    @cached_property
+    def preset(self) -> Preset:
+        """The named preset with the backbone and encoder options the study overrides."""
+        from featcache.presets import get_preset, with_overrides
+
+        o = self.options
+        return with_overrides(get_preset(o.preset), text_backbone=o.text_backbone, audio_backbone=o.audio_backbone,
+                              pooling=o.pooling, max_samples=o.max_samples, whisper_input=o.whisper_input)
+
+    @property
+    def frozen(self) -> bool:
+        """Frozen backbones (entries shared by folds) or per-fold fine-tuned ones."""
+        return self.preset.frozen if self.options.frozen is None else self.options.frozen
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Seeds of the heads and fine-tuning runs."""
+        return self.options.seeds or self.preset.seeds
+
+    @property
+    def variant_seed(self) -> int:
+        return self.options.variant_seed
+
+    @property
+    def fold_options(self) -> dict[str, Any]:
+        """The folds' dev-split options (the dev fraction only where it is not the default)."""
+        o = self.options
+        return {"dev": o.dev} if o.dev_fraction == paper.DEV_FRACTION else {"dev": o.dev, "dev_fraction": o.dev_fraction}
+
+    @cached_property
+    def encoder_options(self) -> EncoderOptions:
+        """The encoder options the entries are extracted with."""
+        return self.preset.encoder_options(pad_to=self.options.pad_to)
+
+    @property
+    def head_settings(self) -> TrainSettings:
+        """Hyperparameters of the heads trained on cached vectors."""
+        o = self.options
+        return replace(HEAD_SETTINGS, batch_size=o.head_batch_size, lr=o.head_lr, max_epochs=o.head_epochs,
+                       patience=o.head_patience)
+
+    def finetune_settings(self, model: str) -> TrainSettings:
+        """Hyperparameters of ``model``'s fine-tuning runs: the preset's, with the study's overrides."""
+        o = self.options
+        given = {"batch_size": o.finetune_batch_size, "lr": o.finetune_lr, "max_epochs": o.finetune_epochs,
+                 "patience": o.finetune_patience, "grad_accum": o.grad_accum}
+        return replace(self.preset.train(model), **{k: v for k, v in given.items() if v is not None})
 
     @property
     def folds(self) -> list[int]:
@@ -116,19 +180,21 @@ class Study:
 
     @property
     def key(self) -> str:
-        """Hash of the study's identity (names its heads folder)."""
-        return digest(
-            {
-                "corpus": self.corpus.fingerprint,
-                "backbones": [self.preset.text_backbone, self.preset.audio_backbone],
-                "frozen": self.frozen,
-                "options": self.options.__dict__,
-                "fold_options": self.fold_options,
-                "variant_seed": self.variant_seed,
-                "heads": self.head_settings.__dict__,
-            },
-            10,
-        )
+        """Hash of the study's identity (names its heads folder): every option that names other vectors or
+        heads; with fine-tuned backbones, also the runs' settings."""
+        identity: dict[str, Any] = {
+            "corpus": self.corpus.fingerprint,
+            "backbones": [self.preset.text_backbone, self.preset.audio_backbone],
+            "frozen": self.frozen,
+            "options": self.encoder_options.__dict__,
+            "fold_options": self.fold_options,
+            "variant_seed": self.variant_seed,
+            "heads": self.head_settings.__dict__,
+        }
+        if not self.frozen:
+            identity["runs"] = {"settings": {m: asdict(self.finetune_settings(m)) for m in PAPER_MODELS},
+                                "precision": self.options.finetune_precision}
+        return digest(identity, 10)
 
     # -- what the corpus allows -----------------------------------------------------------------
 
@@ -176,7 +242,8 @@ class Study:
     def command(self, stage: str, *, modality: str | None = None, fold: int | str | None = None,
                 seed: int | None = None, variant: str | None = None, split: str | None = None) -> str:
         """The ``featcache`` command that makes a missing piece of this study, with every option it was
-        given, so that running it as printed makes exactly that piece.
+        given (:meth:`~featcache.options.StudyOptions.to_flags`), so that running it as printed makes
+        exactly that piece.
 
         Args:
             stage: ``extract``, ``finetune``, or a stage that takes the study's options (``train-heads``,
@@ -191,46 +258,45 @@ class Study:
         Returns:
             The command line, shell-quoted.
         """
-        args = ["featcache", stage, "--corpus", self.corpus.name, *self.corpus_flags,
-                "--cache-dir", str(self.store.root), *self.preset.cli_flags()]
-        if self.options.pad_to is not None:
-            args += ["--pad-to", str(self.options.pad_to)]
-        dev = self.fold_options.get("dev", "stratified")
+        o = self.options.replace(cache_dir=str(self.store.root), corpus=self.corpus.name)
+        args = ["featcache", stage]
         if stage == "extract":
-            args += ["--modality", str(modality)]
+            args += [*o.replace(frozen=None).to_flags(command="extract"), "--modality", str(modality)]
             args += ["--frozen"] if self.frozen else ["--finetuned", "--fold", str(fold)]
-            if self.variant_seed:
-                args += ["--seed", str(self.variant_seed)]
             if split is not None and not self.frozen:
                 args += ["--split", split]
             args += ["--variant", str(variant)]
         elif stage == "finetune":
-            args += ["--modality", str(modality), "--fold", str(fold), "--seed", str(seed)]
-            if dev != "stratified":
-                args += ["--dev", dev]
+            args += [*o.to_flags(command="finetune"), "--modality", str(modality), "--fold", str(fold),
+                     "--seed", str(seed)]
         else:
-            args += ["--frozen" if self.frozen else "--finetuned", "--seeds", ",".join(map(str, self.seeds))]
-            if self.variant_seed:
-                args += ["--variant-seed", str(self.variant_seed)]
-            if dev != "stratified":
-                args += ["--dev", dev]
-            args += self.head_flags()
+            args += o.replace(frozen=self.frozen, seeds=self.seeds).to_flags(always=("corpus", "cache_dir", "preset",
+                                                                                     "frozen", "seeds"))
         return shlex.join(args)
-
-    def head_flags(self) -> list[str]:
-        """The ``--head-*`` flags that give this study's head settings (none for the defaults)."""
-        st, d = self.head_settings, HEAD_SETTINGS
-        flags = [("--head-batch-size", st.batch_size, d.batch_size), ("--head-lr", st.lr, d.lr),
-                 ("--head-epochs", st.max_epochs, d.max_epochs), ("--head-patience", st.patience, d.patience)]
-        return [x for flag, value, default in flags if value != default for x in (flag, f"{value:g}")]
 
     # -- which vectors ------------------------------------------------------------------------
 
+    def run_config(self, model: str, *, fold: int, seed: int) -> dict[str, Any]:
+        """The config of the fine-tuning run this study would make for ``model`` at (fold, seed)
+        (:func:`featcache.finetune.run_config`; precision as the study gives it, ``auto`` unresolved)."""
+        from featcache.finetune import run_config
+
+        o = self.options
+        return run_config(self.corpus, preset=self.preset, modality=model, fold=fold, seed=seed,
+                          options=self.encoder_options, settings=self.finetune_settings(model),
+                          fold_options={"dev": o.dev, "dev_fraction": o.dev_fraction},
+                          precision=o.finetune_precision)
+
     def finetuned_run(self, model: str, *, fold: int, seed: int) -> Any:
-        """The newest finished fine-tuning run of a paper model at (fold, seed) with this study's
-        backbones, or ``None``; looked up once."""
+        """The finished fine-tuning run of a paper model at (fold, seed) whose whole config is what this
+        study would fine-tune (:meth:`run_config`), or ``None``; looked up once.
+
+        Raises:
+            DamagedError: A run of that fold and seed no longer reads.
+            FeatcacheError: Two matching runs differ in precision only and the study's is ``auto``.
+        """
         if (model, fold, seed) not in self._runs:
-            from featcache.finetune import find_runs
+            from featcache.finetune import find_runs, run_differences
 
             try:
                 found = find_runs(self.store, corpus=self.corpus, fold=fold, seed=seed, modality=model)
@@ -238,22 +304,43 @@ class Study:
                 cmd = self.command("finetune", modality=model, fold=fold, seed=seed)
                 raise DamagedError(e.path, e.problem, what="fine-tuning run",
                                    fix=f"run `{cmd}` (it finishes the run again), or delete its folder") from None
-            runs = [r for r in found
-                    if all(r.config["backbones"].get(m) == self.preset.backbone(m) for m in uses(model))]
-            self._runs[model, fold, seed] = runs[-1] if runs else None
+            wanted = self.run_config(model, fold=fold, seed=seed)
+            runs = [r for r in found if not run_differences(r.config, wanted)]
+            if len(runs) > 1:
+                raise FeatcacheError(
+                    f"{self.store.root}: {len(runs)} fine-tuned {model} runs for fold {fold}, seed {seed} differ only "
+                    f"in precision ({', '.join(sorted(str(r.config.get('precision')) for r in runs))}); choose one with "
+                    "finetune_precision (--finetune-precision)")
+            self._runs[model, fold, seed] = runs[0] if runs else None
+            self._others[model, fold, seed] = [run_differences(r.config, wanted) for r in found]
         return self._runs[model, fold, seed]
 
     def forget_runs(self) -> None:
         """Look fine-tuning runs up again (after new ones were made)."""
         self._runs.clear()
+        self._others.clear()
+
+    def _run_note(self, model: str, *, fold: int, seed: int) -> str:
+        """Why no run of (model, fold, seed) is this study's when the store has others there, or ``''``."""
+        others = self._others.get((model, fold, seed), [])
+        if self._runs.get((model, fold, seed)) is not None or not others:
+            return ""
+        names = sorted({d for diffs in others for d in diffs})
+        return (f"no fine-tuned {model} run of fold {fold}, seed {seed} has this study's options; the store's "
+                f"{len(others)} run(s) of that fold and seed differ in {', '.join(names)}")
+
+    def run_notes(self) -> list[str]:
+        """One line for each fine-tuning run looked up and not found where the store holds runs of the same
+        model, fold and seed with other options (naming the options that differ)."""
+        return [n for (m, k, s) in self._others if (n := self._run_note(m, fold=k, seed=s))]
 
     def _require_run(self, model: str, *, fold: int, seed: int) -> Any:
         run = self.finetuned_run(model, fold=fold, seed=seed)
         if run is None:
-            raise MissingEntries(
-                f"{self.store.root}: no fine-tuned {model} run for fold {fold}, seed {seed}; run "
-                f"`{self.command('finetune', modality=model, fold=fold, seed=seed)}`"
-            )
+            cmd = self.command("finetune", modality=model, fold=fold, seed=seed)
+            note = self._run_note(model, fold=fold, seed=seed)
+            why = f"{note}" if note else f"no fine-tuned {model} run for fold {fold}, seed {seed}"
+            raise MissingEntries(f"{self.store.root}: {why}; run `{cmd}`")
         return run
 
     def encoder_run(self, modality: str, *, fold: int, seed: int, model: str) -> EncoderRun:
@@ -263,7 +350,7 @@ class Study:
             MissingEntries: A fine-tuned run is missing (names the finetune command).
         """
         if self.frozen:
-            return EncoderRun(modality, self.preset.backbone(modality), self.options)
+            return EncoderRun(modality, self.preset.backbone(modality), self.encoder_options)
         owner = paper.MULTIMODAL if model == paper.MULTIMODAL else modality
         r = self._require_run(owner, fold=fold, seed=seed)
         return EncoderRun(modality, self.preset.backbone(modality), r.encoder_options(), r.encoder_weights(modality),

@@ -25,7 +25,8 @@ from featcache.extract import EncoderRun, plan_entry
 from featcache.heads import load_head
 from featcache.metrics import Analysis, Predictions
 from featcache.presets import get_preset, with_overrides
-from featcache.study import HEAD_SETTINGS, MissingEntries, Study
+from featcache.options import StudyOptions
+from featcache.study import MissingEntries, Study
 from tiny_models import tiny_bert, tiny_wav2vec2
 
 DIM = 16
@@ -40,7 +41,7 @@ def write_entries(st: Study, variants: dict[str, tuple[str, ...]], *, seed: int 
     ids = [u.id for u in st.corpus]
     labels = np.array([st.corpus.label_index(u.label) for u in st.corpus])
     for modality, names in variants.items():
-        run = EncoderRun(modality, st.preset.backbone(modality), st.options)
+        run = EncoderRun(modality, st.preset.backbone(modality), st.encoder_options)
         for variant in names:
             planned = plan_entry(st.corpus, st.store, run=run, variant=variant, fold=None, seed=0)
             assert planned is not None
@@ -58,14 +59,15 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     corpus = read_iemocap(fake_iemocap.build(d / "I", fake_iemocap.small_counts(per_cell=3), audio=True, seconds=0.05))
     preset = with_overrides(get_preset("demo"), text_backbone=str(tiny_bert(d / "bert")),
                             audio_backbone=str(tiny_wav2vec2(d / "w2v")), seeds=(0, 1))
-    st = Study(corpus=corpus, store=FeatureStore(d / "cache"), preset=preset, frozen=True, seeds=(0, 1),
-               fold_options={"dev": "stratified"}, head_settings=dataclasses.replace(HEAD_SETTINGS, max_epochs=3))
+    st = Study.open(StudyOptions(corpus=corpus.name, cache_dir=str(d / "cache"), text_backbone=preset.text_backbone,
+                                 audio_backbone=preset.audio_backbone, frozen=True, seeds=(0, 1), head_epochs=3),
+                    corpus=corpus)
     write_entries(st, VARIANTS)
     return st
 
 
 def _stored(st: Study, modality: str, variant: str, ids: list[str]) -> np.ndarray:
-    run = EncoderRun(modality, st.preset.backbone(modality), st.options)
+    run = EncoderRun(modality, st.preset.backbone(modality), st.encoder_options)
     planned = plan_entry(st.corpus, st.store, run=run, variant=variant, fold=None, seed=0)
     assert planned is not None
     with st.store.open(planned.key) as entry:
@@ -120,7 +122,7 @@ def test_ablation_predictions_are_its_heads_on_the_stored_vectors(study: Study) 
 def test_text_pooling_is_an_ablation_axis_read_from_its_own_entries(study: Study) -> None:
     spec = ab.AblationSpec(modalities=("text",), pooling="mean")
     abl = ab.ablation(study, spec)
-    assert study.options.pooling == "cls" and abl.name != ab.ablation(study, ab.AblationSpec(modalities=("text",))).name
+    assert study.encoder_options.pooling == "cls" and abl.name != ab.ablation(study, ab.AblationSpec(modalities=("text",))).name
     assert "text vectors pooled by mean" in abl.spec.describe(study.head_settings)
     assert abl.spec.cli_flags()[-2:] == ["--text-pooling", "mean"]
     vs = abl.vector_study(study)
@@ -142,7 +144,7 @@ def test_text_pooling_is_an_ablation_axis_read_from_its_own_entries(study: Study
     np.testing.assert_allclose(rows.probs, mean, rtol=0, atol=1e-6)
     assert not np.allclose(rows.probs, cls, atol=1e-3)
     with pytest.raises(FeatcacheError, match="frozen backbones"):
-        abl.vector_study(dataclasses.replace(study, frozen=False))
+        abl.vector_study(study.replace(frozen=False))
 
 
 @pytest.mark.parametrize("spec", [ab.AblationSpec(modality_dropout=0.3, label="together"),
@@ -238,7 +240,7 @@ def test_an_ablation_is_kept_under_its_name_and_not_retrained(study: Study) -> N
     ab.AblationSpec(modalities=("audio",), lr=3e-3, epochs=2),
 ], ids=["late", "score", "gated", "text", "audio"])
 def test_every_kind_of_ablation_trains_and_evaluates(study: Study, spec: ab.AblationSpec) -> None:
-    study = dataclasses.replace(study, seeds=(0,))  # the same study (same key), one seed: quicker
+    study = study.replace(seeds=(0,))  # the same study (same key), one seed: quicker
     abl, records = ab.train_ablation(study, spec, progress=False)
     preds, missing = ab.evaluate_ablation(study, abl, conditions=CONDITIONS, progress=False)
     assert missing == [] and len(records) == len(study.folds)
@@ -347,8 +349,10 @@ def test_finetuned_ablate_asks_for_the_training_split_and_the_printed_command_ma
     common = _common(env, "ft store")
     for k in range(1, 6):
         _invoke(["finetune", *common[:-2], "--modality", "text", "--fold", str(k), "--seed", "0", "--max-epochs", "1"])
-    _invoke(["extract", *common[:-2], "--finetuned", "--variant", "clean", "--variant", "no-text"])  # test split only
-    ablate = ["ablate", *common, "--finetuned", "--head-epochs", "2", "--modalities", "text", "--train-on", "no-text",
+    # the study's runs are those fine-tuned with its options (--max-epochs of finetune is --finetune-epochs)
+    _invoke(["extract", *common[:-2], "--finetune-epochs", "1", "--finetuned", "--variant", "clean",
+             "--variant", "no-text"])  # test split only
+    ablate = ["ablate", *common, "--finetuned", "--finetune-epochs", "1", "--head-epochs", "2", "--modalities", "text", "--train-on", "no-text",
               "--resamples", "0", "--condition", "no-text"]
     err = one_line_error(CliRunner().invoke(cli, ablate))
     commands = _printed_commands(err)
@@ -379,7 +383,7 @@ def test_the_printed_ablate_command_gives_the_same_ablation(study: Study) -> Non
 def test_extract_commands_name_the_split_only_for_finetuned_folds(study: Study) -> None:
     frozen = study.command("extract", modality="text", fold=2, variant="adj", split="train")
     assert "--split" not in frozen and "--frozen" in frozen
-    finetuned = dataclasses.replace(study, frozen=False).command("extract", modality="text", fold="all",
+    finetuned = study.replace(frozen=False).command("extract", modality="text", fold="all",
                                                                  variant="adj", split="train")
     assert "--finetuned --fold all --split train --variant adj" in finetuned
 

@@ -3,7 +3,7 @@ API's tables, vectors and errors."""
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import re
 import sys
 import types
@@ -15,7 +15,7 @@ import pytest
 import fake_iemocap
 from featcache import api, presets
 from featcache.errors import FeatcacheError
-from featcache.study import HEAD_SETTINGS, MissingEntries
+from featcache.study import MissingEntries
 from test_ablate import DIM, VARIANTS, write_entries
 from tiny_models import tiny_bert, tiny_wav2vec2
 
@@ -47,7 +47,7 @@ def demo(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     demo_preset = presets.with_overrides(presets.PRESETS["demo"], text_backbone=str(workdir / "bert"),
                                          audio_backbone=str(workdir / "w2v"), seeds=(0,))
     monkeypatch.setitem(presets.PRESETS, "demo", demo_preset)
-    monkeypatch.setattr(api, "HEAD_SETTINGS", dataclasses.replace(HEAD_SETTINGS, max_epochs=3))
+    monkeypatch.setattr(api, "open_study", functools.partial(api.open_study, head_epochs=3))  # quick heads
     monkeypatch.chdir(workdir)
     if not (workdir / "cache").is_dir():
         write_entries(api.open_study(corpus="iemocap:demo-corpus", cache_dir="cache", preset="demo"), VARIANTS)
@@ -80,8 +80,7 @@ def test_the_api_and_the_command_line_open_the_same_study(demo: Path) -> None:
     from featcache.cli import _study
 
     study = api.open_study(corpus="iemocap:demo-corpus", cache_dir="cache", preset="demo", head_epochs=3)
-    cli_study = _study("iemocap:demo-corpus", None, None, Path("cache"), "demo", None, None, None, None, None, None,
-                       None, None, 0, "stratified", head_epochs=3)
+    cli_study = _study(corpus="iemocap:demo-corpus", cache_dir=Path("cache"), preset="demo", head_epochs=3)
     assert study.key == cli_study.key and study.command("train-heads") == cli_study.command("train-heads")
 
 

@@ -28,6 +28,7 @@ from featcache.metrics import Predictions
 from featcache.paper import TrainSettings
 from featcache.pipeline import PlannedRun, extraction_jobs, finetune_jobs
 from featcache.presets import get_preset, with_overrides
+from featcache.options import StudyOptions
 from featcache.study import Study
 from tiny_models import tiny_bert, tiny_wav2vec2
 
@@ -166,7 +167,8 @@ def test_extraction_waits_for_its_finetuning_run_on_ray(env: dict[str, Path], ra
     stores = {}
     with _one_thread():  # as in a Ray task with one CPU: the same training arithmetic
         for name, ex in (("local", LocalExecutor()), ("ray", RayExecutor())):
-            study = Study(corpus=corpus, store=FeatureStore(tmp_path / name), preset=preset, frozen=False, seeds=(0,))
+            study = Study.open(StudyOptions(corpus=corpus.name, cache_dir=str(tmp_path / name),
+                                            text_backbone=preset.text_backbone, frozen=False, seeds=(0,)), corpus=corpus)
             ft = finetune_jobs(study, models=["text"], folds=[2], seeds=[0], device="cpu",
                                settings=TrainSettings(batch_size=8, lr=1e-3, max_epochs=1, patience=1))
             plan = PlannedRun(None, 2, dict(study.fold_options), after=ft[0].name, modality="text")
@@ -185,15 +187,14 @@ def test_extraction_waits_for_its_finetuning_run_on_ray(env: dict[str, Path], ra
 def test_shards_run_in_order_are_assembled_like_one_extraction(env: dict[str, Path]) -> None:
     """Without Ray: shard and assemble jobs on the local executor; a lost shard is extracted by the assembly;
     an interrupted distributed extraction is listed as partial and cleaned."""
-    from featcache.data import load_corpus
     from featcache.executors import Job
 
     reference = _sequential(env)
     preset = with_overrides(get_preset("demo"), audio_backbone=str(env["w2v"]))
     root = env["dir"] / "local-shards"
-    study = Study(corpus=load_corpus(f"iemocap:{env['corpus']}"), store=FeatureStore(root), preset=preset,
-                  frozen=True, seeds=(0,), options=preset.encoder_options())
-    plan = PlannedRun(EncoderRun("audio", str(env["w2v"]), study.options), None)
+    study = Study.open(StudyOptions(corpus=f"iemocap:{env['corpus']}", cache_dir=str(root),
+                                    audio_backbone=preset.audio_backbone, frozen=True, seeds=(0,)))
+    plan = PlannedRun(EncoderRun("audio", str(env["w2v"]), study.encoder_options), None)
     jobs, _ = extraction_jobs(study, [plan], variants=["noise"], shard_size=SHARD, sharded=True, device="cpu")
     assert [j.kind for j in jobs] == ["shard"] * 5 + ["assemble"]
     with _one_thread():

@@ -26,14 +26,17 @@ from featcache.folds import make_fold
 from featcache.heads import load_head
 from featcache.pipeline import plan_encoder_runs, run_extractions
 from featcache.presets import Preset, TrainSettings, get_preset, with_overrides
+from featcache.options import StudyOptions
 from featcache.study import Study
 from featcache.train import read_log, resolve_precision
 from tiny_models import tiny_bert, tiny_wav2vec2
 
 
 def _study(corpus, store, preset, *, frozen: bool) -> Study:  # type: ignore[no-untyped-def]
-    return Study(corpus=corpus, store=store, preset=preset, frozen=frozen, seeds=preset.seeds,
-                 options=preset.encoder_options())
+    # the runs of the fixture: the demo preset's with these settings for text and multimodal
+    return Study.open(StudyOptions(corpus=corpus.name, cache_dir=str(store.root), text_backbone=preset.text_backbone,
+                                   audio_backbone=preset.audio_backbone, frozen=frozen, finetune_batch_size=8,
+                                   finetune_lr=1e-3, finetune_epochs=2, finetune_patience=2), corpus=corpus)
 
 
 @pytest.fixture(scope="module")

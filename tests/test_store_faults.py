@@ -402,6 +402,7 @@ def test_a_damaged_fine_tuning_run_is_refused_then_finished_again(env: dict[str,
     fields = json.loads(result.read_text())
     result.write_text('{"best_epoch": 1,')
     extract = ["extract", *_common(env, env["cache"]), "--finetuned", "--fold", "1", "--modality", "text",
+               "--finetune-epochs", "1", "--finetune-batch-size", "8", "--finetune-lr", "1e-3",  # the run's settings
                "--variant", "clean", "--workers", "0", "--device", "cpu"]
     r = CliRunner().invoke(cli, extract)
     line = one_line_error(r)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,15 +11,14 @@ import pytest
 import torch
 
 import fake_iemocap
-from featcache.cache import FeatureStore
 from featcache.data import read_iemocap
 from featcache.ensemble import torch_threads
 from featcache.extract import EncoderRun, plan_entry
 from featcache.heads import load_head
 from featcache.presets import get_preset, with_overrides
+from featcache.options import StudyOptions
 from featcache.study import (
     ALL_MODELS,
-    HEAD_SETTINGS,
     Study,
     _train_one,
     default_conditions,
@@ -41,14 +39,14 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     corpus = read_iemocap(fake_iemocap.build(d / "I", fake_iemocap.small_counts(per_cell=3), audio=True, seconds=0.05))
     preset = with_overrides(get_preset("demo"), text_backbone=str(tiny_bert(d / "bert")),
                             audio_backbone=str(tiny_wav2vec2(d / "w2v")), seeds=(0,))
-    st = Study(corpus=corpus, store=FeatureStore(d / "cache"), preset=preset, frozen=True, seeds=(0,),
-               fold_options={"dev": "stratified"},
-               head_settings=dataclasses.replace(HEAD_SETTINGS, max_epochs=3))
+    st = Study.open(StudyOptions(corpus=corpus.name, cache_dir=str(d / "cache"), text_backbone=preset.text_backbone,
+                                 audio_backbone=preset.audio_backbone, frozen=True, seeds=(0,), head_epochs=3),
+                    corpus=corpus)
     rng = np.random.default_rng(0)
     ids = [u.id for u in corpus]
     labels = np.array([corpus.label_index(u.label) for u in corpus])
     for modality, variants in VARIANTS.items():
-        run = EncoderRun(modality, preset.backbone(modality), st.options)
+        run = EncoderRun(modality, preset.backbone(modality), st.encoder_options)
         for variant in variants:
             planned = plan_entry(corpus, st.store, run=run, variant=variant, fold=None, seed=0)
             assert planned is not None
@@ -74,7 +72,7 @@ def _record(variant: str, text: str, i: int) -> dict | None:
 
 def _stored(study: Study, modality: str, variant: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Vectors and 'changed' flags read straight from the entry, bypassing the study's cache."""
-    run = EncoderRun(modality, study.preset.backbone(modality), study.options)
+    run = EncoderRun(modality, study.preset.backbone(modality), study.encoder_options)
     planned = plan_entry(study.corpus, study.store, run=run, variant=variant, fold=None, seed=0)
     assert planned is not None
     with study.store.open(planned.key) as entry:
@@ -161,9 +159,7 @@ def test_heads_trained_together_equal_heads_trained_one_at_a_time(study: Study, 
     def copy(name: str) -> Study:
         root = tmp_path / name
         shutil.copytree(study.store.root, root, ignore=shutil.ignore_patterns("heads"))
-        settings = dataclasses.replace(HEAD_SETTINGS, max_epochs=8, patience=2)
-        return dataclasses.replace(study, store=FeatureStore(root), seeds=(0, 1), head_settings=settings,
-                                   _cache={}, _folds={}, _runs={})
+        return study.replace(cache_dir=str(root), seeds=(0, 1), head_epochs=8, head_patience=2)
 
     together, alone = copy("together"), copy("alone")
     records = train_heads(together, models=ALL_MODELS, progress=False)
