@@ -62,6 +62,7 @@ from featcache.ensemble import THREADS_ENV, head_threads, torch_threads  # noqa:
 from featcache.extract import EncoderRun, plan_entry  # noqa: E402
 from featcache.paper import FUSION_MODELS, PAPER_MODELS, TEXT_ATTACKS, uses  # noqa: E402
 from featcache.presets import get_preset, with_overrides  # noqa: E402
+from featcache.options import StudyOptions  # noqa: E402
 from featcache.study import Study, _train_one, _train_together, evaluate, train_heads  # noqa: E402
 
 TEXT_VARIANTS = ("clean", "adj", "random-adj", "noun", "random-noun", "no-text")
@@ -86,15 +87,15 @@ def build_store(tmp: Path, seeds: tuple[int, ...], *, quick: bool) -> Study:
     preset = with_overrides(get_preset("demo"), text_backbone=str(tiny_bert(tmp / "bert")),
                             audio_backbone=str(tiny_wav2vec2(tmp / "w2v")), seeds=seeds)
     store = FeatureStore(tmp / "cache")
-    study = Study(corpus=corpus, store=store, preset=preset, frozen=True, seeds=seeds,
-                  fold_options={"dev": "stratified"})
+    study = Study.open(StudyOptions(corpus=corpus.name, cache_dir=str(store.root), text_backbone=preset.text_backbone,
+                                    audio_backbone=preset.audio_backbone, frozen=True, seeds=seeds), corpus=corpus)
     labels = np.array([corpus.label_index(u.label) for u in corpus])
     ids = [u.id for u in corpus]
     rng = np.random.default_rng(1)
     for modality, variants in (("text", TEXT_VARIANTS), ("audio", AUDIO_VARIANTS)):
         clean, signal = emotion_vectors(labels, dim=DIMS[modality], noise=NOISE[modality],
                                         normalize=NORMALIZE[modality], seed=0 if modality == "text" else 1)
-        run = EncoderRun(modality, preset.backbone(modality), study.options)
+        run = EncoderRun(modality, preset.backbone(modality), study.encoder_options)
         for k, v in enumerate(variants):
             planned = plan_entry(corpus, store, run=run, variant=v, fold=None, seed=0)
             assert planned is not None

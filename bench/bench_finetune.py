@@ -263,7 +263,7 @@ class _Recorder:
         self.epochs: list[list[list[int]]] = []
 
     def __enter__(self) -> _Recorder:
-        import featcache.finetune as ft
+        import featcache.finetune.inputs as ft
 
         base, recorder = ft.LengthBatchSampler, self
 
@@ -278,7 +278,7 @@ class _Recorder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import featcache.finetune as ft
+        import featcache.finetune.inputs as ft
 
         ft.LengthBatchSampler = self.base
 

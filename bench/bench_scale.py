@@ -54,6 +54,7 @@ from featcache.extract import EncoderRun  # noqa: E402
 from featcache.paper import TrainSettings  # noqa: E402
 from featcache.pipeline import PlannedRun, extraction_jobs, finetune_jobs  # noqa: E402
 from featcache.presets import get_preset, with_overrides  # noqa: E402
+from featcache.options import StudyOptions  # noqa: E402
 from featcache.study import Study  # noqa: E402
 
 
@@ -95,7 +96,7 @@ def study_graph(study: Study, *, folds: Sequence[int], seeds: Sequence[int], sha
     ft = finetune_jobs(study, models=["text", "audio"], folds=folds, seeds=seeds, settings=settings, device="cpu")
     plans = [PlannedRun(None, j.args["fold"], dict(study.fold_options), after=j.name, modality=j.args["model"])
              for j in ft]
-    frozen = [PlannedRun(EncoderRun(m, study.preset.backbone(m), study.options), None) for m in ("text", "audio")]
+    frozen = [PlannedRun(EncoderRun(m, study.preset.backbone(m), study.encoder_options), None) for m in ("text", "audio")]
     jobs, _ = extraction_jobs(study, frozen + plans, variants=["clean", "asr-0.2", "noise"], shard_size=shard_size,
                               sharded=True, device="cpu", batch_size=8)
     return ft + jobs
@@ -290,8 +291,9 @@ def main() -> None:
         folds, seeds = ([1], [0]) if a.quick else ([1, 2], [0])
         walls, runs = {}, {}
         for cpus in (1, 2):
-            study = Study(corpus=corpus, store=FeatureStore(d / f"store-{cpus}"), preset=preset, frozen=False,
-                          seeds=tuple(seeds), options=preset.encoder_options())
+            study = Study.open(StudyOptions(corpus=corpus.name, cache_dir=str(d / f"store-{cpus}"),
+                                            text_backbone=preset.text_backbone, audio_backbone=preset.audio_backbone,
+                                            frozen=False, seeds=tuple(seeds)), corpus=corpus)
             jobs = study_graph(study, folds=folds, seeds=seeds, shard_size=a.shard_size, epochs=a.epochs)
             walls[cpus], runs[cpus] = run_on_ray(study, jobs, cpus=cpus)
         kinds = {k: sum(j.kind == k for j in jobs) for k in ("finetune", "shard", "assemble", "extract")}

@@ -39,3 +39,8 @@ class DamagedError(StoreError):
         self.problem = problem
         fix = fix or "extract it again: `featcache extract` sets the damaged file aside and writes it anew"
         super().__init__(f"{path}: damaged {what} ({problem}); {fix}")
+
+
+class MissingEntries(FeatcacheError):
+    """Some vectors, heads or fine-tuning runs a study needs are not in the store; the message lists the
+    commands that make them."""

@@ -424,7 +424,7 @@ def make_executor(name: str, *, address: str | None = None, job_gpus: float | No
         return LocalExecutor()
     if name == "ray":
         return RayExecutor(address=address, job_gpus=job_gpus, job_cpus=job_cpus, max_retries=max_retries)
-    raise FeatcacheError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+    raise FeatcacheError(f"executor (--executor {name!r}): choose one of {', '.join(EXECUTORS)}")
 
 
 def span(results: Sequence[JobResult], kinds: Sequence[str]) -> float:

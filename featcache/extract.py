@@ -182,7 +182,7 @@ def entry_shards(corpus: Corpus, ids: Sequence[str], *, modality: str, shard_siz
         FeatcacheError: ``shard_size`` is below 1.
     """
     if shard_size < 1:
-        raise FeatcacheError(f"--shard-size {shard_size}: give at least 1 utterance per shard")
+        raise FeatcacheError(f"shard_size (--shard-size {shard_size}): give at least 1 utterance per shard")
     order = length_order(corpus, ids, modality)
     return [order[i:i + shard_size] for i in range(0, len(order), shard_size)]
 
@@ -431,5 +431,5 @@ def _device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FeatcacheError(f"--device {device}: no CUDA device is available; use --device cpu")
+        raise FeatcacheError(f"device (--device {device}): no CUDA device is available; use --device cpu")
     return torch.device(device)

@@ -106,13 +106,13 @@ def make_fold(
     check_fold(corpus, k)
     sessions = corpus.sessions
     if dev not in DEV_MODES:
-        raise FeatcacheError(f"--dev {dev!r}: use one of {', '.join(DEV_MODES)}")
+        raise FeatcacheError(f"dev (--dev {dev!r}): use one of {', '.join(DEV_MODES)}")
     test_session = sessions[k - 1]
     test = tuple(u.id for u in corpus.utterances if u.session == test_session)
     pool = [u for u in corpus.utterances if u.session != test_session]  # sorted by id already
     if dev == "stratified":
         if not 0.0 < dev_fraction < 1.0:
-            raise FeatcacheError(f"--dev-fraction {dev_fraction}: must be between 0 and 1")
+            raise FeatcacheError(f"dev_fraction (--dev-fraction {dev_fraction}): must be between 0 and 1")
         dev_ids = _stratified_dev(pool, fraction=dev_fraction, seed=seed)
     elif dev == "session":
         others = [s for s in sessions if s != test_session]

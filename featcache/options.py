@@ -24,9 +24,9 @@ This module imports neither torch nor click, so the command line builds its opti
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from featcache import paper

@@ -50,6 +50,15 @@ HEAD_TRAIN_ORDER: tuple[str, ...] = ("text", "audio", "multimodal", "gated", "md
 """Training order of the heads: ``late`` and ``score`` fuse the trained unimodal heads, so they come last."""
 FUSES_UNIMODAL_HEADS: tuple[str, ...] = ("late", "score")
 """Fusion heads built on the trained text and audio heads (they need those first)."""
+MODEL_HEADS: dict[str, tuple[str, dict[str, float]]] = {
+    TEXT: ("text", {}), AUDIO: ("audio", {}), MULTIMODAL: ("multimodal", {}), "late": ("late", {}),
+    "score": ("score", {}), "gated": ("gated", {}), "mdrop": ("multimodal", {"modality_dropout": MODALITY_DROPOUT}),
+}
+"""The one vocabulary of heads: each model is a head kind (:data:`featcache.heads.HEADS`) built with these
+options. ``mdrop`` is the multimodal head trained with modality dropout."""
+ABLATION_FUSIONS: dict[str, str] = {"concat": "multimodal", "late": "late", "score": "score", "gated": "gated"}
+"""An ablation's fusions (``featcache ablate --fusion``) and the head kind each trains: ``concat`` is the
+multimodal head (the bodies' outputs concatenated, then FC layers)."""
 
 
 def uses(model: str) -> tuple[str, ...]:

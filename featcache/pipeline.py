@@ -208,7 +208,7 @@ def extraction_jobs(
     from featcache.perturb import get_variant
 
     if shard_size < 1:
-        raise FeatcacheError(f"--shard-size {shard_size}: give at least 1 utterance per shard")
+        raise FeatcacheError(f"shard_size (--shard-size {shard_size}): give at least 1 utterance per shard")
     corpus, store = study.corpus, study.store
     jobs: list[Job] = []
     skipped: list[ExtractReport] = []

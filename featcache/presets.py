@@ -111,7 +111,7 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise FeatcacheError(f"--preset {name!r}: unknown; choose one of {', '.join(PRESETS)}") from None
+        raise FeatcacheError(f"preset (--preset {name!r}): unknown; choose one of {', '.join(PRESETS)}") from None
 
 
 def with_overrides(preset: Preset, **overrides: Any) -> Preset:

@@ -73,3 +73,58 @@ def test_result_modules_are_small() -> None:
                                                           *PACKAGE.joinpath("report").glob("*.py"))
            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
     assert big == {}
+
+
+def test_no_module_is_over_about_600_lines() -> None:
+    big = {p.relative_to(PACKAGE).as_posix(): n for p in _modules()
+           if (n := len(p.read_text(encoding="utf-8").splitlines())) > 620}
+    assert big == {}
+
+
+def test_no_private_torch_function_is_called() -> None:
+    """A private torch function (``torch._foo``) changes without notice; the public API does the job."""
+    import re
+
+    calls = [f"{p.relative_to(PACKAGE)}:{i}" for p in _modules()
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if re.search(r"\btorch\._[a-z]", line.split("#", 1)[0])]
+    assert calls == []
+
+
+def test_one_vocabulary_of_heads() -> None:
+    """Every model and every ablation fusion names a registered head kind; nothing bridges them elsewhere."""
+    from featcache import paper
+    from featcache.heads import HEADS
+
+    assert set(paper.MODEL_HEADS) == set(paper.ALL_MODELS)
+    assert {kind for kind, _ in paper.MODEL_HEADS.values()} | set(paper.ABLATION_FUSIONS.values()) <= set(HEADS)
+    for path in _modules():
+        assert "_HEAD_KIND" not in path.read_text(encoding="utf-8"), path
+
+
+def test_every_command_the_help_mentions_exists() -> None:
+    """``featcache --help`` and every command's help name only commands there are (`featcache presets`, ...)."""
+    import re
+
+    from click.testing import CliRunner
+
+    from featcache.cli import cli
+
+    def helps(group, prefix):  # type: ignore[no-untyped-def]
+        yield prefix, CliRunner().invoke(cli, [*prefix, "--help"]).output
+        for name, cmd in getattr(group, "commands", {}).items():
+            yield from helps(cmd, [*prefix, name])
+
+    names = set(cli.commands)
+    for prefix, text in helps(cli, []):
+        for word in re.findall(r"`featcache ([a-z-]+)", text):
+            assert word in names, (prefix, word)
+
+
+def test_the_architecture_map_lists_every_module() -> None:
+    import re
+
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"`(featcache/[\w/]+\.py)`", doc))
+    modules = {p.relative_to(PACKAGE.parent).as_posix() for p in _modules()}
+    assert sorted(modules - listed) == [] and sorted(listed - modules) == []

@@ -354,7 +354,7 @@ def test_workers_die_with_a_killed_parent(pristine: Path, tmp_path: Path) -> Non
 
 SLOW_FINETUNE_CLI = (
     "import sys, time\n"
-    "import featcache.finetune as ft\n"
+    "import featcache.finetune.loop as ft\n"
     "step = ft._step\n"
     "def slow_step(*a, **k):\n"
     "    time.sleep(30)\n"

@@ -185,7 +185,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import test_finetune
-import featcache.finetune as ft
+import featcache.finetune.loop as ft
 from featcache.cache import FeatureStore
 from featcache.data import read_iemocap
 
@@ -242,8 +242,9 @@ class Crash(Exception):
 
 
 def test_a_kill_while_finishing_leaves_a_resumable_or_finished_run(text_runs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import featcache.finetune as ft
+    import featcache.finetune.loop as ft
     from featcache import train
+    from featcache.train import loop as train_loop
 
     ref = text_runs["ref"]
     # killed after the weights, before result.json: resumable; the rerun trains no epoch
@@ -262,7 +263,7 @@ def test_a_kill_while_finishing_leaves_a_resumable_or_finished_run(text_runs, mo
     run_dir = cache / "runs" / ref.run_id
     assert "result.json" not in _files(run_dir) and "state.json" in _files(run_dir)
     assert find_runs(FeatureStore(cache), corpus=text_runs["corpus"]) == []
-    monkeypatch.setattr(train, "_train_epoch", lambda *a, **k: pytest.fail("a finished fit trained again"))
+    monkeypatch.setattr(train_loop, "_train_epoch", lambda *a, **k: pytest.fail("a finished fit trained again"))
     _assert_same_run(_again(text_runs, cache), ref)
     monkeypatch.undo()
 

@@ -272,12 +272,12 @@ def _safetensors_disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
     """safetensors reports a full disk in its own exception type, the errno only in the text."""
     from safetensors import SafetensorError
 
-    import featcache.heads
+    import featcache.heads.files
 
     def full(*args: object, **kw: object) -> None:
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(featcache.heads, "save_file", full)
+    monkeypatch.setattr(featcache.heads.files, "save_file", full)
 
 
 FAULTS = [

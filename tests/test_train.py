@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import featcache.train as train_mod
+import featcache.train.loop as train_loop
 from featcache.errors import FeatcacheError
 from featcache.heads import MultimodalHead, UnimodalHead
 from featcache.train import (
@@ -288,7 +288,7 @@ def test_a_crash_at_any_file_operation_resumes_to_the_same_result(
     ref_model, ref = run(tmp_path / "ref", **kw)
     ref_log = log_without_time(tmp_path / "ref" / "train_log.jsonl")
 
-    real_replace, real_append = os.replace, train_mod._append_log
+    real_replace, real_append = os.replace, train_loop._append_log
     counter = {"left": -1, "ops": 0}
 
     def tick() -> None:
@@ -306,7 +306,7 @@ def test_a_crash_at_any_file_operation_resumes_to_the_same_result(
         tick()  # crash after the line is written
 
     monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(train_mod, "_append_log", append)
+    monkeypatch.setattr(train_loop, "_append_log", append)
     run(tmp_path / "count", **kw)
     n_ops = counter["ops"]
     assert n_ops >= 18

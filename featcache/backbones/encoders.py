@@ -151,7 +151,7 @@ class TextEncoder(nn.Module):
     def __init__(self, model: nn.Module, tokenizer: Any, options: EncoderOptions) -> None:
         super().__init__()
         if options.pooling not in ("cls", "mean"):
-            raise FeatcacheError(f"--pooling {options.pooling!r}: text pooling is cls or mean")
+            raise FeatcacheError(f"pooling (--pooling {options.pooling!r}): text pooling is cls or mean")
         self.model = model
         self.tokenizer = tokenizer
         self.options = options
@@ -277,7 +277,7 @@ class AudioEncoder(nn.Module):
     def __init__(self, model: nn.Module, feature_extractor: Any, model_type: str, options: EncoderOptions) -> None:
         super().__init__()
         if options.whisper_input not in ("trim", "30s"):
-            raise FeatcacheError(f"--whisper-input {options.whisper_input!r}: use trim or 30s")
+            raise FeatcacheError(f"whisper_input (--whisper-input {options.whisper_input!r}): use trim or 30s")
         self.model = model
         self.feature_extractor = feature_extractor
         self.model_type = model_type

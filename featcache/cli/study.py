@@ -11,7 +11,7 @@ import click
 from featcache.cli import cli
 from featcache.cli.options import CONTEXT, executor_from, executor_options, study_from, study_option_set
 from featcache.errors import FeatcacheError
-from featcache.paper import ALL_MODELS, FUSION_HIDDEN, HIDDEN
+from featcache.paper import ABLATION_FUSIONS, ALL_MODELS, FUSION_HIDDEN, HIDDEN
 
 
 def _study(**kw: Any):  # type: ignore[no-untyped-def]
@@ -81,7 +81,7 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
 @click.option("--name", "label", default=None, metavar="LABEL",
               help="A label for the ablation (the name is LABEL-<digest of the options>). [default: the fusion, or "
                    "the one modality]")
-@click.option("--fusion", type=click.Choice(["concat", "late", "score", "gated"]), default="concat",
+@click.option("--fusion", type=click.Choice(list(ABLATION_FUSIONS)), default="concat",
               help="concat: the paper's multimodal head (bodies concatenated, FC layers); late: average of the "
                    "unimodal probabilities; score: learned weights over the unimodal scores; gated: a per-utterance "
                    "gate.")

@@ -1,305 +1,35 @@
-"""Heads trained together: many light heads of one architecture as one batched ensemble.
-
-A study trains the same small heads for every fold x seed (15 per kind with the paper's 5 folds and 3
-seeds). :func:`fit_ensemble` trains them in one loop: each parameter is stacked over the members
-(``[members, ...]``, linear weights stored transposed as ``[members, in, out]``) and every wide layer is
-one ``torch.baddbmm`` over all members, so one step costs a few large matrix products instead of many small
-ones, and one fused AdamW call updates every member.
-
-Each member keeps everything :func:`featcache.train.fit` gives a head trained alone, and ends with the
-same weights (bitwise on CPU with one intra-op thread, as the tests check):
-
-* its own initial weights: the caller builds each head after ``torch.manual_seed(seed)`` exactly as for
-  :func:`~featcache.train.fit`, and the ensemble starts from those weights;
-* its own training and dev vectors (rows of shared source matrices; folds differ in size, so batches
-  are padded to the batch size and the padding is left out of the loss; a member with fewer batches in
-  an epoch skips the extra optimiser steps), labels and class weights;
-* its own shuffling (a ``torch.Generator`` seeded with ``seed``, one permutation per epoch) and its own
-  dropout and modality-dropout draws, from a generator seeded with ``seed`` as ``fit`` seeds the
-  global one, drawn in the same order and with the same shapes as the one-at-a-time head draws them;
-* its own AdamW state and step count (``torch._fused_adamw_``, the kernel ``fit``'s fused AdamW runs);
-* its own early stopping: a member that stops is taken out of the stacked tensors (it costs nothing
-  afterwards) and keeps the weights of its best epoch.
-
-Supported heads: :class:`~featcache.heads.UnimodalHead` (text, audio), :class:`~featcache.heads.MultimodalHead`
-(with or without modality dropout; both train in one stack), :class:`~featcache.heads.GatedFusion` and
-:class:`~featcache.heads.ScoreFusion` (its frozen unimodal heads' scores are computed once, then only its
-linear layer trains). :class:`~featcache.heads.LateFusion` has nothing to train.
-
-Threads: the layers are small matrix products, for which one intra-op thread is fastest per core and
-several intra-op threads collapse when another process holds a core (every product waits at a barrier
-for a thread that is not running). The ensemble therefore runs every operation on one intra-op thread
-and uses more cores by training independent slices of the members in parallel Python threads
-(``threads``, default :func:`head_threads`, set by ``FEATCACHE_THREADS``). Results do not depend on the
-number of threads.
-"""
+"""Training a stack of heads of one architecture as one batched model, and :func:`fit_ensemble`, which groups
+members into stacks and trains them in parallel threads (see :mod:`featcache.ensemble`)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch.optim.adamw import adamw
 
+from featcache.ensemble.arch import (
+    NARROW,
+    Member,
+    _Arch,
+    _group_key,
+    _score_features,
+    _trainable,
+)
+from featcache.ensemble.threads import head_threads, torch_threads
 from featcache.errors import FeatcacheError
-from featcache.heads import GatedFusion, MLPBody, MultimodalHead, ScoreFusion, UnimodalHead, head_config
+from featcache.heads import ScoreFusion
 from featcache.train import EarlyStopping, FitResult
 
-THREADS_ENV = "FEATCACHE_THREADS"
-"""Environment variable with the number of CPU threads head training uses (see :func:`head_threads`)."""
 _BETAS = (0.9, 0.999)
 _EPS = 1e-8
-
-
-# ------------------------------------------------------------------------------------------ threads
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def head_threads() -> int:
-    """The number of CPU threads head training uses: ``FEATCACHE_THREADS``, else the usable cores (at most 2).
-
-    Each thread trains its own share of the heads with single-threaded operations, so a thread that
-    another process delays slows only its share. The default of at most two threads is what
-    ``bench/bench_evaluate.py`` measured best on 2 cores, idle and busy; more cores can be given
-    explicitly.
-
-    Returns:
-        A positive integer.
-
-    Raises:
-        FeatcacheError: ``FEATCACHE_THREADS`` is set but not a positive integer.
-    """
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    if not raw:
-        return max(1, min(2, _usable_cores()))
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise FeatcacheError(f"{THREADS_ENV}={raw!r} is not a positive integer; set it to 1, 2, ... or unset it")
-    return value
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with ``torch.set_num_threads(n)`` and restore the previous count afterwards.
-
-    Args:
-        n: Intra-op threads inside the block.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# ------------------------------------------------------------------------------------------ members
-
-
-@dataclass
-class Member:
-    """One head to train, with its data and seed.
-
-    Attributes:
-        head: The head, freshly built after ``torch.manual_seed(seed)`` (as for :func:`featcache.train.fit`);
-            on return it holds its best epoch's weights.
-        inputs: One source matrix ``[rows, dim]`` per input of the head (text, then audio); members
-            that pass the same tensor object share it in memory.
-        train_rows: Rows of ``inputs`` that form the training set, in the order a one-at-a-time loader
-            would hold them.
-        train_labels: Class index of each training row.
-        dev_rows: Rows of ``inputs`` that form the dev set.
-        dev_labels: Class index of each dev row.
-        class_weights: Per-class loss weights (:func:`featcache.train.class_weights`), or None.
-        seed: The run's seed (shuffling, dropout).
-    """
-
-    head: nn.Module
-    inputs: tuple[torch.Tensor, ...]
-    train_rows: np.ndarray
-    train_labels: np.ndarray
-    dev_rows: np.ndarray
-    dev_labels: np.ndarray
-    class_weights: torch.Tensor | None
-    seed: int
-
-
-def _group_key(head: nn.Module) -> str:
-    """Members with the same key share every parameter shape and layer sequence (one stack)."""
-    if isinstance(head, ScoreFusion):
-        return json.dumps(["score", head.n_classes, head.scores])
-    if not isinstance(head, (UnimodalHead, MultimodalHead, GatedFusion)):
-        raise ValueError(f"fit_ensemble cannot train a {type(head).__name__}: it has no trainable parameters "
-                         "or is not a featcache head")
-    cfg = head_config(head)
-    options = dict(cfg["options"])
-    options.pop("modality_dropout", None)  # a per-member draw: multimodal and mdrop heads share a stack
-    return json.dumps([cfg["kind"], cfg["text_dim"], cfg["audio_dim"], cfg["n_classes"], options], sort_keys=True)
-
-
-def _trainable(head: nn.Module) -> list[str]:
-    """Names of the parameters the ensemble trains (every parameter, or a score fusion's layer)."""
-    names = [n for n, p in head.named_parameters() if p.requires_grad]
-    frozen = [n for n, p in head.named_parameters() if not p.requires_grad]
-    if isinstance(head, ScoreFusion):
-        if names != ["combine.weight", "combine.bias"]:
-            raise ValueError(f"a score fusion trains only its combine layer, got trainable {names}")
-    elif frozen:
-        raise ValueError(f"fit_ensemble trains every parameter of a {type(head).__name__}; frozen: {frozen}")
-    if not names:
-        raise ValueError("the model has no trainable parameters")
-    return names
-
-
-# ------------------------------------------------------------------------------------------ the batched forward
-
-
-NARROW = 16
-"""Batched work that would round differently from the one-at-a-time head runs member by member instead.
-
-``nn.Linear`` on CPU (MKL) picks its kernel by shape, and for some shapes a row's result depends on how
-many rows the product has: layers with fewer than 12 inputs or outputs (the classifiers, a scalar gate,
-the score layer), and any layer on fewer than 4 rows (measured with MKL 2024.2, AVX2). Elementwise
-functions such as ``sigmoid`` and ``tanh`` compute the last ``numel % 16`` elements of a tensor with a
-scalar formula that can differ from the vectorised one in the last bit. So a layer is *narrow* unless
-it has at least ``NARROW`` inputs and a multiple of ``NARROW`` outputs; a narrow layer (and its
-activation) runs as ``F.linear`` on exactly each member's own rows, and so does every layer of a member
-whose batch has fewer than ``NARROW`` rows. Narrow layers cost next to nothing. Every other layer is one
-``torch.baddbmm`` over the members, which gives ``nn.Linear``'s bits, forward and gradients, whatever
-the padding."""
-
-
-def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
-    return x if x.shape[0] == rows else F.pad(x, (0, 0, 0, rows - x.shape[0]))
-
-
-class _Arch:
-    """The layer sequence of one head architecture, replayed on stacked parameters.
-
-    The dropout sites are listed in the order the one-at-a-time forward pass draws them, so that each
-    member draws its masks exactly as its own head would.
-    """
-
-    def __init__(self, head: nn.Module) -> None:
-        self.head = head
-        self.n_classes = int(head.n_classes)
-        self.modality_dropout = isinstance(head, (MultimodalHead, GatedFusion))
-        self.bodies: list[tuple[str, MLPBody]] = []
-        if isinstance(head, UnimodalHead):
-            self.bodies = [("body", head.body)]
-        elif isinstance(head, (MultimodalHead, GatedFusion)):
-            self.bodies = [("text_body", head.text_body), ("audio_body", head.audio_body)]
-        self.sites: list[tuple[str, float]] = []  # (key, p) of every nn.Dropout, in forward order
-        self.width: dict[str, int] = {}  # its input's width (the preceding linear layer's output size)
-        for prefix, body in self.bodies:
-            width = body.in_dim
-            for i, layer in enumerate(body.layers):
-                if isinstance(layer, nn.Linear):
-                    width = layer.out_features
-                elif isinstance(layer, nn.Dropout):
-                    self.sites.append((f"{prefix}.layers.{i}", float(layer.p)))
-                    self.width[f"{prefix}.layers.{i}"] = width
-        self.narrow = {n for n, m in head.named_modules() if isinstance(m, nn.Linear)
-                       and (m.in_features < NARROW or m.out_features < NARROW or m.out_features % NARROW)}
-        self.macs = sum(p.numel() for n, p in head.named_parameters() if n.endswith("weight") and p.requires_grad)
-
-    def linear(self, p: dict[str, torch.Tensor], name: str, x: torch.Tensor, sizes: Sequence[int],
-               act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """``act(nn.Linear)`` for every member: ``x [m, b, in]`` -> ``[m, b, out]``; member ``j``'s real
-        rows are its first ``sizes[j]`` (the rest is padding, whose output is zero or ignored).
-
-        Wide layers' weights are stored ``[m, in, out]`` (one ``baddbmm``), narrow ones ``[m, out, in]``
-        (see :data:`NARROW`).
-        """
-        w, b = p[name + ".weight"], p[name + ".bias"]
-        rows = x.shape[1]
-        if name in self.narrow:
-            outs = [F.linear(xm[:n], wm, bm) for xm, wm, bm, n in zip(x.unbind(0), w.unbind(0), b.unbind(0), sizes)]
-            return torch.stack([_pad_rows(o if act is None else act(o), rows) for o in outs])
-        out = torch.baddbmm(b.unsqueeze(1), x, w)
-        few = [j for j, n in enumerate(sizes) if n < NARROW]
-        if few:
-            parts = list(out.unbind(0))
-            for j in few:
-                parts[j] = _pad_rows(F.linear(x[j, :sizes[j]], w[j].t().contiguous(), b[j]), rows)
-            out = torch.stack(parts)
-        return out if act is None else act(out)
-
-    def _body(self, p: dict[str, torch.Tensor], prefix: str, body: MLPBody, x: torch.Tensor,
-              noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
-        for i, layer in enumerate(body.layers):
-            key = f"{prefix}.layers.{i}"
-            if isinstance(layer, nn.Linear):
-                x = self.linear(p, key, x, sizes)
-            elif isinstance(layer, nn.ReLU):
-                x = torch.relu(x)
-            elif isinstance(layer, nn.Dropout):
-                if noise is not None:
-                    x = x * noise[key]
-            else:  # pragma: no cover - MLPBody holds only these three
-                raise TypeError(f"unexpected layer {type(layer).__name__} in {prefix}")
-        return x
-
-    def forward(self, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor],
-                noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
-        """Logits ``[members, batch, n_classes]`` (rows past ``sizes[j]`` are padding); ``noise`` holds
-        the training masks (None: eval mode)."""
-        head = self.head
-        if isinstance(head, ScoreFusion):
-            return self.linear(p, "combine", xs[0], sizes)
-        if isinstance(head, UnimodalHead):
-            return self.linear(p, "classifier", self._body(p, "body", head.body, xs[0], noise, sizes), sizes)
-        text, audio = xs
-        if noise is not None and "keep_text" in noise:
-            text, audio = text * noise["keep_text"], audio * noise["keep_audio"]
-        h_t = self._body(p, "text_body", head.text_body, text, noise, sizes)
-        h_a = self._body(p, "audio_body", head.audio_body, audio, noise, sizes)
-        if isinstance(head, MultimodalHead):
-            fused = torch.relu(self.linear(p, "fusion.0", torch.cat([h_t, h_a], dim=-1), sizes))
-            return self.linear(p, "classifier", fused, sizes)
-        z = self.linear(p, "gate_layer", torch.cat([h_t, h_a], dim=-1), sizes, act=torch.sigmoid)
-        h = (z * torch.tanh(self.linear(p, "text_proj", h_t, sizes))
-             + (1 - z) * torch.tanh(self.linear(p, "audio_proj", h_a, sizes)))
-        return self.linear(p, "classifier", torch.relu(self.linear(p, "fusion.0", h, sizes)), sizes)
-
-
-def _score_features(head: ScoreFusion, inputs: Sequence[torch.Tensor], rows: np.ndarray | torch.Tensor, *,
-                    chunk: int) -> torch.Tensor:
-    """What a score fusion's trainable layer sees: its frozen heads' scores, concatenated, for ``rows``.
-
-    Computed in chunks of ``chunk`` rows, as the one-at-a-time loop feeds them (see :data:`NARROW`).
-    """
-    idx = torch.as_tensor(rows, dtype=torch.long)
-    parts = []
-    with torch.no_grad():
-        for i in range(0, len(idx), chunk):
-            sel = idx[i:i + chunk]
-            t = head.text_head.eval()(inputs[0].index_select(0, sel))
-            a = head.audio_head.eval()(inputs[1].index_select(0, sel))
-            if head.scores == "probs":
-                t, a = t.softmax(dim=-1), a.softmax(dim=-1)
-            parts.append(torch.cat([t, a], dim=-1))
-    return torch.cat(parts).contiguous()
 
 
 # ------------------------------------------------------------------------------------------ one stack of members
@@ -322,7 +52,7 @@ class _Slot:
         self.n_train = len(self.y_train)
         self.shuffle = torch.Generator().manual_seed(member.seed)  # fit re-seeds the loader's generator
         self.noise = torch.Generator().manual_seed(member.seed)  # fit's torch.manual_seed(seed), for dropout
-        self.step = torch.zeros((), dtype=torch.float32)  # fused AdamW's step count (float32, as fit's)
+        self.steps: dict[str, torch.Tensor] = {}  # fused AdamW's step count per parameter (float32, as fit's)
         self.stopper = EarlyStopping(patience if patience is not None else max_epochs + 1)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, torch.Tensor] | None = None
@@ -436,8 +166,6 @@ class _Stack:
             self._state_views = {n: (p.data.unbind(0), self.exp_avg[n].unbind(0), self.exp_avg_sq[n].unbind(0))
                                  for n, p in self.p.items()}
         params, grads, avgs, sqs, steps = [], [], [], [], []
-        for pos in positions:
-            self.slots[pos].step.add_(1)
         for n, p in self.p.items():
             g = p.grad.unbind(0)
             ps, avg, sq = self._state_views[n]
@@ -446,10 +174,11 @@ class _Stack:
                 grads.append(g[pos])
                 avgs.append(avg[pos])
                 sqs.append(sq[pos])
-                steps.append(self.slots[pos].step)
-        torch._fused_adamw_(params, grads, avgs, sqs, [], steps, amsgrad=False, lr=self.lr, beta1=_BETAS[0],
-                            beta2=_BETAS[1], weight_decay=self.weight_decay, eps=_EPS, maximize=False,
-                            grad_scale=None, found_inf=None)
+                steps.append(self.slots[pos].steps.setdefault(n, torch.zeros((), dtype=torch.float32)))
+        # the public functional AdamW with fused=True: it counts each step and runs the kernel that fit's
+        # torch.optim.AdamW(fused=True) runs, on every member's views at once
+        adamw(params, grads, avgs, sqs, [], steps, fused=True, amsgrad=False, lr=self.lr, beta1=_BETAS[0],
+              beta2=_BETAS[1], weight_decay=self.weight_decay, eps=_EPS, maximize=False)
 
     def train_epoch(self, epoch: int) -> dict[int, float]:
         """One epoch for every active member; returns each one's sample-weighted mean training loss."""

@@ -1,0 +1,148 @@
+"""Ablations of a study in the store: :class:`Ablation` (a spec and its name, folders, command),
+listing them and finding one by name."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from featcache import paper
+from featcache.ablate.spec import PREFIX, SPEC_FILE, AblationSpec
+from featcache.errors import FeatcacheError
+from featcache.study import Study
+
+# ------------------------------------------------------------------------------------------------
+# an ablation in the store
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One ablation of one study: its name and its (canonical) options.
+
+    Attributes:
+        name: ``<label>-<digest>``.
+        spec: The options.
+    """
+
+    name: str
+    spec: AblationSpec
+
+    @property
+    def model(self) -> str:
+        """Its model name in a predictions table: ``ablate:<name>``."""
+        return PREFIX + self.name
+
+    @property
+    def reference(self) -> str:
+        """The paper's model it is compared with: multimodal, or the model of its one modality."""
+        return paper.MULTIMODAL if len(self.spec.modalities) == 2 else self.spec.modalities[0]
+
+    def folder(self, study: Study) -> Path:
+        """Its folder in the study's store."""
+        return study.store.ablation_dir(study.key, self.name)
+
+    def head_dir(self, study: Study, *, fold: int, seed: int, part: str = "head") -> Path:
+        """Where one of its heads is (``part``: ``head``, or ``text`` / ``audio`` under a late or score fusion)."""
+        return study.store.ablation_head_dir(study.key, self.name, fold=fold, seed=seed, part=part)
+
+    def vector_study(self, study: Study) -> Study:
+        """The study whose vectors the ablation reads: ``study`` itself, or, with another text pooling, the
+        same study with its text entries pooled that way (its heads and folder stay ``study``'s).
+
+        Raises:
+            FeatcacheError: Another pooling in a study of fine-tuned backbones.
+        """
+        pooling = self.spec.pooling
+        if pooling is None or pooling == study.encoder_options.pooling:
+            return study
+        if not study.frozen:
+            raise FeatcacheError("--text-pooling needs frozen backbones: a fine-tuned run's pooling is part of its "
+                                 "training; fine-tune with --pooling instead")
+        return study.replace(pooling=pooling)
+
+    def command(self, study: Study) -> str:
+        """The ``featcache ablate`` command that trains it, with the study's options."""
+        return " ".join([study.command("ablate"), shlex.join(self.spec.cli_flags())]).strip()
+
+
+def ablation(study: Study, spec: AblationSpec) -> Ablation:
+    """The ablation that ``spec`` defines in ``study`` (nothing is written).
+
+    Raises:
+        FeatcacheError: An invalid option.
+    """
+    spec = spec.checked()
+    return Ablation(name=spec.name(study.head_settings), spec=spec)
+
+
+@dataclass(frozen=True)
+class AblationInfo:
+    """An ablation found in the store.
+
+    Attributes:
+        ablation: The ablation.
+        trained: Folds x seeds whose head is trained.
+        expected: Folds x seeds of the study.
+        path: Its folder.
+        description: One line saying what it is.
+    """
+
+    ablation: Ablation
+    trained: int
+    expected: int
+    path: Path
+    description: str
+
+
+def list_ablations(study: Study) -> list[AblationInfo]:
+    """The study's ablations in the store, by name.
+
+    Raises:
+        FeatcacheError: An unreadable ``ablation.json`` (names the file).
+    """
+    root = study.store.ablations_dir(study.key)
+    out = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        spec_file = folder / SPEC_FILE
+        if not spec_file.is_file():
+            continue
+        abl = _read_spec(spec_file)
+        trained = sum((abl.head_dir(study, fold=k, seed=s) / "config.json").is_file()
+                      for k in study.folds for s in study.seeds)
+        out.append(AblationInfo(abl, trained, len(study.folds) * len(study.seeds), folder,
+                                abl.spec.describe(study.head_settings)))
+    return out
+
+
+def _read_spec(path: Path) -> Ablation:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Ablation(name=str(data["name"]), spec=AblationSpec.from_json(data["spec"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FeatcacheError(f"{path}: unreadable ablation options ({e}); delete its folder and run the "
+                             "ablation again") from None
+
+
+def find_ablation(study: Study, name: str) -> Ablation:
+    """An ablation of the study by name (``concat-1a2b3c4d``, ``ablate:concat-1a2b3c4d``, or a label that
+    names one ablation only).
+
+    Raises:
+        FeatcacheError: No such ablation, or a label shared by several (lists them).
+    """
+    wanted = name.removeprefix(PREFIX)
+    found = list_ablations(study)
+    exact = [i.ablation for i in found if i.ablation.name == wanted]
+    if exact:
+        return exact[0]
+    labelled = [i.ablation for i in found if i.ablation.spec.label == wanted]
+    if len(labelled) == 1:
+        return labelled[0]
+    names = ", ".join(i.ablation.name for i in (found if not labelled else
+                                               [f for f in found if f.ablation in labelled])) or "none yet"
+    what = "names several ablations" if labelled else "is not an ablation of this study"
+    raise FeatcacheError(f"ablation (--ablation {name}): {what} in {study.store.root} (ablations: {names}); "
+                         "see `featcache ablate --list` with the same study options")

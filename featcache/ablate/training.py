@@ -1,0 +1,314 @@
+"""Training an ablation: the mixed clean and attacked training vectors (:func:`mix_draws`, one hash per
+seed, modality and utterance) and its heads over every fold and seed, with the study's trainer
+(:func:`featcache.ensemble.fit_heads`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from featcache import paper
+from featcache.ablate.catalog import Ablation, ablation
+from featcache.ablate.spec import RESULT_FILE, SPEC_FILE, AblationSpec
+from featcache.errors import FeatcacheError
+from featcache.paper import TrainSettings
+from featcache.study import MissingEntries, Study
+
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+
+
+def mix_draws(*, seed: int, modality: str, ids: Sequence[str], n_variants: int) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of training on attacks: a uniform number in [0, 1) and a variant index per utterance.
+
+    Each pair is a hash of (seed, modality, utterance id) alone: the same in every fold, epoch, process
+    and order of ``ids``.
+
+    Args:
+        seed: The head's seed.
+        modality: ``text`` or ``audio``.
+        ids: Utterance ids.
+        n_variants: How many attacks of this modality to choose from (at least 1).
+
+    Returns:
+        ``(u, pick)``: float64 ``[n]`` in [0, 1) (replace when ``u < mix``) and int64 ``[n]`` in
+        ``[0, n_variants)``.
+    """
+    u = np.empty(len(ids), dtype=np.float64)
+    pick = np.empty(len(ids), dtype=np.int64)
+    for i, uid in enumerate(ids):
+        h = hashlib.blake2b(f"{seed}\0{modality}\0{uid}".encode(), digest_size=16).digest()
+        u[i] = int.from_bytes(h[:8], "big") / 2.0**64
+        pick[i] = int.from_bytes(h[8:], "big") % max(1, n_variants)
+    return u, pick
+
+
+def _training_vectors(study: Study, abl: Ablation, modality: str, *, fold: int, seed: int,
+                      ids: Sequence[str]) -> tuple[np.ndarray, int]:
+    """The training matrix of one modality (clean rows, some replaced by attacked ones) and how many
+    rows were replaced.
+
+    Raises:
+        MissingEntries: A clean or attacked entry is missing (names the command that makes it).
+    """
+    from featcache.perturb import get_variant
+
+    x = study.vectors(modality, fold=fold, seed=seed, model=abl.model, variant="clean", ids=ids)[0].copy()
+    variants = [v for v in abl.spec.train_on if get_variant(v).modality == modality]
+    if not variants:
+        return x, 0
+    u, pick = mix_draws(seed=seed, modality=modality, ids=ids, n_variants=len(variants))
+    replaced = 0
+    for j, variant in enumerate(variants):
+        rows = np.flatnonzero((u < abl.spec.mix) & (pick == j))
+        if len(rows) == 0:
+            continue
+        x[rows] = _attacked(study, abl, modality, variant, fold=fold, seed=seed, ids=[ids[r] for r in rows])
+        replaced += len(rows)
+    return x, replaced
+
+
+def _attacked(study: Study, abl: Ablation, modality: str, variant: str, *, fold: int, seed: int,
+              ids: Sequence[str]) -> np.ndarray:
+    """Attacked vectors of training utterances: the fold's ``train`` entry, else its ``all`` entry.
+
+    Raises:
+        MissingEntries: Neither entry is stored (the message is the ``train`` entry's).
+    """
+    try:
+        return study.vectors(modality, fold=fold, seed=seed, model=abl.model, variant=variant, ids=ids, split="train")[0]
+    except MissingEntries:
+        if study.frozen:
+            raise
+        try:
+            return study.vectors(modality, fold=fold, seed=seed, model=abl.model, variant=variant, ids=ids,
+                                 split="all")[0]
+        except MissingEntries:
+            pass
+        raise
+
+
+def _check_training_entries(study: Study, abl: Ablation) -> None:
+    """Stop before training when any vectors the ablation trains on are missing, naming every command
+    that makes them (one per missing entry; ``--fold all`` when several folds lack it).
+
+    Raises:
+        MissingEntries: Something is missing (a fine-tuning run, a clean or an attacked entry).
+    """
+    from featcache.perturb import get_variant
+
+    lacking: dict[tuple[str, str], list[int]] = {}
+    for k in study.folds:
+        for s in study.seeds:
+            for m in abl.spec.modalities:
+                study.encoder_run(m, fold=k, seed=s, model=abl.model)  # names the finetune command when missing
+                try:
+                    study.vectors(m, fold=k, seed=s, model=abl.model, variant="clean", ids=[])
+                except MissingEntries:
+                    lacking.setdefault((m, "clean"), []).append(k)
+            for v in abl.spec.train_on:
+                m = get_variant(v).modality
+                try:
+                    _attacked(study, abl, m, v, fold=k, seed=s, ids=[])
+                except MissingEntries:
+                    lacking.setdefault((m, v), []).append(k)
+    if not lacking:
+        return
+    commands = []
+    for (m, v), folds in lacking.items():
+        fold: int | str = folds[0] if len(set(folds)) == 1 else "all"
+        commands.append(study.command("extract", modality=m, fold=fold, variant=v,
+                                      split=None if v == "clean" else "train"))
+    what = ", ".join(f"{v} {m}" for m, v in lacking)
+    where = "" if study.frozen else " of the training utterances"
+    raise MissingEntries(f"{study.store.root}: {abl.name} trains on the {what} vectors{where}, which are not all "
+                         "stored; run " + " and ".join(f"`{c}`" for c in commands) + " first")
+
+
+@dataclass
+class _Job:
+    """One fold and seed of an ablation being trained: its data, its heads and its record."""
+
+    fold: int
+    seed: int
+    x_tr: dict[str, np.ndarray]
+    x_dev: dict[str, np.ndarray]
+    y_tr: np.ndarray
+    y_dev: np.ndarray
+    record: dict[str, Any]
+    parts: dict[str, torch.nn.Module] = field(default_factory=dict)
+    head: torch.nn.Module | None = None
+
+
+def _fit_all(study: Study, heads: Sequence[tuple[_Job, torch.nn.Module, tuple[str, ...]]], *,
+             settings: TrainSettings, device: str, on_done: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Train heads of several folds and seeds with :func:`featcache.ensemble.fit_heads`, the trainer of
+    ``train-heads``; each ends as :func:`featcache.train.fit` would leave it alone.
+
+    Args:
+        study: The study (its label count).
+        heads: ``(job, head, modalities it reads)``; each head freshly built after ``torch.manual_seed(job.seed)``.
+        settings: Training settings.
+        device: Where to train.
+        on_done: Called once per head that has finished (a progress bar).
+
+    Returns:
+        Per head, in order: best epoch, best dev accuracy, epochs run.
+    """
+    from featcache.ensemble import Member, fit_heads
+    from featcache.train import class_weights
+
+    n = len(study.corpus.labels)
+    members = []
+    for job, head, mods in heads:
+        n_tr, n_dev = len(job.y_tr), len(job.y_dev)
+        members.append(Member(
+            head=head, inputs=tuple(torch.from_numpy(np.concatenate([job.x_tr[m], job.x_dev[m]])) for m in mods),
+            train_rows=np.arange(n_tr), train_labels=job.y_tr, dev_rows=np.arange(n_tr, n_tr + n_dev),
+            dev_labels=job.y_dev, class_weights=class_weights(job.y_tr, n), seed=job.seed))
+    results = fit_heads(members, settings=settings, device=device, on_done=lambda _i, _r: on_done())
+    return [{"best_epoch": r.best_epoch, "best_dev_acc": r.best_dev_acc, "epochs_run": r.epochs_run} for r in results]
+
+
+def _job(study: Study, abl: Ablation, *, vs: Study, fold: int, seed: int) -> _Job:
+    """The training and dev vectors of one fold and seed (training rows mixed with attacked ones)."""
+    f = study.fold(fold)
+    label = study.corpus.label_index
+    y_tr = np.array([label(study.corpus.by_id(i).label) for i in f.train], dtype=np.int64)
+    y_dev = np.array([label(study.corpus.by_id(i).label) for i in f.dev], dtype=np.int64)
+    x_tr: dict[str, np.ndarray] = {}
+    replaced: dict[str, int] = {}
+    for m in abl.spec.modalities:
+        x_tr[m], replaced[m] = _training_vectors(vs, abl, m, fold=fold, seed=seed, ids=f.train)
+    x_dev = {m: vs.vectors(m, fold=fold, seed=seed, model=abl.model, variant="clean", ids=f.dev)[0]
+             for m in abl.spec.modalities}
+    record = {"fold": fold, "seed": seed, "model": abl.model, "n_train": len(f.train), "n_replaced": replaced}
+    return _Job(fold, seed, x_tr, x_dev, y_tr, y_dev, record)
+
+
+def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, device: str, progress: bool) -> None:
+    """Train the ablation's heads of ``jobs`` (every fold and seed at once), then save each with its record.
+
+    A late or score fusion first trains its two unimodal heads, then fuses them (score: trains the fusion
+    weights); every other variant is one head on its inputs.
+    """
+    from tqdm import tqdm
+
+    from featcache.cache.atomic import atomic_write_json
+    from featcache.heads import build_head, save_head
+
+    spec, st = abl.spec, abl.spec.settings(study.head_settings)
+    mods = tuple(spec.modalities)
+    n = len(study.corpus.labels)
+    drop = spec.dropouts()
+
+    def dims(job: _Job) -> dict[str, int | None]:
+        return {"text_dim": job.x_tr[paper.TEXT].shape[1] if paper.TEXT in job.x_tr else None,
+                "audio_dim": job.x_tr[paper.AUDIO].shape[1] if paper.AUDIO in job.x_tr else None}
+
+    first: list[tuple[_Job, torch.nn.Module, tuple[str, ...]]] = []
+    for job in jobs:
+        if len(mods) == 1 or spec.fusion in ("late", "score"):
+            for m in mods:
+                torch.manual_seed(job.seed)
+                job.parts[m] = build_head(m, **dims(job), n_classes=n, hidden=spec.hidden, dropout=drop[m])
+                first.append((job, job.parts[m], (m,)))
+        else:
+            torch.manual_seed(job.seed)
+            job.head = build_head(paper.ABLATION_FUSIONS[spec.fusion], **dims(job), n_classes=n, hidden=spec.hidden,
+                                  fusion_hidden=spec.fusion_hidden, text_dropout=drop[paper.TEXT],
+                                  audio_dropout=drop[paper.AUDIO], modality_dropout=spec.modality_dropout)
+            first.append((job, job.head, mods))
+    bar = tqdm(total=len(first), desc=f"{abl.name}: training", unit="head",
+               disable=not progress, leave=False)
+    with bar:
+        fitted_first = _fit_all(study, first, settings=st, device=device, on_done=bar.update)
+    for (job, _, (m, *rest)), fitted in zip(first, fitted_first):
+        if len(mods) == 1 or rest:
+            job.record.update(fitted)
+            job.head = job.head or job.parts[m]
+        else:
+            job.record[m] = fitted
+            save_head(job.parts[m], abl.head_dir(study, fold=job.fold, seed=job.seed, part=m))
+    if len(mods) == 2 and spec.fusion in ("late", "score"):
+        second = []
+        for job in jobs:
+            torch.manual_seed(job.seed)
+            job.head = build_head(paper.ABLATION_FUSIONS[spec.fusion], **dims(job), n_classes=n,
+                                  text_head=job.parts[paper.TEXT], audio_head=job.parts[paper.AUDIO])
+            if any(p.requires_grad for p in job.head.parameters()):
+                second.append((job, job.head, mods))
+        with tqdm(total=len(second), desc=f"{abl.name}: fusion", unit="head", disable=not progress or not second,
+                  leave=False) as bar:
+            fitted_second = _fit_all(study, second, settings=st, device=device, on_done=bar.update)
+        for (job, _, _), fitted in zip(second, fitted_second):
+            job.record.update(fitted)
+    for job in jobs:
+        out = abl.head_dir(study, fold=job.fold, seed=job.seed)
+        save_head(job.head, out)
+        atomic_write_json(out.parent / RESULT_FILE, job.record, sort_keys=False)
+
+
+def _stored_record(study: Study, abl: Ablation, *, fold: int, seed: int) -> dict[str, Any] | None:
+    out = abl.head_dir(study, fold=fold, seed=seed)
+    done = out.parent / RESULT_FILE
+    if done.is_file() and (out / "config.json").is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    return None
+
+
+def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str = "cpu",
+                   progress: bool = True) -> tuple[Ablation, list[dict[str, Any]]]:
+    """Train (or load, when already trained) the ablation's head for every fold and seed of the study.
+
+    Args:
+        study: The study.
+        spec: The ablation's options (or the ablation).
+        device: Where to train.
+        progress: Progress bar.
+
+    Returns:
+        ``(ablation, records)``: one record per fold and seed (best epoch, dev accuracy, how many
+        training vectors of each modality were replaced by attacked ones).
+
+    Raises:
+        FeatcacheError: An invalid option, or the corpus lacks a modality the ablation reads.
+        MissingEntries: Clean or attacked training vectors are missing (names the command that makes them).
+    """
+    from tqdm import tqdm
+
+    from featcache.cache.atomic import atomic_write_json
+
+    abl = spec if isinstance(spec, Ablation) else ablation(study, spec)
+    lacking = [m for m in abl.spec.modalities if m not in study.corpus.modalities]
+    if lacking:
+        raise FeatcacheError(f"{study.corpus.name}: the corpus has no {' and no '.join(lacking)}; "
+                             "choose --modalities it has")
+    jobs = [(k, s) for k in study.folds for s in study.seeds]
+    vs = abl.vector_study(study)
+    try:
+        _check_training_entries(vs, abl)
+        spec_file = abl.folder(study) / SPEC_FILE
+        if not spec_file.is_file():
+            spec_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(spec_file, {"name": abl.name, "spec": abl.spec.to_json(),
+                                          "identity": abl.spec.identity(study.head_settings),
+                                          "description": abl.spec.describe(study.head_settings)}, sort_keys=False)
+        records = {(k, s): _stored_record(study, abl, fold=k, seed=s) for k, s in jobs}
+        todo = [_job(study, abl, vs=vs, fold=k, seed=s)
+                for k, s in tqdm(jobs, desc=f"{abl.name}: vectors", unit="head", disable=not progress, leave=False)
+                if records[k, s] is None]
+        if todo:
+            _train_jobs(study, abl, todo, device=device, progress=progress)
+            records.update({(j.fold, j.seed): j.record for j in todo})
+    finally:
+        study.close()
+        vs.close()
+    return abl, [records[k, s] for k, s in jobs]

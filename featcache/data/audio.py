@@ -1,0 +1,92 @@
+"""Audio files: decoding to float32 mono at 16 kHz (downmixing, resampling) and reading a file's length
+from its header."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from featcache.errors import DataError
+
+#: The package's logger (the name it had before the split into modules).
+log = logging.getLogger("featcache.data")
+
+SAMPLE_RATE = 16_000
+
+
+def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False) -> np.ndarray:
+    """Read a wav file as float32 mono at ``sr`` Hz.
+
+    Stereo files are downmixed and other sample rates resampled (``librosa.resample``), each with a
+    one-line warning naming the file; with ``strict=True`` both are errors instead.
+
+    Args:
+        path: Audio file.
+        sr: Target sample rate.
+        strict: Refuse instead of converting.
+
+    Returns:
+        1-D float32 array.
+
+    Raises:
+        DataError: Missing, unreadable or empty file, NaN or infinite samples; or, when strict, a wrong sample
+            rate or channel count.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: audio file not found; restore it or fix the corpus listing")
+    try:
+        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a multi-line text
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if reason.startswith("Error opening"):  # libsndfile repeats the path: keep only the cause
+            reason = reason.rsplit(": ", 1)[-1].rstrip(".")
+        raise DataError(f"{path}: unreadable audio ({reason}); re-export it as a 16 kHz mono PCM wav") from None
+    if data.shape[0] == 0:
+        raise DataError(f"{path}: audio file is empty (0 samples); re-export it or drop the utterance")
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise DataError(f"{path}: {data.size - int(finite.sum())} of {data.size} audio samples are NaN or infinite; "
+                        "re-export it or drop the utterance")
+    if data.shape[1] > 1:
+        if strict:
+            raise DataError(f"{path}: {data.shape[1]} channels; downmix to mono (strict=True refuses to convert)")
+        log.warning("%s: %d channels, downmixed to mono", path, data.shape[1])
+        data = data.mean(axis=1, keepdims=True)
+    y = data[:, 0]
+    if file_sr != sr:
+        if strict:
+            raise DataError(f"{path}: sample rate {file_sr} Hz; resample to {sr} Hz (strict=True refuses to convert)")
+        log.warning("%s: sample rate %d Hz, resampled to %d Hz", path, file_sr, sr)
+        import librosa
+
+        y = librosa.resample(y, orig_sr=file_sr, target_sr=sr)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def audio_duration(path: str | Path) -> float:
+    """Length of an audio file in seconds, from its header (nothing is decoded).
+
+    Args:
+        path: Audio file.
+
+    Returns:
+        frames / sample rate.
+
+    Raises:
+        DataError: Missing or unreadable file.
+    """
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a multi-line text
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if reason.startswith("Error opening"):  # libsndfile repeats the path: keep only the cause
+            reason = reason.rsplit(": ", 1)[-1].rstrip(".")
+        raise DataError(f"{path}: unreadable audio header ({reason}); re-export it as a 16 kHz mono PCM wav") from None
+    return info.frames / info.samplerate if info.samplerate else 0.0

@@ -1,0 +1,165 @@
+"""The corpus records: one `Utterance`, the `Corpus` that orders them, and the label checks the readers share.
+
+Every problem with the input raises :class:`~featcache.errors.DataError` with a one-line message that
+names the file (and line) and what to do about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from featcache import paper
+from featcache.errors import DataError
+
+#: The paper's label set (Table 2) and its merge map (defined in featcache.paper).
+PAPER_LABELS = paper.LABELS
+PAPER_MERGE = paper.MERGE
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One classification instance.
+
+    Attributes:
+        id: Corpus-unique utterance id (``Ses01F_impro01_F000``).
+        session: Session name; folds leave one session out (``"1"`` .. ``"5"`` on IEMOCAP).
+        speaker: Speaker id (``Ses01F``).
+        label: Label after merging (``hap`` for IEMOCAP's ``exc``).
+        text: Transcription, or None for an audio-only corpus.
+        audio: Absolute path of the wav file, or None for a text-only corpus.
+        duration: Length in seconds, when known.
+    """
+
+    id: str
+    session: str
+    speaker: str
+    label: str
+    text: str | None
+    audio: Path | None
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An ordered, immutable collection of utterances.
+
+    Attributes:
+        name: Source spec it was read from (``iemocap:/data/IEMOCAP``).
+        root: Directory the corpus lives in.
+        utterances: The utterances, sorted by id.
+        labels: Label set in class-index order.
+    """
+
+    name: str
+    root: Path
+    utterances: tuple[Utterance, ...]
+    labels: tuple[str, ...]
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {u.id: i for i, u in enumerate(self.utterances)})
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __repr__(self) -> str:
+        return f"Corpus({self.name!r}, {len(self.utterances)} utterances, labels={self.labels})"
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.utterances)
+
+    def by_id(self, utt_id: str) -> Utterance:
+        """Return the utterance with this id.
+
+        Raises:
+            DataError: No utterance has that id.
+        """
+        try:
+            return self.utterances[self._index[utt_id]]
+        except KeyError:
+            raise DataError(f"{self.name}: no utterance with id {utt_id!r}") from None
+
+    @property
+    def sessions(self) -> tuple[str, ...]:
+        """Session names in natural order (fold k tests on the k-th)."""
+        return tuple(sorted({u.session for u in self.utterances}, key=_natural_key))
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities every utterance has: a subset of ``("text", "audio")``."""
+        mods = []
+        if self.utterances and all(u.text is not None for u in self.utterances):
+            mods.append("text")
+        if self.utterances and all(u.audio is not None for u in self.utterances):
+            mods.append("audio")
+        return tuple(mods)
+
+    def label_index(self, label: str) -> int:
+        """Class index of a label."""
+        return self.labels.index(label)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A 16-hex-digit hash of everything in the corpus that changes features or labels
+        (ids, sessions, speakers, labels, texts, audio paths and sizes); computed once per corpus."""
+        h = hashlib.sha256()
+        h.update(json.dumps(list(self.labels)).encode())
+        for u in self.utterances:
+            audio = ""
+            if u.audio is not None:
+                try:
+                    rel = u.audio.relative_to(self.root)
+                except ValueError:
+                    rel = u.audio
+                size = u.audio.stat().st_size if u.audio.exists() else -1
+                audio = f"{rel}:{size}"
+            h.update(json.dumps([u.id, u.session, u.speaker, u.label, u.text, audio]).encode())
+        return h.hexdigest()[:16]
+
+
+def _natural_key(s: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
+
+
+# --------------------------------------------------------------------------------------------
+# Label selection (shared by the readers)
+# --------------------------------------------------------------------------------------------
+
+
+def _select_labels(
+    raw: str,
+    *,
+    labels: Sequence[str],
+    merge: Mapping[str, str],
+) -> str | None:
+    """Map a raw label through the merge map; None when it is not in the label set."""
+    lab = merge.get(raw, raw)
+    return lab if lab in labels else None
+
+
+def _check_label_options(
+    labels: Sequence[str], merge: Mapping[str, str], vocabulary: Iterable[str], *, source: str
+) -> None:
+    vocab = set(vocabulary)
+    if len(set(labels)) != len(labels) or not labels:
+        raise DataError(f"{source}: label set {list(labels)} must be non-empty without repeats")
+    targets = vocab | set(merge.values())
+    for lab in labels:
+        if lab not in targets:
+            raise DataError(f"{source}: unknown label {lab!r} in --labels; the corpus has {', '.join(sorted(vocab))}")
+    for src in merge:
+        if src not in vocab:
+            raise DataError(f"{source}: unknown label {src!r} in --merge; the corpus has {', '.join(sorted(vocab))}")
+
+
+def _make_corpus(name: str, root: Path, utts: list[Utterance], labels: Sequence[str]) -> Corpus:
+    if not utts:
+        raise DataError(f"{name}: no utterance has one of the labels {list(labels)}; check --labels/--merge")
+    utts.sort(key=lambda u: u.id)
+    return Corpus(name=name, root=root.resolve(), utterances=tuple(utts), labels=tuple(labels))

@@ -1,0 +1,167 @@
+"""The manifest reader: a CSV or JSONL file (``id, label, session`` or ``fold``, optional ``text``,
+``audio``, ``speaker``, ``duration``) for any corpus other than IEMOCAP.
+
+Every problem with the input raises :class:`~featcache.errors.DataError` with a one-line message that
+names the file (and line) and what to do about it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from featcache.data.corpus import (
+    Corpus,
+    Utterance,
+    _check_label_options,
+    _make_corpus,
+    _select_labels,
+)
+from featcache.errors import DataError
+
+
+def read_manifest(
+    path: str | Path,
+    *,
+    labels: Sequence[str] | None = None,
+    merge: Mapping[str, str] | None = None,
+    name: str | None = None,
+) -> Corpus:
+    """Read a CSV or JSONL manifest.
+
+    Columns: ``id``, ``label``, ``session`` (or ``fold``); optional ``text``, ``audio`` (a path relative
+    to the manifest), ``speaker``, ``duration``. A corpus may have only text or only audio.
+
+    Args:
+        path: The ``.csv`` or ``.jsonl`` file.
+        labels: Labels to keep, in class-index order; default every label present, sorted.
+        merge: Raw label -> kept label.
+        name: Name recorded in the corpus; default ``manifest:PATH``.
+
+    Returns:
+        The corpus, sorted by id.
+
+    Raises:
+        DataError: Missing, unreadable or non-UTF-8 file, missing column, a row with no session, duplicate id,
+            a duration that is not a number, missing audio file.
+    """
+    path = Path(path).expanduser()
+    merge = dict(merge or {})
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found; pass a .csv or .jsonl file with id,label,session columns")
+    rows = list(_manifest_rows(path))
+    present = {merge.get(r["label"], r["label"]) for _, r in rows}
+    if labels is None:
+        labels = tuple(sorted(present))
+    else:
+        _check_label_options(labels, merge, {r["label"] for _, r in rows}, source=str(path))
+    utts: list[Utterance] = []
+    seen: dict[str, int] = {}
+    for lineno, row in rows:
+        utt_id = row["id"]
+        if utt_id in seen:
+            raise DataError(f"{path}:{lineno}: duplicate id {utt_id!r} (first on line {seen[utt_id]}); ids must be unique")
+        seen[utt_id] = lineno
+        lab = _select_labels(row["label"], labels=labels, merge=merge)
+        if lab is None:
+            continue
+        session = row.get("session") or row.get("fold")
+        if session in (None, ""):
+            raise DataError(
+                f"{path}:{lineno}: row {utt_id!r} has no session; add a 'session' (or 'fold') value to every row"
+            )
+        audio = None
+        if row.get("audio"):
+            audio = (path.parent / row["audio"]).resolve()
+            if not audio.is_file():
+                raise DataError(f"{audio}: audio file missing (manifest {path.name}:{lineno}); fix the path or the file")
+        utts.append(
+            Utterance(
+                id=utt_id,
+                session=str(session),
+                speaker=str(row.get("speaker") or f"{session}"),
+                label=lab,
+                text=row.get("text") if row.get("text") is not None else None,
+                audio=audio,
+                duration=_duration(row.get("duration"), where=f"{path}:{lineno}", utt_id=utt_id),
+            )
+        )
+    return _make_corpus(name or f"manifest:{path}", path.parent.resolve(), utts, labels)
+
+
+def _duration(text: str | None, *, where: str, utt_id: str) -> float | None:
+    """A manifest row's ``duration`` in seconds; None when the row gives none.
+
+    Raises:
+        DataError: Not a number, or not a finite number >= 0.
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value >= 0):
+        raise DataError(f"{where}: duration {text!r} of row {utt_id!r} is not a number of seconds; "
+                        "write e.g. 2.5, or leave it empty")
+    return value
+
+
+def _manifest_text(path: Path) -> str:
+    """The manifest's text, decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    Raises:
+        DataError: The file cannot be read or is not UTF-8 (names the line of the first bad byte).
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror}); check permissions") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                        "save it as UTF-8") from None
+
+
+def _manifest_rows(path: Path) -> Iterable[tuple[int, dict[str, str]]]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(_manifest_text(path), newline=""))
+        try:
+            _check_columns(path, set(reader.fieldnames or []))
+            for row in reader:
+                yield reader.line_num, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e}); check its quotes") from None
+    elif suffix in (".jsonl", ".ndjson"):
+        for lineno, line in enumerate(_manifest_text(path).split("\n"), start=1):  # not splitlines: U+2028 is JSON
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); one JSON object per line") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object per line")
+            _check_columns(path, set(obj), lineno=lineno)
+            yield lineno, {k: ("" if v is None else str(v) if not isinstance(v, str) else v) for k, v in obj.items()}
+    else:
+        raise DataError(f"{path}: unsupported manifest type {suffix!r}; use .csv or .jsonl")
+
+
+def _check_columns(path: Path, cols: set[str], *, lineno: int | None = None) -> None:
+    where = f"{path}:{lineno}" if lineno else str(path)
+    missing = [c for c in ("id", "label") if c not in cols]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)}; a manifest needs id, label and session (or fold)")
+    if lineno is None and "session" not in cols and "fold" not in cols:
+        raise DataError(f"{where}: missing column session (or fold); folds leave one session out")
+    if not ({"text", "audio"} & cols) and lineno is None:
+        raise DataError(f"{where}: no text or audio column; a manifest needs at least one modality")

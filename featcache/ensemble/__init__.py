@@ -1,0 +1,46 @@
+"""Heads trained together: many light heads of one architecture as one batched ensemble.
+
+A study trains the same small heads for every fold x seed (15 per kind with the paper's 5 folds and 3
+seeds). :func:`fit_ensemble` trains them in one loop: each parameter is stacked over the members
+(``[members, ...]``, linear weights stored transposed as ``[members, in, out]``) and every wide layer is
+one ``torch.baddbmm`` over all members, so one step costs a few large matrix products instead of many small
+ones, and one fused AdamW call updates every member.
+
+Each member keeps everything :func:`featcache.train.fit` gives a head trained alone, and ends with the
+same weights (bitwise on CPU with one intra-op thread, as the tests check):
+
+* its own initial weights: the caller builds each head after ``torch.manual_seed(seed)`` exactly as for
+  :func:`~featcache.train.fit`, and the ensemble starts from those weights;
+* its own training and dev vectors (rows of shared source matrices; folds differ in size, so batches
+  are padded to the batch size and the padding is left out of the loss; a member with fewer batches in
+  an epoch skips the extra optimiser steps), labels and class weights;
+* its own shuffling (a ``torch.Generator`` seeded with ``seed``, one permutation per epoch) and its own
+  dropout and modality-dropout draws, from a generator seeded with ``seed`` as ``fit`` seeds the
+  global one, drawn in the same order and with the same shapes as the one-at-a-time head draws them;
+* its own AdamW state and step count (``torch.optim.adamw.adamw(fused=True)``, the kernel ``fit``'s fused
+  AdamW runs);
+* its own early stopping: a member that stops is taken out of the stacked tensors (it costs nothing
+  afterwards) and keeps the weights of its best epoch.
+
+Supported heads: :class:`~featcache.heads.UnimodalHead` (text, audio), :class:`~featcache.heads.MultimodalHead`
+(with or without modality dropout; both train in one stack), :class:`~featcache.heads.GatedFusion` and
+:class:`~featcache.heads.ScoreFusion` (its frozen unimodal heads' scores are computed once, then only its
+linear layer trains). :class:`~featcache.heads.LateFusion` has nothing to train.
+
+Threads: the layers are small matrix products, for which one intra-op thread is fastest per core and
+several intra-op threads collapse when another process holds a core (every product waits at a barrier
+for a thread that is not running). The ensemble therefore runs every operation on one intra-op thread
+and uses more cores by training independent slices of the members in parallel Python threads
+(``threads``, default :func:`head_threads`, set by ``FEATCACHE_THREADS``). Results do not depend on the
+number of threads.
+"""
+
+from __future__ import annotations
+
+from featcache.ensemble.arch import NARROW, Member
+from featcache.ensemble.fit import DEV_BATCH, fit_alone, fit_heads
+from featcache.ensemble.stack import fit_ensemble
+from featcache.ensemble.threads import THREADS_ENV, head_threads, torch_threads
+
+__all__ = ["DEV_BATCH", "NARROW", "THREADS_ENV", "Member", "fit_alone", "fit_ensemble", "fit_heads", "head_threads",
+           "torch_threads"]

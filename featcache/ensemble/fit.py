@@ -1,0 +1,103 @@
+"""The one trainer of heads on cached vectors, used by ``train-heads``, ``ablate`` and the API on any device:
+:func:`fit_heads`. On CPU every member trains in one batched ensemble (:func:`~featcache.ensemble.fit_ensemble`);
+elsewhere each trains alone with :func:`featcache.train.fit` (:func:`fit_alone`). Either way each head ends
+as :func:`fit_alone` leaves it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from featcache.ensemble.arch import Member
+from featcache.ensemble.stack import fit_ensemble
+from featcache.ensemble.threads import head_threads, torch_threads
+from featcache.paper import TrainSettings
+from featcache.train import FitResult
+
+DEV_BATCH = 256
+"""Rows per dev forward pass of a head trained on cached vectors."""
+
+
+def fit_alone(head: torch.nn.Module, x_tr: Sequence[np.ndarray], y_tr: np.ndarray, x_dev: Sequence[np.ndarray],
+              y_dev: np.ndarray, *, settings: TrainSettings, seed: int, n_classes: int, device: str) -> FitResult:
+    """Train one head on cached vectors with :func:`featcache.train.fit`: the reference that the batched
+    ensemble equals, and the trainer on devices other than the CPU.
+
+    Args:
+        head: The head, freshly built after ``torch.manual_seed(seed)``.
+        x_tr: Training vectors, one matrix per input of the head.
+        y_tr: Training labels.
+        x_dev: Dev vectors, one matrix per input.
+        y_dev: Dev labels.
+        settings: Batch size, learning rate, epochs, patience, weight decay.
+        seed: Shuffling and dropout seed.
+        n_classes: Number of classes.
+        device: Where to train (the head is moved back to the CPU after).
+
+    Returns:
+        The fit's result; the head holds its best epoch's weights.
+    """
+    from featcache.train import (
+        class_weights,
+        fit,
+        step_pair,
+        step_single,
+        tensor_loader,
+    )
+
+    fr = fit(
+        head,
+        train_loader=tensor_loader(*x_tr, y_tr, batch_size=settings.batch_size, shuffle=True, seed=seed),
+        dev_loader=tensor_loader(*x_dev, y_dev, batch_size=DEV_BATCH),
+        step=step_single if len(x_tr) == 1 else step_pair,
+        n_classes=n_classes,
+        class_weights=class_weights(y_tr, n_classes),
+        lr=settings.lr,
+        max_epochs=settings.max_epochs,
+        patience=settings.patience,
+        seed=seed,
+        weight_decay=settings.weight_decay,
+        device=device,
+        run_dir=None,  # seconds per head: resumable per head, not per epoch
+        progress=False,
+    )
+    head.cpu()
+    return fr
+
+
+def fit_heads(members: Sequence[Member], *, settings: TrainSettings, device: str = "cpu", threads: int | None = None,
+              on_done: Callable[[int, FitResult], None] | None = None) -> list[FitResult]:
+    """Train heads on cached vectors: every member together on CPU, one after the other elsewhere.
+
+    Args:
+        members: The heads (each freshly built after ``torch.manual_seed(member.seed)``) and their data.
+        settings: Batch size, learning rate, epochs, patience and weight decay of every member.
+        device: Where to train.
+        threads: CPU training threads (default :func:`~featcache.ensemble.head_threads`).
+        on_done: Called with ``(member index, result)`` as soon as a member has finished (its head then holds
+            its best weights).
+
+    Returns:
+        One :class:`~featcache.train.FitResult` per member, in order.
+    """
+    if not members:
+        return []
+    if torch.device(device).type == "cpu":
+        with torch_threads(1):  # every operation single-threaded; cores are used by parallel stacks
+            return fit_ensemble(members, lr=settings.lr, max_epochs=settings.max_epochs, patience=settings.patience,
+                                weight_decay=settings.weight_decay, batch_size=settings.batch_size,
+                                dev_batch_size=DEV_BATCH, threads=threads or head_threads(), on_done=on_done)
+    results = []
+    for i, m in enumerate(members):
+        def rows(idx: np.ndarray) -> list[np.ndarray]:
+            return [np.asarray(x)[idx] for x in m.inputs]  # noqa: B023  (used at once)
+
+        fr = fit_alone(m.head, rows(m.train_rows), np.asarray(m.train_labels), rows(m.dev_rows),
+                       np.asarray(m.dev_labels), settings=settings, seed=m.seed, n_classes=int(m.head.n_classes),
+                       device=device)
+        results.append(fr)
+        if on_done is not None:
+            on_done(i, fr)
+    return results

@@ -1,0 +1,392 @@
+"""The study: its options (:class:`~featcache.options.StudyOptions`), the corpus and store they name, and
+everything derived from them: the preset, the folds, the key of its heads, which vectors feed which
+head (:meth:`Study.vectors`, each entry read once) and where its heads are. The commands it prints are
+built in :mod:`featcache.study.hints`, its fine-tuning runs looked up in :mod:`featcache.study.runs`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featcache import paper
+from featcache.backbones.encoders import EncoderOptions
+from featcache.cache import Entry, FeatureStore, digest
+from featcache.cache.integrity import read_json_object
+from featcache.conditions import CLEAN, Condition, default_conditions, parse
+from featcache.data import Corpus
+from featcache.errors import DamagedError, FeatcacheError, MissingEntries
+from featcache.extract import EncoderRun, plan_entry
+from featcache.folds import Fold, make_fold
+from featcache.options import StudyOptions
+from featcache.paper import ALL_MODELS, HEAD_SETTINGS, PAPER_MODELS, TrainSettings, uses
+from featcache.presets import Preset
+from featcache.study import hints, runs
+
+__all__ = ["MissingEntries", "Study"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _CachedEntry:
+    """One opened entry held in memory by a study: its vectors, row positions, records, affected flags."""
+
+    entry: Entry
+    matrix: np.ndarray
+    pos: dict[str, int]
+    records: dict[str, dict]
+    affected: np.ndarray
+
+
+@dataclass
+class Study:
+    """A study: its options (:class:`~featcache.options.StudyOptions`, the one definition of what names its
+    vectors, runs and heads), the corpus they read and the store they live in. Everything else (the preset,
+    the encoder options, the head settings, the key) is derived from the options.
+
+    Attributes:
+        options: The study's options.
+        corpus: The corpus ``options.corpus`` names (read once).
+        store: The feature store at ``options.cache_dir``.
+    """
+
+    options: StudyOptions
+    corpus: Corpus
+    store: FeatureStore
+    _cache: dict[Any, _CachedEntry] = field(default_factory=dict, repr=False)
+    _folds: dict[int, Fold] = field(default_factory=dict, repr=False)
+    _runs: dict[tuple[str, int, int], Any] = field(default_factory=dict, repr=False)
+    _others: dict[tuple[str, int, int], list[list[str]]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, options: StudyOptions, *, corpus: Corpus | None = None) -> Study:
+        """The study of ``options``: its corpus read (unless given) and its store opened.
+
+        Raises:
+            FeatcacheError: An unknown preset, or a corpus that cannot be read (one line naming the file).
+        """
+        from featcache.data import load_corpus
+        from featcache.presets import get_preset
+
+        get_preset(options.preset)  # an unknown preset is said before the corpus is read
+        if corpus is None:
+            corpus = load_corpus(options.corpus, labels=options.labels,
+                                 merge=dict(options.merge) if options.merge is not None else None)
+        return cls(options=options, corpus=corpus, store=FeatureStore(options.cache_dir))
+
+    def replace(self, **changes: Any) -> Study:
+        """The study with some options changed (its corpus and store kept unless their options change)."""
+        options = self.options.replace(**changes)
+        if any(k in changes for k in ("corpus", "labels", "merge")):
+            return Study.open(options)
+        store = self.store if options.cache_dir == self.options.cache_dir else FeatureStore(options.cache_dir)
+        return Study(options=options, corpus=self.corpus, store=store)
+
+    # -- what the options imply -------------------------------------------------------------------
+
+    @cached_property
+    def preset(self) -> Preset:
+        """The named preset with the backbone and encoder options the study overrides."""
+        from featcache.presets import get_preset, with_overrides
+
+        o = self.options
+        return with_overrides(get_preset(o.preset), text_backbone=o.text_backbone, audio_backbone=o.audio_backbone,
+                              pooling=o.pooling, max_samples=o.max_samples, whisper_input=o.whisper_input)
+
+    @property
+    def frozen(self) -> bool:
+        """Frozen backbones (entries shared by folds) or per-fold fine-tuned ones."""
+        return self.preset.frozen if self.options.frozen is None else self.options.frozen
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Seeds of the heads and fine-tuning runs."""
+        return self.options.seeds or self.preset.seeds
+
+    @property
+    def variant_seed(self) -> int:
+        return self.options.variant_seed
+
+    @property
+    def fold_options(self) -> dict[str, Any]:
+        """The folds' dev-split options (the dev fraction only where it is not the default)."""
+        o = self.options
+        return {"dev": o.dev} if o.dev_fraction == paper.DEV_FRACTION else {"dev": o.dev, "dev_fraction": o.dev_fraction}
+
+    @cached_property
+    def encoder_options(self) -> EncoderOptions:
+        """The encoder options the entries are extracted with."""
+        return self.preset.encoder_options(pad_to=self.options.pad_to)
+
+    @property
+    def head_settings(self) -> TrainSettings:
+        """Hyperparameters of the heads trained on cached vectors."""
+        o = self.options
+        return replace(HEAD_SETTINGS, batch_size=o.head_batch_size, lr=o.head_lr, max_epochs=o.head_epochs,
+                       patience=o.head_patience)
+
+    def finetune_settings(self, model: str) -> TrainSettings:
+        """Hyperparameters of ``model``'s fine-tuning runs: the preset's, with the study's overrides."""
+        o = self.options
+        given = {"batch_size": o.finetune_batch_size, "lr": o.finetune_lr, "max_epochs": o.finetune_epochs,
+                 "patience": o.finetune_patience, "grad_accum": o.grad_accum}
+        return replace(self.preset.train(model), **{k: v for k, v in given.items() if v is not None})
+
+    @property
+    def folds(self) -> list[int]:
+        return list(range(1, len(self.corpus.sessions) + 1))
+
+    def fold(self, k: int) -> Fold:
+        if k not in self._folds:
+            self._folds[k] = make_fold(self.corpus, k, **self.fold_options)
+        return self._folds[k]
+
+    @property
+    def key(self) -> str:
+        """Hash of the study's identity (names its heads folder): every option that names other vectors or
+        heads; with fine-tuned backbones, also the runs' settings."""
+        identity: dict[str, Any] = {
+            "corpus": self.corpus.fingerprint,
+            "backbones": [self.preset.text_backbone, self.preset.audio_backbone],
+            "frozen": self.frozen,
+            "options": self.encoder_options.__dict__,
+            "fold_options": self.fold_options,
+            "variant_seed": self.variant_seed,
+            "heads": self.head_settings.__dict__,
+        }
+        if not self.frozen:
+            identity["runs"] = {"settings": {m: asdict(self.finetune_settings(m)) for m in PAPER_MODELS},
+                                "precision": self.options.finetune_precision}
+        return digest(identity, 10)
+
+    # -- what the corpus allows -----------------------------------------------------------------
+
+    def models(self, wanted: Iterable[str] = ALL_MODELS) -> list[str]:
+        """The wanted models whose modalities the corpus has (a text-only corpus: the text model only).
+
+        Raises:
+            FeatcacheError: An unknown model name.
+        """
+        wanted = list(wanted)
+        unknown = [m for m in wanted if m not in ALL_MODELS]
+        if unknown:
+            raise FeatcacheError(f"models (--models): unknown {unknown[0]!r}; choose from {', '.join(ALL_MODELS)}")
+        return [m for m in wanted if set(uses(m)) <= set(self.corpus.modalities)]
+
+    def conditions(self, conditions: Iterable[str] | None = None) -> tuple[list[Condition], list[str]]:
+        """The conditions to evaluate and one line for each one skipped.
+
+        Args:
+            conditions: Condition names (default: the paper's plus every other variant the store holds).
+
+        Returns:
+            ``(conditions, skipped)``: ``clean`` first (always: every impact needs it), then the given
+            ones the corpus can perturb; ``skipped`` says why each other one is left out.
+
+        Raises:
+            FeatcacheError: A name that does not parse.
+        """
+        if conditions is None:
+            held = {i.variant for i in self.store.iter_entries() if i.status == "complete" and i.variant}
+            wanted = default_conditions(held)
+        else:
+            wanted = [parse(c) for c in conditions]
+        kept, skipped = [CLEAN], []
+        for c in wanted:
+            lacking = c.missing_modalities(self.corpus.modalities)
+            if lacking:
+                skipped.append(f"skipping condition {c}: the corpus has no {' and no '.join(lacking)}")
+            elif c not in kept:
+                kept.append(c)
+        return kept, skipped
+
+    # -- commands that make what is missing -----------------------------------------------------
+
+    def command(self, stage: str, *, modality: str | None = None, fold: int | str | None = None,
+                seed: int | None = None, variant: str | None = None, split: str | None = None) -> str:
+        """The ``featcache`` command that makes a missing piece of this study, with every option it was given
+        (:func:`featcache.study.hints.command`)."""
+        return hints.command(self, stage, modality=modality, fold=fold, seed=seed, variant=variant, split=split)
+
+    # -- which vectors ------------------------------------------------------------------------
+
+    def run_config(self, model: str, *, fold: int, seed: int) -> dict[str, Any]:
+        """The config of the fine-tuning run this study would make (:func:`featcache.study.runs.run_config`)."""
+        return runs.run_config(self, model, fold=fold, seed=seed)
+
+    def finetuned_run(self, model: str, *, fold: int, seed: int) -> Any:
+        """This study's finished fine-tuning run of ``model`` at (fold, seed), or None
+        (:func:`featcache.study.runs.finetuned_run`)."""
+        return runs.finetuned_run(self, model, fold=fold, seed=seed)
+
+    def forget_runs(self) -> None:
+        """Look fine-tuning runs up again (after new ones were made)."""
+        self._runs.clear()
+        self._others.clear()
+
+    def run_notes(self) -> list[str]:
+        """Why runs looked up were not this study's (:func:`featcache.study.runs.run_notes`)."""
+        return runs.run_notes(self)
+
+    def _require_run(self, model: str, *, fold: int, seed: int) -> Any:
+        return runs.require_run(self, model, fold=fold, seed=seed)
+
+    def encoder_run(self, modality: str, *, fold: int, seed: int, model: str) -> EncoderRun:
+        """The encoder whose vectors feed ``model``'s ``modality`` input at (fold, seed).
+
+        Raises:
+            MissingEntries: A fine-tuned run is missing (names the finetune command).
+        """
+        if self.frozen:
+            return EncoderRun(modality, self.preset.backbone(modality), self.encoder_options)
+        owner = paper.MULTIMODAL if model == paper.MULTIMODAL else modality
+        r = self._require_run(owner, fold=fold, seed=seed)
+        return EncoderRun(modality, self.preset.backbone(modality), r.encoder_options(), r.encoder_weights(modality),
+                          r.run_id)
+
+    def paper_head_dir(self, model: str, *, fold: int, seed: int) -> Path | None:
+        """The fine-tuned run's own head for a paper model (None in a frozen study or when missing)."""
+        if self.frozen or model not in PAPER_MODELS:
+            return None
+        run = self.finetuned_run(model, fold=fold, seed=seed)
+        return run.head_dir if run is not None else None
+
+    def unimodal_head_dir(self, modality: str, *, fold: int, seed: int) -> Path:
+        """The text or audio head that ``late`` and ``score`` fuse.
+
+        Raises:
+            MissingEntries: Its fine-tuning run is missing (names the finetune command).
+        """
+        if self.frozen:
+            return self.heads_dir(modality, fold=fold, seed=seed)
+        return self._require_run(modality, fold=fold, seed=seed).head_dir
+
+    def vectors(
+        self, modality: str, *, fold: int, seed: int, model: str, variant: str, ids: Sequence[str],
+        split: str | None = None,
+    ) -> tuple[np.ndarray, dict[str, dict], Entry, np.ndarray]:
+        """Stored vectors of ``ids`` (in order), the entry's perturbation records, the entry, and
+        whether the variant changed each of these utterances' input (as the variant itself says).
+
+        Each entry is read from disk once; every fold, seed and model then indexes it in memory.
+
+        Args:
+            modality: ``text`` or ``audio``.
+            fold: The fold.
+            seed: The seed of the head (picks the fine-tuning run in a fine-tuned study).
+            model: The model the vectors feed (picks the fine-tuning run in a fine-tuned study).
+            variant: The variant.
+            ids: Utterance ids, in the order wanted.
+            split: Which entry of a fine-tuned fold to read: ``train``, ``dev``, ``test`` or ``all``
+                (default: ``all`` for clean, ``test`` for a variant, as ``featcache extract`` makes them).
+                Ignored with frozen backbones, whose entries hold every utterance.
+
+        Raises:
+            MissingEntries: The entry or an utterance is not stored (names the extract command).
+        """
+        run = self.encoder_run(modality, fold=fold, seed=seed, model=model)
+        efold = None if self.frozen else fold
+        esplit = None if self.frozen else split
+        cache_key = (run, efold, variant, esplit)
+        cached = self._cache.get(cache_key)
+        if cached is None:
+            planned = plan_entry(self.corpus, self.store, run=run, variant=variant, fold=efold, split=esplit,
+                                 seed=self.variant_seed, fold_options=self.fold_options)
+            if planned is None or not self.store.path(planned.key).is_file():
+                raise MissingEntries(self.command("extract", modality=modality, fold=fold, variant=variant,
+                                                  split=esplit))
+            entry = None
+            try:
+                entry = self.store.open(planned.key)
+                records = entry.records()
+                changed = planned.variant.changed
+                cached = _CachedEntry(
+                    entry=entry,
+                    matrix=entry.vectors(),
+                    pos={u: i for i, u in enumerate(entry.ids)},
+                    records=records,
+                    affected=np.array([changed(records.get(u)) for u in entry.ids], dtype=bool),
+                )
+            except DamagedError as e:
+                if entry is not None:
+                    entry.close()
+                cmd = self.command("extract", modality=modality, fold=fold, variant=variant, split=esplit)
+                raise DamagedError(e.path, e.problem,
+                                   fix=f"run `{cmd}` (it sets the damaged file aside and extracts it again)") from None
+            self._cache[cache_key] = cached
+        try:
+            index = np.fromiter((cached.pos[u] for u in ids), dtype=np.int64, count=len(ids))
+        except KeyError as e:
+            cmd = self.command("extract", modality=modality, fold=fold, variant=variant, split=esplit)
+            raise MissingEntries(f"{cached.entry.path}: utterance {e.args[0]!r} is not in this entry; "
+                                 f"run `{cmd}`") from None
+        return cached.matrix[index], cached.records, cached.entry, cached.affected[index]
+
+    def close(self) -> None:
+        for c in self._cache.values():
+            c.entry.close()
+        self._cache.clear()
+
+    # -- heads ------------------------------------------------------------------------------
+
+    def heads_dir(self, model: str, *, fold: int, seed: int) -> Path:
+        return self.store.heads_dir(self.key, fold=fold, seed=seed, model=model)
+
+    def head_dir(self, model: str, *, fold: int, seed: int) -> Path:
+        """Where ``model``'s head for (fold, seed) is: the fine-tuning run's own for a paper model in a
+        fine-tuned study, else the one trained on cached vectors."""
+        return self.paper_head_dir(model, fold=fold, seed=seed) or self.heads_dir(model, fold=fold, seed=seed)
+
+    def trained_here(self, model: str) -> bool:
+        """Whether ``model``'s heads are trained on cached vectors (by ``train-heads``), not fine-tuned."""
+        return self.frozen or model not in PAPER_MODELS
+
+    def head_trained(self, model: str, *, fold: int, seed: int) -> bool:
+        """Whether ``model``'s head for (fold, seed) is there (it may still be damaged, see :meth:`load_head`):
+        its ``result.json`` (written last) for a head trained here, else the fine-tuning run's head config."""
+        if self.trained_here(model):
+            return (self.heads_dir(model, fold=fold, seed=seed) / "result.json").is_file()
+        return (self.head_dir(model, fold=fold, seed=seed) / "config.json").is_file()
+
+    def load_head(self, model: str, *, fold: int, seed: int, head_dir: Path | None = None) -> torch.nn.Module:
+        """Load ``model``'s head for (fold, seed), checked.
+
+        Args:
+            model: The model.
+            fold: Fold index.
+            seed: Seed.
+            head_dir: Its folder when it is not :meth:`head_dir` (the unimodal heads a fusion loads).
+
+        Returns:
+            The head, in eval mode.
+
+        Raises:
+            DamagedError: Its ``result.json`` (heads trained here), config or weights do not read; the
+                message names the file and the command that makes the head again.
+        """
+        from featcache.heads import HeadFileError, load_head
+
+        path = head_dir or self.head_dir(model, fold=fold, seed=seed)
+        here = path == self.heads_dir(model, fold=fold, seed=seed)
+        if here:
+            fix = f"run `{self.command('train-heads')}` (it trains the head again)"
+        else:  # the fine-tuning run of this paper model (or of the unimodal model a fusion loads)
+            fix = (f"run `{self.command('finetune', modality=model, fold=fold, seed=seed)}` "
+                   "(it finishes the run again)")
+        problem = read_json_object(path / "result.json")[1] if here else ""
+        if problem:
+            raise DamagedError(path / "result.json", problem, what="head", fix=fix)
+        try:
+            return load_head(path)
+        except HeadFileError as e:
+            raise DamagedError(e.path, e.problem, what="head", fix=fix) from None
+
+
