@@ -128,3 +128,12 @@ def test_the_architecture_map_lists_every_module() -> None:
     listed = set(re.findall(r"`(featcache/[\w/]+\.py)`", doc))
     modules = {p.relative_to(PACKAGE.parent).as_posix() for p in _modules()}
     assert sorted(modules - listed) == [] and sorted(listed - modules) == []
+
+
+def test_the_batched_trainer_knows_no_head_kind() -> None:
+    """Each head kind's batched forward lives with the kind (featcache.heads); the ensemble names none."""
+    for path in PACKAGE.joinpath("ensemble").glob("*.py"):
+        code = "\n".join(line.split("#", 1)[0] for line in path.read_text(encoding="utf-8").splitlines()
+                         if not line.lstrip().startswith((":class:", "``")))
+        for kind in ("UnimodalHead", "MultimodalHead", "GatedFusion", "ScoreFusion", "LateFusion"):
+            assert f"isinstance(head, {kind}" not in code and f"import {kind}" not in code, (path.name, kind)

@@ -22,10 +22,13 @@ same weights (bitwise on CPU with one intra-op thread, as the tests check):
 * its own early stopping: a member that stops is taken out of the stacked tensors (it costs nothing
   afterwards) and keeps the weights of its best epoch.
 
-Supported heads: :class:`~featcache.heads.UnimodalHead` (text, audio), :class:`~featcache.heads.MultimodalHead`
-(with or without modality dropout; both train in one stack), :class:`~featcache.heads.GatedFusion` and
+Supported heads: every head kind whose class defines its batched forward next to its own (``stacked``,
+with ``stacked_bodies``, and where it differs ``stack_key``, ``stacked_trainable``, ``stacked_inputs``):
+:class:`~featcache.heads.UnimodalHead` (text, audio), :class:`~featcache.heads.MultimodalHead` (with or
+without modality dropout; both train in one stack), :class:`~featcache.heads.GatedFusion` and
 :class:`~featcache.heads.ScoreFusion` (its frozen unimodal heads' scores are computed once, then only its
-linear layer trains). :class:`~featcache.heads.LateFusion` has nothing to train.
+linear layer trains). :class:`~featcache.heads.LateFusion` has nothing to train. The stacking itself
+(:class:`~featcache.ensemble.arch.StackedLayers`) knows no head kind.
 
 Threads: the layers are small matrix products, for which one intra-op thread is fastest per core and
 several intra-op threads collapse when another process holds a core (every product waits at a barrier

@@ -1,5 +1,6 @@
 """The heads an ensemble trains and their batched forward: members, their grouping into stacks of one
-architecture, and each architecture's layer sequence replayed on stacked parameters (:class:`_Arch`)."""
+architecture, and each architecture's layer sequence replayed on stacked parameters (:class:`StackedLayers`, which
+each head kind's own ``stacked`` forward runs on)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featcache.heads import (
-    GatedFusion,
-    MLPBody,
-    MultimodalHead,
-    ScoreFusion,
-    UnimodalHead,
-    head_config,
-)
+from featcache.heads import MLPBody, head_config
 
 # ------------------------------------------------------------------------------------------ members
 
@@ -53,12 +47,13 @@ class Member:
 
 
 def _group_key(head: nn.Module) -> str:
-    """Members with the same key share every parameter shape and layer sequence (one stack)."""
-    if isinstance(head, ScoreFusion):
-        return json.dumps(["score", head.n_classes, head.scores])
-    if not isinstance(head, (UnimodalHead, MultimodalHead, GatedFusion)):
+    """Members with the same key share every parameter shape and layer sequence (one stack): the head's own
+    ``stack_key()`` where its kind defines one, else its config without the per-member modality dropout."""
+    if not hasattr(head, "stacked"):
         raise ValueError(f"fit_ensemble cannot train a {type(head).__name__}: it has no trainable parameters "
                          "or is not a featcache head")
+    if hasattr(head, "stack_key"):
+        return str(head.stack_key())
     cfg = head_config(head)
     options = dict(cfg["options"])
     options.pop("modality_dropout", None)  # a per-member draw: multimodal and mdrop heads share a stack
@@ -66,12 +61,13 @@ def _group_key(head: nn.Module) -> str:
 
 
 def _trainable(head: nn.Module) -> list[str]:
-    """Names of the parameters the ensemble trains (every parameter, or a score fusion's layer)."""
+    """Names of the parameters the ensemble trains: every parameter, or those the head's kind names
+    (``stacked_trainable()``, e.g. a score fusion's layer over its frozen heads)."""
     names = [n for n, p in head.named_parameters() if p.requires_grad]
     frozen = [n for n, p in head.named_parameters() if not p.requires_grad]
-    if isinstance(head, ScoreFusion):
-        if names != ["combine.weight", "combine.bias"]:
-            raise ValueError(f"a score fusion trains only its combine layer, got trainable {names}")
+    if hasattr(head, "stacked_trainable"):
+        if names != head.stacked_trainable():
+            raise ValueError(f"a {type(head).__name__} trains only {head.stacked_trainable()}, got trainable {names}")
     elif frozen:
         raise ValueError(f"fit_ensemble trains every parameter of a {type(head).__name__}; frozen: {frozen}")
     if not names:
@@ -101,9 +97,11 @@ def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     return x if x.shape[0] == rows else F.pad(x, (0, 0, 0, rows - x.shape[0]))
 
 
-class _Arch:
+class StackedLayers:
     """The layer sequence of one head architecture, replayed on stacked parameters.
 
+    Generic: each head kind says how its forward runs on these layers (``head.stacked(layers, ...)``, next
+    to its own ``forward`` in :mod:`featcache.heads`) and which bodies it runs (``head.stacked_bodies()``).
     The dropout sites are listed in the order the one-at-a-time forward pass draws them, so that each
     member draws its masks exactly as its own head would.
     """
@@ -111,12 +109,8 @@ class _Arch:
     def __init__(self, head: nn.Module) -> None:
         self.head = head
         self.n_classes = int(head.n_classes)
-        self.modality_dropout = isinstance(head, (MultimodalHead, GatedFusion))
-        self.bodies: list[tuple[str, MLPBody]] = []
-        if isinstance(head, UnimodalHead):
-            self.bodies = [("body", head.body)]
-        elif isinstance(head, (MultimodalHead, GatedFusion)):
-            self.bodies = [("text_body", head.text_body), ("audio_body", head.audio_body)]
+        self.modality_dropout = hasattr(head, "modality_dropout")
+        self.bodies: list[tuple[str, MLPBody]] = list(head.stacked_bodies())
         self.sites: list[tuple[str, float]] = []  # (key, p) of every nn.Dropout, in forward order
         self.width: dict[str, int] = {}  # its input's width (the preceding linear layer's output size)
         for prefix, body in self.bodies:
@@ -153,7 +147,7 @@ class _Arch:
             out = torch.stack(parts)
         return out if act is None else act(out)
 
-    def _body(self, p: dict[str, torch.Tensor], prefix: str, body: MLPBody, x: torch.Tensor,
+    def body(self, p: dict[str, torch.Tensor], prefix: str, body: MLPBody, x: torch.Tensor,
               noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
         for i, layer in enumerate(body.layers):
             key = f"{prefix}.layers.{i}"
@@ -172,39 +166,4 @@ class _Arch:
                 noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
         """Logits ``[members, batch, n_classes]`` (rows past ``sizes[j]`` are padding); ``noise`` holds
         the training masks (None: eval mode)."""
-        head = self.head
-        if isinstance(head, ScoreFusion):
-            return self.linear(p, "combine", xs[0], sizes)
-        if isinstance(head, UnimodalHead):
-            return self.linear(p, "classifier", self._body(p, "body", head.body, xs[0], noise, sizes), sizes)
-        text, audio = xs
-        if noise is not None and "keep_text" in noise:
-            text, audio = text * noise["keep_text"], audio * noise["keep_audio"]
-        h_t = self._body(p, "text_body", head.text_body, text, noise, sizes)
-        h_a = self._body(p, "audio_body", head.audio_body, audio, noise, sizes)
-        if isinstance(head, MultimodalHead):
-            fused = torch.relu(self.linear(p, "fusion.0", torch.cat([h_t, h_a], dim=-1), sizes))
-            return self.linear(p, "classifier", fused, sizes)
-        z = self.linear(p, "gate_layer", torch.cat([h_t, h_a], dim=-1), sizes, act=torch.sigmoid)
-        h = (z * torch.tanh(self.linear(p, "text_proj", h_t, sizes))
-             + (1 - z) * torch.tanh(self.linear(p, "audio_proj", h_a, sizes)))
-        return self.linear(p, "classifier", torch.relu(self.linear(p, "fusion.0", h, sizes)), sizes)
-
-
-def _score_features(head: ScoreFusion, inputs: Sequence[torch.Tensor], rows: np.ndarray | torch.Tensor, *,
-                    chunk: int) -> torch.Tensor:
-    """What a score fusion's trainable layer sees: its frozen heads' scores, concatenated, for ``rows``.
-
-    Computed in chunks of ``chunk`` rows, as the one-at-a-time loop feeds them (see :data:`NARROW`).
-    """
-    idx = torch.as_tensor(rows, dtype=torch.long)
-    parts = []
-    with torch.no_grad():
-        for i in range(0, len(idx), chunk):
-            sel = idx[i:i + chunk]
-            t = head.text_head.eval()(inputs[0].index_select(0, sel))
-            a = head.audio_head.eval()(inputs[1].index_select(0, sel))
-            if head.scores == "probs":
-                t, a = t.softmax(dim=-1), a.softmax(dim=-1)
-            parts.append(torch.cat([t, a], dim=-1))
-    return torch.cat(parts).contiguous()
+        return self.head.stacked(self, p, xs, noise, sizes)

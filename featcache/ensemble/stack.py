@@ -18,14 +18,12 @@ from torch.optim.adamw import adamw
 from featcache.ensemble.arch import (
     NARROW,
     Member,
-    _Arch,
+    StackedLayers,
     _group_key,
-    _score_features,
     _trainable,
 )
 from featcache.ensemble.threads import head_threads, torch_threads
 from featcache.errors import FeatcacheError
-from featcache.heads import ScoreFusion
 from featcache.train import EarlyStopping, FitResult
 
 _BETAS = (0.9, 0.999)
@@ -66,7 +64,7 @@ class _Stack:
     def __init__(self, members: Sequence[tuple[int, Member]], *, lr: float, weight_decay: float, batch_size: int,
                  dev_batch_size: int, max_epochs: int, patience: int | None) -> None:
         self.template = members[0][1].head
-        self.arch = _Arch(self.template)
+        self.arch = StackedLayers(self.template)
         self.names = _trainable(self.template)
         self.lr, self.weight_decay, self.batch_size, self.dev_batch_size = lr, weight_decay, batch_size, dev_batch_size
         self.max_epochs, self.patience = max_epochs, patience
@@ -92,10 +90,10 @@ class _Stack:
         rows: list[tuple[np.ndarray, np.ndarray]] = []
         self.raw: dict[int, list[torch.Tensor]] = {}  # score members' own inputs (see train_epoch)
         for i, m in members:
-            if isinstance(m.head, ScoreFusion):  # frozen scores, once: only the combine layer trains
+            if hasattr(m.head, "stacked_inputs"):  # e.g. frozen scores, once: only the score layer trains
                 raw = self.raw[i] = [torch.as_tensor(x).float() for x in m.inputs]
-                train = _score_features(m.head, raw, m.train_rows, chunk=self.batch_size)
-                dev = _score_features(m.head, raw, m.dev_rows, chunk=self.dev_batch_size)
+                train = m.head.stacked_inputs(raw, m.train_rows, chunk=self.batch_size)
+                dev = m.head.stacked_inputs(raw, m.dev_rows, chunk=self.dev_batch_size)
                 per_member.append([torch.cat([train, dev])])
                 rows.append((np.arange(len(train)), np.arange(len(train), len(train) + len(dev))))
             else:
@@ -199,8 +197,7 @@ class _Stack:
                 xs.append(src.index_select(0, idx.view(-1)).view(len(positions), bs, src.shape[1]))
             for r, (s, c, n) in enumerate(zip(slots, chunks, sizes)):
                 if s.index in self.raw and n < NARROW:  # the frozen heads saw these few rows on their own
-                    xs[0][r, :n] = _score_features(s.member.head, self.raw[s.index], s.train_rows[c.numpy()],
-                                                   chunk=bs)
+                    xs[0][r, :n] = s.member.head.stacked_inputs(self.raw[s.index], s.train_rows[c.numpy()], chunk=bs)
             noise = self._noise(slots, sizes)
             if len(positions) == len(self.slots):
                 p = self.p

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -130,6 +130,18 @@ class UnimodalHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[batch, n_classes]`` for ``[batch, in_dim]`` vectors."""
         return self.classifier(self.body(x))
+
+    # -- trained many at once (featcache.ensemble): this kind's forward on stacked parameters --------
+
+    def stacked_bodies(self) -> list[tuple[str, MLPBody]]:
+        """The bodies a batched forward runs, with their parameter prefixes (their dropout sites, in order)."""
+        return [("body", self.body)]
+
+    def stacked(self, layers: Any, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor],
+                noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
+        """Logits ``[members, batch, n_classes]`` of many heads of this architecture at once: this forward on
+        stacked parameters ``p``, replayed with ``layers`` (:class:`featcache.ensemble.arch.StackedLayers`)."""
+        return layers.linear(p, "classifier", layers.body(p, "body", self.body, xs[0], noise, sizes), sizes)
 
 
 def text_head(in_dim: int, n_classes: int) -> UnimodalHead:

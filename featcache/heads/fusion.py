@@ -4,9 +4,10 @@ optional modality dropout), :class:`LateFusion`, :class:`ScoreFusion` and :class
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,18 @@ class _BodyPair(nn.Module):
         In eval mode ``forward(t, a) == join(encode("text", t), encode("audio", a))``.
         """
         raise NotImplementedError
+
+    def stacked_bodies(self) -> list[tuple[str, MLPBody]]:
+        """The bodies a batched forward runs, with their parameter prefixes (their dropout sites, in order)."""
+        return [("text_body", self.text_body), ("audio_body", self.audio_body)]
+
+    def _stacked_bodies(self, layers: Any, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor],
+                        noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        text, audio = xs
+        if noise is not None and "keep_text" in noise:  # modality dropout, drawn per member
+            text, audio = text * noise["keep_text"], audio * noise["keep_audio"]
+        return (layers.body(p, "text_body", self.text_body, text, noise, sizes),
+                layers.body(p, "audio_body", self.audio_body, audio, noise, sizes))
 
     def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Logits ``[batch, n_classes]`` for ``[batch, text_dim]`` and ``[batch, audio_dim]`` vectors."""
@@ -155,6 +168,14 @@ class MultimodalHead(_BodyPair):
     def join(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Logits from the two body outputs (``forward`` = ``join`` of the bodies' outputs)."""
         return self.classifier(self.fusion(torch.cat([text, audio], dim=-1)))
+
+    def stacked(self, layers: Any, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor],
+                noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
+        """Logits of many heads of this architecture at once, on stacked parameters (see
+        :meth:`featcache.heads.UnimodalHead.stacked`)."""
+        h_t, h_a = self._stacked_bodies(layers, p, xs, noise, sizes)
+        fused = torch.relu(layers.linear(p, "fusion.0", torch.cat([h_t, h_a], dim=-1), sizes))
+        return layers.linear(p, "classifier", fused, sizes)
 
 
 _P = TypeVar("_P", bound="_FrozenPair")
@@ -266,6 +287,39 @@ class ScoreFusion(_FrozenPair):
             text, audio = text.softmax(dim=-1), audio.softmax(dim=-1)
         return self.combine(torch.cat([text, audio], dim=-1))
 
+    def stacked_bodies(self) -> list[tuple[str, MLPBody]]:
+        """No body trains: only the score layer (the unimodal heads are frozen)."""
+        return []
+
+    def stack_key(self) -> str:
+        """Score fusions of the same class count and score kind train in one stack."""
+        return json.dumps(["score", self.n_classes, self.scores])
+
+    def stacked_trainable(self) -> list[str]:
+        """The parameters a batched training updates: the score layer only."""
+        return ["combine.weight", "combine.bias"]
+
+    def stacked_inputs(self, inputs: Sequence[torch.Tensor], rows: Any, *, chunk: int) -> torch.Tensor:
+        """What the trainable layer sees for ``rows`` of ``inputs`` (text, audio): the frozen heads' scores,
+        concatenated, computed in chunks of ``chunk`` rows as the one-at-a-time loop feeds them."""
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        parts = []
+        with torch.no_grad():
+            for i in range(0, len(idx), chunk):
+                sel = idx[i:i + chunk]
+                t = self.text_head.eval()(inputs[0].index_select(0, sel))
+                a = self.audio_head.eval()(inputs[1].index_select(0, sel))
+                if self.scores == "probs":
+                    t, a = t.softmax(dim=-1), a.softmax(dim=-1)
+                parts.append(torch.cat([t, a], dim=-1))
+        return torch.cat(parts).contiguous()
+
+    def stacked(self, layers: Any, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor],
+                noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
+        """Logits of many score layers at once, on :meth:`stacked_inputs` (see
+        :meth:`featcache.heads.UnimodalHead.stacked`)."""
+        return layers.linear(p, "combine", xs[0], sizes)
+
 
 class GatedFusion(_BodyPair):
     """Gated fusion (a gated multimodal unit): a learned per-sample gate mixes the two modalities.
@@ -331,3 +385,13 @@ class GatedFusion(_BodyPair):
         z = torch.sigmoid(self.gate_layer(torch.cat([h_t, h_a], dim=-1)))
         h = z * torch.tanh(self.text_proj(h_t)) + (1 - z) * torch.tanh(self.audio_proj(h_a))
         return self.classifier(self.fusion(h))
+
+    def stacked(self, layers: Any, p: dict[str, torch.Tensor], xs: Sequence[torch.Tensor],
+                noise: dict[str, torch.Tensor] | None, sizes: Sequence[int]) -> torch.Tensor:
+        """Logits of many heads of this architecture at once, on stacked parameters (see
+        :meth:`featcache.heads.UnimodalHead.stacked`)."""
+        h_t, h_a = self._stacked_bodies(layers, p, xs, noise, sizes)
+        z = layers.linear(p, "gate_layer", torch.cat([h_t, h_a], dim=-1), sizes, act=torch.sigmoid)
+        h = (z * torch.tanh(layers.linear(p, "text_proj", h_t, sizes))
+             + (1 - z) * torch.tanh(layers.linear(p, "audio_proj", h_a, sizes)))
+        return layers.linear(p, "classifier", torch.relu(layers.linear(p, "fusion.0", h, sizes)), sizes)
