@@ -133,6 +133,21 @@ class UnimodalHead(nn.Module):
 
     # -- trained many at once (featcache.ensemble): this kind's forward on stacked parameters --------
 
+    # -- its config (featcache.heads.registry.head_config) ------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        """Its head kind (:data:`featcache.heads.HEADS`): ``text`` or ``audio``."""
+        return self.modality
+
+    def config_dims(self) -> tuple[int | None, int | None]:
+        """The (text, audio) vector sizes it reads."""
+        return (self.in_dim, None) if self.modality == "text" else (None, self.in_dim)
+
+    def config_options(self) -> dict[str, Any]:
+        """The builder's options that give this architecture again."""
+        return {"hidden": list(self.body.hidden), "dropout": self.body.dropout}
+
     def stacked_bodies(self) -> list[tuple[str, MLPBody]]:
         """The bodies a batched forward runs, with their parameter prefixes (their dropout sites, in order)."""
         return [("body", self.body)]

@@ -60,6 +60,16 @@ class _BodyPair(nn.Module):
         """
         raise NotImplementedError
 
+    def config_dims(self) -> tuple[int | None, int | None]:
+        """The (text, audio) vector sizes it reads."""
+        return self.text_body.in_dim, self.audio_body.in_dim
+
+    def config_options(self) -> dict[str, Any]:
+        """The builder's options that give this architecture again."""
+        return {"hidden": list(self.text_body.hidden), "fusion_hidden": self.fusion_hidden,
+                "text_dropout": self.text_body.dropout, "audio_dropout": self.audio_body.dropout,
+                "modality_dropout": self.modality_dropout}
+
     def stacked_bodies(self) -> list[tuple[str, MLPBody]]:
         """The bodies a batched forward runs, with their parameter prefixes (their dropout sites, in order)."""
         return [("text_body", self.text_body), ("audio_body", self.audio_body)]
@@ -99,6 +109,9 @@ class MultimodalHead(_BodyPair):
     Raises:
         ValueError: invalid sizes or probabilities.
     """
+
+    kind = "multimodal"
+    """Its head kind (:data:`featcache.heads.HEADS`)."""
 
     def __init__(
         self,
@@ -197,6 +210,10 @@ class _FrozenPair(nn.Module):
             p.requires_grad_(False)
         self.train(self.training)
 
+    def config_dims(self) -> tuple[int | None, int | None]:
+        """The (text, audio) vector sizes its unimodal heads read."""
+        return self.text_head.in_dim, self.audio_head.in_dim
+
     def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """One unimodal head's logits, the part of ``forward`` that sees only that input."""
         return (self.text_head if modality == "text" else self.audio_head)(x)
@@ -225,6 +242,13 @@ class LateFusion(_FrozenPair):
     Raises:
         ValueError: the heads disagree on the class count or ``text_weight`` is outside [0, 1].
     """
+
+    kind = "late"
+    """Its head kind (:data:`featcache.heads.HEADS`)."""
+
+    def config_options(self) -> dict[str, Any]:
+        """The builder's options that give this fusion again (its heads as their configs)."""
+        return {"text_head": self.text_head, "audio_head": self.audio_head, "text_weight": self.text_weight}
 
     def __init__(self, text_head: UnimodalHead, audio_head: UnimodalHead, *, text_weight: float = 0.5) -> None:
         super().__init__(text_head, audio_head)
@@ -260,6 +284,13 @@ class ScoreFusion(_FrozenPair):
     Raises:
         ValueError: the heads disagree on the class count or ``scores`` is unknown.
     """
+
+    kind = "score"
+    """Its head kind (:data:`featcache.heads.HEADS`)."""
+
+    def config_options(self) -> dict[str, Any]:
+        """The builder's options that give this fusion again (its heads as their configs)."""
+        return {"text_head": self.text_head, "audio_head": self.audio_head, "scores": self.scores}
 
     def __init__(
         self, text_head: UnimodalHead, audio_head: UnimodalHead, *, scores: Literal["logits", "probs"] = "logits"
@@ -349,6 +380,13 @@ class GatedFusion(_BodyPair):
     Raises:
         ValueError: invalid sizes, probabilities or gate kind.
     """
+
+    kind = "gated"
+    """Its head kind (:data:`featcache.heads.HEADS`)."""
+
+    def config_options(self) -> dict[str, Any]:
+        """The builder's options that give this architecture again."""
+        return {**super().config_options(), "gate": self.gate}
 
     def __init__(
         self,

@@ -126,35 +126,13 @@ def head_config(head: nn.Module) -> dict[str, Any]:
     Raises:
         TypeError: ``head`` is not one of this module's heads.
     """
-    cfg: dict[str, Any] = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "featcache_version": __version__}
-    dims: tuple[int | None, int | None]
-    if isinstance(head, UnimodalHead):
-        dims = (head.in_dim, None) if head.modality == "text" else (None, head.in_dim)
-        cfg.update(kind=head.modality, n_classes=head.n_classes)
-        options: dict[str, Any] = {"hidden": list(head.body.hidden), "dropout": head.body.dropout}
-    elif isinstance(head, (MultimodalHead, GatedFusion)):
-        dims = (head.text_body.in_dim, head.audio_body.in_dim)
-        cfg.update(kind="multimodal" if isinstance(head, MultimodalHead) else "gated", n_classes=head.n_classes)
-        options = {
-            "hidden": list(head.text_body.hidden),
-            "fusion_hidden": head.fusion_hidden,
-            "text_dropout": head.text_body.dropout,
-            "audio_dropout": head.audio_body.dropout,
-            "modality_dropout": head.modality_dropout,
-        }
-        if isinstance(head, GatedFusion):
-            options["gate"] = head.gate
-    elif isinstance(head, (LateFusion, ScoreFusion)):
-        dims = (head.text_head.in_dim, head.audio_head.in_dim)
-        cfg.update(kind="late" if isinstance(head, LateFusion) else "score", n_classes=head.n_classes)
-        options = {"text_head": head_config(head.text_head), "audio_head": head_config(head.audio_head)}
-        if isinstance(head, LateFusion):
-            options["text_weight"] = head.text_weight
-        else:
-            options["scores"] = head.scores
-    else:
+    if not all(hasattr(head, a) for a in ("kind", "config_dims", "config_options")):
         raise TypeError(f"no config for {type(head).__name__}: not a featcache head")
-    cfg.update(text_dim=dims[0], audio_dim=dims[1], options=options)
+    cfg: dict[str, Any] = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "featcache_version": __version__}
+    text_dim, audio_dim = head.config_dims()
+    cfg.update(kind=head.kind, n_classes=head.n_classes)
+    options = {k: head_config(v) if isinstance(v, nn.Module) else v for k, v in head.config_options().items()}
+    cfg.update(text_dim=text_dim, audio_dim=audio_dim, options=options)
     return cfg
 
 
