@@ -161,7 +161,7 @@ def vectors(
         FeatcacheError: An unknown split or fold.
         MissingEntries: The vectors are not stored (the message is the command that makes them).
     """
-    if split not in ("train", "dev", "test", "all"):
+    if split not in paper.SPLITS:
         raise FeatcacheError(f"split {split!r}: choose train, dev, test or all")
     if fold not in study.folds:
         raise FeatcacheError(f"fold {fold}: the corpus has folds {study.folds[0]}..{study.folds[-1]}")

@@ -21,7 +21,7 @@ import numpy as np
 
 from featcache.data import Corpus
 from featcache.errors import FeatcacheError
-from featcache.paper import DEV_MODES
+from featcache.paper import DEV_MODES, SPLITS
 
 DevMode = Literal["stratified", "session", "speaker"]
 
@@ -52,8 +52,8 @@ class Fold:
         """Ids of ``train``, ``dev``, ``test`` or ``all``."""
         if name == "all":
             return tuple(sorted(self.train + self.dev + self.test))
-        if name not in ("train", "dev", "test"):
-            raise FeatcacheError(f"unknown split {name!r}; use train, dev, test or all")
+        if name not in SPLITS:
+            raise FeatcacheError(f"unknown split {name!r}; use {', '.join(SPLITS[:-1])} or {SPLITS[-1]}")
         return getattr(self, name)
 
     @property

@@ -31,12 +31,12 @@ from typing import Any
 
 from featcache import paper
 from featcache.errors import FeatcacheError
-from featcache.paper import DEV_MODES, HEAD_SETTINGS
+from featcache.paper import DEV_MODES, HEAD_SETTINGS, TEXT_POOLINGS
 
 __all__ = ["COMMAND_FIELDS", "COMMAND_FLAGS", "CORPUS_FIELDS", "Flag", "StudyOptions", "option_fields",
            "parse_labels", "parse_merge_text"]
 
-POOLINGS: tuple[str, ...] = ("auto", "cls", "mean")
+POOLINGS: tuple[str, ...] = ("auto", *TEXT_POOLINGS)
 WHISPER_INPUTS: tuple[str, ...] = ("trim", "30s")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 PRESET_NAMES: tuple[str, ...] = ("demo", "paper")

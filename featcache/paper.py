@@ -33,6 +33,11 @@ MULTIMODAL = "multimodal"
 MODALITIES: tuple[str, ...] = (TEXT, AUDIO)
 """The two input modalities, in the order a two-input head takes them."""
 
+SPLITS: tuple[str, ...] = ("train", "dev", "test", "all")
+"""The parts of a fold (``all``: its three splits together)."""
+TEXT_POOLINGS: tuple[str, ...] = ("cls", "mean")
+"""How a text vector is pooled from a backbone's tokens: the [CLS] vector (the paper) or their mean."""
+
 MODEL_INPUTS: dict[str, tuple[str, ...]] = {TEXT: (TEXT,), AUDIO: (AUDIO,), MULTIMODAL: (TEXT, AUDIO)}
 """The paper's three classifiers and the modalities each reads."""
 PAPER_MODELS: tuple[str, ...] = tuple(MODEL_INPUTS)

@@ -18,7 +18,7 @@ PREFIX = "ablate:"
 """Prefix of an ablation's model name in a predictions table."""
 SPEC_FILE = "ablation.json"
 RESULT_FILE = "result.json"
-POOLINGS: tuple[str, ...] = ("cls", "mean")
+POOLINGS: tuple[str, ...] = paper.TEXT_POOLINGS
 """Text poolings an ablation can read its vectors with (``AblationSpec.pooling``)."""
 MIX_RULE = 1
 """Version of the mixing rule (part of every ablation's identity)."""

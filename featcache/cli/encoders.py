@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from featcache.cli import cli
+from featcache.paper import MODALITIES, PAPER_MODELS, SPLITS
 from featcache.cli.options import CONTEXT, executor_from, executor_options, fold_list, study_option_set, study_from
 
 
@@ -23,9 +24,9 @@ def _variant_list(variants: tuple[str, ...]) -> list[str]:
               help="Fold(s) whose fine-tuned backbones to use (ignored with frozen backbones).")
 @click.option("--variant", "variants", multiple=True, default=("clean",), metavar="NAME",
               help="Variant to extract (repeatable), or 'all' for clean and every registered variant.")
-@click.option("--modality", type=click.Choice(["text", "audio", "all"]), default="all",
+@click.option("--modality", type=click.Choice([*MODALITIES, "all"]), default="all",
               help="Encoders to run (only those the corpus has).")
-@click.option("--split", type=click.Choice(["train", "dev", "test", "all"]), default=None,
+@click.option("--split", type=click.Choice(SPLITS), default=None,
               help="Utterances of a fine-tuned fold to embed. [default: all for clean, test for variants]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Utterances per forward pass. [default: preset's]")
@@ -64,7 +65,7 @@ def extract_cmd(folds: str, variants: tuple[str, ...], modality: str, split: str
 
 @cli.command("finetune", context_settings=CONTEXT)
 @study_option_set("finetune")
-@click.option("--modality", type=click.Choice(["text", "audio", "multimodal"]), required=True,
+@click.option("--modality", type=click.Choice(PAPER_MODELS), required=True,
               help="Which of the paper's models to fine-tune (multimodal fine-tunes both backbones jointly).")
 @click.option("--fold", "folds", required=True, metavar="K[,K...]|all",
               help="Fold K: tests on session K, trains on the others; several (1,2,3) or all make one run each.")

@@ -11,7 +11,7 @@ import click
 from featcache.cli import cli
 from featcache.cli.options import CONTEXT, executor_from, executor_options, study_from, study_option_set
 from featcache.errors import FeatcacheError
-from featcache.paper import ABLATION_FUSIONS, ALL_MODELS, FUSION_HIDDEN, HIDDEN
+from featcache.paper import ABLATION_FUSIONS, ALL_MODELS, FUSION_HIDDEN, HIDDEN, MODALITIES, TEXT_POOLINGS
 
 
 def _study(**kw: Any):  # type: ignore[no-untyped-def]
@@ -85,7 +85,7 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
               help="concat: the paper's multimodal head (bodies concatenated, FC layers); late: average of the "
                    "unimodal probabilities; score: learned weights over the unimodal scores; gated: a per-utterance "
                    "gate.")
-@click.option("--modalities", type=click.Choice(["both", "text", "audio"]), default="both",
+@click.option("--modalities", type=click.Choice(["both", *MODALITIES]), default="both",
               help="The inputs the head reads (one modality: a unimodal head, compared with the paper's).")
 @click.option("--hidden", default=",".join(map(str, HIDDEN)), metavar="N,N,...",
               help="Layer sizes of each modality's body.")
@@ -104,7 +104,7 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
 @click.option("--mix", type=click.FloatRange(0, 1), default=0.5,
               help="With --train-on: probability that a training utterance's vector of a modality is replaced by "
                    "its attacked one (drawn once per seed, modality and utterance).")
-@click.option("--text-pooling", type=click.Choice(["cls", "mean"]), default=None,
+@click.option("--text-pooling", type=click.Choice(TEXT_POOLINGS), default=None,
               help="Train and evaluate the variant on text vectors pooled this way while the paper's heads keep the "
                    "study's --pooling (frozen backbones; the entries must be extracted with that pooling). "
                    "[default: the study's]")
