@@ -273,3 +273,24 @@ def test_loaded_heads_keep_trainability_and_hold_real_tensors(tmp_path: Path) ->
     assert not any(p.is_meta for p in loaded.parameters())
     trainable = sorted(n for n, p in loaded.named_parameters() if p.requires_grad)
     assert trainable == ["combine.bias", "combine.weight"]
+
+
+def test_the_same_tensors_and_metadata_give_the_same_bytes(tmp_path: Path) -> None:
+    """safetensors orders the metadata as its hash map iterates; featcache's files are sorted, so two runs
+    that save the same tensors write the same bytes (and they read back the same)."""
+    from safetensors import safe_open
+
+    from featcache.heads import load_tensors, save_tensors
+
+    tensors = {"b.weight": torch.randn(4, 3), "a.bias": torch.randn(4), "c": torch.arange(5)}
+    metadata = {"format": "pt", "kind": "text", "epoch": "3", "loop": "2", "z": "last", "a": "first"}
+    files = set()
+    for i in range(12):
+        path = tmp_path / f"t{i}.safetensors"
+        save_tensors(path, tensors, metadata=metadata)
+        files.add(path.read_bytes())
+    assert len(files) == 1
+    back = load_tensors(path, what="test tensors")
+    assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == metadata

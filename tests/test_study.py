@@ -180,3 +180,20 @@ def test_heads_trained_together_equal_heads_trained_one_at_a_time(study: Study, 
     assert len({r["epochs_run"] for r in records if "epochs_run" in r}) > 1  # early stopping at different epochs
     together.close()
     alone.close()
+
+
+def test_two_clean_head_trainings_write_the_same_bytes(study: Study, tmp_path: Path) -> None:
+    """Every head file of two clean train-heads runs is byte-identical (result.json up to its own folder)."""
+
+    def run(name: str) -> dict[str, bytes]:
+        root = tmp_path / name
+        shutil.copytree(study.store.root, root, ignore=shutil.ignore_patterns("heads"))
+        copy = study.replace(cache_dir=str(root), head_epochs=2)
+        train_heads(copy, models=ALL_MODELS, progress=False)
+        heads = root / "heads"
+        files = {p.relative_to(heads).as_posix(): p.read_bytes() for p in sorted(heads.rglob("*")) if p.is_file()}
+        return {k: v.replace(str(root).encode(), b"ROOT") for k, v in files.items()}
+
+    first, second = run("a"), run("b")
+    assert len(first) == 3 * 7 * 5 and first.keys() == second.keys()  # model, config, result of 7 models x 5 folds
+    assert [k for k in first if first[k] != second[k]] == []

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import torch
@@ -34,9 +35,34 @@ class HeadFileError(FeatcacheError):
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str] | None = None) -> None:
-    """Save a flat dict of tensors as safetensors, atomically; tensors are copied to contiguous CPU memory."""
+    """Save a flat dict of tensors as safetensors, atomically; tensors are copied to contiguous CPU memory.
+
+    The same tensors and metadata always give the same bytes: the header is rewritten with sorted keys
+    (:func:`_canonical_header`)."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=metadata))
+
+    def write(tmp: Path) -> None:
+        save_file(flat, str(tmp), metadata=metadata)
+        _canonical_header(tmp)
+
+    atomic_write(path, write)
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with its keys sorted, in place.
+
+    safetensors writes the metadata in the order its hash map iterates, which changes from run to run;
+    sorted, the header has the same length (only the order of its keys changes; the data offsets do not),
+    so the file keeps its layout and reads back the same.
+    """
+    with open(path, "r+b") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(text) > size:  # pragma: no cover - sorting never lengthens compact JSON
+            raise ValueError(f"{path}: the sorted safetensors header is longer than the original")
+        f.seek(8)
+        f.write(text.ljust(size))
 
 
 def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
