@@ -329,3 +329,21 @@ def test_page_in_headless_chromium(page, chromium: str, tmp_path: Path) -> None:
         srcs = br.eval("Array.from(document.querySelectorAll('#b-table audio')).map((a) => a.getAttribute('src'))")
         assert srcs == [page.audio[(utt, "pitch")].clean, page.audio[(utt, "pitch")].perturbed]
         assert br.errors == [], br.errors
+
+
+def test_a_report_replaces_only_the_files_it_wrote(tmp_path: Path) -> None:
+    """A report into a folder that holds other files keeps them; its own files of an earlier report that it
+    does not write again are removed."""
+    out = tmp_path / "report"
+    mine = [out / "audio" / "my recording.flac", out / "audio" / "notes.wav", out / "browser" / "my-script.js"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not featcache's")
+    first = write_report(sweep_predictions(), out, n_resamples=0, plots=False, audio=tones)
+    own = {out / f.clean for f in first.audio.values()} | {out / f.perturbed for f in first.audio.values() if f.perturbed}
+    assert own and all(p.is_file() for p in own) and first.browser
+    second = write_report(synthetic(seeds=(0,)), out, n_resamples=0, plots=False)  # no audio this time
+    assert [p.read_bytes() for p in mine] == [b"not featcache's"] * 3
+    assert not any(p.exists() for p in own)  # the first report's audio, not written again
+    stale = set(map(Path, first.browser)) - set(map(Path, second.browser))
+    assert not any(p.exists() for p in stale) and all(Path(p).is_file() for p in second.browser)

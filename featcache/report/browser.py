@@ -57,7 +57,8 @@ def write_browser(
 
     Args:
         analysis: The analysis (its predictions, models and condition order).
-        out_dir: The report folder; files go to ``browser/`` (its old ``.js`` files are removed).
+        out_dir: The report folder; files go to ``browser/`` (those an earlier report wrote and this one
+            does not are removed by :func:`featcache.report.write.write_report`).
         seed: The seed whose predictions are shown.
         audio: ``(utt_id, condition) -> files`` written for the report.
 
@@ -67,9 +68,7 @@ def write_browser(
     """
     p = analysis.predictions
     folder = Path(out_dir) / BROWSER_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.js"):
-        old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)  # files of an earlier report: see featcache.report.write
     models = analysis.models()
     model_code = {m: k for k, m in enumerate(models)}
     keep = p.seed == seed

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featcache.cache.atomic import atomic_write_text
+from featcache.cache.atomic import atomic_write_json, atomic_write_text
+from featcache.cache.integrity import read_json_object
 from featcache.errors import FeatcacheError
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
@@ -21,7 +22,7 @@ from featcache.metrics.names import AUDIO_MODEL, CLEAN, MULTIMODAL_MODEL, TEXT_M
 from featcache.metrics.predictions import Predictions
 from featcache.metrics.tables import write_results_csv, write_summary_csv
 from featcache.report.audio import AUDIO_DIR, AudioFiles, AudioSource, StoreAudio, write_audio
-from featcache.report.browser import write_browser
+from featcache.report.browser import BROWSER_DIR, write_browser
 from featcache.report.examples import example_tables, render_examples_file
 from featcache.report.html import PageContent, render_page
 from featcache.report.plots import Plot, draw_plots
@@ -88,14 +89,26 @@ def default_seeds_note(seeds: Sequence[int]) -> str:
     return f"One seed ({seeds[0]}); no spread over seeds." if seeds else "No seeds."
 
 
-def _remove_stale_audio(out: Path, keep: dict[tuple[str, str], AudioFiles]) -> None:
-    folder = out / AUDIO_DIR
-    if not folder.is_dir():
-        return
-    wanted = {f.clean for f in keep.values()} | {f.perturbed for f in keep.values() if f.perturbed}
-    for path in folder.iterdir():
-        if path.suffix in (".flac", ".wav") and f"{AUDIO_DIR}/{path.name}" not in wanted:
+OWNED_FILE = ".featcache-report.json"
+"""The files of its own that a report wrote under its folder's ``audio/`` and ``browser/`` (relative paths):
+the next report into the folder removes only those it does not write again, never a file of someone else's."""
+
+
+def _owned(out: Path) -> set[str]:
+    """The files an earlier report in ``out`` recorded as its own (none when it recorded none, or the record
+    does not read: then nothing is removed)."""
+    data, problem = read_json_object(out / OWNED_FILE)
+    files = data.get("files") if not problem else None
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+
+
+def _replace_owned(out: Path, written: set[str]) -> None:
+    """Remove the earlier report's own files that this one did not write, then record this one's."""
+    for rel in sorted(_owned(out) - written):
+        path = out / rel
+        if rel.split("/", 1)[0] in (AUDIO_DIR, BROWSER_DIR) and ".." not in Path(rel).parts and path.is_file():
             path.unlink()
+    atomic_write_json(out / OWNED_FILE, {"format": "featcache-report-files", "files": sorted(written)})
 
 
 def write_report(
@@ -215,8 +228,9 @@ def write_report(
                          "pass `--cache-dir` too.")
         elif isinstance(audio, StoreAudio) and audio.missing:
             notes.append(f"No stored perturbation record for {', '.join(audio.missing)}: those players are left out.")
-    _remove_stale_audio(out, files)
     manifest, browser_files = write_browser(analysis, out, seed=chosen_seed, audio=files)
+    written = {f.clean for f in files.values()} | {f.perturbed for f in files.values() if f.perturbed}
+    _replace_owned(out, written | {Path(p).relative_to(out).as_posix() for p in browser_files})
     rows = [(r.model, r.condition) for t in tables for r in t.rows if not r.section and r.condition != clean]
     cis = ({key: analysis.impact_ci(*key, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
             for key in dict.fromkeys(rows)} if n_resamples > 0 else {})
