@@ -347,3 +347,31 @@ def test_a_report_replaces_only_the_files_it_wrote(tmp_path: Path) -> None:
     assert not any(p.exists() for p in own)  # the first report's audio, not written again
     stale = set(map(Path, first.browser)) - set(map(Path, second.browser))
     assert not any(p.exists() for p in stale) and all(Path(p).is_file() for p in second.browser)
+
+
+def test_examples_md_shows_markup_in_transcripts_as_text() -> None:
+    from featcache.report.examples import Example, ExampleRow, render_examples
+
+    attack = "<img src=x onerror=alert(1)> and <b>bold</b> & co"
+    top = (("ang", 0.6), ("sad", 0.4))
+    ex = Example(utt_id="id`with<tick>", label="<ang>", text="<script>alert(1)</script> hello", margin=0.2,
+                 attacks=("adj",), rows=(ExampleRow("clean", None, top, top, True, False),
+                                         ExampleRow("adj", attack, top, top, True, False)))
+    md = render_examples([ex], number="7", caption="c", model_title="Multimodal", unimodal_title="Text")
+    assert "<script>" not in md and "<img" not in md and "<b>" not in md and "<ang>" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; hello" in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert "&amp; co" in md and "**&lt;ang&gt;**" in md
+    assert "`` id`with<tick> ``" in md  # a code span (markup inside is not rendered) that holds its backtick
+
+
+def test_example_audio_files_are_one_per_utterance_id(tmp_path: Path) -> None:
+    from featcache.report.audio import write_audio
+
+    ids = ["Ses01_a/b", "Ses01_a_b", "Ses01_a b", ".hidden"]
+    files = write_audio(tones, [(u, "pitch") for u in ids], tmp_path)
+    clean = [files[u, "pitch"].clean for u in ids]
+    perturbed = [files[u, "pitch"].perturbed for u in ids]
+    assert len(set(clean)) == len(ids) and len(set(perturbed)) == len(ids)
+    assert Path(clean[1]).stem == "Ses01_a_b"  # a safe id keeps its own name
+    assert all("/" not in name.split("/", 1)[1] and not name.split("/", 1)[1].startswith(".") for name in clean)
+    assert len(list((tmp_path / "audio").iterdir())) == 2 * len(ids)

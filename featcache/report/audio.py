@@ -12,6 +12,7 @@ FLAC (16-bit; WAV where libsndfile has no FLAC).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -143,7 +144,12 @@ def _format() -> tuple[str, str, str]:
 
 
 def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    """A file name for an utterance id or condition: the name itself where it is safe, else its safe
+    characters and a digest of the exact name (so ``a/b``, ``a_b`` and ``a b`` get three files)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    if safe == name and not name.startswith("."):
+        return name
+    return f"{safe.lstrip('.')}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:10]}"
 
 
 def _write(path: Path, y: np.ndarray) -> None:

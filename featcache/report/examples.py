@@ -19,7 +19,7 @@ from featcache import paper
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.names import CLEAN, MULTIMODAL_MODEL, condition_key
 from featcache.metrics.predictions import Predictions
-from featcache.report.render import _md_escape
+from featcache.report.render import _md_escape, md_code, md_text
 from featcache.report.specs import ATTACK_NAMES
 
 
@@ -187,13 +187,13 @@ def render_examples(
     lines.append(f"| # | Transcription | Label | {model_title} | {unimodal_title} |")
     lines.append("|---:|:---|:---|:---|:---|")
     for k, ex in enumerate(examples, start=1):
-        text = _md_escape(ex.text) if ex.text else "(transcription not available)"
-        lines.append(f"| {k} | {text}<br>`{_md_escape(ex.utt_id)}` | **{ex.label}** | | |")
+        text = md_text(ex.text) if ex.text else "(transcription not available)"
+        lines.append(f"| {k} | {text}<br>{md_code(ex.utt_id)} | **{md_text(ex.label)}** | | |")
         for r in ex.rows:
             name = "Unperturbed" if r.condition == clean else ATTACK_NAMES.get(r.condition, r.condition)
             shown = f"*{_md_escape(name)}*"
             if r.condition != clean and r.text is not None and r.text != ex.text:
-                shown += f": {_md_escape(r.text)}"
+                shown += f": {md_text(r.text)}"
             lines.append(f"| | {shown} | | {format_top(r.model_top)} | {format_top(r.unimodal_top)} |")
     lines += ["", "Each model's two most probable labels; its decision in bold. The true label is in the Label column."]
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ Accuracies (fractions) are shown in percent with two decimals, impacts as signed
 from __future__ import annotations
 
 import csv
+import html
 import math
 import os
 from pathlib import Path
@@ -40,6 +41,19 @@ def _cell_plain(c: Cell) -> str:
 
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def md_text(text: str) -> str:
+    """Text from the corpus (a transcript, a label) for a Markdown table cell: markup shown as text, never
+    rendered (``<img onerror=...>`` stays visible characters in every Markdown viewer)."""
+    return _md_escape(html.escape(text, quote=False))
+
+
+def md_code(text: str) -> str:
+    """Text from the corpus (an utterance id) as a Markdown code span, whatever backticks it holds."""
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{_md_escape(text)}{pad}{fence}"
 
 
 def render_markdown(table: Table) -> str:

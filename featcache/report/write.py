@@ -21,12 +21,23 @@ from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from featcache.metrics.names import AUDIO_MODEL, CLEAN, MULTIMODAL_MODEL, TEXT_MODEL
 from featcache.metrics.predictions import Predictions
 from featcache.metrics.tables import write_results_csv, write_summary_csv
-from featcache.report.audio import AUDIO_DIR, AudioFiles, AudioSource, StoreAudio, write_audio
+from featcache.report.audio import (
+    AUDIO_DIR,
+    AudioFiles,
+    AudioSource,
+    StoreAudio,
+    write_audio,
+)
 from featcache.report.browser import BROWSER_DIR, write_browser
 from featcache.report.examples import example_tables, render_examples_file
 from featcache.report.html import PageContent, render_page
 from featcache.report.plots import Plot, draw_plots
-from featcache.report.render import latex_escape, render_latex, render_markdown, write_table_csv
+from featcache.report.render import (
+    latex_escape,
+    render_latex,
+    render_markdown,
+    write_table_csv,
+)
 from featcache.report.summary import render_summary
 from featcache.report.tables import build_tables, scope_note
 
