@@ -39,6 +39,7 @@ from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
 from featcache.perturb.text_analysis import DEFAULT_MODEL as DEFAULT_SPACY_MODEL
+from featcache.train.precision import resolve_device
 from featcache.workers import make_loader
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,7 @@ def extract(
             return ExtractReport(key=key, status="skipped", n_ids=len(shards[shard]),
                                  path=store.shard_path(key, index=shard, size=len(shards[shard])))
     t0 = time.perf_counter()
-    dev = _device(device)
+    dev = resolve_device(device)
     if encoder is None:
         encoder = load_encoder(resolved, options=run.options, weights=run.weights)
     encoder.to(dev).eval()
@@ -427,9 +428,3 @@ def extract(
     )
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FeatcacheError(f"device (--device {device}): no CUDA device is available; use --device cpu")
-    return torch.device(device)

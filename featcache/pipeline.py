@@ -287,7 +287,13 @@ def run_extractions(
 
     Returns:
         One report per entry: the stored ones first, then in plan order.
+
+    Raises:
+        FeatcacheError: An unknown device (before anything is planned or written), or what extraction raises.
     """
+    from featcache.train import resolve_device
+
+    resolve_device(device)
     ex = executor or LocalExecutor()
     jobs, skipped = extraction_jobs(study, plans, variants=variants, split=split, batch_size=batch_size,
                                     num_workers=num_workers, device=device, shard_size=shard_size,
@@ -427,7 +433,9 @@ def run_study(
         The report folder.
     """
     from featcache.conditions import conditions_for
+    from featcache.train import resolve_device
 
+    resolve_device(device)  # an unknown device is said before any work
     ex = executor or LocalExecutor()
     corpus = study.corpus
     specs = expand_variants(variants or study.preset.variants)

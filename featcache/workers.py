@@ -216,7 +216,12 @@ def make_loader(dataset: Dataset, *, num_workers: int, batch_size: int | None = 
 
     Returns:
         The loader.
+
+    Raises:
+        FeatcacheError: A negative number of workers.
     """
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise FeatcacheError(f"workers (--workers {num_workers!r}): give 0 (load in this process) or more")
     if collate_fn is None:
         collate_fn = default_convert if batch_size is None else default_collate
     init = functools.partial(worker_init, parent=os.getpid()) if num_workers else None

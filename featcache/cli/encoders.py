@@ -30,7 +30,8 @@ def _variant_list(variants: tuple[str, ...]) -> list[str]:
               help="Utterances of a fine-tuned fold to embed. [default: all for clean, test for variants]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Utterances per forward pass. [default: preset's]")
-@click.option("--workers", default=1, help="DataLoader workers for decoding, perturbing and preparing inputs.")
+@click.option("--workers", type=click.IntRange(min=0), default=1,
+              help="DataLoader workers for decoding, perturbing and preparing inputs.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
 @executor_options(shards=True)
 def extract_cmd(folds: str, variants: tuple[str, ...], modality: str, split: str | None, batch_size: int | None,
@@ -71,7 +72,8 @@ def extract_cmd(folds: str, variants: tuple[str, ...], modality: str, split: str
               help="Fold K: tests on session K, trains on the others; several (1,2,3) or all make one run each.")
 @click.option("--seed", "run_seeds", default="0", metavar="S[,S...]",
               help="Seed of initialisation, shuffling and dropout; several (0,1,2) make one run each.")
-@click.option("--workers", default=1, help="DataLoader workers for decoding and cutting audio (a text-only model "
+@click.option("--workers", type=click.IntRange(min=0), default=1,
+              help="DataLoader workers for decoding and cutting audio (a text-only model "
               "tokenises its transcripts once, in the main process).")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
 @executor_options(shards=False)

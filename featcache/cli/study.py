@@ -159,7 +159,7 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
               help="Variants to extract and evaluate (repeatable; 'all' for every registered one). [default: preset's]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder. [default: featcache-report/<preset>]")
-@click.option("--workers", default=1, help="DataLoader workers for decoding and perturbing.")
+@click.option("--workers", type=click.IntRange(min=0), default=1, help="DataLoader workers for decoding and perturbing.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
 @executor_options(shards=True)
 def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: str, shard_size: int,

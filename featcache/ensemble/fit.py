@@ -14,7 +14,7 @@ from featcache.ensemble.arch import Member
 from featcache.ensemble.stack import fit_ensemble
 from featcache.ensemble.threads import head_threads, torch_threads
 from featcache.paper import TrainSettings
-from featcache.train import FitResult
+from featcache.train import FitResult, resolve_device
 
 DEV_BATCH = 256
 """Rows per dev forward pass of a head trained on cached vectors."""
@@ -84,7 +84,7 @@ def fit_heads(members: Sequence[Member], *, settings: TrainSettings, device: str
     """
     if not members:
         return []
-    if torch.device(device).type == "cpu":
+    if resolve_device(device).type == "cpu":
         with torch_threads(1):  # every operation single-threaded; cores are used by parallel stacks
             return fit_ensemble(members, lr=settings.lr, max_epochs=settings.max_epochs, patience=settings.patience,
                                 weight_decay=settings.weight_decay, batch_size=settings.batch_size,

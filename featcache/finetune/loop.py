@@ -24,6 +24,7 @@ from featcache.errors import FeatcacheError
 from featcache.finetune.inputs import _loader
 from featcache.finetune.runs import FinetuneRun, run_config, run_id
 from featcache.folds import Fold, make_fold
+from featcache.train import resolve_device
 from featcache.paper import PAPER_MODELS, TrainSettings, uses
 from featcache.presets import Preset
 
@@ -60,14 +61,6 @@ def _save_state(module: nn.Module, path: Path) -> None:
 
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FeatcacheError(f"device (--device {device}): no CUDA device is available; use --device cpu")
-    return torch.device(device)
 
 
 def _width(resolved: Any) -> int:
@@ -134,7 +127,7 @@ def finetune(
     options = options or preset.encoder_options()
     fold_options = dict(fold_options or {})
     f = make_fold(corpus, fold, **fold_options)  # checks the fold and its options before anything is written
-    dev = _device(device)
+    dev = resolve_device(device)
     resolved = {m: resolve_backbone(preset.backbone(m), models_dir=store.models_dir) for m in uses(modality)}
     width = max(_width(r) for r in resolved.values()) if dev.type == "cuda" and precision == "auto" else 0
     precision = resolve_precision(precision, device=dev, width=width)

@@ -46,6 +46,7 @@ from featcache.train.precision import (
     AMP_DTYPES,
     AUTO_BF16_WIDTH,
     PRECISIONS,
+    resolve_device,
     resolve_precision,
 )
 from featcache.train.state import optimizer_from_tensors, optimizer_to_tensors
@@ -76,6 +77,7 @@ __all__ = [
     "predict",
     "read_log",
     "remove_resume_state",
+    "resolve_device",
     "resolve_precision",
     "step_pair",
     "step_single",

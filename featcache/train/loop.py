@@ -36,7 +36,7 @@ from featcache.train.journal import (
     resume,
 )
 from featcache.train.objective import EarlyStopping, weighted_loss
-from featcache.train.precision import _autocast, _to_device
+from featcache.train.precision import _autocast, _to_device, resolve_device
 
 Callback = Callable[[dict[str, Any]], None]
 """Called with the epoch's log record after the epoch is committed."""
@@ -220,7 +220,7 @@ def fit(
         raise ValueError(f"grad_accum must be a positive integer, got {grad_accum!r}")
     if amp_dtype not in ("float16", "bfloat16"):
         raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {amp_dtype!r}")
-    device = torch.device(device)
+    device = resolve_device(device)
     use_amp = device.type == "cuda" if amp is None else bool(amp)
     if use_amp and device.type != "cuda":
         raise ValueError(f"mixed precision needs a CUDA device, got {device}")

@@ -49,6 +49,38 @@ def resolve_precision(precision: str, *, device: torch.device, width: int) -> st
     return precision
 
 
+DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "mps")
+"""The device types featcache runs on (``auto``: CUDA where there is one, else the CPU)."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device a ``device`` option names.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (or a :class:`torch.device`).
+
+    Returns:
+        The device.
+
+    Raises:
+        FeatcacheError: A name torch does not know or featcache does not run on (``tpu``), or CUDA where
+            there is none (one line each, with the names to use).
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise FeatcacheError(f"device (--device {device!r}) is unknown; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FeatcacheError(f"device (--device {device}): no CUDA device is available; use --device cpu")
+    return dev
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     if torch.is_tensor(batch):
         return batch.to(device, non_blocking=True)
