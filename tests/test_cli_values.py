@@ -59,3 +59,15 @@ def test_negative_workers_are_refused(env: dict[str, Path]) -> None:
     assert r.exit_code == 2 and "Invalid value for '--workers'" in r.output and "Traceback" not in r.output
     with pytest.raises(FeatcacheError, match=r"workers \(--workers -1\)"):
         make_loader([1, 2, 3], num_workers=-1)
+
+
+def test_a_one_class_corpus_is_refused_before_any_work(tmp_path: Path, env: dict[str, Path]) -> None:
+    store = tmp_path / "store"
+    base = ["--corpus", f"manifest:{env['manifest']}", "--cache-dir", str(store), "--text-backbone", str(env["bert"]),
+            "--labels", "ang"]
+    for command in (["extract", "--variant", "clean"], ["train-heads"], ["evaluate", "--out", str(tmp_path / "o")]):
+        line = one_line_error(CliRunner().invoke(cli, [command[0], *base, *command[1:]]))
+        assert "a study needs at least two classes, the corpus has ang" in line, line
+    assert not store.exists() and not (tmp_path / "o").exists()
+    r = CliRunner().invoke(cli, ["data", "stats", "--corpus", f"manifest:{env['manifest']}", "--labels", "ang"])
+    assert r.exit_code == 0, r.output  # inspecting it still works

@@ -71,7 +71,8 @@ class Study:
         """The study of ``options``: its corpus read (unless given) and its store opened.
 
         Raises:
-            FeatcacheError: An unknown preset, or a corpus that cannot be read (one line naming the file).
+            FeatcacheError: An unknown preset, a corpus that cannot be read (one line naming the file), or
+                one with fewer than two classes (nothing to classify).
         """
         from featcache.data import load_corpus
         from featcache.presets import get_preset
@@ -80,6 +81,10 @@ class Study:
         if corpus is None:
             corpus = load_corpus(options.corpus, labels=options.labels,
                                  merge=dict(options.merge) if options.merge is not None else None)
+        if len(corpus.labels) < 2:
+            found = ", ".join(corpus.labels) or "none"
+            raise FeatcacheError(f"{corpus.name}: a study needs at least two classes, the corpus has {found}; "
+                                 "keep more with labels (--labels) or merge fewer (--merge)")
         return cls(options=options, corpus=corpus, store=FeatureStore(options.cache_dir))
 
     def replace(self, **changes: Any) -> Study:
