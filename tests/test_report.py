@@ -354,3 +354,27 @@ def test_a_model_named_with_a_colon_gets_a_file_safe_table_name(tmp_path: Path) 
     out = write_report(preds, tmp_path, title="ablation", n_resamples=0, plots=False)
     assert "table6b-ablate_x" in out.table_csvs and out.table_csvs["table6b-ablate_x"].is_file()
     assert not any(":" in p.name for p in tmp_path.iterdir())
+
+
+def test_a_full_disk_while_writing_the_tables_is_one_line_and_leaves_no_partial_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+    import errno
+    import io
+
+    from featcache.errors import StoreError
+
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "w" in str(mode) and ".csv" in str(file):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    monkeypatch.setattr(io, "open", full_open)
+    with pytest.raises(StoreError) as e:
+        write_report(synthetic(seeds=(0,)), tmp_path / "out", n_resamples=0, plots=False, html=False)
+    message = str(e.value)
+    assert "\n" not in message and "no space left on device" in message.lower() and ".csv" in message
+    assert not any(p.suffix == ".csv" or ".tmp" in p.name for p in (tmp_path / "out").rglob("*"))

@@ -10,6 +10,7 @@ condition (:meth:`Analysis.results <featcache.metrics.Analysis.results>`), :func
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from featcache.cache.atomic import atomic_write_bytes
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from featcache.metrics.names import AUDIO_MODEL, CLEAN, TEXT_MODEL, natural_key
@@ -86,18 +88,19 @@ def write_csv(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
 
     Returns:
         The path written.
+
+    Raises:
+        StoreError: The disk is full or the folder read-only (one line naming the file).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header: list[str] = []
     for r in records:
         header.extend(k for k in r if k not in header)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
-        w.writeheader()
-        for r in records:
-            w.writerow({k: _csv_value(r.get(k)) for k in header})
-    return path
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: _csv_value(r.get(k)) for k in header})
+    return atomic_write_bytes(path, f.getvalue().encode("utf-8"))  # a full disk or a read-only folder: one line
 
 
 def result_records(rows: Iterable[ResultRow]) -> list[dict[str, Any]]:

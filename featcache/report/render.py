@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import math
 import os
 from pathlib import Path
 
+from featcache.cache.atomic import atomic_write_bytes
 from featcache.report.tables import Cell, Table
 
 
@@ -156,15 +158,13 @@ def write_table_csv(table: Table, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["section", table.columns[0].lower(), "condition", *table.columns[1:]])
-        section = ""
-        for r in table.rows:
-            if r.section:
-                section = r.label
-                continue
-            w.writerow([section, r.label, r.condition, *(_cell_plain(c) for c in r.cells)])
-    return path
+    f = io.StringIO(newline="")
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(["section", table.columns[0].lower(), "condition", *table.columns[1:]])
+    section = ""
+    for r in table.rows:
+        if r.section:
+            section = r.label
+            continue
+        w.writerow([section, r.label, r.condition, *(_cell_plain(c) for c in r.cells)])
+    return atomic_write_bytes(path, f.getvalue().encode("utf-8"))  # a full disk or a read-only folder: one line
