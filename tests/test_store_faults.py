@@ -298,6 +298,10 @@ FAULTS = [
     Fault("read-only store, extracting a missing entry", lambda e: e["cache"] / "features",
           lambda e: _extract(e, e["cache"], "no-text"),
           ("the store is read-only (read-only file system)", "use another --cache-dir"), "read-only"),
+    Fault("read-only store, training an ablation", lambda e: e["cache"] / "ablations",
+          lambda e: ["ablate", *_study_args(e, e["cache"]), "--modalities", "text", "--resamples", "0",
+                     "--condition", "clean"],
+          ("the store is read-only (read-only file system)", "use another --cache-dir"), "read-only"),
     Fault("empty result.json of a head", _empty_result, lambda e: _evaluate(e),
           ("damaged head (empty file)", "featcache train-heads")),
     Fault("unreadable fine-tuning run config", _unreadable_run_config, lambda e: _evaluate(e, "--finetuned"),
@@ -689,3 +693,17 @@ def test_clean_on_a_read_only_store_is_one_line(env: dict[str, Path]) -> None:
         line = one_line_error(r)
     assert "the store is read-only (read-only file system); use another --cache-dir" in line
     assert _snapshot(env["cache"]) == before
+
+
+def test_a_read_only_folder_is_one_line_whichever_command_writes_into_it(tmp_path: Path) -> None:
+    """A write that fails on a read-only folder anywhere (not only in the store) is one line naming it."""
+    from test_report import synthetic
+
+    synthetic(seeds=(0,)).save(tmp_path / "predictions.h5")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with _read_only(ro):
+        r = CliRunner().invoke(cli, ["report", "--predictions", str(tmp_path / "predictions.h5"), "--out", str(ro / "r")])
+    line = one_line_error(r)
+    assert "this folder is read-only (read-only file system); write to another folder" in line, line
+    assert str(ro / "r") in line and list(ro.iterdir()) == []

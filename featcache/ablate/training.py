@@ -296,8 +296,7 @@ def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str =
     try:
         _check_training_entries(vs, abl)
         spec_file = abl.folder(study) / SPEC_FILE
-        if not spec_file.is_file():
-            spec_file.parent.mkdir(parents=True, exist_ok=True)
+        if not spec_file.is_file():  # (atomic_write_json makes the folder)
             atomic_write_json(spec_file, {"name": abl.name, "spec": abl.spec.to_json(),
                                           "identity": abl.spec.identity(study.head_settings),
                                           "description": abl.spec.describe(study.head_settings)}, sort_keys=False)

@@ -24,7 +24,8 @@ SHARD_SIZE_DEFAULT = 256  # featcache.extract.DEFAULT_SHARD_SIZE (not imported h
 
 
 class Group(click.Group):
-    """A click group that turns :class:`FeatcacheError` into a one-line error."""
+    """A click group that turns :class:`FeatcacheError` into a one-line error, and so a write that failed on
+    a full disk or a read-only folder anywhere (:func:`featcache.cache.atomic.write_failure` names the file)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
@@ -32,6 +33,14 @@ class Group(click.Group):
         except FeatcacheError as e:
             logging.getLogger("featcache").debug("the error's traceback (shown with -v)", exc_info=True)
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            from featcache.cache.atomic import write_failure
+
+            failure = write_failure(e, e.filename or ".") if e.filename is not None else None
+            if failure is None:
+                raise
+            logging.getLogger("featcache").debug("the error's traceback (shown with -v)", exc_info=True)
+            raise click.ClickException(str(failure)) from None
 
 
 def _click_type(flag: Flag) -> Any:
