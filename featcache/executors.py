@@ -319,7 +319,8 @@ class RayExecutor:
         max_retries: Times Ray starts a job again whose worker died.
 
     Raises:
-        FeatcacheError: Ray is not installed (one line saying how to install it).
+        FeatcacheError: Ray is not installed (one line saying how to install it), or the address does not
+            parse or answer (:func:`check_address`).
     """
 
     name = "ray"
@@ -333,6 +334,7 @@ class RayExecutor:
         if job_cpus <= 0 or (job_gpus is not None and job_gpus < 0) or max_retries < 0:
             raise FeatcacheError("--job-cpus must be above 0, --job-gpus and --max-retries at least 0")
         self.address, self.job_gpus, self.job_cpus, self.max_retries = address, job_gpus, job_cpus, max_retries
+        check_address(address or os.environ.get("RAY_ADDRESS") or None)  # before any work, in seconds
 
     def _resources(self, job: Job, cluster_gpus: float) -> dict[str, float]:
         """A job's resource request: assembling needs no GPU; the others one when the cluster has any."""
@@ -404,6 +406,58 @@ def _job_error(ray: Any, name: str, e: Exception, retries: int) -> Exception:
                               "(/tmp/ray/session_latest/logs) and run the same command again to finish the study")
     first = str(cause or e).strip().splitlines()
     return FeatcacheError(f"job {name}: {type(cause or e).__name__}: {first[-1] if first else ''}")
+
+
+CONNECT_TIMEOUT_ENV = "FEATCACHE_RAY_CONNECT_TIMEOUT"
+"""Seconds to wait for a Ray cluster's address to answer before giving up (default 30)."""
+
+
+def check_address(address: str | None) -> None:
+    """Check that a Ray cluster answers at ``address`` before Ray is asked to join it (Ray itself retries
+    an unreachable address for minutes).
+
+    Args:
+        address: ``HOST:PORT``, ``ray://HOST:PORT`` (Ray Client), or None / ``auto`` / ``local`` (nothing to
+            check: Ray finds or starts the cluster itself).
+
+    Raises:
+        FeatcacheError: An address that does not parse, Ray Client without its package, or no answer within
+            ``FEATCACHE_RAY_CONNECT_TIMEOUT`` seconds (30 by default); one line each, with what to do.
+    """
+    import importlib.util
+    import socket
+
+    if address is None or address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    host, _, port_text = address.removeprefix("ray://").rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = 0
+    if not host or not 0 < port < 65536 or ":" in host.strip("[]") and not host.startswith("["):
+        raise FeatcacheError(f"address (--address {address!r}): not HOST:PORT, ray://HOST:PORT or auto")
+    if client and importlib.util.find_spec("grpc") is None:
+        raise FeatcacheError(f"address (--address {address}): Ray Client (ray://) needs its extra; install it with "
+                             "`pip install 'ray[client]'`, or give the cluster's HOST:6379")
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    try:
+        limit = float(raw) if raw else 30.0
+    except ValueError:
+        limit = 30.0
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), port), timeout=max(0.1, min(5.0, limit))):
+                return
+        except OSError as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                reason = e.strerror or type(e).__name__
+                raise FeatcacheError(f"address (--address {address}): no Ray cluster answered at {host}:{port} "
+                                     f"within {limit:g} s ({reason}); start one with `ray start --head` or check "
+                                     "the address") from None
+            time.sleep(min(1.0, left))
 
 
 def make_executor(name: str, *, address: str | None = None, job_gpus: float | None = None, job_cpus: float = 1,

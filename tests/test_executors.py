@@ -236,6 +236,20 @@ def test_executor_ray_without_ray_is_one_line(env: dict[str, Path], monkeypatch:
     assert not (env["dir"] / "none").exists()
 
 
+@pytest.mark.parametrize(("address", "says"), [
+    ("127.0.0.1:1", "no Ray cluster answered at 127.0.0.1:1 within 2 s"),
+    ("not a host:::", "not HOST:PORT, ray://HOST:PORT or auto"),
+])
+def test_a_ray_address_that_does_not_answer_is_one_line_within_the_bound(
+        env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, address: str, says: str) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.setenv("FEATCACHE_RAY_CONNECT_TIMEOUT", "2")  # the message states the bound it kept
+    r = CliRunner().invoke(cli, ["run", *_common(env, "unreachable"), "--executor", "ray", "--address", address])
+    line = one_line_error(r)
+    assert says in line, line
+    assert not (env["dir"] / "unreachable").exists()
+
+
 def test_the_local_executor_needs_no_ray(env: dict[str, Path]) -> None:
     code = ("import sys; sys.modules['ray'] = None\n"
             "from featcache.cli import cli\n"
