@@ -197,3 +197,25 @@ def test_two_clean_head_trainings_write_the_same_bytes(study: Study, tmp_path: P
     first, second = run("a"), run("b")
     assert len(first) == 3 * 7 * 5 and first.keys() == second.keys()  # model, config, result of 7 models x 5 folds
     assert [k for k in first if first[k] != second[k]] == []
+
+
+def test_a_head_in_another_heads_place_is_never_evaluated(study: Study, tmp_path: Path) -> None:
+    """Two folds' head folders swapped: evaluation refuses them (naming the file and the fix), train-heads
+    trains both again, and the study then scores as before."""
+    from featcache.errors import DamagedError
+
+    root = tmp_path / "swapped"
+    shutil.copytree(study.store.root, root)
+    copy = study.replace(cache_dir=str(root))
+    one, two = (copy.heads_dir("text", fold=k, seed=0) for k in (1, 2))
+    one.rename(tmp_path / "parked")
+    two.rename(one)
+    (tmp_path / "parked").rename(two)
+    with pytest.raises(DamagedError) as e:
+        evaluate(copy, models=["text"], conditions=["clean"], progress=False)
+    assert str(one / "result.json") in str(e.value) and "holds the head of fold 2" in str(e.value)
+    assert "featcache train-heads" in str(e.value)
+    train_heads(copy, models=["text"], progress=False)  # trains the two misplaced heads again
+    again, _ = evaluate(copy, models=["text"], conditions=["clean"], progress=False)
+    reference, _ = evaluate(study, models=["text"], conditions=["clean"], progress=False)
+    assert np.array_equal(again.pred, reference.pred)

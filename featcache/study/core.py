@@ -374,7 +374,8 @@ class Study:
             The head, in eval mode.
 
         Raises:
-            DamagedError: Its ``result.json`` (heads trained here), config or weights do not read; the
+            DamagedError: Its ``result.json`` (heads trained here), config or weights do not read, or its
+                ``result.json`` records another fold, seed or model than its place (a moved folder); the
                 message names the file and the command that makes the head again.
         """
         from featcache.heads import HeadFileError, load_head
@@ -386,7 +387,11 @@ class Study:
         else:  # the fine-tuning run of this paper model (or of the unimodal model a fusion loads)
             fix = (f"run `{self.command('finetune', modality=model, fold=fold, seed=seed)}` "
                    "(it finishes the run again)")
-        problem = read_json_object(path / "result.json")[1] if here else ""
+        record, problem = read_json_object(path / "result.json") if here else ({}, "")
+        placed = {"fold": fold, "seed": seed, "model": model}
+        if here and not problem and any(record.get(k) != v for k, v in placed.items()):
+            problem = (f"holds the head of fold {record.get('fold')}, seed {record.get('seed')}, model "
+                       f"{record.get('model')!r}, not of fold {fold}, seed {seed}, model {model!r}")
         if problem:
             raise DamagedError(path / "result.json", problem, what="head", fix=fix)
         try:
