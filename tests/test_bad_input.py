@@ -9,7 +9,9 @@ DataLoader worker goes too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -129,6 +131,50 @@ def _duration_abc(d: Path) -> str:
     return str(_manifest(d, rows, header="id,label,session,audio,duration"))
 
 
+TEXT_HEADER = "id,label,session,text"
+
+
+def _text_rows(n: int = 6) -> list[str]:
+    return [f"t{i},{'ang' if i % 2 else 'sad'},{1 + i % 3},word {i}" for i in range(n)]
+
+
+def _csv_unquoted_comma(d: Path) -> str:
+    rows = _text_rows()
+    rows[1] = rows[1].replace("word 1", "well, no")  # line 3: 5 fields under a 4-column header
+    return str(_manifest(d, rows, header=TEXT_HEADER))
+
+
+def _csv_header_twice(d: Path) -> str:
+    rows = _text_rows()
+    rows.insert(3, TEXT_HEADER)  # line 5: two manifests joined
+    return str(_manifest(d, rows, header=TEXT_HEADER))
+
+
+def _jsonl(d: Path, *, field: str, value: object) -> str:
+    """A text JSONL manifest in the corpus folder (``{corpus}/m.jsonl``) whose line 2 has ``field: value``."""
+    rows = [{"id": f"t{i}", "label": "ang" if i % 2 else "sad", "session": 1 + i % 3, "speaker": "s", "text": "hi"}
+            for i in range(4)]
+    rows[1][field] = value
+    m = d / "I" / "m.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(m)
+
+
+def _text_manifest_and_option(option: str) -> Callable[[Path], str]:
+    """A good text manifest (a bad option): the line names the option."""
+
+    def breakage(d: Path) -> str:
+        _manifest(d, _text_rows(), header=TEXT_HEADER)
+        return option
+
+    return breakage
+
+
+def _unknown_kind(d: Path) -> str:
+    """Nothing broken (a spec of an unknown kind): the line names the spec."""
+    return f"foo:{d / 'I'}"
+
+
 def _corpus(d: Path) -> str:
     """Nothing broken (a bad option): the line names the corpus."""
     return str(d / "I")
@@ -138,6 +184,12 @@ def _seeds_option(d: Path) -> str:
     """Nothing broken (a bad option that needs no corpus to judge): the line names the option."""
     del d
     return "--seeds"
+
+
+def _merge_option(d: Path) -> str:
+    """Nothing broken (a bad option that needs no corpus to judge): the line names the option."""
+    del d
+    return "--merge"
 
 
 # ----------------------------------------------------------------------------------------------- the cases
@@ -195,6 +247,26 @@ CASES = [
     *(Case(f"seeds-{seeds}", _seeds_option, ("train-heads", "--corpus", "iemocap:{corpus}", "--cache-dir", "{cache}",
                                         "--audio-backbone", "{w2v}", "--models", "audio", "--seeds", seeds),
            (f"--seeds '{seeds}'", "write whole numbers separated by commas")) for seeds in ("x", "0,x")),
+    Case("manifest-unquoted-comma", _csv_unquoted_comma, ("data", "stats", "--corpus", MANIFEST),
+         (":3: 5 fields, the header has 4", 'quote a field that holds a comma')),
+    Case("manifest-header-twice", _csv_header_twice, ("data", "stats", "--corpus", MANIFEST),
+         (":5: the header line again", "remove it")),
+    *(Case(f"jsonl-{field}-not-scalar", functools.partial(_jsonl, field=field, value=value),
+           ("data", "stats", "--corpus", "manifest:{corpus}/m.jsonl"),
+           (f":2: '{field}' is ", "not one value; write a single string or number"))
+      for field, value in (("label", ["ang"]), ("session", {"n": 1}), ("speaker", ["a", "b"]), ("id", [1]),
+                           ("text", ["hi", "there"]))),
+    Case("merge-empty-target", _text_manifest_and_option("--merge"),
+         ("data", "stats", "--corpus", MANIFEST, "--merge", "ang="),
+         ("'ang=' has an empty target", "name both labels, SRC=DST")),
+    Case("merge-empty-source", _text_manifest_and_option("--merge"),
+         ("data", "stats", "--corpus", MANIFEST, "--merge", "=hap"),
+         ("'=hap' has an empty source", "name both labels, SRC=DST")),
+    Case("merge-empty-source-iemocap", _merge_option,
+         ("data", "stats", "--corpus", "iemocap:{corpus}", "--merge", "exc=hap,=hap"),
+         ("'=hap' has an empty source", "name both labels, SRC=DST")),
+    Case("corpus-unknown-kind", _unknown_kind, ("data", "stats", "--corpus", "foo:{corpus}"),
+         ("unknown corpus kind 'foo'", "iemocap (iemocap:DIR)", "manifest (manifest:FILE.csv|.jsonl)")),
 ]
 
 

@@ -11,7 +11,15 @@ from click.testing import CliRunner
 import fake_iemocap
 from conftest import one_line_error
 from featcache.cli import cli
-from featcache.data import PAPER_LABELS, corpus_stats, load_audio, load_corpus, read_iemocap, read_manifest
+from featcache.data import (
+    PAPER_LABELS,
+    corpus_stats,
+    load_audio,
+    load_corpus,
+    parse_merge,
+    read_iemocap,
+    read_manifest,
+)
 from featcache.errors import DataError
 
 
@@ -213,3 +221,92 @@ def test_stats_rows_follow_the_class_order_of_labels(tmp_path: Path) -> None:
     first_column = [line.split()[0] for line in r.output.splitlines()[3:] if line and not line.startswith("-")]
     assert first_column == ["sad", "hap", "ang", "Total"]
     assert corpus_stats(load_corpus(f"manifest:{m}", labels=["hap", "ang", "sad"])).labels == ("hap", "ang", "sad")
+
+
+# ------------------------------------------------------------------ values checked at the boundary
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "featcache.data" and r.levelname == "WARNING"]
+
+
+def test_labels_lose_surrounding_whitespace_and_keep_their_case(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    m = tmp_path / "m.csv"
+    m.write_text("id,label,session,text\na, ang ,1,x\nb,ang,1,x\nc,ANG,2,x\nd,sad\t,2,x\ne,Sad,2,x\n")
+    with caplog.at_level("WARNING", logger="featcache.data"):
+        c = read_manifest(m)
+    assert c.labels == ("ANG", "Sad", "ang", "sad")  # case kept: four classes
+    assert [u.label for u in c] == ["ang", "ang", "ANG", "sad", "Sad"]
+    (line,) = _warnings(caplog)  # one line naming every pair
+    assert str(m) in line and "'ANG' and 'ang'" in line and "'Sad' and 'sad'" in line and "\n" not in line
+    assert "stay separate classes" in line and "--merge ANG=ang,Sad=sad" in line
+    # --labels (and the API's labels) lose their whitespace too; the case twins are still named
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="featcache.data"):
+        kept = load_corpus(f"manifest:{m}", labels=[" ang", "sad "], merge={" ANG ": "ang"})
+    assert kept.labels == ("ang", "sad") and len(kept) == 4
+    (line,) = _warnings(caplog)
+    assert "'Sad' and 'sad'" in line and "ANG" not in line  # merged: no longer two classes
+
+
+def test_iemocap_labels_lose_surrounding_whitespace(small_iemocap: Path) -> None:
+    c = read_iemocap(small_iemocap, labels=(" ang", "sad ", "hap", "fru"), merge={"exc ": " hap"})
+    assert c.labels == ("ang", "sad", "hap", "fru")
+    assert corpus_stats(c).counts["hap"]["1"] == 3
+
+
+def test_no_warning_without_case_twins(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    m = tmp_path / "m.csv"
+    m.write_text("id,label,session,text\na, ang,1,x\nb,sad,2,x\n")
+    with caplog.at_level("WARNING", logger="featcache.data"):
+        assert read_manifest(m).labels == ("ang", "sad")
+    assert _warnings(caplog) == []
+
+
+def test_numeric_sessions_are_compared_as_values(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("id,label,session,text\na,ang,1,x\nb,sad,1.0,x\nc,ang,01,x\nd,sad, 2 ,x\n"
+                                    "e,ang,2.0,x\nf,sad,Ses01,x\n")
+    c = read_manifest(tmp_path / "m.csv")
+    assert c.sessions == ("1", "2", "Ses01")  # two folds of numbers, not five
+    assert [u.session for u in c] == ["1", "1", "1", "2", "2", "Ses01"]
+    assert {u.speaker for u in c} == {"1", "2", "Ses01"}  # the default speaker is the session's name
+    rows = [{"id": "a", "label": "ang", "session": 1, "text": "x"}, {"id": "b", "label": "sad", "session": 1.0, "text": "y"},
+            {"id": "c", "label": "sad", "fold": 2.0, "text": "z"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert load_corpus(f"manifest:{tmp_path / 'm.jsonl'}").sessions == ("1", "2")
+
+
+@pytest.mark.parametrize(("text", "name"), [("1", "1"), ("01", "1"), ("+1", "1"), ("1.0", "1"), ("1e0", "1"),
+                                            ("2.50", "2.5"), (" 3 ", "3"), ("Ses01", "Ses01"), ("A", "A"),
+                                            ("nan", "nan"), ("1_0", "1_0"), ("", "")])
+def test_session_name(text: str, name: str) -> None:
+    from featcache.data.manifest import session_name
+
+    assert session_name(text) == name
+
+
+@pytest.mark.parametrize("item", ["ang=", "=hap", " = ", "exc=hap, =neu"])
+def test_merge_with_an_empty_label_is_refused(item: str) -> None:
+    with pytest.raises(DataError, match=r"^merge \(--merge\): '.*' has an empty (source|target)") as e:
+        parse_merge(item)
+    assert "\n" not in str(e.value)
+    assert parse_merge(" exc = hap ,sur=hap") == {"exc": "hap", "sur": "hap"}
+
+
+def test_unknown_corpus_kind_is_refused_and_paths_with_colons_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for spec in (f"foo:{tmp_path}", "IEMOCAP:/data", "file:///data/m.csv", "foo:"):
+        with pytest.raises(DataError) as e:
+            load_corpus(spec)
+        assert str(e.value) == (f"corpus (--corpus {spec!r}): unknown corpus kind {spec.split(':')[0]!r}; the known "
+                                "kinds are iemocap (iemocap:DIR), manifest (manifest:FILE.csv|.jsonl)")
+    # a plain path with a colon reads as it did: it exists, or what comes before the colon is no kind
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data:v2.csv").write_text("id,label,session,text\na,ang,1,x\n")
+    assert len(load_corpus("data:v2.csv")) == 1
+    (tmp_path / "x:y").mkdir()
+    (tmp_path / "x:y" / "m.csv").write_text("id,label,session,text\na,ang,1,x\nb,sad,2,y\n")
+    assert len(load_corpus(str(tmp_path / "x:y" / "m.csv"))) == 2
+    assert len(load_corpus("./x:y/m.csv")) == 2
+    assert len(load_corpus(f"manifest:{tmp_path / 'x:y' / 'm.csv'}")) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from featcache.errors import DataError
 #: The paper's label set (Table 2) and its merge map (defined in featcache.paper).
 PAPER_LABELS = paper.LABELS
 PAPER_MERGE = paper.MERGE
+
+log = logging.getLogger("featcache.data")
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,41 @@ def _natural_key(s: str) -> tuple:
 # --------------------------------------------------------------------------------------------
 # Label selection (shared by the readers)
 # --------------------------------------------------------------------------------------------
+
+
+def _clean_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    """The label policy for a label list: surrounding whitespace is stripped, case is kept."""
+    return tuple(str(lab).strip() for lab in labels)
+
+
+def _clean_merge(merge: Mapping[str, str]) -> dict[str, str]:
+    """The label policy for a merge map: surrounding whitespace of both sides is stripped, case is kept."""
+    return {str(a).strip(): str(b).strip() for a, b in merge.items()}
+
+
+def _warn_case_twins(labels: Iterable[str], *, source: str) -> None:
+    """Log one warning line (``featcache.data``) naming the labels that differ only in case.
+
+    They stay separate classes: case is part of a label. The line says how to merge them.
+
+    Args:
+        labels: The corpus's labels (after merging).
+        source: The file or folder they come from, as the line names it.
+    """
+    groups: dict[str, list[str]] = {}
+    for lab in sorted(set(labels)):
+        groups.setdefault(lab.casefold(), []).append(lab)
+    twins = [g for g in groups.values() if len(g) > 1]
+    if not twins:
+        return
+    named, merges = [], []
+    for g in twins:
+        names = [repr(x) for x in g]
+        named.append(f"{', '.join(names[:-1])} and {names[-1]}")
+        target = next((x for x in g if x == x.lower()), g[0])
+        merges += [f"{x}={target}" for x in g if x != target]
+    log.warning("%s: labels %s differ only in case; they stay separate classes (merge them with --merge %s "
+                "if they are one)", source, "; ".join(named), ",".join(merges))
 
 
 def _select_labels(

@@ -17,6 +17,8 @@ from featcache.data.corpus import (
     Corpus,
     Utterance,
     _check_label_options,
+    _clean_labels,
+    _clean_merge,
     _make_corpus,
     _natural_key,
     _select_labels,
@@ -46,8 +48,9 @@ def read_iemocap(
 
     Args:
         root: Directory holding ``Session1`` .. ``Session5``.
-        labels: Labels to keep, in class-index order (after merging).
-        merge: Raw label -> kept label (the paper merges ``exc`` into ``hap``).
+        labels: Labels to keep, in class-index order (after merging); whitespace around each is stripped.
+        merge: Raw label -> kept label (the paper merges ``exc`` into ``hap``); whitespace around each side is
+            stripped.
         name: Name recorded in the corpus; default ``iemocap:ROOT``.
 
     Returns:
@@ -62,6 +65,7 @@ def read_iemocap(
             f"{root}: corpus directory not found; pass the folder that holds Session1..Session5 "
             "(or run `featcache demo-data DIR` to make the demo corpus)"
         )
+    labels, merge = _clean_labels(labels), _clean_merge(merge)
     _check_label_options(labels, merge, IEMOCAP_VOCABULARY, source=str(root))
     session_dirs = sorted(
         (p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"Session\d+", p.name)),

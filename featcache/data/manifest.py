@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,10 +21,21 @@ from featcache.data.corpus import (
     Corpus,
     Utterance,
     _check_label_options,
+    _clean_labels,
+    _clean_merge,
     _make_corpus,
     _select_labels,
+    _warn_case_twins,
 )
 from featcache.errors import DataError
+
+#: The columns a manifest reader reads, each with an example value: in JSONL each holds one value (a string or
+#: a number), not a list or an object.
+COLUMNS: dict[str, str] = {"id": '"utt1"', "label": '"ang"', "session": "1", "fold": "1", "text": '"hello"',
+                           "audio": '"wav/utt1.wav"', "speaker": '"spk1"', "duration": "2.5"}
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def read_manifest(
@@ -37,10 +50,15 @@ def read_manifest(
     Columns: ``id``, ``label``, ``session`` (or ``fold``); optional ``text``, ``audio`` (a path relative
     to the manifest), ``speaker``, ``duration``. A corpus may have only text or only audio.
 
+    Labels lose their surrounding whitespace and keep their case: labels that differ only in case stay
+    separate classes, with one warning line naming them. Sessions that are numbers are compared as
+    numbers: ``1``, ``01``, ``1.0`` and JSON's ``1.0`` are session ``1`` (:func:`session_name`).
+
     Args:
         path: The ``.csv`` or ``.jsonl`` file.
-        labels: Labels to keep, in class-index order; default every label present, sorted.
-        merge: Raw label -> kept label.
+        labels: Labels to keep, in class-index order (whitespace around each is stripped); default every
+            label present, sorted.
+        merge: Raw label -> kept label (whitespace around each side is stripped).
         name: Name recorded in the corpus; default ``manifest:PATH``.
 
     Returns:
@@ -48,17 +66,22 @@ def read_manifest(
 
     Raises:
         DataError: Missing, unreadable or non-UTF-8 file, missing column, a row with no session, duplicate id,
-            a duration that is not a number, missing audio file.
+            a duration that is not a number, missing audio file; a CSV row with more fields than the header
+            or a repeated header line; a JSONL value that is a list or an object.
     """
     path = Path(path).expanduser()
-    merge = dict(merge or {})
+    merge = _clean_merge(merge or {})
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; pass a .csv or .jsonl file with id,label,session columns")
     rows = list(_manifest_rows(path))
+    for _, row in rows:
+        row["label"] = row["label"].strip()
     present = {merge.get(r["label"], r["label"]) for _, r in rows}
+    _warn_case_twins(present, source=str(path))
     if labels is None:
         labels = tuple(sorted(present))
     else:
+        labels = _clean_labels(labels)
         _check_label_options(labels, merge, {r["label"] for _, r in rows}, source=str(path))
     utts: list[Utterance] = []
     seen: dict[str, int] = {}
@@ -70,8 +93,8 @@ def read_manifest(
         lab = _select_labels(row["label"], labels=labels, merge=merge)
         if lab is None:
             continue
-        session = row.get("session") or row.get("fold")
-        if session in (None, ""):
+        session = session_name(row.get("session") or row.get("fold") or "")
+        if not session:
             raise DataError(
                 f"{path}:{lineno}: row {utt_id!r} has no session; add a 'session' (or 'fold') value to every row"
             )
@@ -83,7 +106,7 @@ def read_manifest(
         utts.append(
             Utterance(
                 id=utt_id,
-                session=str(session),
+                session=session,
                 speaker=str(row.get("speaker") or f"{session}"),
                 label=lab,
                 text=row.get("text") if row.get("text") is not None else None,
@@ -92,6 +115,30 @@ def read_manifest(
             )
         )
     return _make_corpus(name or f"manifest:{path}", path.parent.resolve(), utts, labels)
+
+
+def session_name(text: str) -> str:
+    """The canonical name of a manifest's session: numbers are compared as values, other text is kept.
+
+    Surrounding whitespace is stripped. A number is written as Python writes it, whole numbers without a
+    fraction: ``1``, ``01``, ``+1``, ``1.0`` and ``1e0`` are all ``1``; ``2.50`` is ``2.5``. Text that is no
+    plain decimal number (``Ses01``, ``A``, ``nan``) stays as it is.
+
+    Args:
+        text: The session (or fold) field as read (a JSON number as ``str`` writes it).
+
+    Returns:
+        The session name.
+    """
+    text = text.strip()
+    if _INTEGER.fullmatch(text):
+        return str(int(text))
+    if not _NUMBER.fullmatch(text):
+        return text
+    value = float(text)
+    if not math.isfinite(value):
+        return text
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _duration(text: str | None, *, where: str, utt_id: str) -> float | None:
@@ -131,12 +178,25 @@ def _manifest_text(path: Path) -> str:
 
 
 def _manifest_rows(path: Path) -> Iterable[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) for each row of a CSV or JSONL manifest; every value is a string.
+
+    Raises:
+        DataError: The file's type, encoding, columns or a row's shape is wrong (names the line).
+    """
     suffix = path.suffix.lower()
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(_manifest_text(path), newline=""))
         try:
-            _check_columns(path, set(reader.fieldnames or []))
+            header = list(reader.fieldnames or [])
+            _check_columns(path, set(header))
             for row in reader:
+                if None in row:  # DictReader's restkey: the fields past the header's
+                    n = len(header) + len(row[None])  # type: ignore[index]
+                    raise DataError(f"{path}:{reader.line_num}: {n} fields, the header has {len(header)}; quote a "
+                                    'field that holds a comma (e.g. "yes, sure")')
+                if [(row[k] or "").strip() for k in header] == [k.strip() for k in header]:
+                    raise DataError(f"{path}:{reader.line_num}: the header line again; remove it (a header belongs "
+                                    "on the first line only: were two manifests joined?)")
                 yield reader.line_num, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
         except csv.Error as e:
             raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e}); check its quotes") from None
@@ -151,6 +211,13 @@ def _manifest_rows(path: Path) -> Iterable[tuple[int, dict[str, str]]]:
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object per line")
             _check_columns(path, set(obj), lineno=lineno)
+            for k, example in COLUMNS.items():
+                if isinstance(obj.get(k), (list, dict)):
+                    kind = "a list" if isinstance(obj[k], list) else "an object"
+                    shown = json.dumps(obj[k], ensure_ascii=True)
+                    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+                    raise DataError(f"{path}:{lineno}: {k!r} is {kind} ({shown}), not one value; write a single "
+                                    f'string or number (e.g. "{k}": {example})')
             yield lineno, {k: ("" if v is None else str(v) if not isinstance(v, str) else v) for k, v in obj.items()}
     else:
         raise DataError(f"{path}: unsupported manifest type {suffix!r}; use .csv or .jsonl")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -10,12 +11,27 @@ from featcache.data.iemocap import read_iemocap
 from featcache.data.manifest import read_manifest
 from featcache.errors import DataError
 
+#: The corpus kinds a spec may name before its colon, each with its form.
+KINDS: dict[str, str] = {"iemocap": "iemocap:DIR", "manifest": "manifest:FILE.csv|.jsonl"}
+
+#: What reads as a kind before a spec's colon: a word of two or more characters (``C:`` is a drive, ``./a:b``
+#: a path).
+_KIND = re.compile(r"[A-Za-z][A-Za-z0-9_+.-]*[A-Za-z0-9]")
+
 
 def parse_merge(spec: str | None) -> dict[str, str]:
     """Parse ``exc=hap,sur=hap`` into a merge map.
 
+    Whitespace around each label is stripped; case is kept.
+
+    Args:
+        spec: The ``--merge`` text; None or ``''`` is no merge.
+
+    Returns:
+        Raw label -> kept label.
+
     Raises:
-        DataError: An item is not ``SRC=DST``.
+        DataError: An item is not ``SRC=DST``, or one of its labels is empty (``ang=``, ``=hap``).
     """
     out: dict[str, str] = {}
     for item in (spec or "").split(","):
@@ -25,6 +41,9 @@ def parse_merge(spec: str | None) -> dict[str, str]:
         if "=" not in item:
             raise DataError(f"merge (--merge): {item!r} is not SRC=DST (e.g. exc=hap)")
         a, b = (s.strip() for s in item.split("=", 1))
+        if not a or not b:
+            side = "source (before '=')" if not a else "target (after '=')"
+            raise DataError(f"merge (--merge): {item!r} has an empty {side}; name both labels, SRC=DST (e.g. exc=hap)")
         out[a] = b
     return out
 
@@ -39,18 +58,25 @@ def load_corpus(
 
     Args:
         spec: ``iemocap:DIR``, ``manifest:FILE`` or a bare path (a directory is read as IEMOCAP, a
-            ``.csv``/``.jsonl`` file as a manifest).
-        labels: Labels to keep (default: the paper's four for IEMOCAP, every label for a manifest).
+            ``.csv``/``.jsonl`` file as a manifest). A bare path may hold a colon when the path exists or
+            what comes before its first colon is no word (``./a:b``, ``C:\\data``).
+        labels: Labels to keep (default: the paper's four for IEMOCAP, every label for a manifest);
+            whitespace around each is stripped, case is kept.
         merge: Raw label -> kept label (default: ``exc=hap`` for IEMOCAP, none for a manifest).
 
     Returns:
         The corpus.
 
     Raises:
-        DataError: Unknown source kind or any problem reading it.
+        DataError: Unknown source kind (``foo:DIR``) or any problem reading it.
     """
-    kind, _, rest = spec.partition(":")
-    if not rest or kind not in ("iemocap", "manifest"):
+    kind, sep, rest = spec.partition(":")
+    if rest and kind in KINDS:
+        pass
+    elif sep and _KIND.fullmatch(kind) and kind not in KINDS and not Path(spec).expanduser().exists():
+        known = ", ".join(f"{k} ({form})" for k, form in KINDS.items())
+        raise DataError(f"corpus (--corpus {spec!r}): unknown corpus kind {kind!r}; the known kinds are {known}")
+    else:
         kind, rest = ("iemocap" if Path(spec).expanduser().is_dir() or not Path(spec).suffix else "manifest"), spec
     if kind == "iemocap":
         return read_iemocap(
