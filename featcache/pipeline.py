@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from featcache.errors import FeatcacheError
+from featcache.errors import DamagedError, FeatcacheError
 from featcache.executors import Executor, Job, LocalExecutor, finished_run, span
 from featcache.extract import DEFAULT_SHARD_SIZE, EncoderRun, ExtractReport, entry_ids, plan_entry
 from featcache.paper import ALL_MODELS, PAPER_MODELS, TrainSettings, uses
@@ -98,6 +98,7 @@ def plan_encoder_runs(
     Raises:
         FeatcacheError: The corpus lacks the modality, or a fine-tuned run is missing (names the
             command that makes it).
+        DamagedError: A run's encoder weights no longer match the checksum recorded when it finished.
     """
     corpus = study.corpus
     mods = [m for m in corpus.modalities if modality in ("all", m)]
@@ -113,6 +114,11 @@ def plan_encoder_runs(
         for ft in find_runs(study.store, corpus=corpus, fold=k):
             if run_differences(ft.config, study.run_config(ft.modality, fold=k, seed=ft.config["seed"])):
                 continue  # another study's run (other settings): its vectors are not this study's
+            damaged = ft.damage(deep=True)  # its encoder weights' SHA-256, before they make any vector
+            if damaged is not None:
+                cmd = study.command("finetune", modality=ft.modality, fold=k, seed=ft.config["seed"])
+                raise DamagedError(damaged[0], damaged[1], what="fine-tuning run",
+                                   fix=f"delete {ft.path} and run `{cmd}` (it trains the run again)")
             for m in ft.modalities:
                 if m in mods:
                     run = EncoderRun(m, study.preset.backbone(m), ft.encoder_options(), ft.encoder_weights(m),

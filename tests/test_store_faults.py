@@ -421,6 +421,28 @@ def test_a_damaged_fine_tuning_run_is_refused_then_finished_again(env: dict[str,
     assert r.exit_code == 0 and r.stdout.startswith("written"), r.output
 
 
+def test_a_bit_flipped_in_fine_tuned_weights_is_refused_before_any_vector(env: dict[str, Path], tmp_path: Path) -> None:
+    """Same size, other bytes: the encoder weights' checksum is checked before extraction uses them."""
+    cache = tmp_path / "cache"
+    settings = ["--max-epochs", "1", "--batch-size", "8", "--lr", "1e-3"]
+    r = CliRunner().invoke(cli, ["finetune", *_common(env, cache), "--modality", "text", "--fold", "1", "--seed", "0",
+                                 *settings, "--workers", "0", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    (run,) = [p for p in (cache / "runs").iterdir() if p.is_dir()]
+    weights = run / "text_encoder.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x40  # an exponent bit of one weight, in the middle of the tensors
+    weights.write_bytes(bytes(data))
+    extract = ["extract", *_common(env, cache), "--finetuned", "--fold", "1", "--modality", "text",
+               "--finetune-epochs", "1", "--finetune-batch-size", "8", "--finetune-lr", "1e-3",
+               "--variant", "clean", "--workers", "0", "--device", "cpu"]
+    before = _snapshot(cache)
+    line = one_line_error(CliRunner().invoke(cli, extract))
+    assert line.startswith(f"Error: {weights}: damaged fine-tuning run (checksum mismatch"), line
+    assert f"delete {run}" in line and "featcache finetune" in line
+    assert _snapshot(cache) == before  # no vector of the damaged weights was stored
+
+
 # -------------------------------------------------------------------------------- the entry itself
 
 
