@@ -23,6 +23,7 @@ This module imports neither torch nor click, so the command line builds its opti
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -289,7 +290,7 @@ class StudyOptions:
             if items[i] not in by_flag:
                 raise FeatcacheError(f"{items[i]!r} is not a study option")
             name, on = by_flag[items[i]]
-            kind = next(f.metadata["flag"].kind for f in fields(cls) if f.name == name)
+            kind = _field(name).metadata["flag"].kind
             if kind == "bool":
                 given[name], i = on, i + 1
                 continue
@@ -323,8 +324,18 @@ class StudyOptions:
         return replace(self, **changes)
 
 
+@functools.cache
+def _fields_by_name() -> dict[str, Any]:
+    return {f.name: f for f in fields(StudyOptions)}
+
+
+def _field(name: str) -> Any:
+    """The :class:`StudyOptions` field called ``name``."""
+    return _fields_by_name()[name]
+
+
 def _default(name: str) -> Any:
-    return next(f.default for f in fields(StudyOptions) if f.name == name)
+    return _field(name).default
 
 
 def option_fields(command: str | None = None) -> list[Any]:
@@ -339,7 +350,7 @@ def parse_value(name: str, text: str) -> Any:
     Raises:
         FeatcacheError: Text that does not read as the field's kind.
     """
-    flag = next(f.metadata["flag"] for f in fields(StudyOptions) if f.name == name)
+    flag = _field(name).metadata["flag"]
     kind = flag.kind
     if kind == "names":
         return parse_labels(text)
@@ -358,7 +369,7 @@ def parse_value(name: str, text: str) -> Any:
 
 def format_value(name: str, value: Any) -> str:
     """One field's value as command-line text (:func:`parse_value` reads it back to an equal value)."""
-    kind = next(f.metadata["flag"].kind for f in fields(StudyOptions) if f.name == name)
+    kind = _field(name).metadata["flag"].kind
     if kind in ("names", "seeds"):
         return ",".join(map(str, value))
     if kind == "merge":

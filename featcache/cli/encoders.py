@@ -94,10 +94,9 @@ def finetune_cmd(modality: str, folds: str, run_seeds: str, workers: int, device
 
     ex = executor_from(kw)
     study = study_from(kw, "finetune")
-    o = study.options
     jobs = finetune_jobs(study, models=[modality], folds=fold_list(folds, study.corpus),
                          seeds=parse_value("seeds", run_seeds), settings=study.finetune_settings(modality),
-                         fold_options={"dev": o.dev, "dev_fraction": o.dev_fraction}, device=device, workers=workers)
+                         fold_options=study.run_fold_options, device=device, workers=workers)
     for result in ex.run(study, jobs, progress=True):
         run = finished_run(result.value)
         res = run.result

@@ -5,6 +5,7 @@ differs from the one a study would make), and the store's runs (:func:`find_runs
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -200,11 +201,16 @@ _SETTING_OPTIONS = {"batch_size": "finetune_batch_size", "lr": "finetune_lr", "m
 def _fold_identity(fold_options: Any) -> dict[str, Any]:
     """Dev-split options with the defaults of :func:`featcache.folds.make_fold` filled in, so that
     ``{"dev": "stratified"}`` and ``{"dev": "stratified", "dev_fraction": 0.1}`` compare equal."""
+    return {**_fold_defaults(), **(fold_options if isinstance(fold_options, dict) else {})}
+
+
+@functools.cache
+def _fold_defaults() -> dict[str, Any]:
+    """:func:`featcache.folds.make_fold`'s keyword defaults (read once)."""
     import inspect
 
-    defaults = {k: p.default for k, p in inspect.signature(make_fold).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    return {**defaults, **(fold_options if isinstance(fold_options, dict) else {})}
+    return {k: p.default for k, p in inspect.signature(make_fold).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def run_differences(config: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

@@ -124,7 +124,12 @@ class Study:
     def fold_options(self) -> dict[str, Any]:
         """The folds' dev-split options (the dev fraction only where it is not the default)."""
         o = self.options
-        return {"dev": o.dev} if o.dev_fraction == paper.DEV_FRACTION else {"dev": o.dev, "dev_fraction": o.dev_fraction}
+        return {"dev": o.dev} if o.dev_fraction == paper.DEV_FRACTION else self.run_fold_options
+
+    @property
+    def run_fold_options(self) -> dict[str, Any]:
+        """The dev-split options a ``featcache finetune`` run records (both, always)."""
+        return {"dev": self.options.dev, "dev_fraction": self.options.dev_fraction}
 
     @cached_property
     def encoder_options(self) -> EncoderOptions:

@@ -19,11 +19,9 @@ def run_config(study: Study, model: str, *, fold: int, seed: int) -> dict[str, A
     (:func:`featcache.finetune.run_config`; precision as the study gives it, ``auto`` unresolved)."""
     from featcache.finetune import run_config as config_of
 
-    o = study.options
     return config_of(study.corpus, preset=study.preset, modality=model, fold=fold, seed=seed,
-                      options=study.encoder_options, settings=study.finetune_settings(model),
-                      fold_options={"dev": o.dev, "dev_fraction": o.dev_fraction},
-                      precision=o.finetune_precision)
+                     options=study.encoder_options, settings=study.finetune_settings(model),
+                     fold_options=study.run_fold_options, precision=study.options.finetune_precision)
 
 
 def finetuned_run(study: Study, model: str, *, fold: int, seed: int) -> Any:
