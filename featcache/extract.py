@@ -360,13 +360,16 @@ def extract(
         encoder = load_encoder(resolved, options=run.options, weights=run.weights)
     encoder.to(dev).eval()
     analyses = None
+    made_from = None
     mask_token = None
     if v.modality == "text":
         mask_token = encoder.mask_token  # type: ignore[union-attr]
         if getattr(v, "needs_analysis", False):
-            from featcache.perturb.text_analysis import analyze_corpus
+            from featcache.perturb.text_analysis import analysis_digest, analysis_file, analyze_corpus
 
             analyses = analyze_corpus(corpus, model=analysis_model, cache_dir=store.root, progress=progress)
+            analysis = analysis_file(corpus, model=analysis_model, cache_dir=store.root)
+            made_from = {"file": analysis.name, "sha256": analysis_digest(analysis)}
     provenance = {
         "backbone": run.backbone,
         "backbone_path": str(resolved.path),
@@ -383,6 +386,8 @@ def extract(
     }
     if mask_token is not None:
         provenance["mask_token"] = mask_token
+    if made_from is not None:  # the text analysis it was made from (``featcache cache verify`` checks it)
+        provenance["text_analysis"] = made_from
     status = "written"
     written = 0
     memo = _VectorMemo()

@@ -395,3 +395,31 @@ def test_cache_clean_removes_stray_temporary_files_of_ablations(tmp_path: Path) 
     stray.write_bytes(b"x")
     assert store.ablation_dir("k", "a b/c") == tmp_path / "cache" / "ablations" / "k" / "a_b_c"
     assert stray in store.clean(dry_run=False) and not stray.exists()
+
+
+def test_a_damaged_or_moved_ablation_head_is_refused_then_trained_again(study: Study, tmp_path: Path) -> None:
+    """A flipped bit in an ablation head's weights, or two folds' heads swapped: evaluating the ablation is one
+    DamagedError naming the file and the ablate command; training the ablation again replaces exactly those."""
+    import shutil
+
+    from featcache.errors import DamagedError
+
+    study = study.replace(seeds=(0,))
+    abl, _ = ab.train_ablation(study, SPEC, progress=False)
+    reference, _ = ab.evaluate_ablation(study, abl, conditions=["clean"], progress=False)
+    copy = study.replace(cache_dir=str(tmp_path / "store"))
+    shutil.copytree(study.store.root, copy.store.root)
+    weights = abl.head_dir(copy, fold=2, seed=0) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x40  # the top exponent bit of the last weight: the file still loads
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DamagedError) as e:
+        ab.evaluate_ablation(copy, abl, conditions=["clean"], progress=False)
+    assert f"{weights}: damaged ablation head (checksum mismatch" in str(e.value) and "featcache ablate" in str(e.value)
+    one, two = (abl.head_dir(copy, fold=k, seed=0).parent for k in (3, 4))
+    one.rename(tmp_path / "parked")
+    two.rename(one)
+    (tmp_path / "parked").rename(two)
+    ab.train_ablation(copy, SPEC, progress=False)  # the flipped head and the two swapped ones
+    again, _ = ab.evaluate_ablation(copy, abl, conditions=["clean"], progress=False)
+    assert np.array_equal(again.pred, reference.pred) and np.array_equal(again.utt_id, reference.utt_id)

@@ -420,3 +420,34 @@ def test_text_stats_counts_over_all_tokens(analyses: dict[str, TextAnalysis]) ->
     assert stats.changed["no-text"] == sum(bool(t) for t in TEXTS)
     assert "pitch" not in stats.changed
     assert "adjectives:" in stats.format()
+
+
+def test_an_edited_analysis_file_is_analysed_again_not_used(
+    cache_dir: Path, analyses: dict[str, TextAnalysis], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One ADJ retagged NOUN in the cached JSON (still valid JSON): the file's digest no longer matches, so
+    the texts are analysed again (one warning naming the file), the file is written again, and the
+    analyses are spaCy's, not the edited ones."""
+    import shutil
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    (path,) = (copy / "text-analysis").glob("*.json")
+    original = path.read_bytes()
+    payload = json.loads(original)
+    assert payload["digest"] == ta._tokens_digest(payload["tokens"])
+    text_index = payload["texts"].index(BAGGAGE)
+    tokens = payload["tokens"][text_index]
+    adj = next(i for i, t in enumerate(tokens) if "ADJ" in t)
+    tokens[adj] = ["NOUN" if v == "ADJ" else v for v in tokens[adj]]
+    path.write_text(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="featcache.perturb.text_analysis"):
+        again = analyze_texts(TEXTS, cache_dir=copy)
+    assert again == [analyses[t] for t in TEXTS]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: damaged text analysis (checksum mismatch: the file changed after it was written); "
+        "analysing the texts again"]
+    assert path.read_bytes() == original  # written again, byte for byte
+    path.write_text("{", encoding="utf-8")  # unreadable: the same
+    assert analyze_texts(TEXTS, cache_dir=copy) == [analyses[t] for t in TEXTS]
+    assert path.read_bytes() == original

@@ -183,7 +183,7 @@ def test_heads_trained_together_equal_heads_trained_one_at_a_time(study: Study, 
 
 
 def test_two_clean_head_trainings_write_the_same_bytes(study: Study, tmp_path: Path) -> None:
-    """Every head file of two clean train-heads runs is byte-identical (result.json up to its own folder)."""
+    """Every head file of two clean train-heads runs into two stores is byte-identical (no path, no time)."""
 
     def run(name: str) -> dict[str, bytes]:
         root = tmp_path / name
@@ -191,8 +191,7 @@ def test_two_clean_head_trainings_write_the_same_bytes(study: Study, tmp_path: P
         copy = study.replace(cache_dir=str(root), head_epochs=2)
         train_heads(copy, models=ALL_MODELS, progress=False)
         heads = root / "heads"
-        files = {p.relative_to(heads).as_posix(): p.read_bytes() for p in sorted(heads.rglob("*")) if p.is_file()}
-        return {k: v.replace(str(root).encode(), b"ROOT") for k, v in files.items()}
+        return {p.relative_to(heads).as_posix(): p.read_bytes() for p in sorted(heads.rglob("*")) if p.is_file()}
 
     first, second = run("a"), run("b")
     assert len(first) == 3 * 7 * 5 and first.keys() == second.keys()  # model, config, result of 7 models x 5 folds
@@ -219,3 +218,104 @@ def test_a_head_in_another_heads_place_is_never_evaluated(study: Study, tmp_path
     again, _ = evaluate(copy, models=["text"], conditions=["clean"], progress=False)
     reference, _ = evaluate(study, models=["text"], conditions=["clean"], progress=False)
     assert np.array_equal(again.pred, reference.pred)
+
+
+def _flip_a_weight_bit(path: Path) -> None:
+    """Flip the top exponent bit of the last float in a safetensors file (same size, still parses)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_a_bit_flipped_in_a_heads_weights_is_never_evaluated(study: Study, tmp_path: Path) -> None:
+    """One flipped exponent bit in a head's model.safetensors (the file still loads): evaluate refuses it,
+    naming the file and train-heads; train-heads trains it again and the study scores as before."""
+    from featcache.errors import DamagedError
+
+    root = tmp_path / "flipped"
+    shutil.copytree(study.store.root, root)
+    copy = study.replace(cache_dir=str(root))
+    weights = copy.heads_dir("text", fold=2, seed=0) / "model.safetensors"
+    _flip_a_weight_bit(weights)
+    load_head(weights.parent)  # the damage is invisible to the file format
+    with pytest.raises(DamagedError) as e:
+        evaluate(copy, models=["text"], conditions=["clean"], progress=False)
+    assert f"{weights}: damaged head (checksum mismatch: the file changed after the head was saved)" in str(e.value)
+    assert "featcache train-heads" in str(e.value)
+    train_heads(copy, models=["text"], progress=False)
+    again, _ = evaluate(copy, models=["text"], conditions=["clean"], progress=False)
+    reference, _ = evaluate(study, models=["text"], conditions=["clean"], progress=False)
+    assert np.array_equal(again.pred, reference.pred)
+
+
+def _extract_other_text_vectors(study: Study) -> Path:
+    """Write the clean text entry again, under its key, with other vectors (as another machine's extraction
+    would); returns its file."""
+    run = study.encoder_run("text", fold=1, seed=0, model="text")
+    planned = plan_entry(study.corpus, study.store, run=run, variant="clean", seed=study.variant_seed)
+    path = study.store.path(planned.key)
+    with study.store.open(planned.key) as entry:
+        ids, vectors, labels = entry.ids, entry.vectors().copy(), entry.labels()
+        provenance = dict(entry.provenance)
+    path.unlink()
+    with study.store.writer(planned.key, ids=ids, provenance=provenance) as w:
+        w.add(ids, vectors * np.float32(1.01), labels=labels)
+    return path
+
+
+def test_a_head_trained_on_other_vectors_than_the_store_holds_is_stale(study: Study, tmp_path: Path) -> None:
+    """The clean text entry made again with other vectors (as another machine's extraction would): every
+    head that read it is refused as stale, the audio head is not, and train-heads trains exactly the stale
+    ones again."""
+    from featcache.errors import DamagedError
+
+    root = tmp_path / "stale"
+    shutil.copytree(study.store.root, root)
+    copy = study.replace(cache_dir=str(root))
+    _extract_other_text_vectors(copy)
+    before = {p: p.read_bytes() for p in (root / "heads").rglob("*") if p.is_file()}
+    with pytest.raises(DamagedError) as e:
+        evaluate(copy, models=["text"], conditions=["clean"], progress=False)
+    assert "stale: trained on other text vectors than the store holds now" in str(e.value), str(e.value)
+    assert copy.load_head("audio", fold=1, seed=0) is not None  # reads no text vectors
+    train_heads(copy, progress=False)
+    changed = {p.parent.name for p, b in before.items() if p.read_bytes() != b}
+    assert changed == {m for m in ALL_MODELS if "text" in uses(m)}, changed
+    evaluate(copy, conditions=["clean"], progress=False)
+
+
+def test_cache_verify_checks_every_head_and_the_chain(study: Study, tmp_path: Path) -> None:
+    """`featcache cache verify` on an intact store: every head checked, no finding, exit 0. Then a flipped bit
+    in a head, an edited text analysis and the clean text vectors made again: one line for each damaged
+    file (the head's weights, the analysis, and every head trained on the old vectors as stale), exit 1."""
+    from click.testing import CliRunner
+
+    from featcache.cli import cli
+
+    root = tmp_path / "store"
+    shutil.copytree(study.store.root, root)
+    copy = study.replace(cache_dir=str(root))
+    r = CliRunner().invoke(cli, ["cache", "verify", "--cache-dir", str(root)])
+    n_heads = len(list((root / "heads").rglob("result.json")))
+    assert r.exit_code == 0 and f"heads and lineage: {n_heads} head(s) checked, 0 finding(s)" in r.output, r.output
+    weights = sorted((root / "heads").glob("*/fold-2/seed-*/audio/model.safetensors"))[0]
+    _flip_a_weight_bit(weights)
+    from featcache.perturb import analyze_texts
+
+    analyze_texts([u.text or "" for u in copy.corpus], cache_dir=root)
+    (analysis,) = (root / "text-analysis").glob("*.json")
+    payload = json.loads(analysis.read_text(encoding="utf-8"))
+    payload["tokens"][0] = []
+    analysis.write_text(json.dumps(payload), encoding="utf-8")
+    _extract_other_text_vectors(copy)
+    r = CliRunner().invoke(cli, ["cache", "verify", "--cache-dir", str(root)])
+    assert r.exit_code == 1, r.output
+    lines = r.output.splitlines()
+    assert f"BROKEN   {weights}: damaged head (checksum mismatch: the file changed after the head was saved); " \
+        "train it again (`featcache train-heads`" in r.output
+    assert any(line.startswith(f"BROKEN   {analysis}: checksum mismatch") for line in lines), r.output
+    stale = sorted(line.split()[1].rsplit("/", 3)[1:] for line in lines if line.startswith("STALE") and "heads" in line)
+    text_models = sorted(m for m in ALL_MODELS if "text" in uses(m))
+    trained = [p.parent for p in (root / "heads").rglob("result.json")]
+    expected = sorted([p.parent.name, p.name, "result.json:"] for p in trained if p.name in text_models)
+    assert stale == expected, stale

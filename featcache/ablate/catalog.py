@@ -7,10 +7,12 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from featcache import paper
-from featcache.ablate.spec import PREFIX, SPEC_FILE, AblationSpec
-from featcache.errors import FeatcacheError
+from featcache.ablate.spec import PREFIX, RESULT_FILE, SPEC_FILE, AblationSpec
+from featcache.cache.integrity import read_json_object
+from featcache.errors import DamagedError, FeatcacheError
 from featcache.study import Study
 
 # ------------------------------------------------------------------------------------------------
@@ -67,6 +69,48 @@ class Ablation:
         """The ``featcache ablate`` command that trains it, with the study's options."""
         return " ".join([study.command("ablate"), shlex.join(self.spec.cli_flags())]).strip()
 
+    def place(self, study: Study, *, fold: int, seed: int) -> dict[str, Any]:
+        """What its head of (fold, seed) records it is (:mod:`featcache.heads.record`)."""
+        return {"fold": fold, "seed": seed, "model": self.model, "study": study.key}
+
+    def inputs(self, vs: Study, *, fold: int, seed: int) -> dict[str, str]:
+        """The content digest of each clean entry its head of (fold, seed) trains on, as stored now (``vs``:
+        :meth:`vector_study`); entries not stored are left out.
+
+        Raises:
+            DamagedError: An entry is damaged.
+        """
+        found = {m: vs.entry_digest(m, fold=fold, seed=seed, model=self.model) for m in self.spec.modalities}
+        return {m: d for m, d in found.items() if d is not None}
+
+    def trained_head(self, study: Study, vs: Study, *, fold: int, seed: int) -> dict[str, Any] | None:
+        """The record of its trained head of (fold, seed), checked; None when it is not trained.
+
+        Args:
+            study: The study.
+            vs: :meth:`vector_study` of it.
+            fold: Fold index.
+            seed: Seed.
+
+        Raises:
+            DamagedError: The record does not read, or disagrees with its place, its files or its inputs
+                (names the file and the ablate command that trains it again).
+        """
+        from featcache.heads.record import record_problem
+
+        folder = self.head_dir(study, fold=fold, seed=seed).parent
+        if not (folder / RESULT_FILE).is_file():
+            return None
+        fix = f"run `{self.command(study)}` (it trains the head again)"
+        record, problem = read_json_object(folder / RESULT_FILE)
+        if problem:
+            raise DamagedError(folder / RESULT_FILE, problem, what="ablation head", fix=fix)
+        found = record_problem(record, folder=folder, place=self.place(study, fold=fold, seed=seed),
+                               inputs=self.inputs(vs, fold=fold, seed=seed))
+        if found is not None:
+            raise DamagedError(found[0], found[1], what="ablation head", fix=fix)
+        return record
+
 
 def ablation(study: Study, spec: AblationSpec) -> Ablation:
     """The ablation that ``spec`` defines in ``study`` (nothing is written).
@@ -110,7 +154,7 @@ def list_ablations(study: Study) -> list[AblationInfo]:
         if not spec_file.is_file():
             continue
         abl = _read_spec(spec_file)
-        trained = sum((abl.head_dir(study, fold=k, seed=s) / "config.json").is_file()
+        trained = sum((abl.head_dir(study, fold=k, seed=s).parent / RESULT_FILE).is_file()
                       for k in study.folds for s in study.seeds)
         out.append(AblationInfo(abl, trained, len(study.folds) * len(study.seeds), folder,
                                 abl.spec.describe(study.head_settings)))

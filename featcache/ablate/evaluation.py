@@ -58,7 +58,7 @@ def evaluate_ablation(study: Study, abl: Ablation, *, conditions: Sequence[str] 
     try:
         for k, s in tqdm(jobs, desc=f"evaluate {abl.name}", unit="head", disable=not progress, leave=False):
             head_dir = abl.head_dir(study, fold=k, seed=s)
-            if not (head_dir / "config.json").is_file():
+            if abl.trained_head(study, vs, fold=k, seed=s) is None:
                 cmd = abl.command(study)
                 if cmd not in missing:
                     missing.append(cmd)

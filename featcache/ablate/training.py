@@ -5,7 +5,7 @@ seed, modality and utterance) and its heads over every fold and seed, with the s
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +16,11 @@ import torch
 from featcache import paper
 from featcache.ablate.catalog import Ablation, ablation
 from featcache.ablate.spec import RESULT_FILE, SPEC_FILE, AblationSpec
-from featcache.errors import FeatcacheError
+from featcache.errors import DamagedError, FeatcacheError
 from featcache.paper import TrainSettings
 from featcache.study import MissingEntries, Study
+
+log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------
 # training
@@ -193,7 +195,7 @@ def _job(study: Study, abl: Ablation, *, vs: Study, fold: int, seed: int) -> _Jo
     return _Job(fold, seed, x_tr, x_dev, y_tr, y_dev, record)
 
 
-def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, device: str, progress: bool) -> None:
+def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, vs: Study, device: str, progress: bool) -> None:
     """Train the ablation's heads of ``jobs`` (every fold and seed at once), then save each with its record.
 
     A late or score fusion first trains its two unimodal heads, then fuses them (score: trains the fusion
@@ -203,6 +205,7 @@ def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, device: st
 
     from featcache.cache.atomic import atomic_write_json
     from featcache.heads import build_head, save_head
+    from featcache.heads.record import make_record
 
     spec, st = abl.spec, abl.spec.settings(study.head_settings)
     mods = tuple(spec.modalities)
@@ -253,15 +256,22 @@ def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, device: st
     for job in jobs:
         out = abl.head_dir(study, fold=job.fold, seed=job.seed)
         save_head(job.head, out)
+        parts = ([abl.head_dir(study, fold=job.fold, seed=job.seed, part=m) for m in mods]
+                 if len(mods) == 2 and spec.fusion in ("late", "score") else [])  # saved above
+        job.record = make_record(out.parent, place=abl.place(study, fold=job.fold, seed=job.seed),
+                                 head_dirs=[out, *parts], inputs=abl.inputs(vs, fold=job.fold, seed=job.seed),
+                                 extra={k: v for k, v in job.record.items() if k not in ("fold", "seed", "model")})
         atomic_write_json(out.parent / RESULT_FILE, job.record, sort_keys=False)
 
 
-def _stored_record(study: Study, abl: Ablation, *, fold: int, seed: int) -> dict[str, Any] | None:
-    out = abl.head_dir(study, fold=fold, seed=seed)
-    done = out.parent / RESULT_FILE
-    if done.is_file() and (out / "config.json").is_file():
-        return json.loads(done.read_text(encoding="utf-8"))
-    return None
+def _stored_record(study: Study, abl: Ablation, vs: Study, *, fold: int, seed: int) -> dict[str, Any] | None:
+    """The record of a head already trained and intact, or None (a damaged or stale head is said in one
+    warning line and trained again)."""
+    try:
+        return abl.trained_head(study, vs, fold=fold, seed=seed)
+    except DamagedError as e:
+        log.warning("%s: %s; training the ablation's head again", e.path, e.problem)
+        return None
 
 
 def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str = "cpu",
@@ -300,12 +310,12 @@ def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str =
             atomic_write_json(spec_file, {"name": abl.name, "spec": abl.spec.to_json(),
                                           "identity": abl.spec.identity(study.head_settings),
                                           "description": abl.spec.describe(study.head_settings)}, sort_keys=False)
-        records = {(k, s): _stored_record(study, abl, fold=k, seed=s) for k, s in jobs}
+        records = {(k, s): _stored_record(study, abl, vs, fold=k, seed=s) for k, s in jobs}
         todo = [_job(study, abl, vs=vs, fold=k, seed=s)
                 for k, s in tqdm(jobs, desc=f"{abl.name}: vectors", unit="head", disable=not progress, leave=False)
                 if records[k, s] is None]
         if todo:
-            _train_jobs(study, abl, todo, device=device, progress=progress)
+            _train_jobs(study, abl, todo, vs=vs, device=device, progress=progress)
             records.update({(j.fold, j.seed): j.record for j in todo})
     finally:
         study.close()

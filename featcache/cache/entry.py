@@ -16,6 +16,7 @@ import numpy as np
 from featcache.cache.backends import EntryReader
 from featcache.cache.integrity import (
     INTEGRITY_VERSION,
+    content_digest,
     digest_labels,
     digest_strings,
     digest_vectors,
@@ -64,6 +65,12 @@ class Entry:
         if self._digests is not None and compute() != self._digests.get(name):
             raise DamagedError(self.path, f"checksum mismatch in {name}: the file changed after it was written")
         self._checked.add(name)
+
+    @property
+    def content_digest(self) -> str:
+        """One digest of what the entry holds (:func:`~featcache.cache.integrity.content_digest`); what a
+        head trained on it records."""
+        return content_digest(self.provenance)
 
     @property
     def ids(self) -> list[str]:

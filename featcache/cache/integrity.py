@@ -247,6 +247,28 @@ def data_digests(*, ids: Sequence[str], labels: np.ndarray, records: Sequence[st
     }
 
 
+def content_digest(provenance: dict) -> str:
+    """What an entry holds, as one digest: the SHA-256 of its recorded data digests (ids, labels,
+    records, vectors), so two entries with the same contents have the same digest whenever and wherever
+    they were written (a head records it for every entry it was trained on).
+
+    Args:
+        provenance: The entry's stored attributes (:attr:`~featcache.cache.Entry.provenance`).
+
+    Returns:
+        Hex SHA-256 (24 digits); for an entry of an older version, without data digests, the SHA-256 of
+        ids and vectors it stored; ``''`` when it has neither.
+    """
+    digests = provenance.get("integrity")
+    if isinstance(digests, dict):
+        parts = {k: digests.get(k) for k in ("ids", "labels", "records", "vectors")}
+    elif "checksum" in provenance:
+        parts = {"checksum": provenance["checksum"]}
+    else:
+        return ""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def read_json_object(path: str | os.PathLike[str]) -> tuple[dict, str]:
     """Read a JSON object file, or say why it does not read.
 

@@ -158,6 +158,24 @@ class StoreLayout:
         """
         return self.heads_root(study_key) / f"fold-{fold}" / f"seed-{seed}" / model
 
+    def head_records(self) -> list[tuple[Path, dict[str, str | int]]]:
+        """Every trained head's record in the store (``result.json``), with the place its folder names.
+
+        Returns:
+            ``(record file, place)`` pairs in path order; ``place`` holds ``study``, ``fold``, ``seed`` and
+            ``model`` (an ablation's head: ``ablate:<name>``), read from the folder names.
+        """
+        out: list[tuple[Path, dict[str, str | int]]] = []
+        for base, pattern in ((self.root / HEADS, "*/fold-*/seed-*/*/result.json"),
+                              (self.root / ABLATIONS, "*/*/fold-*/seed-*/result.json")):
+            for path in sorted(base.glob(pattern)) if base.is_dir() else []:
+                up = path.parents  # heads: model, seed, fold, key; ablations: seed, fold, name, key
+                seed, fold, model = (up[1], up[2], up[0].name) if base.name == HEADS else (up[0], up[1], f"ablate:{up[2].name}")
+                if fold.name[5:].isdigit() and seed.name[5:].isdigit():
+                    out.append((path, {"fold": int(fold.name[5:]), "seed": int(seed.name[5:]), "model": model,
+                                       "study": up[3].name}))
+        return out
+
     def ablations_dir(self, study_key: str) -> Path:
         """The folder of one study's ablations (``featcache ablate``).
 

@@ -161,9 +161,12 @@ def _echo_entries(infos: list, cache_dir: Path, *, long_: bool) -> None:  # type
 @cache.command("verify", context_settings=CONTEXT)
 @cache_dir_option
 def cache_verify(cache_dir: Path) -> None:
-    """Check every entry (opens, shapes, finite values, checksum) and every finished fine-tuning run (config,
-    result, head, encoder weights' checksum); exit 1 if any is broken."""
+    """Check every entry (opens, shapes, finite values, checksum), every finished fine-tuning run (config,
+    result, head, encoder weights' checksum), every text analysis and trained head (their files' checksums),
+    and the chain between them: entries against the run weights and text analysis they were made from,
+    heads against their place and the entries they were trained on; exit 1 if anything is broken or stale."""
     from featcache.cache import FeatureStore
+    from featcache.lineage import verify_lineage
 
     store = FeatureStore(cache_dir)
     infos = store.verify()
@@ -183,7 +186,13 @@ def cache_verify(cache_dir: Path) -> None:
         done = sum(r.status in ("finished", "old") for r in runs)
         click.echo(f"runs: {done} finished, {sum(r.status == 'unfinished' for r in runs)} unfinished, "
                    f"{len(bad_runs)} broken")
-    if broken or bad_runs:
+    findings = verify_lineage(store, infos)
+    for f in findings:
+        click.echo(f"{'STALE' if f.problem.startswith(('stale', 'made from')) else 'BROKEN':<8} {f.line()}")
+    heads = len(store.head_records())
+    if heads or findings:
+        click.echo(f"heads and lineage: {heads} head(s) checked, {len(findings)} finding(s)")
+    if broken or bad_runs or findings:
         sys.exit(1)
 
 

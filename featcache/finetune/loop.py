@@ -19,6 +19,7 @@ from featcache.backbones.resolve import resolve_backbone
 from featcache.cache import FeatureStore
 from featcache.cache.atomic import atomic_write, atomic_write_json, atomic_write_text, write_errors_translated
 from featcache.cache.integrity import read_json_object, sha256_file
+from featcache.cache.locks import held_lock
 from featcache.data import Corpus
 from featcache.errors import FeatcacheError
 from featcache.finetune.inputs import _loader
@@ -114,8 +115,6 @@ def finetune(
             settings, an unknown precision, or a device that is not there (all checked before the run
             folder is made).
     """
-    from filelock import FileLock
-
     from featcache.train import has_resume_state, remove_resume_state, resolve_precision
 
     if modality not in PAPER_MODELS:
@@ -139,7 +138,7 @@ def finetune(
         return run  # nothing to write (a read-only store works)
     with write_errors_translated(run_dir):  # a read-only store: one line
         run_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(store.run_lock(run.run_id))):
+    with held_lock(store.run_lock(run.run_id)):  # refuses a lock file replaced by a symbolic link
         if run.finished:
             problem = run.damage()
             if problem is None:  # killed after result.json, before its checkpoints were gone
@@ -164,6 +163,7 @@ def _train(corpus: Corpus, run: FinetuneRun, *, fold: Fold, resolved: dict[str, 
            callbacks: Sequence[Callable[[dict[str, Any]], None]]) -> None:
     """Train (or resume) a run under its lock, then write its encoder weights, head and ``result.json``."""
     from featcache.heads import MultimodalHead, audio_head, save_head, text_head
+    from featcache.heads.record import file_digests, head_files
     from featcache.train import AMP_DTYPES, class_weights, fit
 
     seed, modality = int(run.config["seed"]), run.modality
@@ -222,5 +222,6 @@ def _train(corpus: Corpus, run: FinetuneRun, *, fold: Fold, resolved: dict[str, 
         "n_train": len(fold.train),
         "n_dev": len(fold.dev),
         "weights": weights,
+        "files": file_digests(run.path, head_files(run.head_dir)),
     }
     atomic_write_json(run.path / "result.json", res, sort_keys=False)  # after the weights: the run is finished

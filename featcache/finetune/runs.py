@@ -84,8 +84,9 @@ class FinetuneRun:
     def damage(self, *, deep: bool = False) -> tuple[Path, str] | None:
         """The first unreadable file of a finished run and what is wrong with it, or None.
 
-        Checks ``config.json`` (it must hold this run's config), ``result.json``, the head and the encoder
-        weights (their size as ``result.json`` records it; with ``deep`` also their SHA-256).
+        Checks ``config.json`` (it must hold this run's config), ``result.json``, the head (its files' SHA-256
+        as ``result.json`` records them) and the encoder weights (their size as ``result.json`` records it;
+        with ``deep`` also their SHA-256).
 
         Args:
             deep: Hash the encoder weights (what ``featcache cache verify`` does).
@@ -94,6 +95,7 @@ class FinetuneRun:
             ``(file, problem)`` or None.
         """
         from featcache.heads import HeadFileError, load_head
+        from featcache.heads.record import record_problem
 
         cfg_path = self.path / "config.json"
         stored, problem = read_json_object(cfg_path)
@@ -104,6 +106,10 @@ class FinetuneRun:
         result, problem = read_json_object(self.path / "result.json")
         if problem:
             return self.path / "result.json", problem
+        if isinstance(result.get("files"), dict):  # the head's files' SHA-256 (runs finished before: not recorded)
+            found = record_problem({"files": result["files"]}, folder=self.path, place={})
+            if found is not None:
+                return found
         try:
             load_head(self.head_dir)
         except HeadFileError as e:

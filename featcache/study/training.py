@@ -124,16 +124,19 @@ def _save_head(study: Study, model: str, *, fold: int, seed: int, head: torch.nn
     """
     from featcache.cache.atomic import atomic_write_json, write_errors_translated
     from featcache.heads import save_head
+    from featcache.heads.record import RECORD_FILE, make_record
 
     out_dir = study.heads_dir(model, fold=fold, seed=seed)
-    result: dict[str, Any] = {"fold": fold, "seed": seed, "model": model, "dir": str(out_dir)}
+    extra: dict[str, Any] = {}
     if fit_result is not None:
-        result.update(best_epoch=fit_result.best_epoch, best_dev_acc=fit_result.best_dev_acc,
-                      epochs_run=fit_result.epochs_run)
+        extra = {"best_epoch": fit_result.best_epoch, "best_dev_acc": fit_result.best_dev_acc,
+                 "epochs_run": fit_result.epochs_run}
     head.cpu()
     with write_errors_translated(out_dir):  # a read-only store or a full disk: one line
         save_head(head, out_dir)
-        atomic_write_json(out_dir / "result.json", result, sort_keys=False)
+        result = make_record(out_dir, place=study.head_place(model, fold=fold, seed=seed), head_dirs=[out_dir],
+                             inputs=study.head_inputs(model, fold=fold, seed=seed), extra=extra)
+        atomic_write_json(out_dir / RECORD_FILE, result, sort_keys=False)
     return result
 
 
