@@ -79,7 +79,9 @@ class HDF5Backend:
     def _image(self, block: Block, attrs: dict[str, object] | None, *, userblock: int | None) -> bytes:
         """The HDF5 file as bytes, built in memory (HDF5's core driver; nothing touches the disk).
 
-        With ``userblock``, the bytes are what follows a user block of that size.
+        With ``userblock``, the bytes are what follows a user block of that size. The same block and
+        attributes give the same bytes: no object timestamps (``track_times=False``), the attributes in
+        name order with sorted JSON keys, the datasets in a fixed order.
         """
         import h5py
 
@@ -94,7 +96,7 @@ class HDF5Backend:
             chunks = (min(max(n, 1), 256), vectors.shape[1]) if n and vectors.shape[1] else None
             f.create_dataset("vectors", data=vectors, chunks=chunks, track_times=False)
             f.create_dataset("records", data=np.array(block.records, dtype=object), dtype=str_dt, track_times=False)
-            for k, v in (attrs or {}).items():
+            for k, v in sorted((attrs or {}).items()):  # in name order: the bytes never depend on the dict's
                 f.attrs[k] = json.dumps(v, sort_keys=True)
             f.flush()
             return f.id.get_file_image()

@@ -3,12 +3,17 @@
 A :class:`Predictions` table holds one row per (fold, seed, model, condition, utterance) with the
 true label, the predicted label, the class probabilities and whether the condition actually changed
 that utterance's input; every metric in :mod:`featcache.metrics` is a pure function of it.
-:meth:`Predictions.save` and :meth:`Predictions.load` write and read it as HDF5 (no pickle).
+:meth:`Predictions.save` and :meth:`Predictions.load` write and read it as HDF5 (no pickle). The file
+records a SHA-256 of its datasets (:func:`content_digest`), checked when it is read; two saves of the
+same predictions write the same bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +24,15 @@ import numpy as np
 
 from featcache import __version__
 from featcache.cache.atomic import atomic_write
-from featcache.errors import FeatcacheError
+from featcache.errors import DamagedError, FeatcacheError
 from featcache.metrics.names import natural_key
 
 PREDICTIONS_FORMAT = "featcache-predictions"
 PREDICTIONS_VERSION = 1
+DIGEST_ATTR = "content_sha256"
+"""Root attribute holding :func:`content_digest` of the datasets (files written before it existed lack it)."""
+DIGEST_VERSION = 1
+"""Version of :func:`content_digest`'s recipe (a different recipe gets a new number)."""
 
 COLUMNS: tuple[str, ...] = (
     "fold", "session", "seed", "model", "condition", "utt_id", "label", "pred", "probs", "affected",
@@ -47,6 +56,50 @@ def _decode_utf8(data: np.ndarray) -> np.ndarray:
         return np.zeros(data.shape, dtype="<U1")
     uniq, inv = np.unique(data, return_inverse=True)
     return np.char.decode(uniq, "utf-8")[inv.reshape(-1)].reshape(data.shape)
+
+
+def content_digest(datasets: Mapping[str, np.ndarray]) -> str:
+    """The SHA-256 of a predictions file's datasets, as :meth:`Predictions.save` records it.
+
+    Datasets are taken in sorted name order; each adds its name, dtype, shape and bytes. Variable-length
+    strings (read from HDF5 as an object array of ``bytes`` or ``str``) add each value's UTF-8 bytes after
+    its length, so the digest never depends on how h5py hands them over.
+
+    Args:
+        datasets: ``path in the file -> values as read`` (``texts/text``, ``probs``, ...).
+
+    Returns:
+        Hex SHA-256.
+    """
+    h = hashlib.sha256(f"{PREDICTIONS_FORMAT} digest {DIGEST_VERSION}\0".encode())
+    for name in sorted(datasets):
+        arr = np.asarray(datasets[name])
+        if arr.dtype.kind == "O":
+            values = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in arr.reshape(-1).tolist()]
+            dtype, body = "vlen-utf-8", b"".join(struct.pack("<Q", len(v)) + v for v in values)
+        else:
+            contiguous = np.ascontiguousarray(arr)
+            dtype, body = contiguous.dtype.str, contiguous.tobytes()
+        h.update(json.dumps([name, dtype, list(arr.shape), len(body)]).encode() + b"\0")
+        h.update(body)
+    return h.hexdigest()
+
+
+def _read_datasets(f: Any) -> dict[str, np.ndarray]:
+    """Every dataset of an open HDF5 file, by path."""
+    out: dict[str, np.ndarray] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            out[name] = obj[()]
+
+    f.visititems(visit)
+    return out
+
+
+def _vlen_strings(data: np.ndarray) -> list[str]:
+    """The values of a variable-length UTF-8 string dataset as read (``bytes`` or ``str`` objects)."""
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(data).reshape(-1).tolist()]
 
 
 def _as_str_array(values: Any) -> np.ndarray:
@@ -235,7 +288,8 @@ class Predictions:
 
         Layout: one dataset per column (strings as fixed-length UTF-8, gzip), ``labels`` as a UTF-8
         string dataset, ``texts/condition``, ``texts/utt_id``, ``texts/text``; root attributes
-        ``format``, ``version`` and ``featcache_version``. No pickle.
+        ``format``, ``version``, ``featcache_version`` and :data:`DIGEST_ATTR` (:func:`content_digest`
+        of the datasets as written). No pickle, no timestamps: the same predictions give the same bytes.
 
         Args:
             path: Destination file.
@@ -248,8 +302,11 @@ class Predictions:
                 f.attrs["format"] = PREDICTIONS_FORMAT
                 f.attrs["version"] = PREDICTIONS_VERSION
                 f.attrs["featcache_version"] = __version__
-                f.create_dataset("labels", data=np.array(self.labels, dtype=object), dtype=h5py.string_dtype("utf-8"))
-                opts: dict[str, Any] = {"compression": "gzip", "shuffle": True} if len(self) else {}
+                vlen = h5py.string_dtype("utf-8")
+                f.create_dataset("labels", data=np.array(self.labels, dtype=object), dtype=vlen, track_times=False)
+                opts: dict[str, Any] = {"track_times": False}  # no object timestamps: the same bytes every time
+                if len(self):
+                    opts.update(compression="gzip", shuffle=True)
                 for name in COLUMNS:
                     col = getattr(self, name)
                     if name in _STR_COLUMNS:
@@ -260,16 +317,18 @@ class Predictions:
                         f.create_dataset(name, data=col, **opts)
                 keys = sorted(self.texts)
                 g = f.create_group("texts")
-                vlen = h5py.string_dtype("utf-8")
-                g.create_dataset("condition", data=np.array([k[0] for k in keys], dtype=object), dtype=vlen)
-                g.create_dataset("utt_id", data=np.array([k[1] for k in keys], dtype=object), dtype=vlen)
-                g.create_dataset("text", data=np.array([self.texts[k] for k in keys], dtype=object), dtype=vlen)
+                for sub, values in (("condition", [k[0] for k in keys]), ("utt_id", [k[1] for k in keys]),
+                                    ("text", [self.texts[k] for k in keys])):
+                    g.create_dataset(sub, data=np.array(values, dtype=object), dtype=vlen, track_times=False)
+                f.attrs[DIGEST_ATTR] = content_digest(_read_datasets(f))
 
         return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Predictions:
-        """Read predictions written by :meth:`save`.
+        """Read predictions written by :meth:`save`, checking them against the digest recorded then.
+
+        A file written before the digest existed (no :data:`DIGEST_ATTR`) is read unchecked.
 
         Args:
             path: An HDF5 file.
@@ -278,11 +337,15 @@ class Predictions:
             The predictions.
 
         Raises:
-            FeatcacheError: The file is missing, unreadable, not a predictions file, or from a newer version.
+            DamagedError: The file does not read (cut, not HDF5, a damaged dataset) or its datasets do not
+                match the recorded digest (one line naming the file and the command that writes it again).
+            FeatcacheError: The file is missing, not a predictions file, from a newer version, or lacks a
+                column.
         """
         path = Path(path)
         if not path.is_file():
             raise FeatcacheError(f"predictions file {path} does not exist; run `featcache evaluate` to write it")
+        fix = f"write it again: run `featcache evaluate --out {path.parent}` with the options it was evaluated with"
         try:
             with h5py.File(path, "r") as f:
                 fmt = f.attrs.get("format")
@@ -301,26 +364,28 @@ class Predictions:
                 missing = [name for name in (*COLUMNS, "labels") if name not in f]
                 if missing:
                     raise FeatcacheError(f"{path} lacks datasets {missing}; re-run `featcache evaluate` to rewrite it")
-                labels = tuple(f["labels"].asstr()[()].tolist())
-                cols: dict[str, np.ndarray] = {}
-                for name in COLUMNS:
-                    data = f[name][()]
-                    cols[name] = _decode_utf8(data) if name in _STR_COLUMNS else data
-                texts: dict[tuple[str, str], str] = {}
-                if "texts" in f:
-                    g = f["texts"]
-                    conds = g["condition"].asstr()[()].tolist()
-                    utts = g["utt_id"].asstr()[()].tolist()
-                    vals = g["text"].asstr()[()].tolist()
-                    texts = {(c, u): t for c, u, t in zip(conds, utts, vals)}
+                recorded = f.attrs.get(DIGEST_ATTR)
+                datasets = _read_datasets(f)
         except FeatcacheError:
             raise
-        except (OSError, KeyError, ValueError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FeatcacheError(f"cannot read predictions file {path} ({msg}); re-run `featcache evaluate`") from None
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            raise DamagedError(path, f"cannot read it: {msg[:160]}", what="predictions file", fix=fix) from None
+        if isinstance(recorded, bytes):
+            recorded = recorded.decode("ascii", "replace")
+        if recorded is not None and content_digest(datasets) != recorded:
+            raise DamagedError(path, "checksum mismatch: its datasets changed after it was written",
+                               what="predictions file", fix=fix)
         try:
+            labels = tuple(_vlen_strings(datasets["labels"]))
+            cols = {name: _decode_utf8(datasets[name]) if name in _STR_COLUMNS else datasets[name]
+                    for name in COLUMNS}
+            texts: dict[tuple[str, str], str] = {}
+            if all(f"texts/{k}" in datasets for k in ("condition", "utt_id", "text")):
+                conds, utts, vals = (_vlen_strings(datasets[f"texts/{k}"]) for k in ("condition", "utt_id", "text"))
+                texts = {(c, u): t for c, u, t in zip(conds, utts, vals)}
             return cls(**cols, labels=labels, texts=texts)
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise FeatcacheError(
                 f"predictions file {path} is inconsistent ({exc}); re-run `featcache evaluate`"
             ) from None
