@@ -98,6 +98,24 @@ def _nan_samples(d: Path) -> str:
     return str(wav)
 
 
+def _symlink_loop(d: Path) -> str:
+    """The victim replaced by a symbolic link to itself (opening it: ELOOP)."""
+    wav = _victim(d)
+    wav.unlink()
+    wav.symlink_to(wav.name)
+    return str(wav)
+
+
+def _symlink_loop_of_two(d: Path) -> str:
+    """The victim replaced by a link to a link back to it (a -> b -> a)."""
+    wav = _victim(d)
+    other = wav.with_name(f"{VICTIM}-b.wav")
+    wav.unlink()
+    other.symlink_to(wav.name)
+    wav.symlink_to(other.name)
+    return str(wav)
+
+
 def _manifest(d: Path, rows: list[str], *, name: str = "m.csv", header: str = "id,label,session,audio") -> Path:
     m = d / name
     m.write_bytes((header + "\n" + "\n".join(rows) + "\n").encode("utf-8"))
@@ -116,6 +134,16 @@ def _manifest_to_text_file(d: Path) -> str:
     rows[2] = rows[2].rsplit(",", 1)[0] + ",notes.txt"
     _manifest(d, rows)
     return str(notes)
+
+
+def _manifest_audio_loop(d: Path) -> str:
+    """A manifest (line 4 lists the broken clip) whose audio file is a symbolic link to itself."""
+    rows = _audio_rows(d)
+    _manifest(d, rows)
+    wav = d / rows[2].rsplit(",", 1)[1]
+    wav.unlink()
+    wav.symlink_to(wav.name)
+    return str(wav)
 
 
 def _non_utf8_manifest(d: Path) -> str:
@@ -142,6 +170,21 @@ def _csv_unquoted_comma(d: Path) -> str:
     rows = _text_rows()
     rows[1] = rows[1].replace("word 1", "well, no")  # line 3: 5 fields under a 4-column header
     return str(_manifest(d, rows, header=TEXT_HEADER))
+
+
+def _csv_too_few_fields(d: Path) -> str:
+    rows = _text_rows()
+    rows[1] = rows[1].rsplit(",", 1)[0]  # line 3: 3 fields under a 4-column header
+    return str(_manifest(d, rows, header=TEXT_HEADER))
+
+
+def _csv_empty_label(label: str) -> Callable[[Path], str]:
+    def breakage(d: Path) -> str:
+        rows = _text_rows()
+        rows[2] = rows[2].replace(",ang,", f",{label},").replace(",sad,", f",{label},")  # line 4
+        return str(_manifest(d, rows, header=TEXT_HEADER))
+
+    return breakage
 
 
 def _csv_header_twice(d: Path) -> str:
@@ -186,6 +229,16 @@ def _seeds_option(d: Path) -> str:
     return "--seeds"
 
 
+def _option(flag: str) -> Callable[[Path], str]:
+    """Nothing broken (a bad value of ``flag``): the line names the option."""
+
+    def breakage(d: Path) -> str:
+        del d
+        return flag
+
+    return breakage
+
+
 def _merge_option(d: Path) -> str:
     """Nothing broken (a bad option that needs no corpus to judge): the line names the option."""
     del d
@@ -222,6 +275,8 @@ EMPTY = ("audio file is empty (0 samples)", "re-export it or drop the utterance"
 UNREADABLE = ("unreadable audio", "re-export it as a 16 kHz mono PCM wav")
 NONFINITE = ("NaN or infinite", "re-export it or drop the utterance")
 MANIFEST = "manifest:{manifest}"
+LOOP = ("symbolic link loop (too many levels of symbolic links)", "point the link at the audio file")
+EMPTY_LABEL = ("empty label", "fill it in or drop the row")
 
 CASES = [
     *(Case(f"{name}-workers{w}", brk, _extract("clean", w), exp)
@@ -231,6 +286,11 @@ CASES = [
       for w in (0, 1)),
     *(Case(f"manifest-audio-is-text-workers{w}", _manifest_to_text_file, _extract("clean", w, MANIFEST), UNREADABLE)
       for w in (0, 1)),
+    *(Case(f"{name}-workers{w}", brk, _extract("clean", w), LOOP)
+      for name, brk in (("audio-symlink-loop", _symlink_loop), ("audio-symlink-loop-of-two", _symlink_loop_of_two))
+      for w in (0, 1)),
+    Case("manifest-audio-symlink-loop", _manifest_audio_loop, _extract("clean", 0, MANIFEST),
+         (*LOOP, "(listed in manifest m.csv:4)")),
     Case("nan-clean-workers1", _nan_samples, _extract("clean", 1), NONFINITE),
     Case("nan-pitch-workers1", _nan_samples, _extract("pitch", 1), NONFINITE),
     Case("nan-pitch-workers0", _nan_samples, _extract("pitch", 0), NONFINITE),
@@ -247,8 +307,25 @@ CASES = [
     *(Case(f"seeds-{seeds}", _seeds_option, ("train-heads", "--corpus", "iemocap:{corpus}", "--cache-dir", "{cache}",
                                         "--audio-backbone", "{w2v}", "--models", "audio", "--seeds", seeds),
            (f"--seeds '{seeds}'", "write whole numbers separated by commas")) for seeds in ("x", "0,x")),
+    Case("seeds-0,0", _seeds_option, ("train-heads", "--corpus", "iemocap:{corpus}", "--cache-dir", "{cache}",
+                                     "--audio-backbone", "{w2v}", "--models", "audio", "--seeds", "0,0"),
+         ("--seeds 0,0", "each seed once")),
+    *(Case(f"{command}{flag}-{value}", _option(flag), (*_extract("clean", 0), flag, value) if command == "extract" else
+           ("finetune", "--corpus", "iemocap:{corpus}", "--cache-dir", "{cache}", "--modality", "audio",
+            "--audio-backbone", "{w2v}", "--fold", "1", "--workers", "0", "--device", "cpu", flag, value),
+           (f"Invalid value for '{flag}': {value} is not in the range x>=1",))
+      for command, flag, value in (("extract", "--max-samples", "0"), ("extract", "--pad-to", "-1"),
+                                   ("extract", "--batch-size", "0"), ("extract", "--batch-size", "-3"),
+                                   ("finetune", "--batch-size", "0"), ("finetune", "--batch-size", "-3"))),
     Case("manifest-unquoted-comma", _csv_unquoted_comma, ("data", "stats", "--corpus", MANIFEST),
          (":3: 5 fields, the header has 4", 'quote a field that holds a comma')),
+    Case("manifest-too-few-fields", _csv_too_few_fields, ("data", "stats", "--corpus", MANIFEST),
+         (":3: 3 fields, the header has 4", "fill in the missing fields")),
+    *(Case(f"manifest-label-{name}", _csv_empty_label(label), ("data", "stats", "--corpus", MANIFEST),
+           (":4: empty label in row 't2'", *EMPTY_LABEL)) for name, label in (("empty", ""), ("blank", "  "))),
+    *(Case(f"jsonl-label-{name}", functools.partial(_jsonl, field="label", value=value),
+           ("data", "stats", "--corpus", "manifest:{corpus}/m.jsonl"), (":2: empty label in row 't1'", *EMPTY_LABEL))
+      for name, value in (("empty", ""), ("null", None), ("blank", " "))),
     Case("manifest-header-twice", _csv_header_twice, ("data", "stats", "--corpus", MANIFEST),
          (":5: the header line again", "remove it")),
     *(Case(f"jsonl-{field}-not-scalar", functools.partial(_jsonl, field=field, value=value),

@@ -13,6 +13,7 @@ from conftest import one_line_error
 from featcache.cli import cli
 from featcache.data import (
     PAPER_LABELS,
+    audio_duration,
     corpus_stats,
     load_audio,
     load_corpus,
@@ -162,18 +163,27 @@ def test_error_missing_wav(small_iemocap: Path) -> None:
     assert f"{wav}: wav file missing" in line
 
 
-@pytest.mark.parametrize("kind", ["empty", "garbage"])
+@pytest.mark.parametrize("kind", ["empty", "garbage", "symlink-loop", "folder"])
 def test_load_audio_unusable_files(tmp_path: Path, kind: str) -> None:
     p = tmp_path / "bad.wav"
     if kind == "empty":
         sf.write(p, np.zeros(0, np.float32), 16000)
         match = "audio file is empty"
+    elif kind == "symlink-loop":  # made after the corpus was read: a DataLoader worker meets it here
+        p.symlink_to(p.name)
+        match = r"symbolic link loop \(too many levels of symbolic links\); point the link at the audio file"
+    elif kind == "folder":
+        p.mkdir()
+        match = "not an audio file"
     else:
         p.write_bytes(b"RIFF\x00\x00junk" * 3)
         match = "unreadable audio"
     with pytest.raises(DataError, match=match) as e:
         load_audio(p)
     assert str(p) in str(e.value) and "\n" not in str(e.value)
+    if kind in ("symlink-loop", "folder"):
+        with pytest.raises(DataError, match=match):
+            audio_duration(p)
 
 
 # ------------------------------------------------------------------ data stats on a manifest with audio
@@ -283,6 +293,43 @@ def test_session_name(text: str, name: str) -> None:
     from featcache.data.manifest import session_name
 
     assert session_name(text) == name
+
+
+def test_a_merge_source_no_utterance_has_is_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    m = tmp_path / "m.csv"
+    m.write_text("id,label,session,text\na,ang,1,x\nb,sad,2,x\nc,hap,2,x\n")
+    with caplog.at_level("WARNING", logger="featcache.data"):
+        c = read_manifest(m, merge={"exc": "hap", "joy": "hap", "sad": "neg"})
+    assert c.labels == ("ang", "hap", "neg")  # not an error: the merges the corpus has are made
+    (line,) = _warnings(caplog)
+    assert line == (f"{m}: --merge exc=hap,joy=hap: no utterance has the labels 'exc', 'joy', so nothing is merged "
+                    "from them; the corpus has ang, hap, sad")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="featcache.data"):
+        read_manifest(m, merge={"sad": "neg"})
+        read_manifest(m)
+    assert _warnings(caplog) == []
+    r = CliRunner().invoke(cli, ["data", "stats", "--corpus", f"manifest:{m}", "--merge", "joy=hap"])
+    assert r.exit_code == 0, r.output
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("WARNING")] == [
+        f"WARNING: {m}: --merge joy=hap: no utterance has the label 'joy', so nothing is merged from it; the corpus "
+        "has ang, hap, sad"]
+
+
+def test_only_a_given_iemocap_merge_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    counts = fake_iemocap.small_counts(per_cell=1)
+    del counts["exc"]  # a copy without exc: the paper's exc=hap merges nothing
+    root = fake_iemocap.build(tmp_path / "I", counts)
+    with caplog.at_level("WARNING", logger="featcache.data"):
+        assert len(load_corpus(f"iemocap:{root}")) == len(read_iemocap(root)) == 20
+    assert _warnings(caplog) == []  # the default merge
+    r = _stats(f"iemocap:{root}")
+    assert r.exit_code == 0 and "WARNING" not in r.stderr, r.stderr
+    r = CliRunner().invoke(cli, ["data", "stats", "--corpus", f"iemocap:{root}", "--merge", "exc=hap"])
+    assert r.exit_code == 0, r.output
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("WARNING")] == [
+        f"WARNING: {root}: --merge exc=hap: no utterance has the label 'exc', so nothing is merged from it; the "
+        "corpus has ang, fru, hap, sad, xxx"]
 
 
 @pytest.mark.parametrize("item", ["ang=", "=hap", " = ", "exc=hap, =neu"])

@@ -250,6 +250,22 @@ def test_a_ray_address_that_does_not_answer_is_one_line_within_the_bound(
     assert not (env["dir"] / "unreachable").exists()
 
 
+def test_a_ray_client_address_without_its_extra_is_one_line(env: dict[str, Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    pytest.importorskip("ray")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # grpc (ray[client]) not installed, whether it is or not here
+                        lambda name, *a, **kw: None if name == "grpc" else find_spec(name, *a, **kw))
+    address = "ray://127.0.0.1:10001"
+    r = CliRunner().invoke(cli, ["run", *_common(env, "client"), "--executor", "ray", "--address", address])
+    line = one_line_error(r)
+    assert line == (f"Error: address (--address {address}): Ray Client (ray://) needs its extra; install it with "
+                    "`pip install 'ray[client]'`, or give the cluster's HOST:6379"), line
+    assert not (env["dir"] / "client").exists()
+
+
 def test_the_local_executor_needs_no_ray(env: dict[str, Path]) -> None:
     code = ("import sys; sys.modules['ray'] = None\n"
             "from featcache.cli import cli\n"

@@ -268,6 +268,21 @@ def _no_head_result(env: dict[str, Path]) -> Path:
     return _head(env["cache"], "model.safetensors")
 
 
+def _linked_lock(target: str | None) -> Callable[[dict[str, Path]], Path]:
+    """An entry to extract again (its file gone) whose lock file is a symbolic link: to ``target``, or (None)
+    to itself, a loop (ELOOP)."""
+
+    def make(env: dict[str, Path]) -> Path:
+        entry = _entry(env["cache"])
+        lock = entry.with_suffix(".lock")
+        entry.unlink()
+        lock.unlink(missing_ok=True)
+        lock.symlink_to(target or lock.name)
+        return lock
+
+    return make
+
+
 def _safetensors_disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
     """safetensors reports a full disk in its own exception type, the errno only in the text."""
     from safetensors import SafetensorError
@@ -302,6 +317,8 @@ FAULTS = [
           lambda e: ["ablate", *_study_args(e, e["cache"]), "--modalities", "text", "--resamples", "0",
                      "--condition", "clean"],
           ("the store is read-only (read-only file system)", "use another --cache-dir"), "read-only"),
+    Fault("entry lock file replaced by a symlink loop", _linked_lock(None), lambda e: _extract(e, e["cache"], "clean"),
+          ("lock file is a symbolic link loop (too many levels of symbolic links)", "remove it", "run the command again")),
     Fault("empty result.json of a head", _empty_result, lambda e: _evaluate(e),
           ("damaged head (empty file)", "featcache train-heads")),
     Fault("unreadable fine-tuning run config", _unreadable_run_config, lambda e: _evaluate(e, "--finetuned"),
@@ -332,6 +349,52 @@ def test_a_store_fault_ends_in_one_line_and_changes_nothing(env: dict[str, Path]
         assert text in line, line
     _only_new_work(before, _snapshot(env["cache"]))
     assert not (env["out"] / "predictions.h5").exists()
+
+
+def test_a_lock_file_linked_elsewhere_is_refused_and_nothing_is_written_through_it(env: dict[str, Path],
+                                                                                   tmp_path: Path) -> None:
+    outside = tmp_path / "not-the-store.txt"
+    outside.write_text("someone else's file\n")
+    lock = _linked_lock(str(outside))(env)
+    before = _snapshot(env["cache"])
+    line = one_line_error(CliRunner().invoke(cli, _extract(env, env["cache"], "clean")))
+    assert line == (f"Error: {lock}: lock file is a symbolic link (to {outside}); remove it (no process holds a link "
+                    "as its lock) and run the command again: it makes a new lock file"), line
+    assert outside.read_text() == "someone else's file\n"
+    assert _snapshot(env["cache"]) == before and lock.is_symlink()
+    lock.unlink()  # what the line says to do: the entry is extracted again
+    r = CliRunner().invoke(cli, _extract(env, env["cache"], "clean"))
+    assert r.exit_code == 0, r.output
+    assert lock.is_file() and not lock.is_symlink() and _entry(env["cache"]).is_file()
+
+
+def test_every_store_lock_refuses_a_symbolic_link_even_one_made_after_the_look(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    from featcache.cache.locks import held_lock, linked_lock_refused
+    from featcache.errors import StoreError
+    from featcache.train.journal import LOCK_FILE, _run_lock
+
+    run = tmp_path / "run"  # a training run's fit.lock (fine-tuning runs hold runs/<id>.lock the same way)
+    run.mkdir()
+    (run / LOCK_FILE).symlink_to(LOCK_FILE)
+    with pytest.raises(StoreError) as e, _run_lock(run):
+        pass
+    assert str(e.value) == (f"{run / LOCK_FILE}: lock file is a symbolic link loop (too many levels of symbolic "
+                            "links); remove it (no process holds a link as its lock) and run the command again: it "
+                            "makes a new lock file")
+    outside = tmp_path / "outside.txt"
+    lock = tmp_path / "runs" / "ft-text-f1-s0.lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    with pytest.raises(StoreError, match=r"lock file is a symbolic link \(to "), linked_lock_refused(lock):
+        lock.unlink()  # replaced between the look and the open: the open itself does not follow it (O_NOFOLLOW)
+        lock.symlink_to(outside)
+        FileLock(str(lock)).acquire()
+    assert not outside.exists()
+    lock.unlink()
+    with held_lock(lock):
+        assert lock.is_file() and not lock.is_symlink()
 
 
 # ------------------------------------------------------------------------- damaged entries are redone
@@ -532,6 +595,17 @@ def test_write_failure_reads_the_errno_that_libraries_wrap(tmp_path: Path) -> No
     assert msg == f"{store_file}: no space left on device writing it; free space or move the store with --cache-dir"
     assert str(write_failure(rust, tmp_path / "report" / "t.md")).endswith(
         "this folder is read-only (read-only file system); write to another folder")
+
+
+def test_a_full_disk_while_writing_evaluate_out_is_one_line(env: dict[str, Path]) -> None:
+    before = _snapshot(env["cache"])
+    with _disk_full(env["out"], free=1000):  # the report folder's disk, not the store's
+        r = CliRunner().invoke(cli, _evaluate(env))
+    line = one_line_error(r)
+    assert re.fullmatch(rf"Error: {re.escape(str(env['out']))}/\S+: no space left on device writing it; free space "
+                        "or write to another folder", line), line
+    assert not [p for p in env["out"].rglob("*") if ".tmp" in p.name]
+    _only_new_work(before, _snapshot(env["cache"]))
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

@@ -22,6 +22,7 @@ from featcache.cache.atomic import (
 from featcache.cache.keys import DAMAGED_SUFFIX, SHARDS_SUFFIX, _is_tmp_name
 from featcache.cache.layout import model_cache_root
 from featcache.cache.listing import iter_entries
+from featcache.cache.locks import acquire_lock
 from featcache.errors import StoreError
 
 if TYPE_CHECKING:
@@ -117,16 +118,15 @@ def _try_lock(lock_path: Path, *, dry_run: bool):  # type: ignore[no-untyped-def
     False when another process holds it.
 
     Raises:
-        StoreError: The store is read-only and this is not a dry run.
+        StoreError: The store is read-only and this is not a dry run, or the lock file is a symbolic link.
     """
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
-    if dry_run and not lock_path.exists():
+    if dry_run and not lock_path.exists() and not lock_path.is_symlink():
         return None
-    lock = FileLock(str(lock_path), timeout=0)
     try:
         with write_errors_translated(lock_path):
-            lock.acquire()
+            lock = acquire_lock(lock_path, timeout=0)
     except Timeout:
         return False
     except StoreError:

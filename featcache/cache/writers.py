@@ -30,6 +30,7 @@ from featcache.cache.atomic import (
 from featcache.cache.backends import FORMAT_VERSION, Block, concat_blocks
 from featcache.cache.integrity import data_digests
 from featcache.cache.keys import EntryKey, _checksum, _is_tmp_name, ids_digest
+from featcache.cache.locks import acquire_lock
 from featcache.errors import StoreError
 
 if TYPE_CHECKING:
@@ -86,8 +87,9 @@ class EntryWriter:
         replaced: The problem of a damaged entry found on entry and moved aside ('' when none).
 
     Raises:
-        StoreError: (on entry) Another process holds the lock past ``lock_timeout``, or the store is
-            read-only; (from any write) the disk is full (one line; complete entries are untouched).
+        StoreError: (on entry) Another process holds the lock past ``lock_timeout``, the lock file is a
+            symbolic link, or the store is read-only; (from any write) the disk is full (one line; complete
+            entries are untouched).
     """
 
     def __init__(
@@ -111,16 +113,15 @@ class EntryWriter:
         self.replaced = ""
 
     def __enter__(self) -> "EntryWriter":
-        from filelock import FileLock, Timeout
+        from filelock import Timeout
 
         with write_errors_translated(self.final):
             self.store._init_root()
             self.final.parent.mkdir(parents=True, exist_ok=True)
             lock_path = self.store._lock_path(self.key)
-            made_lock = not lock_path.exists()
-            lock = FileLock(str(lock_path), timeout=self.lock_timeout)
+            made_lock = not lock_path.exists() and not lock_path.is_symlink()
             try:
-                lock.acquire()
+                lock = acquire_lock(lock_path, timeout=self.lock_timeout)
             except Timeout:
                 raise StoreError(f"{self.final}: another process is writing this entry; wait for it or retry") from None
             self._lock = lock

@@ -3,7 +3,10 @@ from its header."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,36 @@ from featcache.errors import DataError
 log = logging.getLogger("featcache.data")
 
 SAMPLE_RATE = 16_000
+
+
+def audio_path_error(path: str | Path, *, listed: str | None = None) -> DataError | None:
+    """What keeps an audio path from being opened, other than its absence: a symbolic link loop (``ELOOP``),
+    a folder, a path that may not be searched.
+
+    A missing file (a dangling link included) is no error here: each caller says where it was listed.
+
+    Args:
+        path: The audio file as the corpus lists it.
+        listed: Where it is listed (``m.csv:4``), named in the message; None names nothing.
+
+    Returns:
+        One-line error naming the file, the problem and the fix; None when the path is a regular file or is
+        not there at all.
+    """
+    where = f" (listed in {listed})" if listed else ""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        if e.errno == errno.ELOOP:
+            return DataError(f"{path}: audio path is a symbolic link loop (too many levels of symbolic links){where}; "
+                             "point the link at the audio file or replace it with the file")
+        reason = (e.strerror or type(e).__name__).lower()
+        return DataError(f"{path}: cannot open the audio file ({reason}){where}; check the path and its permissions")
+    if not stat.S_ISREG(st.st_mode):
+        return DataError(f"{path}: not an audio file (a folder or a device){where}; list the audio file itself")
+    return None
 
 
 def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False) -> np.ndarray:
@@ -31,12 +64,15 @@ def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False)
         1-D float32 array.
 
     Raises:
-        DataError: Missing, unreadable or empty file, NaN or infinite samples; or, when strict, a wrong sample
-            rate or channel count.
+        DataError: Missing, unreadable or empty file, a symbolic link loop, NaN or infinite samples; or, when
+            strict, a wrong sample rate or channel count.
     """
     import soundfile as sf
 
     path = Path(path)
+    problem = audio_path_error(path)
+    if problem is not None:
+        raise problem
     if not path.is_file():
         raise DataError(f"{path}: audio file not found; restore it or fix the corpus listing")
     try:
@@ -78,10 +114,13 @@ def audio_duration(path: str | Path) -> float:
         frames / sample rate.
 
     Raises:
-        DataError: Missing or unreadable file.
+        DataError: Missing or unreadable file, or a symbolic link loop.
     """
     import soundfile as sf
 
+    problem = audio_path_error(path)
+    if problem is not None:
+        raise problem
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a multi-line text

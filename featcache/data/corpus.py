@@ -170,6 +170,26 @@ def _warn_case_twins(labels: Iterable[str], *, source: str) -> None:
                 "if they are one)", source, "; ".join(named), ",".join(merges))
 
 
+def _warn_unused_merge(merge: Mapping[str, str], vocabulary: Iterable[str], *, source: str) -> None:
+    """Log one warning line (``featcache.data``) naming the merge sources no utterance of the corpus has.
+
+    Not an error: a corpus may lack a label (a merge shared by several corpora); a misspelt label is the other
+    cause, so the line names the labels the corpus has.
+
+    Args:
+        merge: The merge map the user gave (raw label -> kept label).
+        vocabulary: The raw labels the corpus's rows have.
+        source: The file or folder they come from, as the line names it.
+    """
+    vocab = set(vocabulary)
+    unused = [src for src in merge if src not in vocab]
+    if not unused:
+        return
+    log.warning("%s: --merge %s: no utterance has the label%s %s, so nothing is merged from %s; the corpus has %s",
+                source, ",".join(f"{a}={merge[a]}" for a in unused), "s" if len(unused) > 1 else "",
+                ", ".join(repr(a) for a in unused), "them" if len(unused) > 1 else "it", ", ".join(sorted(vocab)))
+
+
 def _select_labels(
     raw: str,
     *,

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from featcache.data.audio import audio_path_error
 from featcache.data.corpus import (
     PAPER_LABELS,
     PAPER_MERGE,
@@ -22,6 +23,7 @@ from featcache.data.corpus import (
     _make_corpus,
     _natural_key,
     _select_labels,
+    _warn_unused_merge,
 )
 from featcache.errors import DataError
 
@@ -41,7 +43,7 @@ def read_iemocap(
     root: str | Path,
     *,
     labels: Sequence[str] = PAPER_LABELS,
-    merge: Mapping[str, str] = PAPER_MERGE,
+    merge: Mapping[str, str] | None = None,
     name: str | None = None,
 ) -> Corpus:
     """Read a copy of the IEMOCAP release (or the demo corpus, which uses its layout).
@@ -49,15 +51,16 @@ def read_iemocap(
     Args:
         root: Directory holding ``Session1`` .. ``Session5``.
         labels: Labels to keep, in class-index order (after merging); whitespace around each is stripped.
-        merge: Raw label -> kept label (the paper merges ``exc`` into ``hap``); whitespace around each side is
-            stripped.
+        merge: Raw label -> kept label; whitespace around each side is stripped. None: the paper's (``exc`` into
+            ``hap``). A given merge whose source label no turn of this copy has is named in one warning line.
         name: Name recorded in the corpus; default ``iemocap:ROOT``.
 
     Returns:
         The corpus, utterances sorted by id. Utterances whose label is not kept are dropped.
 
     Raises:
-        DataError: Missing directory, malformed EmoEvaluation line, unknown label, missing wav.
+        DataError: Missing directory, malformed EmoEvaluation line, unknown label, missing wav, a wav path that
+            is a symbolic link loop.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -65,7 +68,8 @@ def read_iemocap(
             f"{root}: corpus directory not found; pass the folder that holds Session1..Session5 "
             "(or run `featcache demo-data DIR` to make the demo corpus)"
         )
-    labels, merge = _clean_labels(labels), _clean_merge(merge)
+    given = merge is not None
+    labels, merge = _clean_labels(labels), _clean_merge(PAPER_MERGE if merge is None else merge)
     _check_label_options(labels, merge, IEMOCAP_VOCABULARY, source=str(root))
     session_dirs = sorted(
         (p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"Session\d+", p.name)),
@@ -77,6 +81,7 @@ def read_iemocap(
             "(the folder containing Session1 .. Session5)"
         )
     utts: list[Utterance] = []
+    raw_labels: set[str] = set()
     wav_dirs_present = []
     for sdir in session_dirs:
         session = str(int(sdir.name[len("Session") :]))
@@ -90,6 +95,7 @@ def read_iemocap(
         texts = _read_transcriptions(trans_dir)
         for emo_file in sorted(emo_dir.glob("*.txt")):
             for lineno, utt_id, start, end, raw in _read_emo_file(emo_file):
+                raw_labels.add(raw)
                 lab = _select_labels(raw, labels=labels, merge=merge)
                 if lab is None:
                     continue
@@ -102,6 +108,9 @@ def read_iemocap(
                 audio: Path | None = None
                 if wav_root.is_dir():
                     audio = wav_root / dialog / f"{utt_id}.wav"
+                    problem = audio_path_error(audio, listed=f"{emo_file.name}:{lineno}")
+                    if problem is not None:
+                        raise problem
                     if not audio.is_file():
                         raise DataError(
                             f"{audio}: wav file missing for {utt_id} (listed in {emo_file.name}:{lineno}); "
@@ -127,6 +136,8 @@ def read_iemocap(
     if any(wav_dirs_present) and not all(wav_dirs_present):
         missing = [str(s / "sentences" / "wav") for s, ok in zip(session_dirs, wav_dirs_present) if not ok]
         raise DataError(f"{missing[0]}: directory not found; other sessions have audio, restore it from the release")
+    if given:
+        _warn_unused_merge(merge, raw_labels, source=str(root))
     return _make_corpus(name or f"iemocap:{root}", root, utts, labels)
 
 

@@ -11,12 +11,14 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from featcache.data.audio import audio_path_error
 from featcache.data.corpus import (
     Corpus,
     Utterance,
@@ -26,6 +28,7 @@ from featcache.data.corpus import (
     _make_corpus,
     _select_labels,
     _warn_case_twins,
+    _warn_unused_merge,
 )
 from featcache.errors import DataError
 
@@ -58,31 +61,37 @@ def read_manifest(
         path: The ``.csv`` or ``.jsonl`` file.
         labels: Labels to keep, in class-index order (whitespace around each is stripped); default every
             label present, sorted.
-        merge: Raw label -> kept label (whitespace around each side is stripped).
+        merge: Raw label -> kept label (whitespace around each side is stripped). A source label no row has is
+            named in one warning line (with ``labels``, it is an error, as an unknown label in ``labels`` is).
         name: Name recorded in the corpus; default ``manifest:PATH``.
 
     Returns:
         The corpus, sorted by id.
 
     Raises:
-        DataError: Missing, unreadable or non-UTF-8 file, missing column, a row with no session, duplicate id,
-            a duration that is not a number, missing audio file; a CSV row with more fields than the header
-            or a repeated header line; a JSONL value that is a list or an object.
+        DataError: Missing, unreadable or non-UTF-8 file, missing column, a row with an empty label or no
+            session, duplicate id, a duration that is not a number, missing audio file or a symbolic link loop;
+            a CSV row with more or fewer fields than the header or a repeated header line; a JSONL value that
+            is a list or an object.
     """
     path = Path(path).expanduser()
     merge = _clean_merge(merge or {})
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; pass a .csv or .jsonl file with id,label,session columns")
     rows = list(_manifest_rows(path))
-    for _, row in rows:
+    for lineno, row in rows:
         row["label"] = row["label"].strip()
-    present = {merge.get(r["label"], r["label"]) for _, r in rows}
+        if not row["label"]:
+            raise DataError(f"{path}:{lineno}: empty label in row {row['id']!r}; fill it in or drop the row")
+    vocabulary = {r["label"] for _, r in rows}
+    present = {merge.get(lab, lab) for lab in vocabulary}
     _warn_case_twins(present, source=str(path))
     if labels is None:
         labels = tuple(sorted(present))
+        _warn_unused_merge(merge, vocabulary, source=str(path))
     else:
         labels = _clean_labels(labels)
-        _check_label_options(labels, merge, {r["label"] for _, r in rows}, source=str(path))
+        _check_label_options(labels, merge, vocabulary, source=str(path))
     utts: list[Utterance] = []
     seen: dict[str, int] = {}
     for lineno, row in rows:
@@ -100,7 +109,11 @@ def read_manifest(
             )
         audio = None
         if row.get("audio"):
-            audio = (path.parent / row["audio"]).resolve()
+            listed = Path(os.path.abspath(path.parent / row["audio"]))  # links kept: a loop is named as listed
+            problem = audio_path_error(listed, listed=f"manifest {path.name}:{lineno}")
+            if problem is not None:
+                raise problem
+            audio = listed.resolve()
             if not audio.is_file():
                 raise DataError(f"{audio}: audio file missing (manifest {path.name}:{lineno}); fix the path or the file")
         utts.append(
@@ -194,6 +207,11 @@ def _manifest_rows(path: Path) -> Iterable[tuple[int, dict[str, str]]]:
                     n = len(header) + len(row[None])  # type: ignore[index]
                     raise DataError(f"{path}:{reader.line_num}: {n} fields, the header has {len(header)}; quote a "
                                     'field that holds a comma (e.g. "yes, sure")')
+                if None in row.values():  # DictReader's restval: the row ended before the header did
+                    n = sum(v is not None for k, v in row.items())
+                    raise DataError(f"{path}:{reader.line_num}: {n} field{'s' if n != 1 else ''}, the header has "
+                                    f"{len(header)}; fill in the missing fields (an empty one still needs its comma) "
+                                    "or quote a field that holds a line break")
                 if [(row[k] or "").strip() for k in header] == [k.strip() for k in header]:
                     raise DataError(f"{path}:{reader.line_num}: the header line again; remove it (a header belongs "
                                     "on the first line only: were two manifests joined?)")

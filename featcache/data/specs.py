@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from featcache.data.corpus import PAPER_LABELS, PAPER_MERGE, Corpus
+from featcache.data.corpus import PAPER_LABELS, Corpus
 from featcache.data.iemocap import read_iemocap
 from featcache.data.manifest import read_manifest
 from featcache.errors import DataError
@@ -62,7 +62,8 @@ def load_corpus(
             what comes before its first colon is no word (``./a:b``, ``C:\\data``).
         labels: Labels to keep (default: the paper's four for IEMOCAP, every label for a manifest);
             whitespace around each is stripped, case is kept.
-        merge: Raw label -> kept label (default: ``exc=hap`` for IEMOCAP, none for a manifest).
+        merge: Raw label -> kept label (default: ``exc=hap`` for IEMOCAP, none for a manifest); a given source
+            label the corpus has no row of is named in one warning line.
 
     Returns:
         The corpus.
@@ -82,7 +83,7 @@ def load_corpus(
         return read_iemocap(
             rest,
             labels=tuple(labels) if labels else PAPER_LABELS,
-            merge=dict(merge) if merge is not None else PAPER_MERGE,
+            merge=dict(merge) if merge is not None else None,  # None: the paper's merge (never warned about)
             name=f"iemocap:{rest}",
         )
     return read_manifest(rest, labels=tuple(labels) if labels else None, merge=merge, name=f"manifest:{rest}")

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from featcache import __version__
 from featcache.cache.atomic import atomic_write, atomic_write_json
+from featcache.cache.locks import held_lock
 from featcache.errors import FeatcacheError
 from featcache.heads import load_tensors, save_tensors
 from featcache.train.objective import EarlyStopping
@@ -196,12 +196,16 @@ def remove_resume_state(run_dir: Path) -> list[Path]:
 
 @contextmanager
 def _run_lock(run_dir: Path | None) -> Iterator[None]:
-    """Hold ``run_dir``'s lock file, so a second fit of the same run waits and then finds it finished."""
+    """Hold ``run_dir``'s lock file, so a second fit of the same run waits and then finds it finished.
+
+    Raises:
+        StoreError: The lock file is a symbolic link (one line naming it: remove it).
+    """
     if run_dir is None:
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(run_dir / LOCK_FILE)):
+    with held_lock(run_dir / LOCK_FILE):
         yield
 
 
