@@ -13,7 +13,15 @@ then times, with a warm page cache (median and minimum of ``--repeats`` runs):
 
 Prints one line per step and ``RATIO check_over_read`` (the digest over the plain read).
 
+With ``--demo-store DIR`` (the store of ``featcache run --preset demo --cache-dir DIR``), it then runs
+``featcache.study.evaluate`` over that store's heads and every condition ``--evaluations`` times and times,
+inside those same runs, every check of a head before it is used: its record against its place, the
+SHA-256 of its files (:func:`featcache.heads.record.record_problem`), and the content digests of the
+entries and unimodal heads it was made from (:meth:`Study.head_inputs`). Prints
+``RATIO head_checks_over_evaluate`` (their time over the whole evaluation's; the target is under 0.05).
+
 usage: python bench/bench_integrity.py [--rows 5672] [--dim 768] [--repeats 15]
+                                       [--demo-store DIR [--evaluations 3]]
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=5672)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--demo-store", type=Path, default=None, help="a store made by `featcache run --preset demo`")
+    ap.add_argument("--evaluations", type=int, default=3)
     args = ap.parse_args()
 
     store = FeatureStore(Path(tempfile.mkdtemp(prefix="bench-integrity-")))
@@ -90,6 +100,46 @@ def main() -> None:
         median, best = results[name]
         print(f"{name:<14} median {1000 * median:8.2f} ms   min {1000 * best:8.2f} ms")
     print(f"RATIO check_over_read {results['digest'][0] / results['read'][0]:.3f}")
+    if args.demo_store is not None:
+        head_checks(args.demo_store, evaluations=args.evaluations)
+
+
+def head_checks(cache_dir: Path, *, evaluations: int) -> None:
+    """Time the checks of every head inside whole evaluations of the demo study in ``cache_dir``."""
+    import featcache.study.core as core
+    from featcache import api
+    from featcache.study import evaluate
+
+    spent = [0.0]
+
+    def clocked(fn: Callable[..., object]) -> Callable[..., object]:
+        def run(*a: object, **k: object) -> object:
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return run
+
+    core.record_problem = clocked(core.record_problem)  # type: ignore[assignment]
+    core.Study.head_inputs = clocked(core.Study.head_inputs)  # type: ignore[method-assign]
+    totals, checks = [], []
+    for _ in range(evaluations):
+        study = api.open_study(corpus="iemocap:demo-corpus", preset="demo", cache_dir=cache_dir)
+        spent[0] = 0.0
+        start = time.perf_counter()
+        preds, missing = evaluate(study, progress=False)
+        totals.append(time.perf_counter() - start)
+        checks.append(spent[0])
+        study.close()
+        if missing:
+            raise SystemExit(f"the demo store lacks: {missing[0]}; run `featcache run --preset demo --cache-dir {cache_dir}`")
+    n_heads = len({(f, s, m) for f, s, m in zip(preds.fold, preds.seed, preds.model)})
+    best = min(range(evaluations), key=lambda i: totals[i])
+    print(f"evaluate (demo store, {n_heads} heads, {len(preds):,} predictions): median "
+          f"{sorted(totals)[evaluations // 2]:.2f} s, min {totals[best]:.2f} s; head checks in that run "
+          f"{1000 * checks[best]:.1f} ms ({1000 * checks[best] / n_heads:.2f} ms per head)")
+    print(f"RATIO head_checks_over_evaluate {checks[best] / totals[best]:.4f}")
 
 
 if __name__ == "__main__":

@@ -452,7 +452,8 @@ def test_train_heads_trains_a_damaged_head_again(env: dict[str, Path]) -> None:
     r = CliRunner().invoke(cli, ["train-heads", *_study_args(env, env["cache"]), "--models", "text"])
     assert r.exit_code == 0, r.output
     (warning,) = _warnings(r.stderr)
-    assert warning.startswith(f"WARNING: {config}: damaged head (unreadable head config: "), warning
+    assert warning == (f"WARNING: {config}: damaged head (checksum mismatch: the file changed after the head was "
+                       "saved); training it again"), warning  # its record's SHA-256 sees it before JSON does
     load_head(result.parent)
     r = CliRunner().invoke(cli, ["evaluate", *_study_args(env, env["cache"]), "--condition", "clean",
                                  "--out", str(env["out"])])
@@ -504,6 +505,43 @@ def test_a_bit_flipped_in_fine_tuned_weights_is_refused_before_any_vector(env: d
     assert line.startswith(f"Error: {weights}: damaged fine-tuning run (checksum mismatch"), line
     assert f"delete {run}" in line and "featcache finetune" in line
     assert _snapshot(cache) == before  # no vector of the damaged weights was stored
+
+
+def test_a_bit_flipped_in_a_fine_tuned_runs_head_is_refused_and_verify_names_it(env: dict[str, Path],
+                                                                                   tmp_path: Path) -> None:
+    """The run's own head (what evaluate uses for a paper model of a fine-tuned study): its SHA-256, recorded
+    in the run's result.json, is checked before extraction and by `cache verify`; the entries made from the
+    run's weights are checked against the weights' recorded SHA-256 too."""
+    cache = tmp_path / "cache"
+    r = CliRunner().invoke(cli, ["finetune", *_common(env, cache), "--modality", "text", "--fold", "1", "--seed", "0",
+                                 "--max-epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--workers", "0",
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    (run,) = [p for p in (cache / "runs").iterdir() if p.is_dir()]
+    assert set(json.loads((run / "result.json").read_text())["files"]) == {"head/config.json", "head/model.safetensors"}
+    extract = ["extract", *_common(env, cache), "--finetuned", "--fold", "1", "--modality", "text",
+               "--finetune-epochs", "1", "--finetune-batch-size", "8", "--finetune-lr", "1e-3",
+               "--variant", "clean", "--workers", "0", "--device", "cpu"]
+    r = CliRunner().invoke(cli, extract)
+    assert r.exit_code == 0, r.output
+    verify = ["cache", "verify", "--cache-dir", str(cache)]
+    r = CliRunner().invoke(cli, verify)
+    assert r.exit_code == 0 and "0 broken" in r.output, r.output
+    result = json.loads((run / "result.json").read_text())
+    weights = run / "head" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x40
+    weights.write_bytes(bytes(data))
+    line = one_line_error(CliRunner().invoke(cli, extract[:-6] + ["--variant", "no-text", "--workers", "0",
+                                                                  "--device", "cpu"]))
+    assert line.startswith(f"Error: {weights}: damaged fine-tuning run (checksum mismatch"), line
+    r = CliRunner().invoke(cli, verify)
+    assert r.exit_code == 1 and f"BROKEN   {weights}: checksum mismatch" in r.output, r.output
+    weights.write_bytes(bytes(data[:-1] + bytes([data[-1] ^ 0x40])))  # repaired
+    result["weights"]["text_encoder.safetensors"]["sha256"] = "0" * 64  # the run now says other weights
+    (run / "result.json").write_text(json.dumps(result))
+    r = CliRunner().invoke(cli, verify)
+    assert r.exit_code == 1 and f"made from other encoder weights than run {run.name} holds now" in r.output, r.output
 
 
 # -------------------------------------------------------------------------------- the entry itself
