@@ -49,6 +49,9 @@ def open_study(
     max_samples: int | None = None,
     pad_to: int | None = None,
     whisper_input: Literal["trim", "30s"] | None = None,
+    layers: str | None = None,
+    store_dtype: Literal["float32", "float16"] = "float32",
+    layer: str | int | None = None,
     frozen: bool | None = None,
     seeds: Sequence[int] | None = None,
     variant_seed: int = 0,
@@ -83,6 +86,11 @@ def open_study(
         max_samples: Cut longer clips here (default: the preset's, 246000).
         pad_to: Pad every clip to this many samples and pool all frames.
         whisper_input: Whisper's input, ``trim`` or ``30s`` windows (default: the preset's).
+        layers: Hidden states stored per utterance: ``all``, or numbers like ``0,6,12`` or ``0-12`` (0: the
+            embeddings' output; default: the last layer only).
+        store_dtype: How vectors are stored, ``float32`` or ``float16``.
+        layer: The stored hidden state heads read: a number or ``weighted`` (SUPERB's learned weighted sum;
+            default: the last stored layer).
         frozen: Frozen backbones or per-fold fine-tuned ones (default: the preset's).
         seeds: Seeds of the heads and fine-tuning runs (default: the preset's, 0, 1, 2).
         variant_seed: Seed of the perturbations (as given to ``featcache extract --seed``).

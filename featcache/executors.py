@@ -182,8 +182,7 @@ def _encoder_run(study: Study, a: dict[str, Any], deps: Sequence[Any]) -> tuple[
         return a["run"], a.get("fold_options")
     ft = finished_run(deps[0])
     m = a["modality"]
-    return (EncoderRun(m, study.preset.backbone(m), ft.encoder_options(), ft.encoder_weights(m), ft.run_id),
-            ft.config["fold_options"])
+    return study.finetuned_encoder(m, ft), ft.config["fold_options"]
 
 
 _ENCODER: dict[str, Any] = {}

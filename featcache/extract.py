@@ -31,7 +31,14 @@ import torch
 from torch.utils.data import Dataset
 
 from featcache import __version__
-from featcache.backbones.encoders import AudioEncoder, EncoderOptions, TextEncoder, input_digest, load_encoder
+from featcache.backbones.encoders import (
+    AudioEncoder,
+    EncoderOptions,
+    TextEncoder,
+    input_digest,
+    load_encoder,
+    select_layers,
+)
 from featcache.backbones.resolve import ResolvedBackbone, resolve_backbone, split_revision, weights_hash
 from featcache.buckets import iter_batches, length_order
 from featcache.cache import EntryKey, FeatureStore, ids_digest, slug
@@ -60,6 +67,9 @@ class EncoderRun:
         weights: A fine-tuned encoder state (safetensors) loaded over the pretrained weights, or None
             for the frozen pretrained backbone.
         tag: Short name of the fine-tuning run the weights come from (part of the run name).
+        layers: The hidden states stored per utterance (``all`` or ``0,6,12``, as
+            :func:`~featcache.backbones.encoders.parse_layers` writes them), or None: the last layer only.
+        store_dtype: How the vectors are stored, ``float32`` or ``float16``.
     """
 
     modality: str
@@ -67,6 +77,8 @@ class EncoderRun:
     options: EncoderOptions = field(default_factory=EncoderOptions)
     weights: Path | None = None
     tag: str = "frozen"
+    layers: str | None = None
+    store_dtype: str = "float32"
 
     @property
     def frozen(self) -> bool:
@@ -242,6 +254,10 @@ def entry_key(
     }
     if variant.modality == "text" and getattr(variant, "needs_analysis", False):
         identity["analysis"] = analysis_model
+    if run.layers is not None:  # (absent for the last layer only: the keys of stores made before stay)
+        identity["layers"] = run.layers
+    if run.store_dtype != "float32":
+        identity["store_dtype"] = run.store_dtype
     return EntryKey(run=run.name, fold=fold, variant=variant.spec, identity=identity)
 
 
@@ -365,6 +381,7 @@ def extract(
     if encoder is None:
         encoder = load_encoder(resolved, options=run.options, weights=run.weights)
     encoder.to(dev).eval()
+    layers = select_layers(encoder, run.layers)
     analyses = None
     made_from = None
     mask_token = None
@@ -394,6 +411,8 @@ def extract(
         provenance["revision"] = resolved.revision
     if mask_token is not None:
         provenance["mask_token"] = mask_token
+    if layers is not None:  # the hidden states along the vectors' second axis
+        provenance["layers"] = list(layers)
     if made_from is not None:  # the text analysis it was made from (``featcache cache verify`` checks it)
         provenance["text_analysis"] = made_from
     status = "written"

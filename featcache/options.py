@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from featcache import paper
+from featcache.backbones.layers import parse_layers
+from featcache.cache.writers import STORE_DTYPES
 from featcache.errors import FeatcacheError
 from featcache.paper import DEV_MODES, HEAD_SETTINGS, TEXT_POOLINGS
 
@@ -105,6 +107,26 @@ def parse_merge_text(text: str | None) -> tuple[tuple[str, str], ...] | None:
     return tuple(parse_merge(text).items())
 
 
+def _parse_layer(value: Any, *, layers: str | None) -> str:
+    """``--layer``'s value in its one spelling (``weighted`` or a hidden-state number), checked against the
+    stored ``layers``.
+
+    Raises:
+        FeatcacheError: Not a number nor ``weighted``, no ``--layers``, or a layer they do not store.
+    """
+    text = str(value).strip()
+    if text != "weighted" and not text.isdigit():
+        raise FeatcacheError(f"layer (--layer {text!r}): give a hidden-state number (0 = the embeddings' output) "
+                             "or weighted")
+    text = text if text == "weighted" else str(int(text))
+    if layers is None:
+        raise FeatcacheError(f"layer (--layer {text}): heads read one layer of layer-wise vectors; store them with "
+                             "--layers (e.g. --layers all)")
+    if text != "weighted" and layers != "all" and text not in layers.split(","):
+        raise FeatcacheError(f"layer (--layer {text}): --layers {layers} does not store it")
+    return text
+
+
 def _parse_seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(x) for x in text.split(",") if x.strip())
@@ -134,6 +156,9 @@ class StudyOptions:
         max_samples: Clip length cut instead of the preset's.
         pad_to: Pad every clip to this many samples.
         whisper_input: Whisper's input length instead of the preset's.
+        layers: The hidden states stored per utterance (``all``, ``0,6,12``; None: the last layer only).
+        store_dtype: ``float32`` or ``float16``.
+        layer: The stored hidden state the heads read (a number, or ``weighted``; None: the last stored).
         frozen: Frozen backbones or per-fold fine-tuned ones (default: the preset's).
         seeds: Seeds of the heads and fine-tuning runs (default: the preset's).
         variant_seed: Seed of the perturbations.
@@ -179,6 +204,16 @@ class StudyOptions:
                                       default_help="preset's",
                                       help="Whisper encoder input: 30 s windows (as trained) or trimmed to the clip "
                                            "(much faster).")
+    layers: str | None = _flag(None, name="--layers", metavar="all|K,K,...|A-B", default_help="the last layer only",
+                               help="Store the pooled vector of these hidden states of the backbone (0 = the "
+                                    "embeddings' output; all = every one), each pooled like the last layer's.")
+    store_dtype: str = _flag("float32", name="--store-dtype", kind="choice", choices=STORE_DTYPES,
+                             help="How vectors are stored: float16 halves the bytes (heads read float32 either way).")
+    layer: str | None = _flag(None, name="--layer", metavar="K|weighted", names="heads",
+                              default_help="the last stored layer",
+                              help="The hidden state heads read from layer-wise vectors (--layers): K, or weighted = "
+                                   "softmax weights over every stored layer, learned with each head (SUPERB's "
+                                   "featurizer).")
     frozen: bool | None = _flag(None, name="--frozen", off="--finetuned", kind="bool", default_help="preset's",
                                 help="Frozen backbones (entries shared by folds) or per-fold fine-tuned ones.")
     seeds: tuple[int, ...] | None = _flag(None, name="--seeds", kind="seeds", names="nothing", metavar="S,S,...",
@@ -231,6 +266,9 @@ class StudyOptions:
         if self.seeds is not None:
             set_(self, "seeds", tuple(int(s) for s in self.seeds))
         set_(self, "cache_dir", str(Path(self.cache_dir)))
+        set_(self, "layers", parse_layers(self.layers))
+        if self.layer is not None:
+            set_(self, "layer", _parse_layer(self.layer, layers=self.layers))
         for f in fields(self):
             _check(f.name, getattr(self, f.name), f.metadata["flag"])
         if self.seeds is not None:
@@ -411,10 +449,12 @@ CORPUS_FIELDS: tuple[str, ...] = ("corpus", "labels", "merge")
 """The fields that read the corpus (commands that take a corpus but no study take these only)."""
 ENCODER_FIELDS: tuple[str, ...] = ("preset", "text_backbone", "audio_backbone", "pooling", "max_samples", "pad_to",
                                    "whisper_input")
+STORED_FIELDS: tuple[str, ...] = ("layers", "store_dtype")
+"""What extraction stores of each utterance (fine-tuning trains on the last layer, whatever is stored)."""
 RUN_FIELDS: tuple[str, ...] = ("dev", "dev_fraction", "finetune_batch_size", "finetune_lr", "finetune_epochs",
                                "finetune_patience", "grad_accum", "finetune_precision")
 COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
-    "extract": (*CORPUS_FIELDS, "cache_dir", *ENCODER_FIELDS, "frozen", "variant_seed", *RUN_FIELDS),
+    "extract": (*CORPUS_FIELDS, "cache_dir", *ENCODER_FIELDS, *STORED_FIELDS, "frozen", "variant_seed", *RUN_FIELDS),
     "finetune": (*CORPUS_FIELDS, "cache_dir", *ENCODER_FIELDS, *RUN_FIELDS),
 }
 """The fields of the commands that take only some (the study commands take every field)."""

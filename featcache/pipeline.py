@@ -105,7 +105,7 @@ def plan_encoder_runs(
     if not mods:
         raise FeatcacheError(f"{corpus.name}: has no {modality} modality to extract")
     if study.frozen:
-        return [PlannedRun(EncoderRun(m, study.preset.backbone(m), study.encoder_options), None) for m in mods]
+        return [PlannedRun(study.frozen_encoder(m), None) for m in mods]
     from featcache.finetune import find_runs, run_differences
 
     plans: list[PlannedRun] = []
@@ -121,8 +121,7 @@ def plan_encoder_runs(
                                    fix=f"delete {ft.path} and run `{cmd}` (it trains the run again)")
             for m in ft.modalities:
                 if m in mods:
-                    run = EncoderRun(m, study.preset.backbone(m), ft.encoder_options(), ft.encoder_weights(m),
-                                     ft.run_id)
+                    run = study.finetuned_encoder(m, ft)
                     plans.append(PlannedRun(run, k, ft.config["fold_options"]))
                     found = True
         if not found:

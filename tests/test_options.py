@@ -41,7 +41,8 @@ def _changed(env: dict[str, Path]) -> dict[str, Any]:
     """A value other than the default for every field (a test below checks that none is missing)."""
     return {"corpus": f"iemocap:{env['other']}", "labels": ("ang", "sad", "hap"), "merge": (), "cache_dir": "elsewhere",
             "preset": "paper", "text_backbone": str(env["bert2"]), "audio_backbone": "some/speech-model",
-            "pooling": "mean", "max_samples": 16000, "pad_to": 32000, "whisper_input": "30s", "frozen": False,
+            "pooling": "mean", "max_samples": 16000, "pad_to": 32000, "whisper_input": "30s", "layers": "0,2",
+            "store_dtype": "float16", "layer": "2", "frozen": False,
             "seeds": (4, 5), "variant_seed": 3, "dev": "session", "dev_fraction": 0.25, "head_batch_size": 64,
             "head_lr": 2e-4, "head_epochs": 7, "head_patience": 3, "finetune_batch_size": 4, "finetune_lr": 3e-5,
             "finetune_epochs": 2, "finetune_patience": 1, "grad_accum": 2, "finetune_precision": "fp32"}
@@ -100,6 +101,10 @@ def test_flags_round_trip_and_the_command_line_reads_them_as_from_flags(env: dic
 
 def test_a_field_changes_the_key_exactly_when_it_names_other_vectors_or_heads(env: dict[str, Path]) -> None:
     changed = _changed(env)
+
+    def expect_of(names: str, frozen: bool) -> bool:
+        return names in ("vectors", "heads") or (names == "runs" and not frozen)
+
     for frozen in (True, False):
         base = _base(env, frozen=frozen)
         key = Study.open(base).key
@@ -111,9 +116,14 @@ def test_a_field_changes_the_key_exactly_when_it_names_other_vectors_or_heads(en
                 value, names = "paper", "vectors"
             else:
                 value = changed[f.name]
+            if f.name == "layer":  # a layer of layer-wise vectors: against the same layer-wise study
+                key = Study.open(base.replace(layers=changed["layers"])).key
+                other = Study.open(base.replace(layers=changed["layers"], layer=value))
+                assert (other.key != key) == expect_of(names, frozen), (f.name, frozen, names)
+                key = Study.open(base).key
+                continue
             other = Study.open(base.replace(**{f.name: value}))
-            expect = names in ("vectors", "heads") or (names == "runs" and not frozen)
-            assert (other.key != key) == expect, (f.name, frozen, names)
+            assert (other.key != key) == expect_of(names, frozen), (f.name, frozen, names)
 
 
 def test_bad_values_are_refused_in_the_librarys_terms() -> None:

@@ -39,3 +39,17 @@ def tiny_wav2vec2(path: Path, *, seed: int = 0, norm: str = "layer") -> Path:
     Wav2Vec2Model(cfg).save_pretrained(path)
     Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=norm == "layer").save_pretrained(path)
     return path
+
+
+def tiny_whisper(path: Path, *, seed: int = 0) -> Path:
+    """A 2-layer, 32-d Whisper (encoder and decoder) with its feature extractor, 80 mel bins."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    cfg = WhisperConfig(vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=16, pad_token_id=1, bos_token_id=1,
+                        eos_token_id=1, decoder_start_token_id=2)
+    torch.manual_seed(seed)
+    WhisperModel(cfg).save_pretrained(path)
+    WhisperFeatureExtractor().save_pretrained(path)
+    return path

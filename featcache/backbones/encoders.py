@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from featcache.backbones.layers import parse_layers
 from featcache.backbones.resolve import ResolvedBackbone
 from featcache.errors import FeatcacheError
 
@@ -156,6 +157,9 @@ class TextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.options = options
         self.inputs = TextInputs(tokenizer, options)
+        self.layers: tuple[int, ...] | None = None
+        """Hidden states to pool (0: the embeddings' output), or None: the last layer only (see
+        :func:`select_layers`)."""
 
     @property
     def hidden_size(self) -> int:
@@ -176,9 +180,22 @@ class TextEncoder(nn.Module):
         """Stack prepared items (:meth:`TextInputs.collate`)."""
         return self.inputs.collate(items)
 
+    @property
+    def n_hidden_states(self) -> int:
+        """Hidden states the model returns: the embeddings' output and one per layer."""
+        return int(self.model.config.num_hidden_layers) + 1
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled vectors [batch, hidden]."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Pooled vectors: [batch, hidden] of the last layer, or [batch, len(layers), hidden] of the hidden
+        states :attr:`layers` names (each pooled the same way)."""
+        if self.layers is None:
+            return self._pool(self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,
+                              attention_mask)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        states = _hidden_states(out)
+        return torch.stack([self._pool(states[k], attention_mask) for k in self.layers], dim=1)
+
+    def _pool(self, out: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.options.pooling == "cls":
             return out[:, 0]
         m = attention_mask.unsqueeze(-1).to(out.dtype)
@@ -287,6 +304,9 @@ class AudioEncoder(nn.Module):
         self._use_mask = (not self.is_whisper) and getattr(cfg, "feat_extract_norm", "layer") == "layer"
         self.inputs = AudioInputs(feature_extractor, options, is_whisper=self.is_whisper,
                                   whisper_positions=cfg.max_source_positions if self.is_whisper else None)
+        self.layers: tuple[int, ...] | None = None
+        """Hidden states to pool (0: the output before the first transformer layer), or None: the last
+        layer only (see :func:`select_layers`)."""
 
     @property
     def hidden_size(self) -> int:
@@ -306,30 +326,84 @@ class AudioEncoder(nn.Module):
             return torch.div(n + WHISPER_POS - 1, WHISPER_POS, rounding_mode="floor").clamp(min=1)
         return self.model._get_feat_extract_output_lengths(n).clamp(min=1)
 
-    def _whisper_forward(self, feats: torch.Tensor) -> torch.Tensor:
+    @property
+    def n_hidden_states(self) -> int:
+        """Hidden states the model returns: the output before the first transformer layer and one per layer."""
+        cfg = self.model.config
+        return int(getattr(cfg, "encoder_layers", None) or cfg.num_hidden_layers) + 1
+
+    def _whisper_forward(self, feats: torch.Tensor, *, every: bool = False) -> tuple[torch.Tensor, ...]:
+        """The encoder's last hidden state, or (``every``) all of them as transformers' ``WhisperEncoder``
+        returns them: the input of each layer, then the last layer's output after the final layer norm."""
         enc = self.model
         h = nn.functional.gelu(enc.conv1(feats))
         h = nn.functional.gelu(enc.conv2(h)).permute(0, 2, 1)
         h = h + enc.embed_positions.weight[: h.shape[1]]
         h = nn.functional.dropout(h, p=enc.dropout, training=self.training)
+        states = []
         for layer in enc.layers:
+            if every:
+                states.append(h)
             h = layer(h, None)
             if isinstance(h, tuple):
                 h = h[0]
-        return enc.layer_norm(h)
+        return (*states, enc.layer_norm(h))
 
     def forward(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        """Pooled vectors [batch, hidden] (mean over the frames covering the first ``n`` samples)."""
+        """Pooled vectors (mean over the frames covering the first ``n`` samples): [batch, hidden] of the
+        last layer, or [batch, len(layers), hidden] of the hidden states :attr:`layers` names."""
+        every = self.layers is not None
         if self.is_whisper:
-            hidden = self._whisper_forward(x)
+            states = self._whisper_forward(x, every=every)
         else:
             mask = None
             if self._use_mask:
                 mask = (torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]).long()
-            hidden = self.model(input_values=x, attention_mask=mask).last_hidden_state
+            out = self.model(input_values=x, attention_mask=mask, output_hidden_states=every)
+            states = _hidden_states(out) if every else (out.last_hidden_state,)
+        if self.layers is None:
+            return self._pool(states[-1], n)
+        return torch.stack([self._pool(states[k], n) for k in self.layers], dim=1)
+
+    def _pool(self, hidden: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         frames = self._frames(n).clamp(max=hidden.shape[1])
         valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]).to(hidden.dtype)
         return (hidden * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
+
+
+def _hidden_states(out: Any) -> tuple[torch.Tensor, ...]:
+    """A transformers model output's hidden states with the last one replaced by ``last_hidden_state``: the
+    same tensor in BERT, but after the final layer norm in models that have one (wav2vec2-large, HuBERT-large,
+    WavLM), where transformers 5 records the last layer's output before that norm. So the last hidden state
+    is always what a last-layer entry holds."""
+    return (*out.hidden_states[:-1], out.last_hidden_state)
+
+
+def select_layers(encoder: TextEncoder | AudioEncoder, layers: str | None) -> tuple[int, ...] | None:
+    """Point ``encoder`` at the hidden states a ``--layers`` value names; it then returns one pooled vector
+    per hidden state (``[batch, layers, hidden]``), each pooled as the last layer is.
+
+    Args:
+        encoder: The encoder.
+        layers: ``all``, indices as :func:`parse_layers` writes them, or None (the last layer only).
+
+    Returns:
+        The hidden-state indices it pools (None for the last layer only).
+
+    Raises:
+        FeatcacheError: An index past the model's last hidden state.
+    """
+    spec = parse_layers(layers)
+    if spec is None:
+        encoder.layers = None
+        return None
+    n = encoder.n_hidden_states
+    picked = tuple(range(n)) if spec == "all" else tuple(int(k) for k in spec.split(","))
+    if picked[-1] >= n:
+        raise FeatcacheError(f"layers (--layers {spec}): the backbone has hidden states 0..{n - 1} "
+                             f"(0 is the embeddings' output, {n - 1} the last layer)")
+    encoder.layers = picked
+    return picked
 
 
 def load_encoder(

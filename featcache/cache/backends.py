@@ -32,11 +32,11 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Block:
-    """Rows of an entry: ids, labels, float32 vectors and one JSON record per row."""
+    """Rows of an entry: ids, labels, vectors and one JSON record per row."""
 
     ids: list[str]
     labels: np.ndarray  # int64 class indices (-1 = unknown)
-    vectors: np.ndarray  # float32 [n, dim]
+    vectors: np.ndarray  # float32 or float16, [n, dim] or [n, layers, dim]
     records: list[str]  # JSON strings, "" when the variant records nothing
 
 
@@ -51,7 +51,7 @@ class EntryReader(Protocol):
     def rows(self, index: np.ndarray) -> np.ndarray: ...
     def records(self) -> list[str]: ...
     @property
-    def shape(self) -> tuple[int, int]: ...
+    def shape(self) -> tuple[int, ...]: ...
     def close(self) -> None: ...
 
 
@@ -86,14 +86,18 @@ class HDF5Backend:
         import h5py
 
         n = len(block.ids)
-        vectors = np.ascontiguousarray(block.vectors, dtype=np.float32).reshape(n, -1)
+        vectors = np.ascontiguousarray(block.vectors)
+        if vectors.dtype not in (np.float32, np.float16):
+            vectors = vectors.astype(np.float32)
+        if vectors.ndim < 2:
+            vectors = vectors.reshape(n, -1)
         str_dt = h5py.string_dtype("utf-8")
         f = h5py.File(f"featcache-image-{uuid.uuid4().hex}", "w", driver="core", backing_store=False,
                       libver="latest", track_order=True, userblock_size=userblock)
         try:
             f.create_dataset("ids", data=np.array(block.ids, dtype=object), dtype=str_dt, track_times=False)
             f.create_dataset("labels", data=np.asarray(block.labels, dtype=np.int64), track_times=False)
-            chunks = (min(max(n, 1), 256), vectors.shape[1]) if n and vectors.shape[1] else None
+            chunks = (min(max(n, 1), 256), *vectors.shape[1:]) if n and all(vectors.shape[1:]) else None
             f.create_dataset("vectors", data=vectors, chunks=chunks, track_times=False)
             f.create_dataset("records", data=np.array(block.records, dtype=object), dtype=str_dt, track_times=False)
             for k, v in sorted((attrs or {}).items()):  # in name order: the bytes never depend on the dict's
@@ -170,13 +174,13 @@ class HDF5EntryReader:
         index = np.asarray(index, dtype=np.int64)
         ds = self._f["vectors"]
         if index.size == 0:
-            return np.zeros((0, ds.shape[1]), dtype=np.float32)
+            return np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
         if index.size == ds.shape[0] and np.array_equal(index, np.arange(ds.shape[0])):
             return ds[()]
         order = np.argsort(index, kind="stable")
         uniq, inverse = np.unique(index[order], return_inverse=True)
         block = ds[uniq]  # h5py needs increasing, unique indices
-        out = np.empty((index.size, ds.shape[1]), dtype=np.float32)
+        out = np.empty((index.size, *ds.shape[1:]), dtype=ds.dtype)
         out[order] = block[inverse]
         return out
 
@@ -184,8 +188,9 @@ class HDF5EntryReader:
         return self._f["records"].asstr()[()].tolist()
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self._f["vectors"].shape)  # type: ignore[return-value]
+    def shape(self) -> tuple[int, ...]:
+        """``(rows, dim)``, or ``(rows, layers, dim)`` for an entry of several hidden states."""
+        return tuple(self._f["vectors"].shape)
 
     def close(self) -> None:
         self._f.close()

@@ -80,7 +80,32 @@ class Entry:
 
     @property
     def dim(self) -> int:
-        return self._r.shape[1]
+        """Values per vector."""
+        return self._r.shape[-1]
+
+    @property
+    def layers(self) -> tuple[int, ...] | None:
+        """The hidden states a layer-wise entry holds, in their order along its second axis (0: the
+        embeddings' output); None for an entry of one vector per utterance (the last layer's)."""
+        if len(self._r.shape) != 3:
+            return None
+        recorded = self.provenance.get("layers")
+        if not isinstance(recorded, list) or len(recorded) != self._r.shape[1]:
+            raise DamagedError(self.path, "a layer-wise entry without the list of its layers")
+        return tuple(int(k) for k in recorded)
+
+    def layer_position(self, layer: int) -> int:
+        """Where hidden state ``layer`` is along a layer-wise entry's second axis.
+
+        Raises:
+            StoreError: The entry is not layer-wise or does not hold that layer.
+        """
+        held = self.layers
+        if held is None or layer not in held:
+            what = "one vector per utterance" if held is None else f"layers {','.join(map(str, held))}"
+            raise StoreError(f"{self.path}: holds {what}, not layer {layer}; extract it with `--layers {layer}` "
+                             "(or all)")
+        return held.index(layer)
 
     def __len__(self) -> int:
         return self._r.shape[0]
@@ -91,7 +116,7 @@ class Entry:
         return self._pos
 
     def _all_vectors(self) -> np.ndarray:
-        """Every row, read once and checked (read-only: the same array serves every later call)."""
+        """Every row, read once and checked, as float32 (read-only: the same array serves every later call)."""
         if self._matrix is None:
             try:
                 matrix = self._r.rows(np.arange(len(self)))
@@ -101,24 +126,29 @@ class Entry:
                 self._check("vectors", lambda: digest_vectors(matrix))
             elif "checksum" in self.provenance and self.provenance["checksum"] != _checksum(self.ids, matrix):
                 raise DamagedError(self.path, "checksum mismatch: the file changed after it was written")
+            matrix = np.asarray(matrix, dtype=np.float32)  # float16 entries: exact
             matrix.setflags(write=False)
             self._matrix = matrix
         return self._matrix
 
-    def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
-        """Float32 matrix for ``ids`` (in that order), or every row.
+    def vectors(self, ids: Sequence[str] | None = None, *, layer: int | None = None) -> np.ndarray:
+        """Float32 vectors for ``ids`` (in that order), or every row.
 
         Args:
             ids: Utterance ids (repeats allowed), or None for every row in stored order.
+            layer: For a layer-wise entry, the hidden state wanted (``[rows, dim]``); None: all of them
+                (``[rows, layers, dim]``, in :attr:`layers` order). Must be None for other entries.
 
         Returns:
-            A new array for ``ids``; for every row, the entry's own read-only array.
+            A new array for ``ids``; for every row, the entry's own read-only array (or a view of it).
 
         Raises:
-            StoreError: An id is not in the entry.
+            StoreError: An id is not in the entry, or it does not hold ``layer``.
             DamagedError: The vectors do not match their recorded digest.
         """
         matrix = self._all_vectors()
+        if layer is not None:
+            matrix = matrix[:, self.layer_position(layer)]
         if ids is None:
             return matrix
         pos = self._positions()

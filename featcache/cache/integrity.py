@@ -200,7 +200,7 @@ def digest_labels(labels: np.ndarray) -> str:
 
 
 def digest_vectors(vectors: np.ndarray) -> str:
-    """A digest of float32 vectors that costs a fraction of reading them.
+    """A digest of float32 (or float16) vectors that costs a fraction of reading them.
 
     The bytes are read as little-endian 64-bit words and summed (mod 2^64) in blocks of
     :data:`BLOCK_WORDS`; the digest is the SHA-256 of the shape and the block sums. Any change confined
@@ -209,17 +209,21 @@ def digest_vectors(vectors: np.ndarray) -> str:
     word differences cancel exactly go unseen (``featcache cache verify`` hashes every byte).
 
     Args:
-        vectors: A 2-D float32 matrix (rows x dim).
+        vectors: A float32 matrix (rows x dim), or float16, or ``[rows, layers, dim]``.
 
     Returns:
         Hex SHA-256.
     """
-    v = np.ascontiguousarray(vectors, dtype="<f4")
+    half = np.asarray(vectors).dtype == np.float16
+    v = np.ascontiguousarray(vectors, dtype="<f2" if half else "<f4")
     raw = v.reshape(-1).view(np.uint8)
     n_words = raw.size // 8
     words = raw[: n_words * 8].view("<u8")
     full = n_words - n_words % BLOCK_WORDS
-    h = hashlib.sha256(struct.pack("<QQ", *(v.shape if v.ndim == 2 else (v.size, 1))))
+    if v.ndim == 3 or half:  # a layer-wise or half-precision entry: its whole shape and its dtype
+        h = hashlib.sha256(struct.pack(f"<{v.ndim}Q", *v.shape) + v.dtype.str.encode())
+    else:
+        h = hashlib.sha256(struct.pack("<QQ", *(v.shape if v.ndim == 2 else (v.size, 1))))
     h.update(words[:full].reshape(-1, BLOCK_WORDS).sum(axis=1, dtype=np.uint64).astype("<u8").tobytes())
     h.update(struct.pack("<Q", int(words[full:].sum(dtype=np.uint64))))
     h.update(raw[n_words * 8:].tobytes())

@@ -34,6 +34,7 @@ class EntryInfo:
     variant: str = ""
     rows: int = 0
     dim: int = 0
+    layers: int = 0  # hidden states per utterance (0: one vector, the last layer's)
     size_bytes: int = 0
     provenance: dict = field(default_factory=dict)
     problem: str = ""
@@ -71,7 +72,9 @@ def _info(store: FeatureStore, path: Path) -> EntryInfo:
         ident = r.attrs.get("identity", {})
         info.provenance = dict(r.attrs)
         info.run, info.fold, info.variant = ident.get("run", ""), ident.get("fold"), ident.get("variant", "")
-        info.rows, info.dim = r.shape
+        shape = r.shape
+        info.rows, info.dim = shape[0], shape[-1]
+        info.layers = shape[1] if len(shape) == 3 else 0
     except Exception as e:  # noqa: BLE001
         info.status, info.problem = "broken", f"unreadable ({type(e).__name__})"
     finally:
@@ -148,7 +151,7 @@ def check_entry(store: FeatureStore, path: Path) -> str:
         attrs = r.attrs
         if attrs.get("complete") is not True:
             return "not marked complete"
-        n, d = r.shape
+        n = r.shape[0]
         ids = r.ids
         if len(ids) != n or len(r.labels()) != n or len(r.records()) != n:
             return "ids, labels, records and vectors disagree in length"

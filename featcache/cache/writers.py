@@ -37,6 +37,23 @@ if TYPE_CHECKING:
     from featcache.cache.store import FeatureStore
 
 
+STORE_DTYPES: tuple[str, ...] = ("float32", "float16")
+"""How vectors may be stored; an entry's key names its own (``store_dtype`` in its identity, float32 when
+absent)."""
+
+
+def store_dtype(key: EntryKey) -> np.dtype:
+    """The dtype an entry's vectors are stored as: its identity's ``store_dtype``, float32 when absent.
+
+    Raises:
+        StoreError: A dtype other than :data:`STORE_DTYPES`.
+    """
+    name = key.identity.get("store_dtype", "float32")
+    if name not in STORE_DTYPES:
+        raise StoreError(f"{key}: store dtype {name!r} is not one of {', '.join(STORE_DTYPES)}")
+    return np.dtype(name)
+
+
 def batch_block(key: EntryKey, pending: Sequence[str], ids: Sequence[str], vectors: np.ndarray, *,
                 labels: Sequence[int] | np.ndarray | None, records: Sequence[dict | None] | None, part: str) -> Block:
     """One finished batch checked against what its writer still expects, as a :class:`Block`.
@@ -45,7 +62,8 @@ def batch_block(key: EntryKey, pending: Sequence[str], ids: Sequence[str], vecto
         key: The entry (named in errors).
         pending: Ids the writer has not received yet.
         ids: The batch's ids.
-        vectors: One row per id.
+        vectors: One row per id: ``[n, dim]``, or ``[n, layers, dim]`` for an entry of several hidden states
+            (stored as :func:`store_dtype` says).
         labels: Class index per id (-1 when None).
         records: The variant's record per id (JSON-encoded; empty when None).
         part: What the writer writes, for the error (``this entry``, ``shard 3``).
@@ -56,8 +74,8 @@ def batch_block(key: EntryKey, pending: Sequence[str], ids: Sequence[str], vecto
     Raises:
         StoreError: Unknown or repeated ids, or a shape mismatch.
     """
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+    vectors = np.asarray(vectors, dtype=store_dtype(key))
+    if vectors.ndim not in (2, 3) or vectors.shape[0] != len(ids):
         raise StoreError(f"{key}: got {vectors.shape} vectors for {len(ids)} ids")
     waiting = set(pending)
     bad = [u for u in ids if u not in waiting]
@@ -238,7 +256,7 @@ class EntryWriter:
             "featcache_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "n": len(block.ids),
-            "dim": int(block.vectors.shape[1]) if block.vectors.ndim == 2 else 0,
+            "dim": int(block.vectors.shape[-1]) if block.vectors.ndim >= 2 else 0,
             "checksum": _checksum(block.ids, block.vectors),
             "integrity": data_digests(ids=block.ids, labels=block.labels, records=block.records,
                                       vectors=block.vectors),

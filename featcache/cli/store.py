@@ -140,14 +140,16 @@ def _echo_entries(infos: list, cache_dir: Path, *, long_: bool) -> None:  # type
     backbones = [(i.provenance.get("backbone", "") if i.provenance else "") or "-" for i in infos]
     settings = entry_settings_column(infos)
     bw = max(len("backbone"), *(len(b) for b in backbones))
-    click.echo(f"{'status':<9} {'run':<28} {'fold':<7} {'variant':<22} {'rows':>6} {'dim':>5} {'size':>9}  "
+    dims = [f"{i.layers}x{i.dim}" if i.layers else str(i.dim) for i in infos]  # layer-wise: hidden states x dim
+    dw = max(5, *(len(d) for d in dims))
+    click.echo(f"{'status':<9} {'run':<28} {'fold':<7} {'variant':<22} {'rows':>6} {'dim':>{dw}} {'size':>9}  "
                f"{'backbone':<{bw}}  settings")
     total = 0
-    for i, backbone, setting in zip(infos, backbones, settings, strict=True):
+    for i, backbone, setting, dim in zip(infos, backbones, settings, dims, strict=True):
         total += i.size_bytes
         fold = "shared" if i.fold is None else str(i.fold)
         click.echo(
-            f"{i.status:<9} {i.run[:28]:<28} {fold:<7} {i.variant[:22]:<22} {i.rows:>6} {i.dim:>5} "
+            f"{i.status:<9} {i.run[:28]:<28} {fold:<7} {i.variant[:22]:<22} {i.rows:>6} {dim:>{dw}} "
             f"{_human(i.size_bytes):>9}  {backbone:<{bw}}  {setting}".rstrip()
         )
         if i.problem:

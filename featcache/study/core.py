@@ -174,6 +174,10 @@ class Study:
             "variant_seed": self.variant_seed,
             "heads": self.head_settings.__dict__,
         }
+        stored = {k: getattr(self.options, k) for k in ("layers", "store_dtype", "layer")
+                  if getattr(self.options, k) != StudyOptions.__dataclass_fields__[k].default}
+        if stored:  # (absent for last-layer studies: their keys stay what they were)
+            identity["stored"] = stored
         if not self.frozen:
             identity["runs"] = {"settings": {m: asdict(self.finetune_settings(m)) for m in PAPER_MODELS},
                                 "precision": self.options.finetune_precision}
@@ -258,11 +262,21 @@ class Study:
             MissingEntries: A fine-tuned run is missing (names the finetune command).
         """
         if self.frozen:
-            return EncoderRun(modality, self.preset.backbone(modality), self.encoder_options)
+            return self.frozen_encoder(modality)
         owner = paper.MULTIMODAL if model == paper.MULTIMODAL else modality
-        r = self._require_run(owner, fold=fold, seed=seed)
-        return EncoderRun(modality, self.preset.backbone(modality), r.encoder_options(), r.encoder_weights(modality),
-                          r.run_id)
+        return self.finetuned_encoder(modality, self._require_run(owner, fold=fold, seed=seed))
+
+    def frozen_encoder(self, modality: str) -> EncoderRun:
+        """The frozen pretrained backbone of ``modality``, storing what the study stores (its layers, its
+        dtype)."""
+        return EncoderRun(modality, self.preset.backbone(modality), self.encoder_options, layers=self.options.layers,
+                          store_dtype=self.options.store_dtype)
+
+    def finetuned_encoder(self, modality: str, run: Any) -> EncoderRun:
+        """The ``modality`` encoder of a fine-tuning run (:class:`~featcache.finetune.FinetuneRun`), storing
+        what the study stores."""
+        return EncoderRun(modality, self.preset.backbone(modality), run.encoder_options(), run.encoder_weights(modality),
+                          run.run_id, layers=self.options.layers, store_dtype=self.options.store_dtype)
 
     def paper_head_dir(self, model: str, *, fold: int, seed: int) -> Path | None:
         """The fine-tuned run's own head for a paper model (None in a frozen study or when missing)."""
@@ -319,7 +333,7 @@ class Study:
                 changed = planned.variant.changed
                 cached = _CachedEntry(
                     entry=entry,
-                    matrix=entry.vectors(),
+                    matrix=self._head_input(entry),
                     pos={u: i for i, u in enumerate(entry.ids)},
                     records=records,
                     affected=np.array([changed(records.get(u)) for u in entry.ids], dtype=bool),
@@ -338,6 +352,28 @@ class Study:
             raise MissingEntries(f"{cached.entry.path}: utterance {e.args[0]!r} is not in this entry; "
                                  f"run `{cmd}`") from None
         return cached.matrix[index], cached.records, cached.entry, cached.affected[index]
+
+    def head_layer(self, entry: Entry) -> int | str | None:
+        """Which of a layer-wise entry's hidden states the heads read (``--layer``): a number, ``weighted``
+        (all of them), or None for an entry of one vector per utterance. Without ``--layer``: the last
+        stored hidden state (with ``--layers all``, what a last-layer entry holds).
+
+        Raises:
+            MissingEntries: The entry does not hold the layer (names the extract command of the study).
+        """
+        held = entry.layers
+        if held is None:
+            return None
+        layer = self.options.layer
+        if layer == "weighted":
+            return layer
+        return held[-1] if layer is None else int(layer)
+
+    def _head_input(self, entry: Entry) -> np.ndarray:
+        """The vectors of ``entry`` that heads read: ``[rows, dim]``, or every stored layer
+        (``[rows, layers, dim]``) for ``--layer weighted``."""
+        layer = self.head_layer(entry)
+        return entry.vectors() if layer in (None, "weighted") else entry.vectors(layer=int(layer))
 
     def _entry_plan(self, modality: str, *, fold: int, seed: int, model: str, variant: str, split: str | None
                     ) -> tuple[Any, Any]:

@@ -1,0 +1,129 @@
+"""Layer-wise vectors: every hidden state of a backbone pooled per utterance and stored as one
+``[utterances, layers, dim]`` dataset, for text and speech, frozen and fine-tuned, float32 or float16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import fake_iemocap
+from conftest import one_line_error
+from featcache.backbones.encoders import EncoderOptions, load_encoder, select_layers
+from featcache.backbones.layers import parse_layers
+from featcache.backbones.resolve import resolve_backbone
+from featcache.cache import FeatureStore
+from featcache.cli import cli
+from featcache.data import load_audio, read_iemocap
+from featcache.errors import FeatcacheError, StoreError
+from featcache.extract import EncoderRun, extract
+from tiny_models import tiny_bert, tiny_wav2vec2, tiny_whisper
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("layers")
+    corpus = fake_iemocap.build(d / "I", fake_iemocap.small_counts(per_cell=1), audio=True, seconds=0.4)
+    return {"dir": d, "corpus": corpus, "bert": tiny_bert(d / "bert"), "w2v": tiny_wav2vec2(d / "w2v"),
+            "whisper": tiny_whisper(d / "whisper")}
+
+
+def test_layer_lists_have_one_spelling() -> None:
+    assert parse_layers(" all ") == "all" and parse_layers(None) is None
+    assert parse_layers("12,0-2,2") == "0,1,2,12" and parse_layers("3") == "3"
+    for bad in ("", "x", "3-1", "-1", "1,,2"):
+        with pytest.raises(FeatcacheError, match="0,6,12 or 0-12"):
+            parse_layers(bad)
+
+
+@pytest.mark.parametrize("modality,model", [("text", "bert"), ("audio", "w2v"), ("audio", "whisper")])
+def test_every_hidden_state_pooled_and_the_last_equals_a_last_layer_entry(env: dict[str, Path], modality: str,
+                                                                           model: str, tmp_path: Path) -> None:
+    corpus = read_iemocap(env["corpus"])
+    store = FeatureStore(tmp_path / "cache")
+    last = extract(corpus, store, run=EncoderRun(modality, str(env[model])), variant="clean", progress=False)
+    every = extract(corpus, store, run=EncoderRun(modality, str(env[model]), layers="all"), variant="clean",
+                    progress=False)
+    assert every.key != last.key and every.key.identity["layers"] == "all" and "layers" not in last.key.identity
+    with store.open(last.key) as e_last, store.open(every.key) as e_all:
+        assert e_all.layers == (0, 1, 2) and e_last.layers is None and e_all.ids == e_last.ids
+        full = e_all.vectors()
+        assert full.shape == (len(corpus), 3, e_last.dim) and full.dtype == np.float32
+        # the last hidden state is, bit for bit, what a last-layer entry holds
+        assert np.array_equal(e_all.vectors(layer=2), e_last.vectors())
+        assert not np.allclose(e_all.vectors(layer=0), e_last.vectors())
+        ids = e_all.ids[:3]
+        assert np.array_equal(e_all.vectors(ids, layer=1), full[[0, 1, 2], 1])
+        with pytest.raises(StoreError, match="not layer 3"):
+            e_all.vectors(layer=3)
+        with pytest.raises(StoreError, match="holds one vector per utterance"):
+            e_last.vectors(layer=0)
+        layer0 = e_all.vectors([ids[0]], layer=0)[0]
+    # hidden state 0 is the model's own hidden_states[0], pooled like the last layer
+    enc = load_encoder(resolve_backbone(str(env[model])), options=EncoderOptions(pooling="cls"))
+    select_layers(enc, "0")
+    utt = corpus.by_id(ids[0])
+    item = enc.prepare(utt.text if modality == "text" else load_audio(utt.audio))
+    with torch.inference_mode():
+        mine = enc(**enc.collate([item]))[0, 0].numpy()
+    np.testing.assert_allclose(mine, layer0, rtol=0, atol=1e-6)
+
+
+def test_float16_layer_wise_entries_hold_the_float32_vectors_rounded(env: dict[str, Path], tmp_path: Path) -> None:
+    corpus = read_iemocap(env["corpus"])
+    store = FeatureStore(tmp_path / "cache")
+    run32 = EncoderRun("text", str(env["bert"]), layers="0,2")
+    run16 = EncoderRun("text", str(env["bert"]), layers="0,2", store_dtype="float16")
+    r32 = extract(corpus, store, run=run32, variant="clean", progress=False)
+    r16 = extract(corpus, store, run=run16, variant="clean", progress=False)
+    assert r16.key != r32.key and r16.key.identity["store_dtype"] == "float16"
+    with store.open(r32.key) as e32, store.open(r16.key) as e16:
+        assert e16.layers == e32.layers == (0, 2)
+        assert np.array_equal(e16.vectors(), e32.vectors().astype(np.float16).astype(np.float32))
+    assert r16.path.stat().st_size < r32.path.stat().st_size
+    (info16,) = [i for i in store.verify() if i.path == r16.path]
+    assert info16.status == "complete" and info16.layers == 2 and info16.dim == 32
+
+
+def test_extract_layers_on_the_command_line_and_in_cache_ls(env: dict[str, Path], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    args = ["extract", "--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(cache), "--modality", "audio",
+            "--audio-backbone", str(env["w2v"]), "--workers", "0", "--device", "cpu"]
+    r = CliRunner().invoke(cli, [*args, "--layers", "all", "--store-dtype", "float16", "--variant", "clean"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["cache", "ls", "--cache-dir", str(cache), "-l"])
+    assert r.exit_code == 0 and " 3x32 " in r.output, r.output  # hidden states x dim
+    assert "layers = [0, 1, 2]" in r.output and '"layers": "all"' in r.output, r.output
+    assert '"store_dtype": "float16"' in r.output, r.output
+    line = one_line_error(CliRunner().invoke(cli, [*args, "--layers", "0,7", "--variant", "clean"]))
+    assert "layers (--layers 0,7): the backbone has hidden states 0..2" in line, line
+    line = one_line_error(CliRunner().invoke(cli, [*args, "--layers", "top", "--variant", "clean"]))
+    assert "layers (--layers 'top'): write all, or hidden-state numbers" in line, line
+
+
+def test_fine_tuned_layer_wise_entries(env: dict[str, Path], tmp_path: Path) -> None:
+    """A fine-tuned run's encoder stores every layer too; its last equals the run's last-layer entry."""
+    cache = tmp_path / "cache"
+    common = ["--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(cache), "--text-backbone", str(env["bert"])]
+    r = CliRunner().invoke(cli, ["finetune", *common, "--modality", "text", "--fold", "1", "--seed", "0",
+                                 "--max-epochs", "1", "--batch-size", "8", "--workers", "0", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    extract_args = ["extract", *common, "--finetuned", "--fold", "1", "--modality", "text", "--finetune-epochs", "1",
+                    "--finetune-batch-size", "8", "--variant", "clean", "--workers", "0", "--device", "cpu"]
+    for extra in ([], ["--layers", "all"]):
+        r = CliRunner().invoke(cli, [*extract_args, *extra])
+        assert r.exit_code == 0, r.output
+    store = FeatureStore(cache)
+    infos = [i for i in store.iter_entries() if i.status == "complete"]
+    by_layers = {i.layers: i for i in infos}
+    assert set(by_layers) == {0, 3} and all(i.provenance["identity"]["frozen"] is False for i in infos)
+    reader = {k: store.backend.open_entry(i.path) for k, i in by_layers.items()}
+    try:
+        assert np.array_equal(reader[3].rows(np.arange(reader[3].shape[0]))[:, 2],
+                              reader[0].rows(np.arange(reader[0].shape[0])))
+    finally:
+        for r_ in reader.values():
+            r_.close()
