@@ -15,9 +15,10 @@ Prints one line per step and ``RATIO check_over_read`` (the digest over the plai
 
 With ``--demo-store DIR`` (the store of ``featcache run --preset demo --cache-dir DIR``), it then runs
 ``featcache.study.evaluate`` over that store's heads and every condition ``--evaluations`` times and times,
-inside those same runs, every check of a head before it is used: its record against its place, the
-SHA-256 of its files (:func:`featcache.heads.record.record_problem`), and the content digests of the
-entries and unimodal heads it was made from (:meth:`Study.head_inputs`). Prints
+inside those same runs, every check of a head before it is used: its record against its place
+(:func:`featcache.heads.record.record_problem`), the digest of each file as it is loaded
+(:func:`featcache.cache.integrity.digest_like`), and the content digests of the entries and unimodal heads
+it was made from (:meth:`Study.head_inputs`). Prints
 ``RATIO head_checks_over_evaluate`` (their time over the whole evaluation's; the target is under 0.05).
 
 usage: python bench/bench_integrity.py [--rows 5672] [--dim 768] [--repeats 15]
@@ -106,6 +107,7 @@ def main() -> None:
 
 def head_checks(cache_dir: Path, *, evaluations: int) -> None:
     """Time the checks of every head inside whole evaluations of the demo study in ``cache_dir``."""
+    import featcache.heads.files as head_files
     import featcache.study.core as core
     from featcache import api
     from featcache.study import evaluate
@@ -123,6 +125,7 @@ def head_checks(cache_dir: Path, *, evaluations: int) -> None:
 
     core.record_problem = clocked(core.record_problem)  # type: ignore[assignment]
     core.Study.head_inputs = clocked(core.Study.head_inputs)  # type: ignore[method-assign]
+    head_files.digest_like = clocked(head_files.digest_like)  # type: ignore[assignment]  (each file, as it is loaded)
     totals, checks = [], []
     for _ in range(evaluations):
         study = api.open_study(corpus="iemocap:demo-corpus", preset="demo", cache_dir=cache_dir)

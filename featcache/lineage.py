@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featcache.cache import EntryInfo, FeatureStore
-from featcache.cache.integrity import content_digest, read_json_object, sha256_file
+from featcache.cache.integrity import content_digest, digest_file, read_json_object
 from featcache.heads import WEIGHTS_FILE
 from featcache.heads.record import record_problem
 from featcache.perturb.text_analysis import analysis_digest, analysis_problem
@@ -106,7 +106,7 @@ def _heads(store: FeatureStore, digests: set[str]) -> list[Finding]:
             if name.endswith("_head"):  # a unimodal head beside it (a frozen study's); a run's head is not compared
                 sibling = path.parent.parent / name.removesuffix("_head") / WEIGHTS_FILE
                 if sibling.is_file():
-                    now[name] = sha256_file(sibling)
+                    now[name] = digest_file(sibling)
             else:
                 now[name] = digest if digest in digests else "not in the store"
         found = record_problem(record, folder=path.parent, place=place, inputs=now)

@@ -230,6 +230,42 @@ def digest_vectors(vectors: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def digest_bytes(data: bytes | memoryview) -> str:
+    """A digest of a small file's bytes at the speed of memory: :func:`digest_vectors`' block sums over the
+    bytes as 64-bit words (a changed word changes its block's sum), then SHA-256 of the length and the sums.
+
+    Args:
+        data: The bytes.
+
+    Returns:
+        ``blocksum:`` and the hex SHA-256 (the prefix names the method, so a record says how it was made).
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    n_words = raw.size // 8
+    words = raw[: n_words * 8].view("<u8")
+    full = n_words - n_words % BLOCK_WORDS
+    h = hashlib.sha256(struct.pack("<Q", raw.size))
+    h.update(words[:full].reshape(-1, BLOCK_WORDS).sum(axis=1, dtype=np.uint64).astype("<u8").tobytes())
+    h.update(struct.pack("<Q", int(words[full:].sum(dtype=np.uint64))))
+    h.update(raw[n_words * 8:].tobytes())
+    return "blocksum:" + h.hexdigest()
+
+
+def digest_like(data: bytes | memoryview, recorded: str) -> str:
+    """The digest of ``data`` made the way ``recorded`` was: :func:`digest_bytes` for a ``blocksum:`` digest,
+    else a plain hex SHA-256 (what records held before block sums)."""
+    return digest_bytes(data) if recorded.startswith("blocksum:") else hashlib.sha256(data).hexdigest()
+
+
+def digest_file(path: str | os.PathLike[str]) -> str:
+    """:func:`digest_bytes` of a whole (small) file, e.g. a head's ``model.safetensors``.
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    return digest_bytes(Path(path).read_bytes())
+
+
 def data_digests(*, ids: Sequence[str], labels: np.ndarray, records: Sequence[str], vectors: np.ndarray) -> dict:
     """The ``integrity`` attribute of an entry: digests of its four datasets, as stored.
 

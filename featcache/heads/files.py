@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from featcache.cache.atomic import atomic_write, atomic_write_json
+from featcache.cache.integrity import digest_like
 from featcache.errors import FeatcacheError
 from featcache.heads.registry import head_config, head_from_config
 
@@ -111,18 +114,23 @@ def save_head(head: nn.Module, path_dir: Path) -> Path:
     return path_dir
 
 
-def load_head(path_dir: Path, *, device: str | torch.device = "cpu") -> nn.Module:
+def load_head(path_dir: Path, *, device: str | torch.device = "cpu", expect: Mapping[str, str] | None = None
+              ) -> nn.Module:
     """Rebuild a head saved by :func:`save_head`.
 
     Args:
         path_dir: the directory holding ``config.json`` and ``model.safetensors``.
         device: where to put the head.
+        expect: the digest each file had when the head was saved, by file name
+            (:func:`featcache.heads.record.make_record`); each file is read once and checked before it is
+            used. None: not checked.
 
     Returns:
         The head with its saved weights, in eval mode.
 
     Raises:
-        HeadFileError: a file is missing, unreadable, or does not match the other (one line naming it).
+        HeadFileError: a file is missing, unreadable, changed since it was saved, or does not match the other
+            (one line naming it).
     """
     path_dir = Path(path_dir)
     cfg_path = path_dir / CONFIG_FILE
@@ -130,15 +138,26 @@ def load_head(path_dir: Path, *, device: str | torch.device = "cpu") -> nn.Modul
         raise HeadFileError(f"head config not found: {cfg_path}; point at a directory written by save_head",
                             path=cfg_path, problem="head config not found")
     try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        config = json.loads(_checked_bytes(cfg_path, expect))
         with torch.device("meta"):  # no random initialisation of weights that are loaded next
             head = head_from_config(config)
+    except HeadFileError:
+        raise
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise HeadFileError(f"head config is corrupt: {cfg_path} ({reason}); save the head again", path=cfg_path,
                             problem=f"unreadable head config: {reason}") from None
     weights_path = path_dir / WEIGHTS_FILE
-    state = load_tensors(weights_path, what="head weights")
+    if expect is not None and WEIGHTS_FILE in expect and weights_path.is_file():
+        data = _checked_bytes(weights_path, expect)
+        try:
+            state = load_bytes(data)
+        except (SafetensorError, ValueError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise HeadFileError(f"head weights is corrupt: {weights_path} ({reason}); delete it and re-create it",
+                                path=weights_path, problem=f"head weights unreadable: {reason}") from None
+    else:
+        state = load_tensors(weights_path, what="head weights")
     try:
         head.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
@@ -148,3 +167,17 @@ def load_head(path_dir: Path, *, device: str | torch.device = "cpu") -> nn.Modul
             path=weights_path, problem=f"head weights do not match {cfg_path.name}",
         ) from None
     return head.to(device).eval()
+
+
+def _checked_bytes(path: Path, expect: Mapping[str, str] | None) -> bytes:
+    """A file's bytes, checked against ``expect[path.name]`` when given.
+
+    Raises:
+        HeadFileError: They differ (``checksum mismatch``).
+        OSError: The file cannot be read.
+    """
+    data = path.read_bytes()
+    if expect is not None and path.name in expect and digest_like(data, str(expect[path.name])) != expect[path.name]:
+        raise HeadFileError(f"head file changed after it was saved: {path}; save the head again", path=path,
+                            problem="checksum mismatch: the file changed after the head was saved")
+    return data

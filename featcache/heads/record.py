@@ -1,12 +1,14 @@
-"""A trained head's record (``result.json``, written after the head's files): what the head is, the SHA-256
+"""A trained head's record (``result.json``, written after the head's files): what the head is, a digest
 of each of its files, and what it was made from; checked before the head is used.
 
 A record holds:
 
 * its **place**: the study key, fold, seed and model it was trained for (a folder moved or swapped with
   another is caught);
-* ``files``: the SHA-256 of every file of the head, by path relative to the record's folder (a flipped bit
-  in ``model.safetensors`` is caught before the head predicts anything);
+* ``files``: a digest of every file of the head (:func:`~featcache.cache.integrity.digest_bytes`: SHA-256
+  over 2 KiB block sums, at the speed of memory), by path relative to the record's folder; a flipped bit in
+  ``model.safetensors`` is caught as the head is loaded (:func:`featcache.heads.load_head` checks the bytes
+  it loads), before it predicts anything;
 * ``inputs``: what it was made from: the content digest of each entry it was trained on, by modality
   (:func:`featcache.cache.integrity.content_digest`: the same vectors give the same digest in any store),
   and for a fusion of trained unimodal heads the digest of each of their weight files (``text_head``,
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from featcache.cache.integrity import sha256_file
+from featcache.cache.integrity import digest_file, digest_like
 
 RECORD_FILE = "result.json"
 """A trained head's record, next to its files (the last file written: a head is complete once it exists)."""
@@ -35,12 +37,13 @@ RECORD_VERSION = 1
 
 
 def file_digests(folder: Path, files: list[Path]) -> dict[str, str]:
-    """The SHA-256 of each file, by its path relative to ``folder`` (sorted, ``/``-separated).
+    """The digest of each file (:func:`~featcache.cache.integrity.digest_file`), by its path relative to
+    ``folder`` (sorted, ``/``-separated).
 
     Raises:
         OSError: A file cannot be read.
     """
-    return {f.relative_to(folder).as_posix(): sha256_file(f) for f in sorted(files)}
+    return {f.relative_to(folder).as_posix(): digest_file(f) for f in sorted(files)}
 
 
 def head_files(head_dir: Path) -> list[Path]:
@@ -70,7 +73,7 @@ def make_record(folder: Path, *, place: Mapping[str, Any], head_dirs: list[Path]
 
 
 def record_problem(record: Mapping[str, Any], *, folder: Path, place: Mapping[str, Any],
-                   inputs: Mapping[str, str] | None = None) -> tuple[Path, str] | None:
+                   inputs: Mapping[str, str] | None = None, files: bool = True) -> tuple[Path, str] | None:
     """What disagrees between a head's record and its place, its files or its inputs, or None.
 
     Args:
@@ -78,6 +81,8 @@ def record_problem(record: Mapping[str, Any], *, folder: Path, place: Mapping[st
         folder: The record's folder.
         place: What the head must be (keys missing from an older record are not compared).
         inputs: The digests its inputs have now, by name (None or a name left out: not compared).
+        files: Hash its files (False: the caller checks them as it loads them, see
+            :func:`featcache.heads.load_head`'s ``expect``).
 
     Returns:
         ``(file, problem)``: the file that disagrees (the record itself for a place or an input) and what
@@ -89,12 +94,12 @@ def record_problem(record: Mapping[str, Any], *, folder: Path, place: Mapping[st
         held = ", ".join(f"{k} {record.get(k)!r}" for k in compared)
         want = ", ".join(f"{k} {place[k]!r}" for k in compared)
         return path, f"holds the head of {held}, not of {want}"
-    files = record.get("files")
-    if isinstance(files, dict):
-        for name, digest in sorted(files.items()):
+    recorded_files = record.get("files")
+    if isinstance(recorded_files, dict):
+        for name, digest in sorted(recorded_files.items()) if files else ():
             f = folder / name
             try:
-                if sha256_file(f) != digest:
+                if digest_like(f.read_bytes(), str(digest)) != digest:
                     return f, "checksum mismatch: the file changed after the head was saved"
             except FileNotFoundError:
                 return f, "missing head file"

@@ -19,7 +19,7 @@ import torch
 from featcache import paper
 from featcache.backbones.encoders import EncoderOptions
 from featcache.cache import Entry, FeatureStore, digest
-from featcache.cache.integrity import read_json_object, sha256_file
+from featcache.cache.integrity import digest_file, read_json_object
 from featcache.conditions import CLEAN, Condition, default_conditions, parse
 from featcache.data import Corpus
 from featcache.errors import DamagedError, FeatcacheError, MissingEntries
@@ -453,8 +453,6 @@ class Study:
         Raises:
             DamagedError: An entry it reads is damaged.
         """
-        from featcache.heads import WEIGHTS_FILE
-
         out: dict[str, str] = {}
         for mod in uses(model):
             found = self.entry_digest(mod, fold=fold, seed=seed, model=model)
@@ -462,10 +460,25 @@ class Study:
                 out[mod] = found
         if model in paper.FUSES_UNIMODAL_HEADS:
             for mod in paper.MODALITIES:
-                weights = self.unimodal_head_dir(mod, fold=fold, seed=seed) / WEIGHTS_FILE
-                if weights.is_file():
-                    out[f"{mod}_head"] = sha256_file(weights)
+                digest = self._unimodal_digest(mod, fold=fold, seed=seed)
+                if digest is not None:
+                    out[f"{mod}_head"] = digest
         return out
+
+    def _unimodal_digest(self, modality: str, *, fold: int, seed: int) -> str | None:
+        """The digest of the unimodal head's weights that ``late`` and ``score`` fuse: as its record (or its
+        fine-tuning run's) says, checked when that head is loaded; hashed when there is no record."""
+        from featcache.heads import WEIGHTS_FILE
+
+        folder = self.unimodal_head_dir(modality, fold=fold, seed=seed)
+        record_file, name = ((folder / RECORD_FILE, WEIGHTS_FILE) if self.frozen
+                             else (folder.parent / RECORD_FILE, f"{folder.name}/{WEIGHTS_FILE}"))
+        record, problem = read_json_object(record_file) if record_file.is_file() else ({}, "none")
+        files = record.get("files") if not problem else None
+        if isinstance(files, dict) and isinstance(files.get(name), str):
+            return files[name]
+        weights = folder / WEIGHTS_FILE
+        return digest_file(weights) if weights.is_file() else None
 
     def load_head(self, model: str, *, fold: int, seed: int, head_dir: Path | None = None) -> torch.nn.Module:
         """Load ``model``'s head for (fold, seed), checked.
@@ -500,11 +513,12 @@ class Study:
             if problem:
                 raise DamagedError(path / RECORD_FILE, problem, what="head", fix=fix)
             found = record_problem(record, folder=path, place=self.head_place(model, fold=fold, seed=seed),
-                                   inputs=self.head_inputs(model, fold=fold, seed=seed))
+                                   inputs=self.head_inputs(model, fold=fold, seed=seed), files=False)
             if found is not None:
                 raise DamagedError(found[0], found[1], what="head", fix=fix)
+        files = record.get("files") if here else None  # checked as they are read
         try:
-            return load_head(path)
+            return load_head(path, expect=files if isinstance(files, dict) else None)
         except HeadFileError as e:
             raise DamagedError(e.path, e.problem, what="head", fix=fix) from None
 
