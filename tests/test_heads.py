@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from featcache.errors import FeatcacheError
+from featcache.heads.layers import LayerWeightedHead
 from featcache.heads import (
     HEADS,
     GatedFusion,
@@ -34,6 +35,8 @@ def _inputs(batch: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _call(head: nn.Module, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    if isinstance(head, LayerWeightedHead):  # three text and two audio layers, each a different vector
+        return head(torch.stack([text, 0.5 * text, -text], 1), torch.stack([audio, 2 * audio], 1))
     if isinstance(head, UnimodalHead):
         return head(text if head.modality == "text" else audio)
     return head(text, audio)
@@ -41,6 +44,13 @@ def _call(head: nn.Module, text: torch.Tensor, audio: torch.Tensor) -> torch.Ten
 
 def _build(kind: str) -> nn.Module:
     torch.manual_seed(1)
+    if kind == "weighted":  # layer weights in front of the paper's multimodal head
+        inner = build_head("multimodal", text_dim=T_DIM, audio_dim=A_DIM, n_classes=N)
+        head = build_head(kind, text_dim=None, audio_dim=None, n_classes=N, head=inner, text_layers=3, audio_layers=2)
+        with torch.no_grad():
+            for p in (head.text_layers.weights, head.audio_layers.weights):
+                p.add_(torch.randn_like(p))
+        return head
     return build_head(kind, text_dim=T_DIM, audio_dim=A_DIM, n_classes=N)
 
 

@@ -127,3 +127,79 @@ def test_fine_tuned_layer_wise_entries(env: dict[str, Path], tmp_path: Path) -> 
     finally:
         for r_ in reader.values():
             r_.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# heads on layers
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def layered(env: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A store with the clean text and audio entries of the tiny BERT and wav2vec2, as last-layer entries
+    and as every layer."""
+    cache = tmp_path_factory.mktemp("layered") / "cache"
+    base = ["extract", "--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(cache), "--text-backbone",
+            str(env["bert"]), "--audio-backbone", str(env["w2v"]), "--frozen", "--variant", "clean", "--workers", "0",
+            "--device", "cpu"]
+    for extra in ([], ["--layers", "all"]):
+        r = CliRunner().invoke(cli, [*base, *extra])
+        assert r.exit_code == 0, r.output
+    return {"cache": cache}
+
+
+def _study(env: dict[str, Path], layered: dict[str, Path], **options: object):  # type: ignore[no-untyped-def]
+    from featcache import api
+
+    return api.open_study(corpus=f"iemocap:{env['corpus']}", cache_dir=layered["cache"], text_backbone=str(env["bert"]),
+                          audio_backbone=str(env["w2v"]), frozen=True, seeds=(0,), head_epochs=4, **options)
+
+
+def test_a_head_on_the_last_stored_layer_predicts_as_a_last_layer_head(env: dict[str, Path],
+                                                                        layered: dict[str, Path]) -> None:
+    from featcache.study import evaluate, train_heads
+
+    models = ["text", "audio", "multimodal"]
+    preds = {}
+    for name, options in {"last": {}, "default": {"layers": "all"}, "K=2": {"layers": "all", "layer": 2}}.items():
+        study = _study(env, layered, **options)
+        train_heads(study, models=models, progress=False)
+        preds[name] = evaluate(study, models=models, conditions=["clean"], progress=False)[0]
+    keys = {name: _study(env, layered, **o).key for name, o in
+            {"last": {}, "K=2": {"layers": "all", "layer": 2}, "K=1": {"layers": "all", "layer": 1}}.items()}
+    assert len(set(keys.values())) == 3  # other vectors, other heads
+    for name in ("default", "K=2"):
+        assert np.array_equal(preds[name].pred, preds["last"].pred) and np.array_equal(preds[name].probs, preds["last"].probs)
+
+
+def test_weighted_heads_learn_layer_weights_that_are_saved_and_read_back(env: dict[str, Path],
+                                                                          layered: dict[str, Path]) -> None:
+    from featcache.heads import load_head
+    from featcache.heads.layers import LayerWeightedHead
+    from featcache.study import evaluate, train_heads
+
+    study = _study(env, layered, layers="all", layer="weighted")
+    records = train_heads(study, progress=False)
+    assert {r["model"] for r in records} == {"text", "audio", "multimodal", "mdrop", "gated", "late", "score"}
+    preds, missing = evaluate(study, conditions=["clean"], progress=False)
+    assert missing == [] and len(preds)
+    head = study.load_head("multimodal", fold=1, seed=0)
+    assert isinstance(head, LayerWeightedHead) and head.modalities == ("text", "audio")
+    weights = head.layer_weights()
+    assert set(weights) == {"text", "audio"} and all(len(w) == 3 and abs(sum(w) - 1) < 1e-6 for w in weights.values())
+    assert max(weights["text"]) - min(weights["text"]) > 1e-4  # learned, not left equal
+    saved = load_head(study.heads_dir("multimodal", fold=1, seed=0))
+    assert saved.layer_weights() == weights
+    late = study.load_head("late", fold=1, seed=0)
+    assert isinstance(late.text_head, LayerWeightedHead)  # the fusion of two weighted unimodal heads
+    again, _ = evaluate(_study(env, layered, layers="all", layer="weighted"), conditions=["clean"], progress=False)
+    assert np.array_equal(again.probs, preds.probs)
+
+
+def test_layer_options_are_checked_where_they_are_given(env: dict[str, Path], layered: dict[str, Path]) -> None:
+    with pytest.raises(FeatcacheError, match=r"layer \(--layer 2\): heads read one layer of layer-wise vectors; store"):
+        _study(env, layered, layer=2)
+    with pytest.raises(FeatcacheError, match=r"--layers 0,1 does not store it"):
+        _study(env, layered, layers="0,1", layer=2)
+    with pytest.raises(FeatcacheError, match=r"give a hidden-state number"):
+        _study(env, layered, layers="all", layer="top")

@@ -296,6 +296,8 @@ def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str =
 
     from featcache.cache.atomic import atomic_write_json
 
+    if study.options.layer == "weighted":
+        raise FeatcacheError("layer (--layer weighted): an ablation's heads read one layer; pass --layer K")
     abl = spec if isinstance(spec, Ablation) else ablation(study, spec)
     lacking = [m for m in abl.spec.modalities if m not in study.corpus.modalities]
     if lacking:

@@ -69,7 +69,8 @@ def fit_alone(head: torch.nn.Module, x_tr: Sequence[np.ndarray], y_tr: np.ndarra
 
 def fit_heads(members: Sequence[Member], *, settings: TrainSettings, device: str = "cpu", threads: int | None = None,
               on_done: Callable[[int, FitResult], None] | None = None) -> list[FitResult]:
-    """Train heads on cached vectors: every member together on CPU, one after the other elsewhere.
+    """Train heads on cached vectors: every member together on CPU, one after the other elsewhere (and on CPU
+    the heads that cannot be stacked, after the others).
 
     Args:
         members: The heads (each freshly built after ``torch.manual_seed(member.seed)``) and their data.
@@ -84,20 +85,36 @@ def fit_heads(members: Sequence[Member], *, settings: TrainSettings, device: str
     """
     if not members:
         return []
-    if resolve_device(device).type == "cpu":
+    results: list[FitResult | None] = [None] * len(members)
+    stacked = [i for i, m in enumerate(members) if _stackable(m.head)] if resolve_device(device).type == "cpu" else []
+    if stacked:
+        def done(j: int, fr: FitResult) -> None:
+            results[stacked[j]] = fr
+            if on_done is not None:
+                on_done(stacked[j], fr)
+
         with torch_threads(1):  # every operation single-threaded; cores are used by parallel stacks
-            return fit_ensemble(members, lr=settings.lr, max_epochs=settings.max_epochs, patience=settings.patience,
-                                weight_decay=settings.weight_decay, batch_size=settings.batch_size,
-                                dev_batch_size=DEV_BATCH, threads=threads or head_threads(), on_done=on_done)
-    results = []
+            fit_ensemble([members[i] for i in stacked], lr=settings.lr, max_epochs=settings.max_epochs,
+                         patience=settings.patience, weight_decay=settings.weight_decay,
+                         batch_size=settings.batch_size, dev_batch_size=DEV_BATCH, threads=threads or head_threads(),
+                         on_done=done)
     for i, m in enumerate(members):
+        if results[i] is not None:
+            continue
+
         def rows(idx: np.ndarray) -> list[np.ndarray]:
             return [np.asarray(x)[idx] for x in m.inputs]  # noqa: B023  (used at once)
 
         fr = fit_alone(m.head, rows(m.train_rows), np.asarray(m.train_labels), rows(m.dev_rows),
                        np.asarray(m.dev_labels), settings=settings, seed=m.seed, n_classes=int(m.head.n_classes),
                        device=device)
-        results.append(fr)
+        results[i] = fr
         if on_done is not None:
             on_done(i, fr)
-    return results
+    return [r for r in results if r is not None]
+
+
+def _stackable(head: torch.nn.Module) -> bool:
+    """Whether a head trains in a batched ensemble: it has a stacked forward and no part of it says
+    ``stackable = False`` (layer weights in front of a head train alone)."""
+    return hasattr(head, "stacked") and all(getattr(mod, "stackable", True) for mod in head.modules())

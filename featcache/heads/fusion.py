@@ -20,6 +20,7 @@ from featcache.heads.bodies import (
     _check_prob,
     _modality_dropout,
 )
+from featcache.heads.layers import is_unimodal
 from featcache.paper import AUDIO_DROPOUT, FUSION_HIDDEN, HIDDEN, TEXT_DROPOUT
 
 
@@ -199,8 +200,9 @@ class _FrozenPair(nn.Module):
 
     def __init__(self, text: UnimodalHead, audio: UnimodalHead) -> None:
         super().__init__()
-        if not isinstance(text, UnimodalHead) or not isinstance(audio, UnimodalHead):
-            raise TypeError("fusion of unimodal heads needs two UnimodalHead instances")
+        if not is_unimodal(text) or not is_unimodal(audio):
+            raise TypeError("fusion of unimodal heads needs two UnimodalHead instances (layer weights in front "
+                            "allowed)")
         if text.n_classes != audio.n_classes:
             raise ValueError(f"class counts differ: text {text.n_classes}, audio {audio.n_classes}")
         self.n_classes = text.n_classes

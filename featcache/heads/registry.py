@@ -12,6 +12,7 @@ from torch import nn
 from featcache import __version__
 from featcache.heads.bodies import UnimodalHead, audio_head, text_head
 from featcache.heads.fusion import GatedFusion, LateFusion, MultimodalHead, ScoreFusion
+from featcache.heads.layers import LayerWeightedHead, is_unimodal
 from featcache.paper import AUDIO_DROPOUT, TEXT_DROPOUT
 
 CONFIG_FORMAT = "featcache-head"
@@ -26,17 +27,23 @@ def _need(name: str, value: int | None, kind: str) -> int:
 
 def _sub_head(value: object, dim: int | None, n_classes: int, modality: str) -> UnimodalHead:
     """A unimodal head given as a module, a config dict, or None (fresh paper head)."""
-    if isinstance(value, UnimodalHead):
-        return value
+    if is_unimodal(value):
+        return value  # type: ignore[return-value]
     if isinstance(value, dict):
         head = head_from_config(value)
-        if not isinstance(head, UnimodalHead):
+        if not is_unimodal(head):
             raise TypeError(f"the {modality} head's config must describe a unimodal head")
-        return head
+        return head  # type: ignore[return-value]
     if value is None:
         dim = _need(f"{modality}_dim", dim, "fusion")
         return text_head(dim, n_classes) if modality == "text" else audio_head(dim, n_classes)
     raise TypeError(f"{modality}_head must be a UnimodalHead, a config dict or None, got {type(value).__name__}")
+
+
+def _build_weighted(*, text_dim: int | None, audio_dim: int | None, n_classes: int, head: object,
+                    text_layers: int | None = None, audio_layers: int | None = None) -> nn.Module:
+    inner = head if isinstance(head, nn.Module) else head_from_config(head)  # type: ignore[arg-type]
+    return LayerWeightedHead(inner, text_layers=text_layers, audio_layers=audio_layers)
 
 
 def _build_text(*, text_dim: int | None, audio_dim: int | None, n_classes: int, **options: Any) -> nn.Module:
@@ -80,6 +87,7 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "late": _build_late,
     "score": _build_score,
     "gated": _build_gated,
+    "weighted": _build_weighted,
 }
 """Head kinds and their builders; each builder takes ``text_dim``, ``audio_dim``, ``n_classes`` and
 the kind's keyword options (see :func:`build_head`)."""
@@ -93,7 +101,9 @@ def build_head(kind: str, *, text_dim: int | None, audio_dim: int | None, n_clas
             defaulting to the paper's 0 / 0.2), ``multimodal`` and ``gated`` (options of
             :class:`MultimodalHead` / :class:`GatedFusion`), ``late`` and ``score`` (options
             ``text_head`` / ``audio_head``: a trained :class:`UnimodalHead`, its config dict, or
-            omitted for a fresh paper head, plus ``text_weight`` / ``scores``).
+            omitted for a fresh paper head, plus ``text_weight`` / ``scores``), ``weighted`` (option ``head``:
+            any head or its config, with ``text_layers`` / ``audio_layers``: layer weights in front of it,
+            :class:`~featcache.heads.layers.LayerWeightedHead`).
         text_dim: size of the text vectors (None when the kind does not read text).
         audio_dim: size of the audio vectors (None when the kind does not read audio).
         n_classes: number of classes.

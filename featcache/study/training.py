@@ -80,7 +80,8 @@ def _head_data(study: Study, model: str, *, fold: int, seed: int, sources: _Sour
     return inputs, train_rows, dev_rows, y_tr, y_dev
 
 
-def _new_head(study: Study, model: str, *, fold: int, seed: int, dims: dict[str, int]) -> torch.nn.Module:
+def _new_head(study: Study, model: str, *, fold: int, seed: int, shapes: dict[str, tuple[int, ...]]
+              ) -> torch.nn.Module:
     """``model``'s head for (fold, seed), freshly initialised after ``torch.manual_seed(seed)``.
 
     Args:
@@ -88,7 +89,9 @@ def _new_head(study: Study, model: str, *, fold: int, seed: int, dims: dict[str,
         model: The model name (``mdrop`` is the multimodal head with modality dropout).
         fold: Its fold.
         seed: Its seed.
-        dims: Vector size of each modality it reads.
+        shapes: Shape of one vector of each modality it reads: ``(dim,)``, or ``(layers, dim)`` for
+            ``--layer weighted`` (the head then has layer weights in front,
+            :class:`~featcache.heads.layers.LayerWeightedHead`).
 
     Returns:
         The head; ``late`` and ``score`` hold the trained unimodal heads of (fold, seed) they fuse.
@@ -98,12 +101,18 @@ def _new_head(study: Study, model: str, *, fold: int, seed: int, dims: dict[str,
     torch.manual_seed(seed)
     kind, given = paper.MODEL_HEADS[model]
     options: dict[str, Any] = dict(given)
-    if model in paper.FUSES_UNIMODAL_HEADS:
+    if model in paper.FUSES_UNIMODAL_HEADS:  # (their parts carry the layer weights)
         options = {f"{m}_head": study.load_head(m, fold=fold, seed=seed,
                                                 head_dir=study.unimodal_head_dir(m, fold=fold, seed=seed))
                    for m in paper.MODALITIES}
-    return build_head(kind, text_dim=dims.get("text"), audio_dim=dims.get("audio"),
-                      n_classes=len(study.corpus.labels), **options)
+    head = build_head(kind, text_dim=shapes["text"][-1] if "text" in shapes else None,
+                      audio_dim=shapes["audio"][-1] if "audio" in shapes else None, n_classes=len(study.corpus.labels),
+                      **options)
+    layers = {f"{m}_layers": shape[0] for m, shape in shapes.items() if len(shape) == 2}
+    if layers and model not in paper.FUSES_UNIMODAL_HEADS:
+        head = build_head("weighted", text_dim=None, audio_dim=None, n_classes=len(study.corpus.labels), head=head,
+                          **layers)
+    return head
 
 
 def _save_head(study: Study, model: str, *, fold: int, seed: int, head: torch.nn.Module,
@@ -235,7 +244,7 @@ def _train_together(study: Study, jobs: Sequence[_Job], results: dict[_Job, dict
         stored = _stored_result(study, m, fold=k, seed=s)
         if stored is None:
             inputs, train_rows, dev_rows, y_tr, y_dev = _head_data(study, m, fold=k, seed=s, sources=sources)
-            head = _new_head(study, m, fold=k, seed=s, dims={mod: x.shape[1] for mod, x in zip(uses(m), inputs)})
+            head = _new_head(study, m, fold=k, seed=s, shapes={mod: tuple(x.shape[1:]) for mod, x in zip(uses(m), inputs)})
             if any(p.requires_grad for p in head.parameters()):
                 members.append(Member(head=head, inputs=tuple(inputs), train_rows=train_rows, train_labels=y_tr,
                                       dev_rows=dev_rows, dev_labels=y_dev,
@@ -277,7 +286,7 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
     inputs, train_rows, dev_rows, y_tr, y_dev = _head_data(study, model, fold=fold, seed=seed, sources={})
     x_tr = [x[train_rows] for x in inputs]
     x_dev = [x[dev_rows] for x in inputs]
-    head = _new_head(study, model, fold=fold, seed=seed, dims={m: x.shape[1] for m, x in zip(uses(model), x_tr)})
+    head = _new_head(study, model, fold=fold, seed=seed, shapes={m: tuple(x.shape[1:]) for m, x in zip(uses(model), x_tr)})
     fr = None
     if any(p.requires_grad for p in head.parameters()):
         fr = fit_alone(head, x_tr, y_tr, x_dev, y_dev, settings=study.head_settings, seed=seed,
