@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from featcache import paper
-from featcache.ablate import AblationInfo, AblationResult, AblationSpec, comparison_records, list_ablations
+from featcache.ablate import AblationInfo, AblationResult, AblationSpec, LayerSweep, comparison_records, list_ablations
 from featcache.errors import FeatcacheError
 from featcache.metrics import Analysis, Predictions, result_records, summary_records
 from featcache.study import Study
@@ -148,6 +148,7 @@ def vectors(
     split: Literal["train", "dev", "test", "all"] = "test",
     seed: int | None = None,
     model: str | None = None,
+    layer: int | Literal["weighted"] | None = None,
 ) -> Vectors:
     """The stored vectors of one split of a fold, as numpy.
 
@@ -161,6 +162,9 @@ def vectors(
         seed: The head seed whose fine-tuning run encoded them (fine-tuned studies; default: the first).
         model: The model they feed, which picks the fine-tuning run (fine-tuned studies; default: the
             unimodal model of ``modality``; ``multimodal`` reads the multimodal run's encoders).
+        layer: For a study of layer-wise vectors (``layers=``): the hidden state (``[n, dim]``), or
+            ``weighted`` for all of them (``[n, layers, dim]``); default: the study's ``layer`` (else the last
+            stored one).
 
     Returns:
         The :class:`Vectors`.
@@ -175,6 +179,8 @@ def vectors(
         raise FeatcacheError(f"fold {fold}: the corpus has folds {study.folds[0]}..{study.folds[-1]}")
     ids = list(study.fold(fold).split(split))
     entry_split = None if variant == "clean" or split == "test" else split
+    if layer is not None and str(layer) != study.options.layer:
+        study = study.replace(layer=str(layer))
     try:
         matrix, _, _, affected = study.vectors(modality, fold=fold, seed=study.seeds[0] if seed is None else seed,
                                                model=model or modality, variant=variant, ids=ids, split=entry_split)
@@ -273,12 +279,13 @@ def ablate(
     mix: float = 0.5,
     text_pooling: Literal["cls", "mean"] | None = None,
     label: str | None = None,
+    layers: str | Sequence[int] | None = None,
     conditions: Sequence[str] | None = None,
     n_resamples: int = 1000,
     device: str = "cpu",
     progress: bool = False,
     verbose: bool = False,
-) -> AblationResult:
+) -> AblationResult | LayerSweep:
     """Train a head or fusion variant over every fold and seed, evaluate it and the paper's heads under
     every condition, and compare them (``featcache ablate``; see :mod:`featcache.ablate`).
 
@@ -297,6 +304,9 @@ def ablate(
         text_pooling: Text pooling of the vectors the variant reads, where it differs from the study's
             (the paper's heads keep the study's; frozen backbones only).
         label: A readable label, the first part of the ablation's name.
+        layers: Train the variant on each of these hidden states of the study's layer-wise vectors (``all``,
+            ``0-12``, or a list; the study needs ``layers=``): a layer sweep, returned as a
+            :class:`~featcache.ablate.LayerSweep` (one row per layer).
         conditions: Conditions to evaluate (default: as :func:`evaluate`).
         n_resamples: Bootstrap resamples of the intervals (0: none).
         device: Where to train.
@@ -323,6 +333,11 @@ def ablate(
         elif verbose:
             print(message)
 
+    if layers is not None:
+        from featcache.ablate import run_layer_sweep
+
+        return run_layer_sweep(study, spec, layers=layers, conditions=conditions, device=device,
+                               n_resamples=n_resamples, echo=echo, progress=progress)
     return run_ablation(study, spec, conditions=conditions, device=device, n_resamples=n_resamples, echo=echo,
                         progress=progress)
 

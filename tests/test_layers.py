@@ -203,3 +203,45 @@ def test_layer_options_are_checked_where_they_are_given(env: dict[str, Path], la
         _study(env, layered, layers="0,1", layer=2)
     with pytest.raises(FeatcacheError, match=r"give a hidden-state number"):
         _study(env, layered, layers="all", layer="top")
+
+
+# ------------------------------------------------------------------------------------------------
+# layer sweeps
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_layer_sweep_tabulates_each_layer_and_its_last_row_is_the_last_layer_ablation(
+        env: dict[str, Path], layered: dict[str, Path]) -> None:
+    from featcache import api
+
+    r = CliRunner().invoke(cli, ["extract", "--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(layered["cache"]),
+                                 "--text-backbone", str(env["bert"]), "--modality", "text", "--frozen", "--layers", "all",
+                                 "--variant", "no-text", "--workers", "0", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    args = ["ablate", "--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(layered["cache"]), "--text-backbone",
+            str(env["bert"]), "--audio-backbone", str(env["w2v"]), "--frozen", "--seeds", "0", "--head-epochs", "4",
+            "--modalities", "text", "--condition", "no-text", "--resamples", "20", "--layers", "all"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    table = [line for line in r.output.splitlines() if line.startswith("|")]
+    assert table[0] == "| Layer | Clean Avg. | UAR | no-text impact |", r.output
+    assert [row.split("|")[1].strip() for row in table[2:]] == ["0", "1", "2"]
+    assert all("[" in row.split("|")[4] for row in table[2:])  # each impact with its interval
+    sweep = api.ablate(_study(env, layered, layers="all"), modalities=("text",), layers="all",
+                       conditions=["no-text"], n_resamples=20)
+    assert [row.layer for row in sweep.rows] == [0, 1, 2]
+    assert len({row.ablation.name for row in sweep.rows}) == 3 and sweep.rows[1].ablation.name.startswith("text-layer1-")
+    last = api.ablate(_study(env, layered), modalities=("text",), conditions=["no-text"], n_resamples=0)
+    clean = next(row for row in last.rows if row.condition == "clean")
+    assert sweep.rows[2].accuracy.values == clean.ablation.values  # the last hidden state is the last layer
+    # one layer alone finds the sweep's ablation of that layer: nothing is trained again
+    heads = sorted(sweep.rows[1].ablation.folder(_study(env, layered, layers="all")).rglob("model.safetensors"))
+    before = [p.stat().st_mtime_ns for p in heads]
+    one = api.ablate(_study(env, layered, layers="all", layer=1), modalities=("text",), conditions=["no-text"],
+                     n_resamples=0)
+    assert one.ablation.name == sweep.rows[1].ablation.name
+    assert [p.stat().st_mtime_ns for p in heads] == before
+    assert "--layer 1" in one.ablation.command(_study(env, layered, layers="all"))
+    vectors = api.vectors(_study(env, layered, layers="all"), modality="text", fold=1, layer=0)
+    assert vectors.matrix.shape[1] == 32
+    assert api.vectors(_study(env, layered, layers="all"), modality="text", fold=1, layer="weighted").matrix.ndim == 3

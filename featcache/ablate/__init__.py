@@ -43,6 +43,7 @@ from featcache.ablate.evaluation import (
     evaluate_ablation,
     format_comparison,
 )
+from featcache.ablate.layers import LayerRow, LayerSweep, format_layer_table, run_layer_sweep, stored_layers
 from featcache.ablate.run import AblationResult, run_ablation
 from featcache.ablate.spec import (
     FUSIONS,
@@ -54,9 +55,10 @@ from featcache.ablate.spec import (
     AblationSpec,
     parse_variant_list,
 )
-from featcache.ablate.training import _job, _training_vectors, mix_draws, train_ablation  # noqa: F401
+from featcache.ablate.training import _job, _training_vectors, mix_draws, train_ablation, train_ablations  # noqa: F401
 
 __all__ = ["FUSIONS", "MIX_RULE", "POOLINGS", "PREFIX", "RESULT_FILE", "SPEC_FILE", "Ablation", "AblationInfo",
-           "AblationResult", "AblationSpec", "ComparisonRow", "ablation", "compare", "comparison_records",
-           "evaluate_ablation", "find_ablation", "format_comparison", "list_ablations", "mix_draws",
-           "parse_variant_list", "run_ablation", "train_ablation"]
+           "AblationResult", "AblationSpec", "ComparisonRow", "LayerRow", "LayerSweep", "ablation", "compare",
+           "comparison_records", "evaluate_ablation", "find_ablation", "format_comparison", "format_layer_table",
+           "list_ablations", "mix_draws", "parse_variant_list", "run_ablation", "run_layer_sweep", "stored_layers",
+           "train_ablation", "train_ablations"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,34 +44,42 @@ class Ablation:
 
     def folder(self, study: Study) -> Path:
         """Its folder in the study's store."""
-        return study.store.ablation_dir(study.key, self.name)
+        return study.store.ablation_dir(home_key(study), self.name)
 
     def head_dir(self, study: Study, *, fold: int, seed: int, part: str = "head") -> Path:
         """Where one of its heads is (``part``: ``head``, or ``text`` / ``audio`` under a late or score fusion)."""
-        return study.store.ablation_head_dir(study.key, self.name, fold=fold, seed=seed, part=part)
+        return study.store.ablation_head_dir(home_key(study), self.name, fold=fold, seed=seed, part=part)
 
     def vector_study(self, study: Study) -> Study:
-        """The study whose vectors the ablation reads: ``study`` itself, or, with another text pooling, the
-        same study with its text entries pooled that way (its heads and folder stay ``study``'s).
+        """The study whose vectors the ablation reads: ``study`` itself, or the same study with its text
+        entries pooled another way, or reading another hidden state of its layer-wise vectors (its heads
+        and folder stay ``study``'s).
 
         Raises:
-            FeatcacheError: Another pooling in a study of fine-tuned backbones.
+            FeatcacheError: Another pooling in a study of fine-tuned backbones, or a layer without layer-wise
+                vectors.
         """
+        changes: dict[str, Any] = {}
         pooling = self.spec.pooling
-        if pooling is None or pooling == study.encoder_options.pooling:
-            return study
-        if not study.frozen:
-            raise FeatcacheError("--text-pooling needs frozen backbones: a fine-tuned run's pooling is part of its "
-                                 "training; fine-tune with --pooling instead")
-        return study.replace(pooling=pooling)
+        if pooling is not None and pooling != study.encoder_options.pooling:
+            if not study.frozen:
+                raise FeatcacheError("--text-pooling needs frozen backbones: a fine-tuned run's pooling is part of "
+                                     "its training; fine-tune with --pooling instead")
+            changes["pooling"] = pooling
+        if self.spec.layer is not None and study.options.layer != str(self.spec.layer):
+            changes["layer"] = str(self.spec.layer)
+        return study.replace(**changes) if changes else study
 
     def command(self, study: Study) -> str:
-        """The ``featcache ablate`` command that trains it, with the study's options."""
+        """The ``featcache ablate`` command that trains it, with the study's options (and ``--layer K`` for an
+        ablation of one layer)."""
+        if self.spec.layer is not None:
+            study = study.replace(layer=str(self.spec.layer))
         return " ".join([study.command("ablate"), shlex.join(self.spec.cli_flags())]).strip()
 
     def place(self, study: Study, *, fold: int, seed: int) -> dict[str, Any]:
         """What its head of (fold, seed) records it is (:mod:`featcache.heads.record`)."""
-        return {"fold": fold, "seed": seed, "model": self.model, "study": study.key}
+        return {"fold": fold, "seed": seed, "model": self.model, "study": home_key(study)}
 
     def inputs(self, vs: Study, *, fold: int, seed: int) -> dict[str, str]:
         """The content digest of each clean entry its head of (fold, seed) trains on, as stored now (``vs``:
@@ -112,12 +120,24 @@ class Ablation:
         return record
 
 
+def home_key(study: Study) -> str:
+    """The key whose folder holds a study's ablations: the study's, without ``--layer`` (an ablation of one
+    layer names its layer itself, so a layer sweep and ``--layer K`` find the same ablations).
+
+    Raises:
+        FeatcacheError: The study's options do not check out without the layer.
+    """
+    return study.key if study.options.layer is None else study.replace(layer=None).key
+
+
 def ablation(study: Study, spec: AblationSpec) -> Ablation:
     """The ablation that ``spec`` defines in ``study`` (nothing is written).
 
     Raises:
         FeatcacheError: An invalid option.
     """
+    if spec.layer is None and study.options.layer not in (None, "weighted"):
+        spec = replace(spec, layer=int(study.options.layer))  # --layer K: the ablation of that layer
     spec = spec.checked()
     return Ablation(name=spec.name(study.head_settings), spec=spec)
 
@@ -147,7 +167,7 @@ def list_ablations(study: Study) -> list[AblationInfo]:
     Raises:
         FeatcacheError: An unreadable ``ablation.json`` (names the file).
     """
-    root = study.store.ablations_dir(study.key)
+    root = study.store.ablations_dir(home_key(study))
     out = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         spec_file = folder / SPEC_FILE

@@ -53,7 +53,10 @@ class AblationSpec:
         pooling: Text pooling (``cls`` or ``mean``) of the vectors the ablation trains and is evaluated on,
             where it differs from the study's; the paper's heads keep the study's (pooling as an ablation axis;
             frozen backbones only: a fine-tuned run's pooling is part of its training).
-        label: A readable label, the first part of the name (default: the fusion, or the one modality).
+        label: A readable label, the first part of the name (default: the fusion, or the one modality; with
+            a layer, ``-layerK`` after it).
+        layer: The hidden state of the study's layer-wise vectors (``--layers``) it reads, where the heads of
+            a layer sweep differ (``featcache ablate --layers``); None: the study's own.
     """
 
     fusion: str = "concat"
@@ -68,6 +71,7 @@ class AblationSpec:
     mix: float = 0.5
     pooling: str | None = None
     label: str | None = None
+    layer: int | None = None
 
     def checked(self) -> AblationSpec:
         """The options validated and in canonical form (variant specs canonical, modalities in order,
@@ -125,11 +129,17 @@ class AblationSpec:
             raise FeatcacheError(f"text_pooling (--text-pooling {self.pooling!r}): choose one of {', '.join(POOLINGS)}")
         if self.pooling is not None and paper.TEXT not in mods:
             raise FeatcacheError("--text-pooling needs an ablation that reads the text")
+        layer = self.layer
+        if layer is not None and (isinstance(layer, bool) or not str(layer).isdigit()):
+            raise FeatcacheError(f"layer ({layer!r}): give a hidden-state number (0 = the embeddings' output)")
+        layer = None if layer is None else int(layer)
         label = slug(self.label) if self.label else (self.fusion if len(mods) == 2 else mods[0])
+        if not self.label and layer is not None:
+            label = f"{label}-layer{layer}"
         return AblationSpec(fusion=self.fusion, modalities=mods, hidden=hidden, fusion_hidden=self.fusion_hidden,
                             dropout=None if self.dropout is None else float(self.dropout),
                             modality_dropout=float(self.modality_dropout), lr=self.lr, epochs=self.epochs,
-                            train_on=tuple(train_on), mix=mix, pooling=self.pooling, label=label)
+                            train_on=tuple(train_on), mix=mix, pooling=self.pooling, label=label, layer=layer)
 
     def dropouts(self) -> dict[str, float]:
         """Body dropout per modality (the paper's when :attr:`dropout` is ``None``)."""
@@ -161,6 +171,7 @@ class AblationSpec:
             "mix": self.mix,
             "mix_rule": MIX_RULE if self.train_on else None,
             **({"pooling": self.pooling} if self.pooling is not None else {}),  # absent: the study's pooling
+            **({"layer": self.layer} if self.layer is not None else {}),  # absent: the study's layer
         }
 
     def name(self, base: TrainSettings) -> str:
@@ -184,13 +195,19 @@ class AblationSpec:
                      else "trained on clean vectors")
         if self.pooling is not None:
             parts.append(f"text vectors pooled by {self.pooling}")
+        if self.layer is not None:
+            parts.append(f"hidden state {self.layer}")
         return "; ".join(parts)
 
     def cli_flags(self) -> list[str]:
-        """The ``featcache ablate`` options that give this spec (the defaults left out; numbers exact)."""
+        """The ``featcache ablate`` options that give this spec (the defaults left out; numbers exact; the
+        layer is a study option, ``--layer``, see :meth:`featcache.ablate.Ablation.command`)."""
         d = AblationSpec()
         flags: list[str] = []
-        if self.label and self.label != (self.fusion if len(self.modalities) == 2 else self.modalities[0]):
+        default_label = self.fusion if len(self.modalities) == 2 else self.modalities[0]
+        if self.layer is not None:
+            default_label += f"-layer{self.layer}"
+        if self.label and self.label != default_label:
             flags += ["--name", self.label]
         if self.fusion != d.fusion:
             flags += ["--fusion", self.fusion]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -145,6 +145,8 @@ class _Job:
     y_tr: np.ndarray
     y_dev: np.ndarray
     record: dict[str, Any]
+    abl: Ablation
+    vs: Study
     parts: dict[str, torch.nn.Module] = field(default_factory=dict)
     head: torch.nn.Module | None = None
 
@@ -192,11 +194,12 @@ def _job(study: Study, abl: Ablation, *, vs: Study, fold: int, seed: int) -> _Jo
     x_dev = {m: vs.vectors(m, fold=fold, seed=seed, model=abl.model, variant="clean", ids=f.dev)[0]
              for m in abl.spec.modalities}
     record = {"fold": fold, "seed": seed, "model": abl.model, "n_train": len(f.train), "n_replaced": replaced}
-    return _Job(fold, seed, x_tr, x_dev, y_tr, y_dev, record)
+    return _Job(fold, seed, x_tr, x_dev, y_tr, y_dev, record, abl=abl, vs=vs)
 
 
-def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, vs: Study, device: str, progress: bool) -> None:
-    """Train the ablation's heads of ``jobs`` (every fold and seed at once), then save each with its record.
+def _train_jobs(study: Study, jobs: Sequence[_Job], *, device: str, progress: bool) -> None:
+    """Train the heads of ``jobs`` (every fold and seed at once; the jobs of several ablations that differ only
+    in their layer too), then save each with its record.
 
     A late or score fusion first trains its two unimodal heads, then fuses them (score: trains the fusion
     weights); every other variant is one head on its inputs.
@@ -207,7 +210,9 @@ def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, vs: Study,
     from featcache.heads import build_head, save_head
     from featcache.heads.record import make_record
 
+    abl = jobs[0].abl
     spec, st = abl.spec, abl.spec.settings(study.head_settings)
+    assert all(replace(j.abl.spec, layer=None, label=None) == replace(spec, layer=None, label=None) for j in jobs)
     mods = tuple(spec.modalities)
     n = len(study.corpus.labels)
     drop = spec.dropouts()
@@ -229,7 +234,8 @@ def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, vs: Study,
                                   fusion_hidden=spec.fusion_hidden, text_dropout=drop[paper.TEXT],
                                   audio_dropout=drop[paper.AUDIO], modality_dropout=spec.modality_dropout)
             first.append((job, job.head, mods))
-    bar = tqdm(total=len(first), desc=f"{abl.name}: training", unit="head",
+    names = sorted({j.abl.name for j in jobs})
+    bar = tqdm(total=len(first), desc=f"{names[0] if len(names) == 1 else f'{len(names)} ablations'}: training", unit="head",
                disable=not progress, leave=False)
     with bar:
         fitted_first = _fit_all(study, first, settings=st, device=device, on_done=bar.update)
@@ -239,7 +245,7 @@ def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, vs: Study,
             job.head = job.head or job.parts[m]
         else:
             job.record[m] = fitted
-            save_head(job.parts[m], abl.head_dir(study, fold=job.fold, seed=job.seed, part=m))
+            save_head(job.parts[m], job.abl.head_dir(study, fold=job.fold, seed=job.seed, part=m))
     if len(mods) == 2 and spec.fusion in ("late", "score"):
         second = []
         for job in jobs:
@@ -254,12 +260,12 @@ def _train_jobs(study: Study, abl: Ablation, jobs: Sequence[_Job], *, vs: Study,
         for (job, _, _), fitted in zip(second, fitted_second):
             job.record.update(fitted)
     for job in jobs:
-        out = abl.head_dir(study, fold=job.fold, seed=job.seed)
+        out = job.abl.head_dir(study, fold=job.fold, seed=job.seed)
         save_head(job.head, out)
-        parts = ([abl.head_dir(study, fold=job.fold, seed=job.seed, part=m) for m in mods]
+        parts = ([job.abl.head_dir(study, fold=job.fold, seed=job.seed, part=m) for m in mods]
                  if len(mods) == 2 and spec.fusion in ("late", "score") else [])  # saved above
-        job.record = make_record(out.parent, place=abl.place(study, fold=job.fold, seed=job.seed),
-                                 head_dirs=[out, *parts], inputs=abl.inputs(vs, fold=job.fold, seed=job.seed),
+        job.record = make_record(out.parent, place=job.abl.place(study, fold=job.fold, seed=job.seed),
+                                 head_dirs=[out, *parts], inputs=job.abl.inputs(job.vs, fold=job.fold, seed=job.seed),
                                  extra={k: v for k, v in job.record.items() if k not in ("fold", "seed", "model")})
         atomic_write_json(out.parent / RESULT_FILE, job.record, sort_keys=False)
 
@@ -292,34 +298,69 @@ def train_ablation(study: Study, spec: AblationSpec | Ablation, *, device: str =
         FeatcacheError: An invalid option, or the corpus lacks a modality the ablation reads.
         MissingEntries: Clean or attacked training vectors are missing (names the command that makes them).
     """
+    return train_ablations(study, [spec], device=device, progress=progress)[0]
+
+
+def train_ablations(study: Study, specs: Sequence[AblationSpec | Ablation], *, device: str = "cpu",
+                    progress: bool = True) -> list[tuple[Ablation, list[dict[str, Any]]]]:
+    """:func:`train_ablation` for several ablations, their heads trained together: a layer sweep's ablations
+    (the same head on each hidden state) become one batched ensemble of every layer, fold and seed.
+
+    Args:
+        study: The study.
+        specs: The ablations' options (or the ablations); those that differ in more than their layer and
+            label train one after the other.
+        device: Where to train.
+        progress: Progress bar.
+
+    Returns:
+        Per ablation, in order, what :func:`train_ablation` returns.
+
+    Raises:
+        FeatcacheError: An invalid option, ``--layer weighted``, or the corpus lacks a modality an
+            ablation reads.
+        MissingEntries: Clean or attacked training vectors are missing (names the command that makes them).
+    """
     from tqdm import tqdm
 
     from featcache.cache.atomic import atomic_write_json
 
     if study.options.layer == "weighted":
         raise FeatcacheError("layer (--layer weighted): an ablation's heads read one layer; pass --layer K")
-    abl = spec if isinstance(spec, Ablation) else ablation(study, spec)
-    lacking = [m for m in abl.spec.modalities if m not in study.corpus.modalities]
-    if lacking:
-        raise FeatcacheError(f"{study.corpus.name}: the corpus has no {' and no '.join(lacking)}; "
-                             "choose --modalities it has")
+    abls = [spec if isinstance(spec, Ablation) else ablation(study, spec) for spec in specs]
     jobs = [(k, s) for k in study.folds for s in study.seeds]
-    vs = abl.vector_study(study)
+    out: list[tuple[Ablation, dict[tuple[int, int], dict[str, Any] | None]]] = []
+    todo: dict[AblationSpec, list[_Job]] = {}  # by the spec without its layer: what trains together
+    vector_studies = []
     try:
-        _check_training_entries(vs, abl)
-        spec_file = abl.folder(study) / SPEC_FILE
-        if not spec_file.is_file():  # (atomic_write_json makes the folder)
-            atomic_write_json(spec_file, {"name": abl.name, "spec": abl.spec.to_json(),
-                                          "identity": abl.spec.identity(study.head_settings),
-                                          "description": abl.spec.describe(study.head_settings)}, sort_keys=False)
-        records = {(k, s): _stored_record(study, abl, vs, fold=k, seed=s) for k, s in jobs}
-        todo = [_job(study, abl, vs=vs, fold=k, seed=s)
+        for abl in abls:
+            lacking = [m for m in abl.spec.modalities if m not in study.corpus.modalities]
+            if lacking:
+                raise FeatcacheError(f"{study.corpus.name}: the corpus has no {' and no '.join(lacking)}; "
+                                     "choose --modalities it has")
+            vs = abl.vector_study(study)
+            vector_studies.append(vs)
+            _check_training_entries(vs, abl)
+            spec_file = abl.folder(study) / SPEC_FILE
+            if not spec_file.is_file():  # (atomic_write_json makes the folder)
+                atomic_write_json(spec_file, {"name": abl.name, "spec": abl.spec.to_json(),
+                                              "identity": abl.spec.identity(study.head_settings),
+                                              "description": abl.spec.describe(study.head_settings)}, sort_keys=False)
+            records = {(k, s): _stored_record(study, abl, vs, fold=k, seed=s) for k, s in jobs}
+            todo.setdefault(replace(abl.spec, layer=None, label=None), []).extend(
+                _job(study, abl, vs=vs, fold=k, seed=s)
                 for k, s in tqdm(jobs, desc=f"{abl.name}: vectors", unit="head", disable=not progress, leave=False)
-                if records[k, s] is None]
-        if todo:
-            _train_jobs(study, abl, todo, vs=vs, device=device, progress=progress)
-            records.update({(j.fold, j.seed): j.record for j in todo})
+                if records[k, s] is None)
+            if vs is not study:
+                vs.close()  # the jobs hold their vectors; the next layer's entries are read afresh
+            out.append((abl, records))
+        for group in todo.values():
+            if group:
+                _train_jobs(study, group, device=device, progress=progress)
+                for j in group:
+                    next(r for a, r in out if a is j.abl)[j.fold, j.seed] = j.record
     finally:
         study.close()
-        vs.close()
-    return abl, [records[k, s] for k, s in jobs]
+        for vs in vector_studies:
+            vs.close()
+    return [(abl, [records[k, s] for k, s in jobs]) for abl, records in out]  # type: ignore[misc]

@@ -125,11 +125,16 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
     differences. It is kept in the store under its name; add it to a report with
     `featcache evaluate --ablation NAME`.
 
+    With --layers (layer-wise vectors) and no --layer, the variant is trained on each stored hidden state
+    (every layer, fold and seed together) and a table per layer is printed: clean accuracy, UAR and each
+    attack's impact with its paired bootstrap interval.
+
     \b
     Example:
       featcache ablate --corpus iemocap:demo-corpus --train-on adj,pitch --mix 0.5
+      featcache ablate --corpus iemocap:demo-corpus --layers all --modalities text
     """
-    from featcache.ablate import AblationSpec, list_ablations, parse_variant_list, run_ablation
+    from featcache.ablate import AblationSpec, list_ablations, parse_variant_list, run_ablation, run_layer_sweep
 
     study = study_from(kw)
     if list_:
@@ -147,6 +152,12 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
                         hidden=sizes, fusion_hidden=fusion_hidden, dropout=dropout, modality_dropout=modality_dropout,
                         lr=lr, epochs=epochs, train_on=parse_variant_list(train_on or ""), mix=mix,
                         pooling=text_pooling, label=label)
+    if study.options.layers is not None and study.options.layer is None:  # every stored layer: a layer sweep
+        sweep = run_layer_sweep(study, spec, conditions=list(conditions) or None, device=device,
+                                n_resamples=resamples, echo=click.echo)
+        click.echo(f"{len(sweep.rows)} ablations, one per layer, in {sweep.rows[0].ablation.folder(study).parent}; "
+                   f"one layer alone: the same command with --layer K")
+        return
     result = run_ablation(study, spec, conditions=list(conditions) or None, device=device, n_resamples=resamples,
                           echo=click.echo)
     click.echo(f"ablation: {result.ablation.folder(study)}; in a report: "
