@@ -104,14 +104,16 @@ def test_extract_layers_on_the_command_line_and_in_cache_ls(env: dict[str, Path]
     assert "layers (--layers 'top'): write all, or hidden-state numbers" in line, line
 
 
-def test_fine_tuned_layer_wise_entries(env: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("modality", ["text", "audio"])
+def test_fine_tuned_layer_wise_entries(env: dict[str, Path], tmp_path: Path, modality: str) -> None:
     """A fine-tuned run's encoder stores every layer too; its last equals the run's last-layer entry."""
     cache = tmp_path / "cache"
-    common = ["--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(cache), "--text-backbone", str(env["bert"])]
-    r = CliRunner().invoke(cli, ["finetune", *common, "--modality", "text", "--fold", "1", "--seed", "0",
+    common = ["--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(cache), "--text-backbone", str(env["bert"]),
+              "--audio-backbone", str(env["w2v"])]
+    r = CliRunner().invoke(cli, ["finetune", *common, "--modality", modality, "--fold", "1", "--seed", "0",
                                  "--max-epochs", "1", "--batch-size", "8", "--workers", "0", "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    extract_args = ["extract", *common, "--finetuned", "--fold", "1", "--modality", "text", "--finetune-epochs", "1",
+    extract_args = ["extract", *common, "--finetuned", "--fold", "1", "--modality", modality, "--finetune-epochs", "1",
                     "--finetune-batch-size", "8", "--variant", "clean", "--workers", "0", "--device", "cpu"]
     for extra in ([], ["--layers", "all"]):
         r = CliRunner().invoke(cli, [*extract_args, *extra])
