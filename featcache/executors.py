@@ -193,7 +193,7 @@ def _encoder(planned: Any, run: EncoderRun) -> Any:
     process that runs an encoder's entries (or shards) one after another loads it once."""
     from featcache.backbones.encoders import load_encoder
 
-    key = repr((str(planned.resolved.path), run.options, str(run.weights)))
+    key = repr((str(planned.resolved.path), planned.resolved.weights_hash, run.options, str(run.weights)))
     if key not in _ENCODER:
         _ENCODER.clear()  # one at a time: encoders are big
         _ENCODER[key] = load_encoder(planned.resolved, options=run.options, weights=run.weights)

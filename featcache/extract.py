@@ -62,7 +62,8 @@ class EncoderRun:
     Attributes:
         modality: ``text`` or ``audio``.
         backbone: Backbone name (alias, directory, hub name or hub ``NAME@REVISION``; a pinned revision is
-            not part of the run name nor of an entry's key, whose weights digest tells other weights apart).
+            not part of the run name nor of an entry's key, whose weights digest tells other weights apart;
+            or ``plugin:NAME``, :mod:`featcache.backbones.plugins`).
         options: Encoder options (pooling, length limits).
         weights: A fine-tuned encoder state (safetensors) loaded over the pretrained weights, or None
             for the frozen pretrained backbone.
@@ -246,7 +247,8 @@ def entry_key(
         "model_type": resolved.model_type,
         "weights": weights,
         "frozen": run.frozen,
-        "encoder": run.options.identity(run.modality),
+        # a plugin takes none of featcache's encoder options: its identity is what names its vectors
+        "encoder": run.options.identity(run.modality) if resolved.plugin is None else {"plugin": resolved.plugin},
         "variant_params": _jsonable(variant.params),
         "variant_seed": seed if variant.modality is not None else None,
         "corpus": corpus.fingerprint,
@@ -301,6 +303,9 @@ def plan_entry(
         raise FeatcacheError(f"{corpus.name}: the corpus has no {run.modality} for every utterance")
     ids = entry_ids(corpus, fold=fold, variant_modality=v.modality, split=split, fold_options=fold_options)
     resolved = resolve_backbone(run.backbone, hash_cache=store.weight_hashes_path)
+    if resolved.plugin is not None and resolved.plugin["modality"] != run.modality:
+        m = resolved.plugin["modality"]
+        raise FeatcacheError(f"backbone {run.backbone!r} is a {m} encoder plugin; pass it as --{m}-backbone")
     key = entry_key(corpus, run, resolved, fold=fold, variant=v, seed=seed, ids=ids, analysis_model=analysis_model)
     return PlannedEntry(variant=v, ids=ids, resolved=resolved, key=key)
 
@@ -407,6 +412,9 @@ def extract(
         "featcache": __version__,
         "pooling": run.options.pooling if run.modality == "text" else "mean-valid-frames",
     }
+    if resolved.plugin is not None:  # its own pooling; what names it (featcache.backbones.plugins)
+        provenance["pooling"] = "plugin"
+        provenance["plugin"] = resolved.plugin
     if resolved.revision is not None:  # the hub commit (aliases and directories have none)
         provenance["revision"] = resolved.revision
     if mask_token is not None:

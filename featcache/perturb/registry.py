@@ -5,11 +5,25 @@ bare value (``pos:ADV``, ``reverb:0.3``, ``pitch:-2|2``). ``NAME`` is a preset (
 a kind (``pos``, ``noise``); ``key=value`` pairs override the preset's parameters. The canonical spec of
 a variant is the preset name when its parameters equal a preset's, else ``kind:key=value,...`` listing
 every parameter in declaration order.
+
+Attacks from other packages: a package declares its :class:`Variant` subclasses (derived from
+:class:`~featcache.perturb.text_base.TextVariant` or :class:`~featcache.perturb.audio_base.AudioVariant`,
+``draw`` then ``apply``) in the entry-point group ``featcache.attacks``::
+
+    [project.entry-points."featcache.attacks"]
+    babble = "my_package.attacks:Babble"
+
+They are registered the first time the registry is asked (:func:`load_attack_plugins`): each class as
+a kind, and as a preset of its default parameters named after the kind (so ``featcache variants`` lists
+it) when those defaults make a variant. A module that wants more presets registers its kind and presets
+itself (:func:`register_kind`, :func:`register_preset`) when imported. A plugin that cannot be loaded,
+or whose kind is taken, is skipped with a warning naming it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -28,11 +42,18 @@ from featcache.perturb.reverb import Reverb
 from featcache.perturb.telephone import Telephone
 from featcache.perturb.tempo import Tempo
 
+log = logging.getLogger(__name__)
+
+#: The entry-point group other packages declare their attacks in.
+ATTACK_GROUP = "featcache.attacks"
+
 _KINDS: dict[str, type[Variant]] = {}
 #: preset name -> (kind, parameters as given, description)
 _PRESETS: dict[str, tuple[str, dict[str, ParamValue], str]] = {}
 #: (kind, canonical JSON of the full parameters) -> preset name
 _PRESET_BY_PARAMS: dict[tuple[str, str], str] = {}
+#: Whether the ``featcache.attacks`` entry points were read (once per process).
+_plugins_loaded = False
 
 
 def _params_id(variant: Variant) -> tuple[str, str]:
@@ -84,6 +105,54 @@ def register_preset(name: str, kind: str, *, description: str = "", **params: An
     _PRESET_BY_PARAMS[ident] = name
 
 
+def load_attack_plugins() -> list[str]:
+    """Register the attacks other packages declare in :data:`ATTACK_GROUP` (the first call only).
+
+    Every function of this module that reads the registry calls it, so plugins appear wherever variants
+    are named or listed.
+
+    Returns:
+        The kinds registered by this call (none after the first).
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return []
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    added: list[str] = []
+    for ep in entry_points(group=ATTACK_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not stop every command
+            _skip(ep, f"cannot load it ({type(e).__name__}: {e})")
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Variant) and isinstance(getattr(cls, "kind", None), str)
+                and getattr(cls, "modality", None) in ("text", "audio")):
+            _skip(ep, "not a text or audio Variant subclass with a kind")
+            continue
+        if _KINDS.get(cls.kind) is cls:  # its module registered it when imported
+            continue
+        if cls.kind in _KINDS or cls.kind in _PRESETS:
+            _skip(ep, f"variant name {cls.kind!r} is already registered")
+            continue
+        try:
+            register_kind(cls)
+        except ValueError as e:
+            _skip(ep, str(e))
+            continue
+        added.append(cls.kind)
+        try:
+            register_preset(cls.kind, cls.kind)
+        except (FeatcacheError, ValueError) as e:  # a required parameter: named with it, KIND:key=value
+            log.debug("attack plugin %s: no default preset (%s)", ep.name, e)
+    return added
+
+
+def _skip(ep: Any, why: str) -> None:
+    log.warning("attack plugin %s (%s, entry-point group %s) skipped: %s", ep.name, ep.value, ATTACK_GROUP, why)
+
+
 def canonical_spec(variant: Variant) -> str:
     """The canonical spec string of a variant (see the module docstring).
 
@@ -93,6 +162,7 @@ def canonical_spec(variant: Variant) -> str:
     Returns:
         The spec; ``get_variant(canonical_spec(v)) == v``.
     """
+    load_attack_plugins()
     preset = _PRESET_BY_PARAMS.get(_params_id(variant))
     if preset is not None:
         return preset
@@ -101,6 +171,7 @@ def canonical_spec(variant: Variant) -> str:
 
 
 def _valid_names() -> str:
+    load_attack_plugins()
     return ", ".join(list(_PRESETS) + [k for k in _KINDS if k not in _PRESETS])
 
 
@@ -116,6 +187,7 @@ def get_variant(spec: str) -> Variant:
     Raises:
         FeatcacheError: Unknown name or parameter, bad value; the one-line message lists valid choices.
     """
+    load_attack_plugins()
     if not isinstance(spec, str) or not spec.strip():
         raise FeatcacheError(f"empty variant spec; valid names: {_valid_names()}")
     name, _, rest = spec.strip().partition(":")
@@ -158,6 +230,7 @@ def list_variants(modality: Modality | None = None) -> list[Variant]:
     Returns:
         One variant per preset.
     """
+    load_attack_plugins()
     out = [get_variant(name) for name in _PRESETS]
     return [v for v in out if modality is None or v.modality == modality]
 
@@ -168,6 +241,7 @@ def kinds() -> list[str]:
     Returns:
         Kind names in registration order.
     """
+    load_attack_plugins()
     return list(_KINDS)
 
 
