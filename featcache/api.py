@@ -237,7 +237,8 @@ def evaluate(
         conditions: Conditions (default: the paper's plus every other variant the store holds);
             ``clean`` is always evaluated.
         ablations: Names of ablations (see :func:`ablations`) to evaluate beside the models, as the
-            models ``ablate:<name>``.
+            models ``ablate:<name>``; ``layers`` (every layer sweep of the study) and ``LABEL-layers`` (those
+            of one label) add each layer's ablation, as ``featcache evaluate --ablation`` does.
         progress: Progress bars.
 
     Returns:
@@ -246,10 +247,11 @@ def evaluate(
     Raises:
         FeatcacheError: An unknown model, condition or ablation.
     """
-    from featcache.ablate import evaluate_ablation, find_ablation
+    from featcache.ablate import evaluate_ablation
+    from featcache.pipeline import resolve_ablations
     from featcache.study import evaluate as _evaluate
 
-    found = [find_ablation(study, name) for name in ablations]
+    found, _ = resolve_ablations(study, ablations)
     conds, _ = study.conditions(conditions)
     preds, missing = _evaluate(study, models=study.models(models or paper.ALL_MODELS), conditions=conds,
                                progress=progress)

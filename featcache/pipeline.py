@@ -19,13 +19,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featcache.errors import DamagedError, FeatcacheError
 from featcache.executors import Executor, Job, LocalExecutor, finished_run, span
 from featcache.extract import DEFAULT_SHARD_SIZE, EncoderRun, ExtractReport, entry_ids, plan_entry
 from featcache.paper import ALL_MODELS, PAPER_MODELS, TrainSettings, uses
 from featcache.study import Study, evaluate, train_heads
+
+if TYPE_CHECKING:
+    from featcache.ablate import Ablation, StoredSweep
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +338,9 @@ def evaluate_and_report(
     Conditions the corpus cannot perturb and models it cannot feed are named in one line each; what is
     missing from the store is listed with the command that makes it. Nothing is written when there is
     nothing to evaluate. The report's audio players play the corpus's wavs and the perturbed audio
-    replayed from the store's records (``report.html``).
+    replayed from the store's records (``report.html``). With ``--layer weighted`` heads, the layer
+    weights they learned are read from them (:func:`featcache.study.layer_weights`) and shown in the
+    report's Layers section, beside the layer sweeps that ``ablations`` names.
 
     Args:
         study: The study.
@@ -344,7 +349,9 @@ def evaluate_and_report(
         models: Models (default: every model the corpus allows).
         title: Report title.
         ablations: Names of ablations trained by ``featcache ablate`` to evaluate beside the models
-            (model ``ablate:<name>`` in the predictions and the report).
+            (model ``ablate:<name>`` in the predictions and the report); ``layers`` adds every layer sweep of
+            the study (``featcache ablate --layers``), ``LABEL-layers`` those of one label (``text-layers``):
+            each layer's ablation is evaluated, and the report's Layers section shows the sweep.
         echo: Where messages go (``err=True`` is passed for the missing-entry lines).
         progress: Progress bars.
 
@@ -354,11 +361,12 @@ def evaluate_and_report(
     Raises:
         FeatcacheError: Nothing could be evaluated, or an ablation is unknown (before anything is written).
     """
-    from featcache.ablate import evaluate_ablation, find_ablation
+    from featcache.ablate import evaluate_ablation
     from featcache.metrics import Predictions
-    from featcache.report import StoreAudio, write_report
+    from featcache.report import LayerSection, StoreAudio, write_report
+    from featcache.study import layer_weights
 
-    found = [find_ablation(study, name) for name in ablations]
+    found, sweeps = resolve_ablations(study, ablations)
 
     wanted = list(models or ALL_MODELS)
     usable = study.models(wanted)
@@ -383,12 +391,41 @@ def evaluate_and_report(
     if len(preds) == 0:
         raise FeatcacheError(f"{study.store.root}: nothing to evaluate; run the commands above first")
     out.mkdir(parents=True, exist_ok=True)
+    section = LayerSection(tuple(sweeps), tuple(layer_weights(study, models=usable)))
     preds.save(out / "predictions.h5")
     audio = StoreAudio(study.corpus, study.store, variant_seed=study.variant_seed)
-    written = write_report(preds, out, title=title, audio=audio, corpus=study.corpus, store=study.store)
+    written = write_report(preds, out, title=title, audio=audio, corpus=study.corpus, store=study.store,
+                           layers=section)
     for note in written.notes:
         echo(f"note: {note}")
     return preds
+
+
+def resolve_ablations(study: Study, names: Sequence[str]) -> tuple[list[Ablation], list[StoredSweep]]:
+    """What ``--ablation NAME`` (repeated) names: ablations, and layer sweeps (``layers``, ``LABEL-layers``).
+
+    Args:
+        study: The study.
+        names: The names given.
+
+    Returns:
+        ``(ablations, sweeps)``: every :class:`~featcache.ablate.Ablation` to evaluate (each sweep's layers
+        included, each once) and the :class:`~featcache.ablate.StoredSweep` named.
+
+    Raises:
+        FeatcacheError: A name is no ablation or sweep of the study.
+    """
+    from featcache.ablate import find_ablation, find_layer_sweeps
+
+    found: list[Ablation] = []
+    sweeps: list[StoredSweep] = []
+    for name in names:
+        named = find_layer_sweeps(study, name)
+        if named is None:
+            found.append(find_ablation(study, name))
+        else:
+            sweeps += [s for s in named if s not in sweeps]
+    return list(dict.fromkeys(found + [abl for s in sweeps for _, abl in s.layers])), sweeps
 
 
 class StageClock:

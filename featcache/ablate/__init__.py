@@ -43,7 +43,19 @@ from featcache.ablate.evaluation import (
     evaluate_ablation,
     format_comparison,
 )
-from featcache.ablate.layers import LayerRow, LayerSweep, format_layer_table, run_layer_sweep, stored_layers
+from featcache.ablate.layers import (
+    SWEEP_SUFFIX,
+    LayerRow,
+    LayerSweep,
+    StoredSweep,
+    find_layer_sweeps,
+    format_layer_table,
+    layer_rows,
+    layer_sweeps,
+    run_layer_sweep,
+    stored_layers,
+    sweep_header,
+)
 from featcache.ablate.run import AblationResult, run_ablation
 from featcache.ablate.spec import (
     FUSIONS,
@@ -57,8 +69,9 @@ from featcache.ablate.spec import (
 )
 from featcache.ablate.training import _job, _training_vectors, mix_draws, train_ablation, train_ablations  # noqa: F401
 
-__all__ = ["FUSIONS", "MIX_RULE", "POOLINGS", "PREFIX", "RESULT_FILE", "SPEC_FILE", "Ablation", "AblationInfo",
-           "AblationResult", "AblationSpec", "ComparisonRow", "LayerRow", "LayerSweep", "ablation", "compare",
-           "comparison_records", "evaluate_ablation", "find_ablation", "format_comparison", "format_layer_table",
-           "list_ablations", "mix_draws", "parse_variant_list", "run_ablation", "run_layer_sweep", "stored_layers",
+__all__ = ["FUSIONS", "MIX_RULE", "POOLINGS", "PREFIX", "RESULT_FILE", "SPEC_FILE", "SWEEP_SUFFIX", "Ablation",
+           "AblationInfo", "AblationResult", "AblationSpec", "ComparisonRow", "LayerRow", "LayerSweep", "StoredSweep",
+           "ablation", "compare", "comparison_records", "evaluate_ablation", "find_ablation", "find_layer_sweeps",
+           "format_comparison", "format_layer_table", "layer_rows", "layer_sweeps", "list_ablations", "mix_draws",
+           "parse_variant_list", "run_ablation", "run_layer_sweep", "stored_layers", "sweep_header",
            "train_ablation", "train_ablations"]

@@ -5,7 +5,10 @@ adjectives go.
 
 Each layer is an ablation of its own (:class:`~featcache.ablate.AblationSpec` with ``layer=K``, named
 ``<label>-layerK-<digest>``), kept in the store like any other: ``featcache ablate --layer K`` with the same
-options finds it, and ``featcache evaluate --ablation NAME`` adds it to a report.
+options finds it, and ``featcache evaluate --ablation NAME`` adds it to a report. The layers of one head
+together are a :class:`StoredSweep` (:func:`layer_sweeps`): ``featcache evaluate --ablation layers`` (every
+sweep of the study) or ``--ablation LABEL-layers`` (those of one label, e.g. ``text-layers``) adds a whole
+sweep, and the report tabulates it with :func:`layer_rows`, the numbers ``featcache ablate --layers`` prints.
 """
 
 from __future__ import annotations
@@ -17,17 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from featcache.ablate.catalog import Ablation
+from featcache.ablate.catalog import Ablation, AblationInfo, list_ablations
 from featcache.ablate.evaluation import evaluate_ablation
-from featcache.ablate.spec import AblationSpec, _print
+from featcache.ablate.spec import PREFIX, AblationSpec, _print
 from featcache.ablate.training import train_ablations
 from featcache.backbones.layers import parse_layers
+from featcache.cache import digest
 from featcache.conditions import CLEAN
 from featcache.errors import FeatcacheError
-from featcache.metrics import DEFAULT_RESAMPLES, Analysis, BootstrapCI, Predictions, SeedStat
+from featcache.metrics import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Analysis, BootstrapCI, Predictions, SeedStat
 from featcache.study import Study
 
-__all__ = ["LayerRow", "LayerSweep", "format_layer_table", "run_layer_sweep", "stored_layers"]
+__all__ = ["SWEEP_SUFFIX", "LayerRow", "LayerSweep", "StoredSweep", "find_layer_sweeps", "format_layer_table",
+           "layer_rows", "layer_sweeps", "run_layer_sweep", "stored_layers", "sweep_header"]
+
+SWEEP_SUFFIX = "layers"
+"""``--ablation layers`` names every layer sweep of a study, ``--ablation LABEL-layers`` those of one label."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,11 @@ class LayerSweep:
     predictions: Predictions
     table: str
     missing: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """``<label>-layers``: what ``featcache evaluate --ablation`` calls the sweep (see :class:`StoredSweep`)."""
+        return f"{_base_label(self.rows[0].ablation.spec) if self.rows else ''}-{SWEEP_SUFFIX}"
 
 
 def stored_layers(study: Study, modalities: Sequence[str]) -> tuple[int, ...]:
@@ -138,23 +151,187 @@ def run_layer_sweep(
     if not parts:
         raise FeatcacheError(f"{study.store.root}: nothing of the layer sweep could be evaluated; run the commands above")
     predictions = Predictions.concat(parts)
-    analysis = Analysis(predictions)
     attacks = [str(c) for c in conds if str(c) != CLEAN]
-    rows = []
-    for k, (abl, _) in zip(wanted, trained, strict=True):
-        if not analysis.has(abl.model, CLEAN):
-            continue
-        impacts = {c: (analysis.impact(abl.model, c),
-                       analysis.impact_ci(abl.model, c, n_resamples=n_resamples) if n_resamples else None)
-                   for c in attacks if analysis.has(abl.model, c)}
-        rows.append(LayerRow(k, abl, analysis.accuracy(abl.model, CLEAN), _uar(analysis, abl.model), impacts))
-    first = trained[0][0]
-    header = (f"{first.spec.describe(study.head_settings).split('; hidden state')[0]}, on each of {len(rows)} hidden "
-              f"states; {len(study.folds)} folds x {len(study.seeds)} seeds per layer; Avg. and UAR: mean of the "
-              f"sessions, mean ± std over seeds; impact: paired bootstrap CI ({n_resamples} resamples)")
+    rows = layer_rows(Analysis(predictions), [(k, abl) for k, (abl, _) in zip(wanted, trained, strict=True)],
+                      attacks=attacks, n_resamples=n_resamples)
+    header = sweep_header(replace(trained[0][0].spec, layer=None).describe(study.head_settings), layers=len(rows),
+                          folds=len(study.folds), seeds=len(study.seeds), n_resamples=n_resamples)
     table = header + "\n\n" + format_layer_table(rows, attacks=attacks)
     echo(table)
     return LayerSweep(rows, predictions, table, missing)
+
+
+def layer_rows(
+    analysis: Analysis,
+    layers: Sequence[tuple[int, Ablation]],
+    *,
+    attacks: Sequence[str],
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> list[LayerRow]:
+    """The rows of a sweep from its predictions (no training): what :func:`run_layer_sweep` prints and the
+    report's Layers section shows.
+
+    Args:
+        analysis: An analysis of the sweep's predictions (models ``ablate:<name>``).
+        layers: ``(hidden state, ablation)`` per layer, in order.
+        attacks: The attacks whose impact is shown.
+        n_resamples: Bootstrap resamples of the impact intervals (0: none).
+        confidence: Confidence level of the intervals.
+        seed: Resampling seed.
+
+    Returns:
+        One row per layer with clean predictions (layers without are left out).
+    """
+    rows = []
+    for k, abl in layers:
+        if not analysis.has(abl.model, CLEAN):
+            continue
+        impacts = {c: (analysis.impact(abl.model, c),
+                       analysis.impact_ci(abl.model, c, n_resamples=n_resamples, confidence=confidence, seed=seed)
+                       if n_resamples else None)
+                   for c in attacks if analysis.has(abl.model, c)}
+        rows.append(LayerRow(k, abl, analysis.accuracy(abl.model, CLEAN), _uar(analysis, abl.model), impacts))
+    return rows
+
+
+def sweep_header(description: str, *, layers: int, folds: int, seeds: int, n_resamples: int) -> str:
+    """The line above a sweep's table: the head, how many layers, folds and seeds, what the numbers are.
+
+    Args:
+        description: The head (:meth:`AblationSpec.describe`, without the layer).
+        layers: Rows of the table.
+        folds: Folds per layer.
+        seeds: Seeds per layer.
+        n_resamples: Bootstrap resamples of the intervals.
+
+    Returns:
+        The line.
+    """
+    return (f"{description}, on each of {layers} hidden states; {folds} folds x {seeds} seeds per layer; Avg. and "
+            f"UAR: mean of the sessions, mean ± std over seeds; impact: paired bootstrap CI ({n_resamples} resamples)")
+
+
+# ------------------------------------------------------------------------------------------------
+# the sweeps in the store
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredSweep:
+    """A layer sweep kept in the store: the ablations of one head that differ only in their hidden state.
+
+    Attributes:
+        label: The label its layers share (``text``, ``concat``, or the ``--name`` given).
+        digest: A digest of its options without the layer (tells sweeps of one label apart).
+        description: One line saying what the head is (:meth:`AblationSpec.describe`, without the layer).
+        layers: ``(hidden state, ablation)`` per layer, in layer order.
+    """
+
+    label: str
+    digest: str
+    description: str
+    layers: tuple[tuple[int, Ablation], ...]
+
+    @property
+    def name(self) -> str:
+        """``<label>-layers``: how ``--ablation`` names it."""
+        return f"{self.label}-{SWEEP_SUFFIX}"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Its layers' models in a predictions table (``ablate:<name>``)."""
+        return tuple(abl.model for _, abl in self.layers)
+
+    def to_json(self) -> dict[str, Any]:
+        """The sweep as JSON-able values (read back by :meth:`from_json`)."""
+        return {"label": self.label, "digest": self.digest, "description": self.description,
+                "layers": [{"layer": k, "name": abl.name, "spec": abl.spec.to_json()} for k, abl in self.layers]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> StoredSweep:
+        """The sweep written by :meth:`to_json`.
+
+        Raises:
+            FeatcacheError: Not a sweep written by :meth:`to_json`.
+        """
+        try:
+            layers = tuple((int(d["layer"]), Ablation(str(d["name"]), AblationSpec.from_json(d["spec"])))
+                           for d in data["layers"])
+            return cls(str(data["label"]), str(data["digest"]), str(data["description"]), layers)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FeatcacheError(f"layer sweep {str(data)[:80]!r}: not a sweep written by featcache ({e})") from None
+
+
+def _base_label(spec: AblationSpec) -> str:
+    """The label of a layer ablation without its ``-layerK`` (the default label names the layer)."""
+    label = spec.label or ""
+    return label.removesuffix(f"-layer{spec.layer}") if spec.layer is not None else label
+
+
+def layer_sweeps(study: Study, infos: Sequence[AblationInfo] | None = None) -> list[StoredSweep]:
+    """The study's layer sweeps in the store: its layer ablations grouped by every option but the layer.
+
+    Args:
+        study: The study (a sweep is kept under the study without ``--layer``).
+        infos: Its ablations, when already listed (default: :func:`list_ablations`).
+
+    Returns:
+        The sweeps, by label and digest; a sweep holds the layers trained so far (one alone, from
+        ``featcache ablate --layer K``, is a sweep of one layer).
+
+    Raises:
+        FeatcacheError: An unreadable ``ablation.json``.
+    """
+    groups: dict[tuple[str, str], list[tuple[int, Ablation]]] = {}
+    cores: dict[tuple[str, str], AblationSpec] = {}
+    for info in list_ablations(study) if infos is None else infos:
+        spec = info.ablation.spec
+        if spec.layer is None:
+            continue
+        core = replace(spec, layer=None, label=_base_label(spec))
+        key = (core.label or "", digest(core.identity(study.head_settings), 8))
+        groups.setdefault(key, []).append((spec.layer, info.ablation))
+        cores[key] = core
+    return [StoredSweep(label, dig, cores[(label, dig)].describe(study.head_settings),
+                        tuple(sorted(groups[(label, dig)], key=lambda t: t[0])))
+            for label, dig in sorted(groups)]
+
+
+def find_layer_sweeps(study: Study, name: str) -> list[StoredSweep] | None:
+    """The sweeps that ``--ablation NAME`` names: ``layers`` (every sweep of the study) or ``LABEL-layers``
+    (those of one label); None when NAME is no such spelling or an ablation of the study has that name
+    or label.
+
+    Args:
+        study: The study (with the ``--layers`` the sweeps were trained with).
+        name: What ``--ablation`` was given.
+
+    Returns:
+        The sweeps, or None.
+
+    Raises:
+        FeatcacheError: The spelling names no sweep of the study (says which there are and how to make one).
+    """
+    wanted = name.removeprefix(PREFIX)
+    if wanted != SWEEP_SUFFIX and not wanted.endswith("-" + SWEEP_SUFFIX):
+        return None
+    infos = list_ablations(study)
+    if any(i.ablation.spec.layer is None and wanted in (i.ablation.name, i.ablation.spec.label) for i in infos):
+        return None
+    sweeps = layer_sweeps(study, infos)
+    label = None if wanted == SWEEP_SUFFIX else wanted.removesuffix("-" + SWEEP_SUFFIX)
+    found = [s for s in sweeps if label is None or s.label == label]
+    if found:
+        return found
+    if study.options.layers is None:
+        raise FeatcacheError(f"ablation (--ablation {name}): layer sweeps are kept with the study of layer-wise "
+                             "vectors; give the --layers that `featcache ablate --layers` was given")
+    have = ", ".join(dict.fromkeys(s.name for s in sweeps)) or "none yet"
+    cmd = study.replace(layer=None).command("ablate")
+    raise FeatcacheError(f"ablation (--ablation {name}): no layer sweep of that label in {study.store.root} "
+                         f"(sweeps: {have}); make one with `{cmd}` and the head's options (e.g. --modalities text)")
 
 
 def _wanted(layers: str | Sequence[int] | None, held: tuple[int, ...]) -> list[int]:

@@ -59,12 +59,24 @@ def train_heads_cmd(models: str, device: str, **kw: Any) -> None:
               help="Folder for predictions.h5, results.csv and the report.")
 @click.option("--ablation", "ablations", multiple=True, metavar="NAME",
               help="Also evaluate an ablation trained by `featcache ablate` (repeatable; its name or label, see "
-                   "`featcache ablate --list`); it is the model ablate:NAME in the predictions and the report.")
+                   "`featcache ablate --list`); it is the model ablate:NAME in the predictions and the report. "
+                   "'layers' adds every layer sweep of the study (`featcache ablate --layers` with the same "
+                   "--layers), 'LABEL-layers' those of one label (e.g. text-layers for --modalities text, "
+                   "concat-layers for the default head): every layer is evaluated and the report gets a Layers "
+                   "section (impact heatmap, clean accuracy per layer, the table per layer).")
 def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, ...], **kw: Any) -> None:
     """Evaluate every fold x seed x model x condition from the store only (no encoder is loaded).
 
     Writes one tidy results file (one row per fold/seed/model/condition), the per-utterance predictions
     and the report. Missing entries are listed with the exact command that makes them.
+
+    With --layer weighted, the report's Layers section shows the layer weights the heads learned (mean
+    over folds and seeds, per model and modality).
+
+    \b
+    Example (a layer sweep in the report):
+      featcache ablate --corpus iemocap:demo-corpus --layers all --modalities text
+      featcache evaluate --corpus iemocap:demo-corpus --layers all --ablation text-layers
     """
     from featcache.pipeline import evaluate_and_report
 
@@ -127,7 +139,8 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
 
     With --layers (layer-wise vectors) and no --layer, the variant is trained on each stored hidden state
     (every layer, fold and seed together) and a table per layer is printed: clean accuracy, UAR and each
-    attack's impact with its paired bootstrap interval.
+    attack's impact with its paired bootstrap interval. Add the sweep to a report with
+    `featcache evaluate --layers ... --ablation LABEL-layers` (e.g. text-layers; 'layers' for every sweep).
 
     \b
     Example:
@@ -156,7 +169,8 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
         sweep = run_layer_sweep(study, spec, conditions=list(conditions) or None, device=device,
                                 n_resamples=resamples, echo=click.echo)
         click.echo(f"{len(sweep.rows)} ablations, one per layer, in {sweep.rows[0].ablation.folder(study).parent}; "
-                   f"one layer alone: the same command with --layer K")
+                   f"one layer alone: the same command with --layer K; in a report: "
+                   f"{study.command('evaluate')} --ablation {sweep.name}")
         return
     result = run_ablation(study, spec, conditions=list(conditions) or None, device=device, n_resamples=resamples,
                           echo=click.echo)

@@ -123,3 +123,22 @@ class LayerWeightedHead(nn.Module):
     def config_options(self) -> dict[str, Any]:
         return {"head": self.head, "text_layers": None if self.text_layers is None else self.text_layers.weights.numel(),
                 "audio_layers": None if self.audio_layers is None else self.audio_layers.weights.numel()}
+
+
+def head_layer_weights(head: nn.Module) -> dict[str, list[float]]:
+    """The learned layer weights a head holds, per modality: its own (a :class:`LayerWeightedHead`) or those of
+    the weighted unimodal heads a late or score fusion fuses.
+
+    Args:
+        head: A loaded head.
+
+    Returns:
+        ``modality -> weight of each layer`` (probabilities); empty for a head that reads one layer.
+    """
+    if isinstance(head, LayerWeightedHead):
+        return head.layer_weights()
+    out: dict[str, list[float]] = {}
+    for part in (getattr(head, "text_head", None), getattr(head, "audio_head", None)):
+        if isinstance(part, LayerWeightedHead):
+            out.update(part.layer_weights())
+    return out

@@ -17,6 +17,8 @@
     results.csv        one row per (fold, seed, model, condition)
     summary.csv        one row per (model, condition)
     impact_paper, impact_fusion, impact_beyond, severity_*, flip_rate, clean_accuracy (.png and .svg)
+    layers.json        with a Layers section (layer sweeps, learned layer weights): its inputs, and
+                       layers.csv, layer_weights.csv, layer_impact_*, layer_accuracy_*, layer_weights
 
 Accuracies are shown in percent; with more than one seed, Avg. and Impact read ``mean ± std`` over
 seeds (sample std) and the session columns hold the mean over seeds. Conditions missing from the
@@ -41,6 +43,7 @@ other way round):
 * :mod:`~featcache.report.browser` - the utterance browser's data files;
 * :mod:`~featcache.report.markup` - the report's Markdown as HTML;
 * :mod:`~featcache.report.html` - ``report.html`` (its CSS and JavaScript are in ``assets/``);
+* :mod:`~featcache.report.layers` - the Layers section (layer sweeps, learned layer weights);
 * :mod:`~featcache.report.write` - :func:`write_report` and :class:`ReportPaths`.
 
 Everything public is importable from :mod:`featcache.report` itself.
@@ -59,6 +62,7 @@ from featcache.report.examples import (
     select_examples,
 )
 from featcache.report.html import PageContent, mark_changes, render_page
+from featcache.report.layers import LAYERS_FILE, LayerSection, read_layer_section
 from featcache.report.plots import PLOT_DPI, Plot, draw_plots, write_plots
 from featcache.report.render import latex_escape, render_latex, render_markdown, write_table_csv
 from featcache.report.severity import Sweep, severity_sweeps
@@ -79,6 +83,7 @@ __all__ = [
     "AUDIO_TABLE_ROWS",
     "FUSION_NOTE",
     "FUSION_TABLE_SECTIONS",
+    "LAYERS_FILE",
     "PLOT_DPI",
     "TABLE_NOTE",
     "TEXT_TABLE_ROWS",
@@ -88,6 +93,7 @@ __all__ = [
     "Example",
     "ExampleRow",
     "ExampleTable",
+    "LayerSection",
     "PageContent",
     "Plot",
     "ReportPaths",
@@ -102,6 +108,7 @@ __all__ = [
     "format_top",
     "latex_escape",
     "mark_changes",
+    "read_layer_section",
     "render_examples",
     "render_examples_file",
     "render_latex",

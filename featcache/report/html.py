@@ -2,7 +2,8 @@
 
 The page holds the summary's answers (RQ1-RQ3 and the rest of ``summary.md``), the paper's tables and
 "Beyond the paper" (sortable by a click on a column header, with bootstrap intervals), the plots
-(PNG inlined as data URIs, with the SVG beside the page), the example tables (7-8) with the masked
+(PNG inlined as data URIs, with the SVG beside the page), the Layers section where the report has one
+(:mod:`featcache.report.layers`), the example tables (7-8) with the masked
 words marked and audio players, and the utterance browser (:mod:`featcache.report.browser`). Its CSS
 and JavaScript (``featcache/report/assets``) are inlined; nothing is fetched from the network. Audio
 files and the browser's data files lie beside it.
@@ -48,6 +49,7 @@ class PageContent:
         audio: ``(utt_id, condition) -> files`` written beside the page.
         browser: The browser's manifest (see :func:`featcache.report.browser.write_browser`).
         clean: Name of the clean condition.
+        layers: The Layers section's HTML (:func:`featcache.report.layers.render_layers_html`; "" for none).
     """
 
     title: str
@@ -63,6 +65,7 @@ class PageContent:
     differences: Mapping[tuple[str, str], ImpactDifference | None] = field(default_factory=dict)
     audio: Mapping[tuple[str, str], AudioFiles] = field(default_factory=dict)
     clean: str = "clean"
+    layers: str = ""
 
 
 def _asset(name: str) -> str:
@@ -295,9 +298,11 @@ def render_page(content: PageContent) -> str:
     tables = "\n".join(render_table(t, content) for t in content.tables)
     plots = "\n".join(_plot_html(p) for p in content.plots) or "<p>No plot: nothing to draw.</p>"
     examples = render_examples(content) or "<p>No example table (see the note at the top).</p>"
-    nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in (("summary", "Summary"), ("tables", "Tables"),
-                                                          ("plots", "Plots"), ("examples", "Examples"),
-                                                          ("browser", "Utterance browser")))
+    layers = "\n" + content.layers if content.layers else ""
+    sections = (("summary", "Summary"), ("tables", "Tables"), ("plots", "Plots"),
+                *((("layers", "Layers"),) if content.layers else ()), ("examples", "Examples"),
+                ("browser", "Utterance browser"))
+    nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in sections)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -313,7 +318,7 @@ def render_page(content: PageContent) -> str:
 time to restore); rows stay within their section. Intervals: paired, fold-stratified bootstrap over utterances;
 highlighted where they exclude 0.</p>
 {tables}</section>
-<section id="plots"><h2>Plots</h2>{plots}</section>
+<section id="plots"><h2>Plots</h2>{plots}</section>{layers}
 <section id="examples"><h2>Examples</h2>{examples}</section>
 <section id="browser"><h2>Utterance browser</h2>{_browser_html(content)}</section>
 </main>

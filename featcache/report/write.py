@@ -31,6 +31,18 @@ from featcache.report.audio import (
 from featcache.report.browser import BROWSER_DIR, write_browser
 from featcache.report.examples import example_tables, render_examples_file
 from featcache.report.html import PageContent, render_page
+from featcache.report.layers import (
+    LAYERS_FILE,
+    LAYERS_FORMAT,
+    LayerSection,
+    draw_layer_plots,
+    layers_summary,
+    render_layers_html,
+    render_layers_md,
+    sweep_tables,
+    without_sweeps,
+    write_layer_csvs,
+)
 from featcache.report.plots import Plot, draw_plots
 from featcache.report.render import (
     latex_escape,
@@ -68,6 +80,7 @@ class ReportPaths:
         audio: ``(utt_id, condition) -> files`` (paths relative to ``out_dir``).
         browser: The utterance browser's data files.
         notes: Sentences on what the report leaves out and why (e.g. no audio source).
+        layers: ``layers.json`` (the Layers section's inputs), or ``None`` without the section.
     """
 
     out_dir: Path
@@ -83,6 +96,7 @@ class ReportPaths:
     audio: dict[tuple[str, str], AudioFiles] = field(default_factory=dict)
     browser: list[Path] = field(default_factory=list)
     notes: tuple[str, ...] = ()
+    layers: Path | None = None
 
 
 def default_seeds_note(seeds: Sequence[int]) -> str:
@@ -142,6 +156,7 @@ def write_report(
     audio: AudioSource | None = None,
     corpus: Corpus | None = None,
     store: FeatureStore | None = None,
+    layers: LayerSection | None = None,
 ) -> ReportPaths:
     """Write the full robustness report for a set of predictions.
 
@@ -165,6 +180,9 @@ def write_report(
             and ``store`` when a corpus is given, see :class:`~featcache.report.audio.StoreAudio`).
         corpus: The corpus the predictions were made on (for the audio players).
         store: The feature store holding the perturbation records (for the perturbed audio).
+        layers: The Layers section: layer sweeps (their models are shown there, not in the rest of the
+            report) and learned layer weights (see :mod:`featcache.report.layers`); written to
+            ``layers.json`` so that ``featcache report`` shows it again.
 
     Returns:
         The paths written.
@@ -182,8 +200,12 @@ def write_report(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    analysis = Analysis(predictions, clean=clean, text_model=text_model, audio_model=audio_model,
-                        multimodal_model=multimodal_model)
+    section = layers if layers is not None and not layers.empty else None
+    analysis = Analysis(without_sweeps(predictions, section), clean=clean, text_model=text_model,
+                        audio_model=audio_model, multimodal_model=multimodal_model)
+    sweeps = sweep_tables(predictions, section.sweeps if section else (), clean=clean, n_resamples=n_resamples,
+                          confidence=confidence, seed=bootstrap_seed)
+    weights = section.weights if section else ()
     summary = analysis.summary(n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
     note = default_seeds_note(analysis.seeds()) if seeds_note is None else seeds_note
     scope = scope_note(analysis)
@@ -199,6 +221,9 @@ def write_report(
         md += [render_markdown(t)]
         tex += [render_latex(t)]
         csvs[t.key] = write_table_csv(t, out / f"{t.key}.csv")
+    layers_md = render_layers_md(sweeps, weights)
+    md += [layers_md] if layers_md else []
+    csvs.update(write_layer_csvs(sweeps, weights, out))
     tables_md = atomic_write_text(out / "tables.md", "\n".join(md))
     tables_tex = atomic_write_text(out / "tables.tex", "\n".join(tex))
 
@@ -210,13 +235,18 @@ def write_report(
 
     summary_text = render_summary(analysis, summary, title=f"{title}: summary", seeds_note=note,
                                   n_resamples=n_resamples, confidence=confidence, bootstrap_seed=bootstrap_seed)
+    summary_text += ("\n" + layers_summary(sweeps, weights)) if sweeps or weights else ""
     summary_md = atomic_write_text(out / "summary.md", summary_text)
-    results_csv = write_results_csv(analysis.results(), out / "results.csv")
+    results = analysis.results() + [r for t in sweeps for r in t.analysis.results()]
+    results_csv = write_results_csv(results, out / "results.csv")
     summary_csv = write_summary_csv(summary, out / "summary.csv", text_model=text_model, audio_model=audio_model)
     drawn: list[Plot] = draw_plots(analysis, summary, out) if plots else []
+    layer_plots = draw_layer_plots(sweeps, weights, analysis, out) if plots else []
+    layers_json = _write_layers(out, section)
     paths = ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                         examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
-                        summary_csv=summary_csv, plots={p.name: p.png for p in drawn})
+                        summary_csv=summary_csv, plots={p.name: p.png for p in drawn + layer_plots},
+                        layers=layers_json)
     if not html:
         return paths
 
@@ -249,9 +279,22 @@ def write_report(
     page = render_page(PageContent(
         title=title, seeds_note=note, notes=tuple(notes), summary_md=summary_text, tables=tables, impact_cis=cis,
         differences=differences, plots=drawn, examples=ex_tables, example_seed=chosen_seed, audio=files,
-        browser=manifest, clean=clean))
+        browser=manifest, clean=clean,
+        layers=render_layers_html(sweeps, weights, next((p for p in layer_plots if p.name == "layer_weights"), None))))
     report_html = atomic_write_text(out / "report.html", page)
     return ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                        examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
                        summary_csv=summary_csv, plots=paths.plots, html=report_html, audio=files,
-                       browser=browser_files, notes=tuple(notes))
+                       browser=browser_files, notes=tuple(notes), layers=layers_json)
+
+
+def _write_layers(out: Path, section: LayerSection | None) -> Path | None:
+    """Write the Layers section's inputs to ``layers.json``; without a section, remove one an earlier report
+    wrote (never a file of someone else's)."""
+    path = out / LAYERS_FILE
+    if section is not None:
+        return atomic_write_json(path, section.to_json())
+    data, problem = read_json_object(path)
+    if path.is_file() and not problem and data.get("format") == LAYERS_FORMAT:
+        path.unlink()
+    return None

@@ -34,10 +34,12 @@ from featcache.errors import MissingEntries
 from featcache.paper import ALL_MODELS, FUSION_MODELS, HEAD_SETTINGS, PAPER_MODELS, uses
 from featcache.study.core import Study
 from featcache.study.evaluation import (
+           LayerWeightStat,
            encode_input,
            evaluate,
            evaluate_head,
            fold_test_columns,
+           layer_weights,
            prediction_block,
 )
 from featcache.study.training import (  # noqa: F401
@@ -48,6 +50,6 @@ from featcache.study.training import (  # noqa: F401
            train_heads,
 )
 
-__all__ = ["ALL_MODELS", "DEV_BATCH", "FUSION_MODELS", "HEAD_SETTINGS", "PAPER_MODELS", "MissingEntries", "Study",
-           "default_conditions", "encode_input", "evaluate", "evaluate_head", "fit_alone", "fold_test_columns", "prediction_block",
-           "train_heads", "uses"]
+__all__ = ["ALL_MODELS", "DEV_BATCH", "FUSION_MODELS", "HEAD_SETTINGS", "PAPER_MODELS", "LayerWeightStat",
+           "MissingEntries", "Study", "default_conditions", "encode_input", "evaluate", "evaluate_head", "fit_alone",
+           "fold_test_columns", "layer_weights", "prediction_block", "train_heads", "uses"]

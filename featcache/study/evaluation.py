@@ -1,11 +1,13 @@
 """Evaluating a study: every head over the stored vectors of every condition, from the store alone (no
 encoder is loaded). One function runs a head over a fold's conditions (:func:`evaluate_head`), for the
-paper's heads and the ablations alike."""
+paper's heads and the ablations alike; :func:`layer_weights` reads what ``--layer weighted`` heads learned."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +23,8 @@ from featcache.paper import ALL_MODELS, uses
 if TYPE_CHECKING:
     from featcache.study.core import Study
 
-__all__ = ["encode_input", "evaluate", "evaluate_head", "fold_test_columns", "prediction_block"]
+__all__ = ["LayerWeightStat", "encode_input", "evaluate", "evaluate_head", "fold_test_columns", "layer_weights",
+           "prediction_block"]
 
 log = logging.getLogger(__name__)
 
@@ -240,3 +243,100 @@ def _collect_texts(study: Study, texts: dict, cond: Condition, ids: Sequence[str
                 texts[(str(cond), i)] = variant.apply(original, rec, mask_token=mask)
             except (FeatcacheError, KeyError, TypeError):  # a record that cannot be replayed: no example text
                 continue
+
+
+# ------------------------------------------------------------------------------------------------
+# the weights that --layer weighted heads learned
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerWeightStat:
+    """The layer weights one model's heads learned for one modality (``--layer weighted``), over folds and seeds.
+
+    Attributes:
+        model: The model.
+        modality: ``text`` or ``audio``.
+        layers: The hidden states weighed, in order.
+        mean: Mean weight of each layer over the heads (they sum to 1).
+        std: Sample std of each weight over the heads (NaN with one head).
+        heads: How many heads (folds x seeds trained).
+    """
+
+    model: str
+    modality: str
+    layers: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    heads: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The weights as JSON-able values (NaN as None; read back by :meth:`from_json`)."""
+        return {"model": self.model, "modality": self.modality, "layers": list(self.layers), "mean": list(self.mean),
+                "std": [None if math.isnan(v) else v for v in self.std], "heads": self.heads}
+
+    @classmethod
+    def from_json(cls, data: Any) -> LayerWeightStat:
+        """The weights written by :meth:`to_json`.
+
+        Raises:
+            FeatcacheError: Not weights written by :meth:`to_json`.
+        """
+        try:
+            return cls(str(data["model"]), str(data["modality"]), tuple(int(k) for k in data["layers"]),
+                       tuple(float(v) for v in data["mean"]),
+                       tuple(math.nan if v is None else float(v) for v in data["std"]), int(data["heads"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise FeatcacheError(f"layer weights {str(data)[:80]!r}: not weights written by featcache ({e})") from None
+
+
+def layer_weights(study: Study, *, models: Sequence[str]) -> list[LayerWeightStat]:
+    """The layer weights each model's trained heads learned, per modality, mean and std over folds and seeds
+    (late and score: those of the weighted unimodal heads they fuse).
+
+    Args:
+        study: The study (nothing unless its heads are ``--layer weighted``).
+        models: The models whose heads are read (those not trained are left out).
+
+    Returns:
+        One per (model, modality), in the order of ``models``.
+
+    Raises:
+        DamagedError: A head fails its checks (as in :func:`evaluate`).
+    """
+    from featcache.heads.layers import head_layer_weights
+
+    if study.options.layer != "weighted":
+        return []
+    found: dict[tuple[str, str], list[list[float]]] = {}
+    held: dict[tuple[str, str], tuple[int, ...]] = {}
+    try:
+        for m in models:
+            for k in study.folds:
+                for s in study.seeds:
+                    if not study.head_trained(m, fold=k, seed=s):
+                        continue
+                    for mod, w in head_layer_weights(study.load_head(m, fold=k, seed=s)).items():
+                        found.setdefault((m, mod), []).append(w)
+                        if (m, mod) not in held:
+                            held[m, mod] = _held_layers(study, mod, fold=k, seed=s, model=m, n=len(w))
+    finally:
+        study.close()
+    out = []
+    for (m, mod), ws in found.items():
+        arr = np.asarray(ws, dtype=float)
+        std = arr.std(axis=0, ddof=1) if len(arr) > 1 else np.full(arr.shape[1], math.nan)
+        out.append(LayerWeightStat(m, mod, held[m, mod], tuple(map(float, arr.mean(axis=0))), tuple(map(float, std)),
+                                   len(arr)))
+    return out
+
+
+def _held_layers(study: Study, modality: str, *, fold: int, seed: int, model: str, n: int) -> tuple[int, ...]:
+    """The hidden states a head's ``n`` weights weigh: those its clean entry stores (0..n-1 when it is gone)."""
+    try:
+        entry = study.vectors(modality, fold=fold, seed=seed, model=model, variant=CLEAN, ids=[])[2]
+        layers = tuple(entry.layers or ())
+    except MissingEntries:
+        layers = ()
+    return layers if len(layers) == n else tuple(range(n))
+
