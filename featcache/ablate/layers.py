@@ -365,11 +365,13 @@ def format_layer_table(rows: Sequence[LayerRow], *, attacks: Sequence[str]) -> s
 
     Args:
         rows: From :func:`run_layer_sweep`.
-        attacks: The attack columns, in order.
+        attacks: The attack columns, in order (those no row has an impact for are left out: a text head's
+            table has no audio attacks).
 
     Returns:
         The table.
     """
+    attacks = [a for a in attacks if any(a in r.impacts for r in rows)]  # those the head reads (text: text attacks)
     head = ["Layer", "Clean Avg.", "UAR", *(f"{a} impact" for a in attacks)]
     lines = ["| " + " | ".join(head) + " |", "|---:|" + "---:|" * (len(head) - 1)]
     for r in rows:
