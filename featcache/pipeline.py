@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from featcache.errors import DamagedError, FeatcacheError
 from featcache.executors import Executor, Job, LocalExecutor, finished_run, span
 from featcache.extract import DEFAULT_SHARD_SIZE, EncoderRun, ExtractReport, entry_ids, plan_entry
-from featcache.paper import ALL_MODELS, PAPER_MODELS, TrainSettings, uses
+from featcache.paper import ALL_MODELS, MODALITIES, PAPER_MODELS, TrainSettings, uses
 from featcache.study import Study, evaluate, train_heads
 
 if TYPE_CHECKING:
@@ -510,9 +510,37 @@ def run_study(
     echo(f"[3/5] extraction: {len(reports)} entries ({done} extracted, {len(reports) - done} already stored) "
          f"[{took:.0f} s]" + (f" on {ex.name}" if ex.name != "local" else ""))
     train_heads(study, models=models, device="cpu", progress=progress)
-    echo(f"[4/5] heads trained for {len(study.folds)} folds x {len(study.seeds)} seeds {lap()}")
+    sweeps = layer_sweeps(study, progress=progress)
+    echo(f"[4/5] heads trained for {len(study.folds)} folds x {len(study.seeds)} seeds"
+         + (f", and the {' and '.join(m for m, _ in sweeps)} head on each of "
+            f"{', '.join(str(len(layers)) for _, layers in sweeps)} layers" if sweeps else "") + f" {lap()}")
     preds = evaluate_and_report(study, out=out, conditions=conditions_for(specs), models=models,
+                                ablations=("layers",) if sweeps else (),
                                 title=f"featcache {study.preset.name} study: {corpus.name}", echo=echo,
                                 progress=progress)
     echo(f"[5/5] evaluated {len(preds):,} predictions; report written {lap()}")
+    return out
+
+
+def layer_sweeps(study: Study, *, progress: bool = True) -> list[tuple[str, tuple[int, ...]]]:
+    """In a study of layer-wise vectors (``--layers``) whose heads read one layer (no ``--layer``): the text
+    and the audio head trained on each stored hidden state (``featcache ablate --layers --modalities M``, the
+    layers trained together), so the report's Layers section shows every layer.
+
+    Returns:
+        ``(modality, layers)`` per sweep trained (or found); empty in a study without ``--layers``.
+
+    Raises:
+        MissingEntries: A clean entry is missing.
+    """
+    from featcache.ablate import AblationSpec, stored_layers, train_ablations
+
+    if study.options.layers is None or study.options.layer is not None:
+        return []
+    out, specs = [], []
+    for m in (mod for mod in MODALITIES if mod in study.corpus.modalities):
+        layers = stored_layers(study, (m,))
+        out.append((m, layers))
+        specs += [AblationSpec(modalities=(m,), layer=k) for k in layers]
+    train_ablations(study, specs, progress=progress)
     return out

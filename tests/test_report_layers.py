@@ -206,3 +206,27 @@ def test_a_weighted_study_report_shows_the_learned_layer_weights(env: dict[str, 
     assert (out / "layer_weights.png").is_file() and (out / "layer_weights.svg").is_file()
     html = (out / "report.html").read_text(encoding="utf-8")
     assert 'id="layer-weights"' in html and 'id="plot-layer_weights"' in html
+
+
+def test_a_layer_wise_run_writes_every_layer_into_the_report(env: dict[str, Path], chromium: str,  # noqa: F811
+                                                              tmp_path: Path) -> None:
+    """`featcache run --layers all`: the text and the audio head are trained on each layer too, and report.html
+    shows their sweeps (heatmap and accuracy per layer) in a real headless Chromium."""
+    from cdp import Browser
+
+    out = tmp_path / "report"
+    r = CliRunner().invoke(cli, ["run", "--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(tmp_path / "cache"),
+                                 "--text-backbone", str(env["bert"]), "--audio-backbone", str(env["w2v"]), "--frozen",
+                                 "--seeds", "0", "--head-epochs", "2", "--layers", "all", "--variant", "no-text",
+                                 "--variant", "no-audio", "--workers", "0", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "and the text and audio head on each of 3, 3 layers" in r.output, r.output
+    for name in ("layer_impact_text", "layer_impact_audio", "layer_accuracy_text", "layer_accuracy_audio"):
+        assert (out / f"{name}.png").is_file(), name
+    with Browser(chromium, width=1280, height=900) as br:
+        br.open(out / "report.html")
+        assert br.eval("document.querySelector('#layers h2').textContent") == "Layers"
+        shown = br.eval("""Array.from(document.querySelectorAll('#layers figure.plot img')).map((i) =>
+                           [i.closest('figure').id, i.complete && i.naturalWidth > 0])""")
+        assert {f for f, ok in shown if ok} >= {"plot-layer_impact_text", "plot-layer_impact_audio"}, shown
+        assert br.errors == [], br.errors
