@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from featcache.errors import DamagedError, FeatcacheError
 from featcache.executors import Executor, Job, LocalExecutor, finished_run, span
 from featcache.extract import DEFAULT_SHARD_SIZE, EncoderRun, ExtractReport, entry_ids, plan_entry
+from featcache import paper
 from featcache.paper import ALL_MODELS, MODALITIES, PAPER_MODELS, TrainSettings, uses
 from featcache.study import Study, evaluate, train_heads
 
@@ -394,11 +395,40 @@ def evaluate_and_report(
     section = LayerSection(tuple(sweeps), tuple(layer_weights(study, models=usable)))
     preds.save(out / "predictions.h5")
     audio = StoreAudio(study.corpus, study.store, variant_seed=study.variant_seed)
-    written = write_report(preds, out, title=title, audio=audio, corpus=study.corpus, store=study.store,
-                           layers=section)
+    from featcache.report import default_seeds_note
+
+    note = f"{default_seeds_note(sorted({int(x) for x in preds.seed}))} {methods_line(study)}"
+    written = write_report(preds, out, title=title, seeds_note=note, audio=audio, corpus=study.corpus,
+                           store=study.store, layers=section)
     for note in written.notes:
         echo(f"note: {note}")
     return preds
+
+
+def methods_line(study: Study) -> str:
+    """The report's methods sentence: which checkpoint made each modality's vectors (its name, the digest
+    of its weights and, for a hub model, the commit it resolved to), frozen or fine-tuned, the text pooling
+    and the hidden states the heads read.
+
+    Returns:
+        E.g. ``Vectors: text minilm (weights 3c1f0a9b2d4e), audio bert-base-uncased@86b5e0934494 (weights
+        ...); frozen backbones; text pooling mean.``
+    """
+    from featcache.backbones.resolve import resolve_backbone
+
+    parts = []
+    for m in (x for x in MODALITIES if x in study.corpus.modalities):
+        name = study.preset.backbone(m)
+        resolved = resolve_backbone(name, hash_cache=study.store.weight_hashes_path)
+        shown = Path(name).name if Path(name).is_dir() else name.split("@", 1)[0]
+        commit = f"@{resolved.revision[:12]}" if getattr(resolved, "revision", None) else ""
+        parts.append(f"{m} {shown}{commit} (weights {resolved.weights_hash[:12]})")
+    how = "frozen backbones" if study.frozen else "backbones fine-tuned per fold"
+    extra = [f"text pooling {study.encoder_options.pooling}"] if paper.TEXT in study.corpus.modalities else []
+    if study.options.layers is not None:
+        layer = study.options.layer or "the last stored"
+        extra.append(f"hidden states {study.options.layers} stored, heads read {layer}")
+    return f"Vectors: {', '.join(parts)}; {how}" + "".join(f"; {x}" for x in extra) + "."
 
 
 def resolve_ablations(study: Study, names: Sequence[str]) -> tuple[list[Ablation], list[StoredSweep]]:

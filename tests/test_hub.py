@@ -260,3 +260,21 @@ def test_finetuning_run_records_the_commit(checkpoint: Path, hub_cache: Path, tm
                    progress=False)
     assert run.result["backbone_revisions"] == {"text": COMMIT}
     assert run.config["backbones"] == {"text": "org/name@main"}  # the name as asked is the run's identity
+
+
+def test_the_report_says_which_commit_made_the_vectors(checkpoint: Path, hub_cache: Path, tmp_path: Path) -> None:
+    """A study on a pinned hub backbone: train-heads and evaluate --out; the report's methods line (tables.md,
+    summary.md, report.html) names the backbone with the commit and the digest of its weights."""
+    _snapshot(hub_cache, "org/name", COMMIT, checkpoint)
+    corpus = fake_iemocap.build(tmp_path / "I", fake_iemocap.small_counts(per_cell=1))
+    common = ["--corpus", f"iemocap:{corpus}", "--cache-dir", str(tmp_path / "cache"), "--text-backbone",
+              f"org/name@{COMMIT}", "--frozen", "--seeds", "0", "--head-epochs", "2"]
+    r = CliRunner().invoke(cli, ["extract", *common[:-4], "--modality", "text", "--workers", "0", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["train-heads", *common, "--models", "text"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["evaluate", *common, "--condition", "clean", "--out", str(tmp_path / "report")])
+    assert r.exit_code == 0, r.output
+    line = f"text org/name@{COMMIT[:12]} (weights "
+    for name in ("tables.md", "summary.md", "report.html"):
+        assert line in (tmp_path / "report" / name).read_text(encoding="utf-8"), name
