@@ -145,7 +145,7 @@ class StudyOptions:
     checked when the options are made; sequences are kept as tuples so that equal options compare equal.
 
     Attributes:
-        corpus: ``iemocap:DIR`` or ``manifest:FILE.csv|.jsonl``.
+        corpus: ``iemocap:DIR``, ``manifest:FILE.csv|.jsonl`` or ``emobox:DIR[?audio=ROOT]``.
         labels: Labels to keep, in class order.
         merge: Raw labels merged into a class, as ``(source, target)`` pairs.
         cache_dir: The feature store.
@@ -177,10 +177,11 @@ class StudyOptions:
     """
 
     corpus: str = _flag("", name="--corpus", metavar="SPEC", envvar="FEATCACHE_CORPUS",
-                        help="iemocap:DIR (release layout, also the demo corpus) or manifest:FILE.csv|.jsonl.")
+                        help="iemocap:DIR (release layout, also the demo corpus), manifest:FILE.csv|.jsonl or "
+                             "emobox:DIR[?audio=ROOT] (an EmoBox dataset folder, its folds as published).")
     labels: tuple[str, ...] | None = _flag(None, name="--labels", kind="names", metavar="A,B,...",
                                            help="Labels to keep, in class order (IEMOCAP default: ang,sad,hap,fru; "
-                                                "manifest: all).")
+                                                "manifest, EmoBox: all).")
     merge: tuple[tuple[str, str], ...] | None = _flag(None, name="--merge", kind="merge", metavar="SRC=DST,...",
                                                       help="Merge raw labels (IEMOCAP default: exc=hap; pass '' for "
                                                            "none).")

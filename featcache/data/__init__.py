@@ -1,11 +1,13 @@
 """Corpora: one `Utterance` record and the sources that produce them.
 
-Three sources sit behind :func:`load_corpus`:
+Four sources sit behind :func:`load_corpus`:
 
 * ``iemocap:DIR`` reads the IEMOCAP release layout (``SessionN/dialog/EmoEvaluation``,
   ``SessionN/dialog/transcriptions``, ``SessionN/sentences/wav``);
 * ``manifest:FILE`` reads a CSV or JSONL manifest (``id, label, session`` or ``fold``, optional
   ``text``, ``audio``, ``speaker``, ``duration``) for any other corpus;
+* ``emobox:DIR`` reads an EmoBox dataset folder (``data/<dataset>``: ``fold_K/<dataset>_{train,test}_fold_K.jsonl``,
+  ``label_map.json``) with its published folds; ``emobox:DIR?audio=ROOT`` names where its wav paths start;
 * the embedded demo corpus, written by ``featcache demo-data DIR`` in the IEMOCAP layout and read
   back with the IEMOCAP reader.
 
@@ -14,6 +16,7 @@ names the file (and line) and what to do about it.
 
 Modules: :mod:`~featcache.data.corpus` (the records and the label checks the readers share),
 :mod:`~featcache.data.iemocap` (the release reader), :mod:`~featcache.data.manifest` (CSV/JSONL),
+:mod:`~featcache.data.emobox` (EmoBox folders),
 :mod:`~featcache.data.specs` (:func:`load_corpus`), :mod:`~featcache.data.audio` (:func:`load_audio`),
 :mod:`~featcache.data.stats` (:func:`corpus_stats`). Every public name is importable from here.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from featcache.data.audio import SAMPLE_RATE, audio_duration, load_audio
 from featcache.data.corpus import PAPER_LABELS, PAPER_MERGE, Corpus, Utterance
+from featcache.data.emobox import read_emobox
 from featcache.data.iemocap import IEMOCAP_VOCABULARY, read_iemocap
 from featcache.data.manifest import read_manifest
 from featcache.data.specs import load_corpus, parse_merge
@@ -40,6 +44,7 @@ __all__ = [
     "load_audio",
     "load_corpus",
     "parse_merge",
+    "read_emobox",
     "read_iemocap",
     "read_manifest",
 ]

@@ -1,4 +1,5 @@
-"""Corpus specs: ``iemocap:DIR``, ``manifest:FILE`` or a bare path, and the ``--merge`` map, to a corpus."""
+"""Corpus specs: ``iemocap:DIR``, ``manifest:FILE``, ``emobox:DIR[?audio=ROOT]`` or a bare path, and the ``--merge``
+map, to a corpus."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from featcache.data.corpus import PAPER_LABELS, Corpus
+from featcache.data.emobox import read_emobox, split_emobox_spec
 from featcache.data.iemocap import read_iemocap
 from featcache.data.manifest import read_manifest
 from featcache.errors import DataError
 
 #: The corpus kinds a spec may name before its colon, each with its form.
-KINDS: dict[str, str] = {"iemocap": "iemocap:DIR", "manifest": "manifest:FILE.csv|.jsonl"}
+KINDS: dict[str, str] = {"iemocap": "iemocap:DIR", "manifest": "manifest:FILE.csv|.jsonl",
+                         "emobox": "emobox:DIR[?audio=ROOT]"}
 
 #: What reads as a kind before a spec's colon: a word of two or more characters (``C:`` is a drive, ``./a:b``
 #: a path).
@@ -57,13 +60,16 @@ def load_corpus(
     """Load a corpus from a spec string.
 
     Args:
-        spec: ``iemocap:DIR``, ``manifest:FILE`` or a bare path (a directory is read as IEMOCAP, a
-            ``.csv``/``.jsonl`` file as a manifest). A bare path may hold a colon when the path exists or
-            what comes before its first colon is no word (``./a:b``, ``C:\\data``).
-        labels: Labels to keep (default: the paper's four for IEMOCAP, every label for a manifest);
+        spec: ``iemocap:DIR``, ``manifest:FILE``, ``emobox:DIR`` (an EmoBox dataset folder; ``?audio=ROOT``
+            names the folder its wav paths start from) or a bare path (a directory is read as IEMOCAP, or as
+            EmoBox when it holds a ``label_map.json``; a ``.csv``/``.jsonl`` file as a manifest). A bare path
+            may hold a colon when the path exists or what comes before its first colon is no word (``./a:b``,
+            ``C:\\data``).
+        labels: Labels to keep (default: the paper's four for IEMOCAP, every label for a manifest or EmoBox);
             whitespace around each is stripped, case is kept.
-        merge: Raw label -> kept label (default: ``exc=hap`` for IEMOCAP, none for a manifest); a given source
-            label the corpus has no row of is named in one warning line.
+        merge: Raw label -> kept label (default: ``exc=hap`` for IEMOCAP, none for a manifest or EmoBox, whose
+            labels are its label map's classes); a given source label the corpus has no row of is named in one
+            warning line.
 
     Returns:
         The corpus.
@@ -78,7 +84,13 @@ def load_corpus(
         known = ", ".join(f"{k} ({form})" for k, form in KINDS.items())
         raise DataError(f"corpus (--corpus {spec!r}): unknown corpus kind {kind!r}; the known kinds are {known}")
     else:
-        kind, rest = ("iemocap" if Path(spec).expanduser().is_dir() or not Path(spec).suffix else "manifest"), spec
+        path = Path(spec).expanduser()
+        kind = "iemocap" if path.is_dir() or not path.suffix else "manifest"
+        kind, rest = ("emobox" if (path / "label_map.json").is_file() else kind), spec
+    if kind == "emobox":
+        folder, audio_root = split_emobox_spec(rest)
+        return read_emobox(folder, audio_root=audio_root, labels=tuple(labels) if labels else None, merge=merge,
+                           name=f"emobox:{rest}")
     if kind == "iemocap":
         return read_iemocap(
             rest,
