@@ -104,12 +104,12 @@ def test_extract_layers_on_the_command_line_and_in_cache_ls(env: dict[str, Path]
     assert "layers (--layers 'top'): write all, or hidden-state numbers" in line, line
 
 
-@pytest.mark.parametrize("modality", ["text", "audio"])
-def test_fine_tuned_layer_wise_entries(env: dict[str, Path], tmp_path: Path, modality: str) -> None:
+@pytest.mark.parametrize("modality,audio", [("text", "w2v"), ("audio", "w2v"), ("audio", "whisper")])
+def test_fine_tuned_layer_wise_entries(env: dict[str, Path], tmp_path: Path, modality: str, audio: str) -> None:
     """A fine-tuned run's encoder stores every layer too; its last equals the run's last-layer entry."""
     cache = tmp_path / "cache"
     common = ["--corpus", f"iemocap:{env['corpus']}", "--cache-dir", str(cache), "--text-backbone", str(env["bert"]),
-              "--audio-backbone", str(env["w2v"])]
+              "--audio-backbone", str(env[audio])]
     r = CliRunner().invoke(cli, ["finetune", *common, "--modality", modality, "--fold", "1", "--seed", "0",
                                  "--max-epochs", "1", "--batch-size", "8", "--workers", "0", "--device", "cpu"])
     assert r.exit_code == 0, r.output
