@@ -140,8 +140,11 @@ class _Job:
 
     fold: int
     seed: int
-    x_tr: dict[str, np.ndarray]
-    x_dev: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]
+    """Per modality, the matrix ``train_rows`` and ``dev_rows`` index: the entry's own (shared by every seed
+    and layer that reads it) when nothing is mixed in, else this job's mixed training rows and its dev rows."""
+    train_rows: np.ndarray
+    dev_rows: np.ndarray
     y_tr: np.ndarray
     y_dev: np.ndarray
     record: dict[str, Any]
@@ -149,6 +152,16 @@ class _Job:
     vs: Study
     parts: dict[str, torch.nn.Module] = field(default_factory=dict)
     head: torch.nn.Module | None = None
+
+    @property
+    def x_tr(self) -> dict[str, np.ndarray]:
+        """The training vectors of each modality."""
+        return {m: x[self.train_rows] for m, x in self.inputs.items()}
+
+    @property
+    def x_dev(self) -> dict[str, np.ndarray]:
+        """The dev vectors of each modality."""
+        return {m: x[self.dev_rows] for m, x in self.inputs.items()}
 
 
 def _fit_all(study: Study, heads: Sequence[tuple[_Job, torch.nn.Module, tuple[str, ...]]], *,
@@ -171,12 +184,18 @@ def _fit_all(study: Study, heads: Sequence[tuple[_Job, torch.nn.Module, tuple[st
 
     n = len(study.corpus.labels)
     members = []
+    tensors: dict[int, tuple[np.ndarray, torch.Tensor]] = {}  # one tensor per shared matrix (kept alive here)
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        if id(x) not in tensors:
+            tensors[id(x)] = (x, torch.from_numpy(np.array(x, dtype=np.float32)))  # (writable: entries are not)
+        return tensors[id(x)][1]
+
     for job, head, mods in heads:
-        n_tr, n_dev = len(job.y_tr), len(job.y_dev)
         members.append(Member(
-            head=head, inputs=tuple(torch.from_numpy(np.concatenate([job.x_tr[m], job.x_dev[m]])) for m in mods),
-            train_rows=np.arange(n_tr), train_labels=job.y_tr, dev_rows=np.arange(n_tr, n_tr + n_dev),
-            dev_labels=job.y_dev, class_weights=class_weights(job.y_tr, n), seed=job.seed))
+            head=head, inputs=tuple(tensor(job.inputs[m]) for m in mods), train_rows=job.train_rows,
+            train_labels=job.y_tr, dev_rows=job.dev_rows, dev_labels=job.y_dev,
+            class_weights=class_weights(job.y_tr, n), seed=job.seed))
     results = fit_heads(members, settings=settings, device=device, on_done=lambda _i, _r: on_done())
     return [{"best_epoch": r.best_epoch, "best_dev_acc": r.best_dev_acc, "epochs_run": r.epochs_run} for r in results]
 
@@ -187,14 +206,23 @@ def _job(study: Study, abl: Ablation, *, vs: Study, fold: int, seed: int) -> _Jo
     label = study.corpus.label_index
     y_tr = np.array([label(study.corpus.by_id(i).label) for i in f.train], dtype=np.int64)
     y_dev = np.array([label(study.corpus.by_id(i).label) for i in f.dev], dtype=np.int64)
-    x_tr: dict[str, np.ndarray] = {}
+    inputs: dict[str, np.ndarray] = {}
     replaced: dict[str, int] = {}
-    for m in abl.spec.modalities:
-        x_tr[m], replaced[m] = _training_vectors(vs, abl, m, fold=fold, seed=seed, ids=f.train)
-    x_dev = {m: vs.vectors(m, fold=fold, seed=seed, model=abl.model, variant="clean", ids=f.dev)[0]
-             for m in abl.spec.modalities}
-    record = {"fold": fold, "seed": seed, "model": abl.model, "n_train": len(f.train), "n_replaced": replaced}
-    return _Job(fold, seed, x_tr, x_dev, y_tr, y_dev, record, abl=abl, vs=vs)
+    n_tr = len(f.train)
+    if not abl.spec.train_on:  # clean rows only: index the entry's matrix, shared by every seed and layer
+        for m in abl.spec.modalities:
+            inputs[m], rows = vs.matrix_rows(m, fold=fold, seed=seed, model=abl.model, variant="clean",
+                                             ids=[*f.train, *f.dev])
+            replaced[m] = 0
+        train_rows, dev_rows = rows[:n_tr], rows[n_tr:]
+    else:
+        for m in abl.spec.modalities:
+            x_tr, replaced[m] = _training_vectors(vs, abl, m, fold=fold, seed=seed, ids=f.train)
+            x_dev = vs.vectors(m, fold=fold, seed=seed, model=abl.model, variant="clean", ids=f.dev)[0]
+            inputs[m] = np.concatenate([x_tr, x_dev])
+        train_rows, dev_rows = np.arange(n_tr), np.arange(n_tr, n_tr + len(f.dev))
+    record = {"fold": fold, "seed": seed, "model": abl.model, "n_train": n_tr, "n_replaced": replaced}
+    return _Job(fold, seed, inputs, train_rows, dev_rows, y_tr, y_dev, record, abl=abl, vs=vs)
 
 
 def _train_jobs(study: Study, jobs: Sequence[_Job], *, device: str, progress: bool) -> None:
@@ -218,8 +246,8 @@ def _train_jobs(study: Study, jobs: Sequence[_Job], *, device: str, progress: bo
     drop = spec.dropouts()
 
     def dims(job: _Job) -> dict[str, int | None]:
-        return {"text_dim": job.x_tr[paper.TEXT].shape[1] if paper.TEXT in job.x_tr else None,
-                "audio_dim": job.x_tr[paper.AUDIO].shape[1] if paper.AUDIO in job.x_tr else None}
+        return {"text_dim": job.inputs[paper.TEXT].shape[-1] if paper.TEXT in job.inputs else None,
+                "audio_dim": job.inputs[paper.AUDIO].shape[-1] if paper.AUDIO in job.inputs else None}
 
     first: list[tuple[_Job, torch.nn.Module, tuple[str, ...]]] = []
     for job in jobs:

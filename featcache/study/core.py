@@ -318,6 +318,24 @@ class Study:
         Raises:
             MissingEntries: The entry or an utterance is not stored (names the extract command).
         """
+        cached, index = self._rows(modality, fold=fold, seed=seed, model=model, variant=variant, ids=ids, split=split)
+        return cached.matrix[index], cached.records, cached.entry, cached.affected[index]
+
+    def matrix_rows(self, modality: str, *, fold: int, seed: int, model: str, variant: str, ids: Sequence[str],
+                    split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The whole matrix that :meth:`vectors` reads ``ids`` from (one read-only array per entry, shared by
+        every call) and their rows in it: heads of several seeds index one matrix instead of each holding a
+        copy of their rows.
+
+        Raises:
+            MissingEntries: The entry or an utterance is not stored (names the extract command).
+        """
+        cached, index = self._rows(modality, fold=fold, seed=seed, model=model, variant=variant, ids=ids, split=split)
+        return cached.matrix, index
+
+    def _rows(self, modality: str, *, fold: int, seed: int, model: str, variant: str, ids: Sequence[str],
+              split: str | None) -> tuple[_CachedEntry, np.ndarray]:
+        """The entry feeding ``model``'s ``modality`` (read once, then kept) and the rows of ``ids`` in it."""
         esplit = None if self.frozen else split
         cache_key, plan = self._entry_plan(modality, fold=fold, seed=seed, model=model, variant=variant, split=split)
         cached = self._cache.get(cache_key)
@@ -351,7 +369,7 @@ class Study:
             cmd = self.command("extract", modality=modality, fold=fold, variant=variant, split=esplit)
             raise MissingEntries(f"{cached.entry.path}: utterance {e.args[0]!r} is not in this entry; "
                                  f"run `{cmd}`") from None
-        return cached.matrix[index], cached.records, cached.entry, cached.affected[index]
+        return cached, index
 
     def head_layer(self, entry: Entry) -> int | str | None:
         """Which of a layer-wise entry's hidden states the heads read (``--layer``): a number, ``weighted``
@@ -373,7 +391,11 @@ class Study:
         """The vectors of ``entry`` that heads read: ``[rows, dim]``, or every stored layer
         (``[rows, layers, dim]``) for ``--layer weighted``."""
         layer = self.head_layer(entry)
-        return entry.vectors() if layer in (None, "weighted") else entry.vectors(layer=int(layer))
+        if layer in (None, "weighted"):
+            return entry.vectors()
+        one = np.ascontiguousarray(entry.vectors(layer=int(layer)))  # a copy: the entry's other layers can go
+        one.setflags(write=False)
+        return one
 
     def _entry_plan(self, modality: str, *, fold: int, seed: int, model: str, variant: str, split: str | None
                     ) -> tuple[Any, Any]:
