@@ -331,6 +331,7 @@ def evaluate_and_report(
     models: Sequence[str] | None = None,
     title: str,
     ablations: Sequence[str] = (),
+    by: Sequence[str] = (),
     echo: Echo = _print,
     progress: bool = True,
 ) -> Any:
@@ -353,6 +354,9 @@ def evaluate_and_report(
             (model ``ablate:<name>`` in the predictions and the report); ``layers`` adds every layer sweep of
             the study (``featcache ablate --layers``), ``LABEL-layers`` those of one label (``text-layers``):
             each layer's ablation is evaluated, and the report's Layers section shows the sweep.
+        by: Groupings of the corpus's utterances (``sex``; ``group:accent`` or ``accent`` for a manifest's column;
+            comma lists too): each one's tables (robustness by group) are printed after evaluating and shown in
+            the report's Groups section (see :mod:`featcache.report.groups`).
         echo: Where messages go (``err=True`` is passed for the missing-entry lines).
         progress: Progress bars.
 
@@ -360,14 +364,16 @@ def evaluate_and_report(
         The :class:`~featcache.metrics.Predictions`.
 
     Raises:
-        FeatcacheError: Nothing could be evaluated, or an ablation is unknown (before anything is written).
+        FeatcacheError: Nothing could be evaluated, or an ablation or a grouping is unknown (before anything is
+            written).
     """
     from featcache.ablate import evaluate_ablation
     from featcache.metrics import Predictions
-    from featcache.report import LayerSection, StoreAudio, write_report
+    from featcache.report import GroupSection, LayerSection, StoreAudio, format_group_table, table_heading, write_report
     from featcache.study import layer_weights
 
     found, sweeps = resolve_ablations(study, ablations)
+    grouped = GroupSection.from_corpus(study.corpus, by) if by else None
 
     wanted = list(models or ALL_MODELS)
     usable = study.models(wanted)
@@ -399,9 +405,13 @@ def evaluate_and_report(
 
     note = f"{default_seeds_note(sorted({int(x) for x in preds.seed}))} {methods_line(study)}"
     written = write_report(preds, out, title=title, seeds_note=note, audio=audio, corpus=study.corpus,
-                           store=study.store, layers=section)
+                           store=study.store, layers=section, groups=grouped)
     for note in written.notes:
         echo(f"note: {note}")
+    for t in written.group_tables:  # robustness by group, as the report's Groups section shows it
+        echo("")
+        echo(f"{table_heading(t)}:")
+        echo(format_group_table(t))
     return preds
 
 

@@ -64,7 +64,14 @@ def train_heads_cmd(models: str, device: str, **kw: Any) -> None:
                    "--layers), 'LABEL-layers' those of one label (e.g. text-layers for --modalities text, "
                    "concat-layers for the default head): every layer is evaluated and the report gets a Layers "
                    "section (impact heatmap, clean accuracy per layer, the table per layer).")
-def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, ...], **kw: Any) -> None:
+@click.option("--by", "by", multiple=True, metavar="GROUPING",
+              help="Robustness by group (repeatable, or a comma list): per group of the corpus's utterances, each "
+                   "model's clean accuracy and each attack's impact with paired bootstrap intervals, and the largest "
+                   "gap between groups; printed, and in the report's Groups section and summary.csv. IEMOCAP has "
+                   "sex (the speaker's, from the utterance id), a manifest every group:NAME column (--by accent or "
+                   "--by group:accent), EmoBox speaker.")
+def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, ...], by: tuple[str, ...],
+                 **kw: Any) -> None:
     """Evaluate every fold x seed x model x condition from the store only (no encoder is loaded).
 
     Writes one tidy results file (one row per fold/seed/model/condition), the per-utterance predictions
@@ -77,11 +84,13 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
     Example (a layer sweep in the report):
       featcache ablate --corpus iemocap:demo-corpus --layers all --modalities text
       featcache evaluate --corpus iemocap:demo-corpus --layers all --ablation text-layers
+    Example (robustness by the speaker's sex):
+      featcache evaluate --corpus iemocap:demo-corpus --by sex
     """
     from featcache.pipeline import evaluate_and_report
 
     study = study_from(kw)
-    evaluate_and_report(study, out=out, conditions=list(conditions) or None, ablations=ablations,
+    evaluate_and_report(study, out=out, conditions=list(conditions) or None, ablations=ablations, by=by,
                         title=f"featcache report: {study.corpus.name}", echo=click.echo)
     click.echo(f"results and report: {out}")
     click.echo(f"open: {out / 'report.html'}")

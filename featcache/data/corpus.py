@@ -24,6 +24,10 @@ PAPER_MERGE = paper.MERGE
 
 log = logging.getLogger("featcache.data")
 
+#: How a manifest's column names a grouping of the utterances (``group:accent``); ``--by group:accent`` is
+#: ``--by accent``.
+GROUP_PREFIX = "group:"
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -37,6 +41,9 @@ class Utterance:
         text: Transcription, or None for an audio-only corpus.
         audio: Absolute path of the wav file, or None for a text-only corpus.
         duration: Length in seconds, when known.
+        groups: The utterance's groups, grouping name -> group (``{"sex": "F"}``): what the report's
+            robustness by group compares (``featcache evaluate --by sex``). IEMOCAP's reader fills ``sex``
+            from the id, a manifest every ``group:NAME`` column, EmoBox's ``speaker``. Not hashed.
     """
 
     id: str
@@ -46,6 +53,7 @@ class Utterance:
     text: str | None
     audio: Path | None
     duration: float | None
+    groups: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -107,10 +115,39 @@ class Corpus:
         """Class index of a label."""
         return self.labels.index(label)
 
+    def group_names(self) -> tuple[str, ...]:
+        """The groupings any utterance has a group in (``("sex",)`` for IEMOCAP), sorted."""
+        return tuple(sorted({name for u in self.utterances for name in u.groups}, key=_natural_key))
+
+    def groups(self, name: str) -> dict[str, str]:
+        """Each utterance's group in one grouping.
+
+        Args:
+            name: A grouping (``sex``); ``group:NAME`` as a manifest's column names it is read as ``NAME``.
+
+        Returns:
+            ``utterance id -> group`` for the utterances that have one (a manifest row may leave it empty).
+
+        Raises:
+            DataError: No utterance has a group in that grouping (names the corpus's groupings).
+        """
+        key = name[len(GROUP_PREFIX):].strip() if name.startswith(GROUP_PREFIX) else name
+        out = {u.id: u.groups[key] for u in self.utterances if key in u.groups}
+        if not out:
+            known = self.group_names()
+            has = (f"its groupings are {', '.join(known)}" if known else "it has none (IEMOCAP has sex, a manifest "
+                   f"its {GROUP_PREFIX}NAME columns, EmoBox speaker)")
+            raise DataError(f"{self.name}: no utterance has a group in {name!r}; {has}")
+        return out
+
     @cached_property
     def fingerprint(self) -> str:
         """A 16-hex-digit hash of everything in the corpus that changes features or labels
-        (ids, sessions, speakers, labels, texts, audio paths and sizes); computed once per corpus."""
+        (ids, sessions, speakers, labels, texts, audio paths and sizes); computed once per corpus.
+
+        Groups are left out: they change no vector, label, fold or head, only what the report compares
+        (IEMOCAP's ``sex`` comes from the ids, which are in the hash), so a manifest that gains a
+        ``group:NAME`` column keeps its store entries."""
         h = hashlib.sha256()
         h.update(json.dumps(list(self.labels)).encode())
         for u in self.utterances:

@@ -118,7 +118,8 @@ def read_emobox(
         name: Name recorded in the corpus; default ``emobox:ROOT``.
 
     Returns:
-        The corpus, sorted by id: session = fold number, no text, durations from the audio headers.
+        The corpus, sorted by id: session = fold number, no text, durations from the audio headers; each
+        utterance's ``speaker`` group is its speaker (none when the dataset names no speakers).
 
     Raises:
         DataError: A missing folder, file or field, malformed JSON, a raw label the map lacks, a key listed
@@ -170,8 +171,9 @@ def read_emobox(
         listed = _number(row.get("length"))
         if listed is not None and abs(listed - seconds) > 0.01:
             misstated.append(f"{key} ({listed:g} s listed, {seconds:g} s read)")
-        utts.append(Utterance(id=key, session=str(k), speaker=speakers.get(key) or str(k), label=lab, text=None,
-                              audio=audio, duration=seconds))
+        speaker = speakers.get(key)
+        utts.append(Utterance(id=key, session=str(k), speaker=speaker or str(k), label=lab, text=None,
+                              audio=audio, duration=seconds, groups={"speaker": speaker} if speaker else {}))
     if misstated:
         shown = ", ".join(misstated[:3]) + (", ..." if len(misstated) > 3 else "")
         log.info("%s: %d clip%s, read as the files are: %s", root, len(misstated),

@@ -56,7 +56,10 @@ def read_iemocap(
         name: Name recorded in the corpus; default ``iemocap:ROOT``.
 
     Returns:
-        The corpus, utterances sorted by id. Utterances whose label is not kept are dropped.
+        The corpus, utterances sorted by id. Utterances whose label is not kept are dropped. Each utterance's
+        ``sex`` group is its speaker's, ``F`` or ``M``: the letter before the turn number of its id
+        (``Ses01F_impro01_M013`` is the male speaker's turn; the letter of ``Ses01F`` belongs to the dialog,
+        not to the turn).
 
     Raises:
         DataError: Missing directory, malformed EmoEvaluation line, unknown label, missing wav, a wav path that
@@ -131,6 +134,7 @@ def read_iemocap(
                         text=text,
                         audio=audio.resolve() if audio is not None else None,
                         duration=round(end - start, 4),
+                        groups={"sex": m["gender"]},
                     )
                 )
     if any(wav_dirs_present) and not all(wav_dirs_present):

@@ -1,5 +1,5 @@
 """The manifest reader: a CSV or JSONL file (``id, label, session`` or ``fold``, optional ``text``,
-``audio``, ``speaker``, ``duration``) for any corpus other than IEMOCAP.
+``audio``, ``speaker``, ``duration`` and ``group:NAME`` columns) for any corpus other than IEMOCAP.
 
 Every problem with the input raises :class:`~featcache.errors.DataError` with a one-line message that
 names the file (and line) and what to do about it.
@@ -20,6 +20,7 @@ import numpy as np
 
 from featcache.data.audio import audio_path_error
 from featcache.data.corpus import (
+    GROUP_PREFIX,
     Corpus,
     Utterance,
     _check_label_options,
@@ -51,7 +52,9 @@ def read_manifest(
     """Read a CSV or JSONL manifest.
 
     Columns: ``id``, ``label``, ``session`` (or ``fold``); optional ``text``, ``audio`` (a path relative
-    to the manifest), ``speaker``, ``duration``. A corpus may have only text or only audio.
+    to the manifest), ``speaker``, ``duration``, and any ``group:NAME`` (``group:accent``): the row's group in
+    grouping ``NAME``, compared by ``featcache evaluate --by NAME`` (an empty value: the row is in no group of
+    it). A corpus may have only text or only audio.
 
     Labels lose their surrounding whitespace and keep their case: labels that differ only in case stay
     separate classes, with one warning line naming them. Sessions that are numbers are compared as
@@ -70,7 +73,8 @@ def read_manifest(
 
     Raises:
         DataError: Missing, unreadable or non-UTF-8 file, missing column, a row with an empty label or no
-            session, duplicate id, a duration that is not a number, missing audio file or a symbolic link loop;
+            session, duplicate id, a duration that is not a number, missing audio file or a symbolic link loop,
+            a ``group:`` column without a name;
             a CSV row with more or fewer fields than the header or a repeated header line; a JSONL value that
             is a list or an object.
     """
@@ -125,6 +129,7 @@ def read_manifest(
                 text=row.get("text") if row.get("text") is not None else None,
                 audio=audio,
                 duration=_duration(row.get("duration"), where=f"{path}:{lineno}", utt_id=utt_id),
+                groups=_groups(row, where=f"{path}:{lineno}"),
             )
         )
     return _make_corpus(name or f"manifest:{path}", path.parent.resolve(), utts, labels)
@@ -152,6 +157,25 @@ def session_name(text: str) -> str:
     if not math.isfinite(value):
         return text
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _groups(row: Mapping[str, str], *, where: str) -> dict[str, str]:
+    """A row's ``group:NAME`` values (surrounding whitespace stripped), grouping name -> group; empty ones left out.
+
+    Raises:
+        DataError: A ``group:`` column without a name.
+    """
+    out = {}
+    for column, value in row.items():
+        if not column.startswith(GROUP_PREFIX):
+            continue
+        name = column[len(GROUP_PREFIX):].strip()
+        if not name:
+            raise DataError(f"{where}: column {column!r} names no grouping; write {GROUP_PREFIX}NAME "
+                            f"(e.g. {GROUP_PREFIX}accent)")
+        if value.strip():
+            out[name] = value.strip()
+    return out
 
 
 def _duration(text: str | None, *, where: str, utt_id: str) -> float | None:
@@ -229,7 +253,8 @@ def _manifest_rows(path: Path) -> Iterable[tuple[int, dict[str, str]]]:
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object per line")
             _check_columns(path, set(obj), lineno=lineno)
-            for k, example in COLUMNS.items():
+            grouped = {k: '"north"' for k in obj if isinstance(k, str) and k.startswith(GROUP_PREFIX)}
+            for k, example in {**COLUMNS, **grouped}.items():
                 if isinstance(obj.get(k), (list, dict)):
                     kind = "a list" if isinstance(obj[k], list) else "an object"
                     shown = json.dumps(obj[k], ensure_ascii=True)

@@ -23,6 +23,8 @@ One module per job, each importing only those above it:
 * :mod:`~featcache.metrics.intervals` - the statistics with bootstrap intervals (the base of :class:`Analysis`);
 * :mod:`~featcache.metrics.analysis` - :class:`Analysis`, the definitions (Cohen et al. 2023, section 5)
   of Avg., impact, Impact S. Modal, flip rate and affected subset, and the statistics;
+* :mod:`~featcache.metrics.by_group` - robustness by group (a speaker's sex, an accent): each group's clean
+  accuracy and impacts with their intervals, and the largest gap between groups;
 * :mod:`~featcache.metrics.tables` - the tidy tables and their CSV files.
 
 Everything public is importable from :mod:`featcache.metrics` itself.
@@ -30,6 +32,7 @@ Everything public is importable from :mod:`featcache.metrics` itself.
 
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from featcache.metrics.by_group import GroupCell, GroupGap, GroupRow, GroupTable, group_records, group_tables
 from featcache.metrics.names import (
     AUDIO_MODEL,
     CLEAN,
@@ -89,6 +92,10 @@ __all__ = [
     "AffectedStats",
     "Analysis",
     "BootstrapCI",
+    "GroupCell",
+    "GroupGap",
+    "GroupRow",
+    "GroupTable",
     "ImpactDifference",
     "ModalImpact",
     "Predictions",
@@ -99,6 +106,8 @@ __all__ = [
     "classification_scores",
     "condition_key",
     "confusion",
+    "group_records",
+    "group_tables",
     "mean_std",
     "natural_key",
     "order_conditions",

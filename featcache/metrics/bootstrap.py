@@ -8,7 +8,8 @@ here):
 * :func:`paired_correctness` - per fold, the correctness of every cell and seed on the utterances all
   cells share;
 * :class:`ResampleWeights` - the resampling draws, as counts per utterance, cached per fold;
-* :func:`paired_bootstrap` - the estimate and percentile interval of a statistic;
+* :func:`bootstrap_replicates` - a statistic on the observed sample and on every resample (:class:`Replicates`),
+  :func:`percentile_interval` their interval, and :func:`paired_bootstrap` both in one call;
 * :func:`impact_statistic`, :func:`impact_difference_statistic` and :func:`additivity_statistic` - the
   statistics of :meth:`~featcache.metrics.Analysis.impact_ci`,
   :meth:`~featcache.metrics.Analysis.impact_difference` (and
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -133,7 +135,26 @@ class ResampleWeights:
         return w
 
 
-def paired_bootstrap(
+@dataclass(frozen=True)
+class Replicates:
+    """A statistic on the observed paired sample and on each bootstrap resample of it.
+
+    Attributes:
+        estimate: The statistic (mean over seeds) on the observed data.
+        values: float64 ``[B]``, the statistic on each resample (NaN where undefined).
+        n_utterances: Utterances per seed in the paired sample.
+        n_resamples: ``B``.
+        seed: Resampling seed.
+    """
+
+    estimate: float
+    values: np.ndarray
+    n_utterances: int
+    n_resamples: int
+    seed: int
+
+
+def bootstrap_replicates(
     seeds: tuple[int, ...],
     per_fold: Sequence[PairedFold],
     n_cells: int,
@@ -141,27 +162,24 @@ def paired_bootstrap(
     *,
     weights: ResampleWeights,
     n_resamples: int,
-    confidence: float,
     seed: int,
-) -> BootstrapCI:
-    """Percentile interval of a statistic of session-averaged accuracies over paired resamples.
+) -> Replicates:
+    """A statistic of session-averaged accuracies on the observed sample and on every paired resample.
 
     Per resample, cell and seed the session accuracies are recomputed from the drawn utterances and
-    averaged over sessions (the Avg. column).
+    averaged over sessions (the Avg. column); the statistic's per-seed values are then averaged over seeds.
 
     Args:
         seeds: The seeds of the paired sample (from :func:`paired_correctness`).
         per_fold: Its folds, not empty.
         n_cells: Number of cells.
-        statistic: Maps Avg. accuracies ``[cells, seeds, B]`` to per-seed values ``[seeds, B]``;
-            the interval is over their mean across seeds.
+        statistic: Maps Avg. accuracies ``[cells, seeds, B]`` to per-seed values ``[seeds, B]``.
         weights: The resampling draws.
         n_resamples: Number of resamples ``B`` (at least 1).
-        confidence: Confidence level in (0, 1).
         seed: Resampling seed.
 
     Returns:
-        The interval.
+        The estimate and the ``B`` resampled values.
     """
     def avg_accuracy(weights_of: Callable[[int, int], np.ndarray], b: int) -> np.ndarray:
         correct: dict[str, np.ndarray] = {}
@@ -186,13 +204,61 @@ def paired_bootstrap(
         estimate = float(np.nanmean(statistic(observed), axis=0)[0])
         boot = avg_accuracy(lambda f, n: weights.get(f, n, n_resamples, seed), n_resamples)
         values = np.nanmean(statistic(boot), axis=0)
+    return Replicates(estimate=estimate, values=np.asarray(values, dtype=np.float64),
+                      n_utterances=int(sum(mat.shape[-1] for _, _, mat, _ in per_fold)), n_resamples=n_resamples,
+                      seed=seed)
+
+
+def percentile_interval(replicates: Replicates, *, confidence: float) -> BootstrapCI:
+    """The percentile interval of bootstrap replicates (their finite values).
+
+    Args:
+        replicates: From :func:`bootstrap_replicates` (or a statistic of several, such as a difference).
+        confidence: Confidence level in (0, 1).
+
+    Returns:
+        The interval (NaN bounds when no resample gives a finite value).
+    """
     alpha = (1 - confidence) / 2
-    finite = values[np.isfinite(values)]
+    finite = replicates.values[np.isfinite(replicates.values)]
     low, high = (np.quantile(finite, [alpha, 1 - alpha]).tolist() if finite.size else (math.nan, math.nan))
     return BootstrapCI(
-        estimate=estimate, low=float(low), high=float(high), confidence=confidence, n_resamples=n_resamples,
-        seed=seed, n_utterances=int(sum(mat.shape[-1] for _, _, mat, _ in per_fold)),
+        estimate=replicates.estimate, low=float(low), high=float(high), confidence=confidence,
+        n_resamples=replicates.n_resamples, seed=replicates.seed, n_utterances=replicates.n_utterances,
     )
+
+
+def paired_bootstrap(
+    seeds: tuple[int, ...],
+    per_fold: Sequence[PairedFold],
+    n_cells: int,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    *,
+    weights: ResampleWeights,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> BootstrapCI:
+    """Percentile interval of a statistic of session-averaged accuracies over paired resamples
+    (:func:`percentile_interval` of :func:`bootstrap_replicates`).
+
+    Args:
+        seeds: The seeds of the paired sample (from :func:`paired_correctness`).
+        per_fold: Its folds, not empty.
+        n_cells: Number of cells.
+        statistic: Maps Avg. accuracies ``[cells, seeds, B]`` to per-seed values ``[seeds, B]``;
+            the interval is over their mean across seeds.
+        weights: The resampling draws.
+        n_resamples: Number of resamples ``B`` (at least 1).
+        confidence: Confidence level in (0, 1).
+        seed: Resampling seed.
+
+    Returns:
+        The interval.
+    """
+    reps = bootstrap_replicates(seeds, per_fold, n_cells, statistic, weights=weights, n_resamples=n_resamples,
+                                seed=seed)
+    return percentile_interval(reps, confidence=confidence)
 
 
 def relative_change_array(attacked: np.ndarray, clean: np.ndarray) -> np.ndarray:

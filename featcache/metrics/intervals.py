@@ -4,8 +4,9 @@ a combined attack's additivity.
 
 :class:`Intervals` is the base class of :class:`~featcache.metrics.Analysis` that holds them; each
 method builds its paired sample with :func:`~featcache.metrics.bootstrap.paired_correctness` and
-resamples it with :func:`~featcache.metrics.bootstrap.paired_bootstrap` (every resample draws
-utterances with replacement within each fold and applies the same draw to every cell and seed).
+resamples it with :func:`~featcache.metrics.bootstrap.bootstrap_replicates` (every resample draws
+utterances with replacement within each fold and applies the same draw to every cell and seed);
+:meth:`Intervals.replicates` hands the resampled values over for statistics of several analyses.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import numpy as np
 from featcache.metrics.bootstrap import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
+    Replicates,
     ResampleWeights,
     additivity_statistic,
+    bootstrap_replicates,
     impact_difference_statistic,
     impact_statistic,
-    paired_bootstrap,
     paired_correctness,
+    percentile_interval,
     seedwise,
 )
 from featcache.metrics.groups import GroupMap
@@ -99,10 +102,38 @@ class Intervals:
         Raises:
             ValueError: ``n_resamples < 1`` or ``confidence`` outside (0, 1).
         """
-        if n_resamples < 1:
-            raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
         if not 0 < confidence < 1:
             raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+        reps = self.replicates(cells, statistic, n_resamples=n_resamples, seed=seed, affected_of=affected_of)
+        return None if reps is None else percentile_interval(reps, confidence=confidence)
+
+    def replicates(
+        self,
+        cells: Sequence[tuple[str, str]],
+        statistic: Callable[[np.ndarray], np.ndarray],
+        *,
+        n_resamples: int = DEFAULT_RESAMPLES,
+        seed: int = 0,
+        affected_of: Sequence[int] | None = None,
+    ) -> Replicates | None:
+        """The statistic of :meth:`bootstrap` on the observed sample and on each of its resamples (for a
+        statistic of several samples, such as the gap between two groups' analyses).
+
+        Args:
+            cells: ``(model, condition)`` pairs.
+            statistic: As for :meth:`bootstrap`.
+            n_resamples: Number of resamples ``B``.
+            seed: Resampling seed.
+            affected_of: As for :meth:`bootstrap`.
+
+        Returns:
+            The replicates, or ``None`` when the cells share no seed or utterance.
+
+        Raises:
+            ValueError: ``n_resamples < 1``.
+        """
+        if n_resamples < 1:
+            raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
         if any(cell not in self._groups for cell in cells):
             return None
         seed_list, per_fold = paired_correctness(
@@ -110,8 +141,8 @@ class Intervals:
             include=None if affected_of is None else self._affected, include_from=affected_of)
         if not per_fold:
             return None
-        return paired_bootstrap(seed_list, per_fold, len(cells), statistic, weights=self._weights,
-                                n_resamples=n_resamples, confidence=confidence, seed=seed)
+        return bootstrap_replicates(seed_list, per_fold, len(cells), statistic, weights=self._weights,
+                                    n_resamples=n_resamples, seed=seed)
 
     def impact_ci(
         self,

@@ -23,6 +23,7 @@ import numpy as np
 from featcache.cache.atomic import atomic_write_bytes
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from featcache.metrics.by_group import GroupTable, group_records
 from featcache.metrics.names import AUDIO_MODEL, CLEAN, TEXT_MODEL, natural_key
 from featcache.metrics.predictions import Predictions
 from featcache.metrics.rows import ResultRow, SummaryRow
@@ -187,7 +188,7 @@ def write_results_csv(rows: Iterable[ResultRow], path: str | os.PathLike[str]) -
 
 
 def write_summary_csv(rows: Sequence[SummaryRow], path: str | os.PathLike[str], *, text_model: str = TEXT_MODEL,
-                      audio_model: str = AUDIO_MODEL) -> Path:
+                      audio_model: str = AUDIO_MODEL, groups: Sequence[GroupTable] = ()) -> Path:
     """Write the aggregated table.
 
     Args:
@@ -195,8 +196,11 @@ def write_summary_csv(rows: Sequence[SummaryRow], path: str | os.PathLike[str], 
         path: Destination.
         text_model: Name of the text model.
         audio_model: Name of the audio model.
+        groups: Robustness by group: their rows (:func:`~featcache.metrics.by_group.group_records`, with the
+            columns ``grouping``, ``group``, ``gap_high``, ``gap_low``, ``group_ci_*``) follow the summary's.
 
     Returns:
         The path written.
     """
-    return write_csv(summary_records(rows, text_model=text_model, audio_model=audio_model), path)
+    return write_csv(summary_records(rows, text_model=text_model, audio_model=audio_model) + group_records(groups),
+                     path)

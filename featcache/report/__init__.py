@@ -19,6 +19,8 @@
     impact_paper, impact_fusion, impact_beyond, severity_*, flip_rate, clean_accuracy (.png and .svg)
     layers.json        with a Layers section (layer sweeps, learned layer weights): its inputs, and
                        layers.csv, layer_weights.csv, layer_impact_*, layer_accuracy_*, layer_weights
+    groups.json        with a Groups section (robustness by group, `featcache evaluate --by sex`): each
+                       grouping's utterance -> group; the section's rows are in summary.csv
 
 Accuracies are shown in percent; with more than one seed, Avg. and Impact read ``mean ± std`` over
 seeds (sample std) and the session columns hold the mean over seeds. Conditions missing from the
@@ -44,6 +46,7 @@ other way round):
 * :mod:`~featcache.report.markup` - the report's Markdown as HTML;
 * :mod:`~featcache.report.html` - ``report.html`` (its CSS and JavaScript are in ``assets/``);
 * :mod:`~featcache.report.layers` - the Layers section (layer sweeps, learned layer weights);
+* :mod:`~featcache.report.groups` - the Groups section (robustness by group);
 * :mod:`~featcache.report.write` - :func:`write_report` and :class:`ReportPaths`.
 
 Everything public is importable from :mod:`featcache.report` itself.
@@ -61,6 +64,7 @@ from featcache.report.examples import (
     render_examples_file,
     select_examples,
 )
+from featcache.report.groups import GROUPS_FILE, GroupSection, format_group_table, read_group_section, table_heading
 from featcache.report.html import PageContent, mark_changes, render_page
 from featcache.report.layers import LAYERS_FILE, LayerSection, read_layer_section
 from featcache.report.plots import PLOT_DPI, Plot, draw_plots, write_plots
@@ -83,6 +87,7 @@ __all__ = [
     "AUDIO_TABLE_ROWS",
     "FUSION_NOTE",
     "FUSION_TABLE_SECTIONS",
+    "GROUPS_FILE",
     "LAYERS_FILE",
     "PLOT_DPI",
     "TABLE_NOTE",
@@ -93,6 +98,7 @@ __all__ = [
     "Example",
     "ExampleRow",
     "ExampleTable",
+    "GroupSection",
     "LayerSection",
     "PageContent",
     "Plot",
@@ -105,9 +111,11 @@ __all__ = [
     "default_seeds_note",
     "draw_plots",
     "example_tables",
+    "format_group_table",
     "format_top",
     "latex_escape",
     "mark_changes",
+    "read_group_section",
     "read_layer_section",
     "render_examples",
     "render_examples_file",
@@ -118,6 +126,7 @@ __all__ = [
     "scope_note",
     "select_examples",
     "severity_sweeps",
+    "table_heading",
     "write_audio",
     "write_browser",
     "write_plots",

@@ -2,8 +2,8 @@
 
 The page holds the summary's answers (RQ1-RQ3 and the rest of ``summary.md``), the paper's tables and
 "Beyond the paper" (sortable by a click on a column header, with bootstrap intervals), the plots
-(PNG inlined as data URIs, with the SVG beside the page), the Layers section where the report has one
-(:mod:`featcache.report.layers`), the example tables (7-8) with the masked
+(PNG inlined as data URIs, with the SVG beside the page), the Layers and Groups sections where the report has
+them (:mod:`featcache.report.layers`, :mod:`featcache.report.groups`), the example tables (7-8) with the masked
 words marked and audio players, and the utterance browser (:mod:`featcache.report.browser`). Its CSS
 and JavaScript (``featcache/report/assets``) are inlined; nothing is fetched from the network. Audio
 files and the browser's data files lie beside it.
@@ -50,6 +50,7 @@ class PageContent:
         browser: The browser's manifest (see :func:`featcache.report.browser.write_browser`).
         clean: Name of the clean condition.
         layers: The Layers section's HTML (:func:`featcache.report.layers.render_layers_html`; "" for none).
+        groups: The Groups section's HTML (:func:`featcache.report.groups.render_groups_html`; "" for none).
     """
 
     title: str
@@ -66,6 +67,7 @@ class PageContent:
     audio: Mapping[tuple[str, str], AudioFiles] = field(default_factory=dict)
     clean: str = "clean"
     layers: str = ""
+    groups: str = ""
 
 
 def _asset(name: str) -> str:
@@ -299,8 +301,10 @@ def render_page(content: PageContent) -> str:
     plots = "\n".join(_plot_html(p) for p in content.plots) or "<p>No plot: nothing to draw.</p>"
     examples = render_examples(content) or "<p>No example table (see the note at the top).</p>"
     layers = "\n" + content.layers if content.layers else ""
+    layers += "\n" + content.groups if content.groups else ""
     sections = (("summary", "Summary"), ("tables", "Tables"), ("plots", "Plots"),
-                *((("layers", "Layers"),) if content.layers else ()), ("examples", "Examples"),
+                *((("layers", "Layers"),) if content.layers else ()),
+                *((("groups", "Groups"),) if content.groups else ()), ("examples", "Examples"),
                 ("browser", "Utterance browser"))
     nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in sections)
     return f"""<!DOCTYPE html>

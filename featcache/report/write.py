@@ -18,6 +18,7 @@ from featcache.cache.integrity import read_json_object
 from featcache.errors import FeatcacheError
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
+from featcache.metrics.by_group import GroupTable
 from featcache.metrics.names import AUDIO_MODEL, CLEAN, MULTIMODAL_MODEL, TEXT_MODEL
 from featcache.metrics.predictions import Predictions
 from featcache.metrics.tables import write_results_csv, write_summary_csv
@@ -30,6 +31,15 @@ from featcache.report.audio import (
 )
 from featcache.report.browser import BROWSER_DIR, write_browser
 from featcache.report.examples import example_tables, render_examples_file
+from featcache.report.groups import (
+    GROUPS_FILE,
+    GROUPS_FORMAT,
+    GroupSection,
+    groups_summary,
+    render_groups_html,
+    render_groups_md,
+    section_tables,
+)
 from featcache.report.html import PageContent, render_page
 from featcache.report.layers import (
     LAYERS_FILE,
@@ -81,6 +91,8 @@ class ReportPaths:
         browser: The utterance browser's data files.
         notes: Sentences on what the report leaves out and why (e.g. no audio source).
         layers: ``layers.json`` (the Layers section's inputs), or ``None`` without the section.
+        groups: ``groups.json`` (the Groups section's inputs), or ``None`` without the section.
+        group_tables: The Groups section's tables (what ``featcache evaluate --by`` prints).
     """
 
     out_dir: Path
@@ -97,6 +109,8 @@ class ReportPaths:
     browser: list[Path] = field(default_factory=list)
     notes: tuple[str, ...] = ()
     layers: Path | None = None
+    groups: Path | None = None
+    group_tables: tuple[GroupTable, ...] = ()
 
 
 def default_seeds_note(seeds: Sequence[int]) -> str:
@@ -157,6 +171,7 @@ def write_report(
     corpus: Corpus | None = None,
     store: FeatureStore | None = None,
     layers: LayerSection | None = None,
+    groups: GroupSection | None = None,
 ) -> ReportPaths:
     """Write the full robustness report for a set of predictions.
 
@@ -183,6 +198,8 @@ def write_report(
         layers: The Layers section: layer sweeps (their models are shown there, not in the rest of the
             report) and learned layer weights (see :mod:`featcache.report.layers`); written to
             ``layers.json`` so that ``featcache report`` shows it again.
+        groups: The Groups section: robustness by group for each grouping (see :mod:`featcache.report.groups`),
+            in ``tables.md``, ``summary.md``, ``report.html`` and ``summary.csv``; written to ``groups.json``.
 
     Returns:
         The paths written.
@@ -206,6 +223,8 @@ def write_report(
     sweeps = sweep_tables(predictions, section.sweeps if section else (), clean=clean, n_resamples=n_resamples,
                           confidence=confidence, seed=bootstrap_seed)
     weights = section.weights if section else ()
+    grouped = groups if groups is not None and not groups.empty else None
+    group_tabs = section_tables(analysis, grouped, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
     summary = analysis.summary(n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
     note = default_seeds_note(analysis.seeds()) if seeds_note is None else seeds_note
     scope = scope_note(analysis)
@@ -223,6 +242,8 @@ def write_report(
         csvs[t.key] = write_table_csv(t, out / f"{t.key}.csv")
     layers_md = render_layers_md(sweeps, weights)
     md += [layers_md] if layers_md else []
+    groups_md = render_groups_md(group_tabs)
+    md += [groups_md] if groups_md else []
     csvs.update(write_layer_csvs(sweeps, weights, out))
     tables_md = atomic_write_text(out / "tables.md", "\n".join(md))
     tables_tex = atomic_write_text(out / "tables.tex", "\n".join(tex))
@@ -236,17 +257,21 @@ def write_report(
     summary_text = render_summary(analysis, summary, title=f"{title}: summary", seeds_note=note,
                                   n_resamples=n_resamples, confidence=confidence, bootstrap_seed=bootstrap_seed)
     summary_text += ("\n" + layers_summary(sweeps, weights)) if sweeps or weights else ""
+    groups_text = groups_summary(group_tabs)
+    summary_text += ("\n" + groups_text) if groups_text else ""
     summary_md = atomic_write_text(out / "summary.md", summary_text)
     results = analysis.results() + [r for t in sweeps for r in t.analysis.results()]
     results_csv = write_results_csv(results, out / "results.csv")
-    summary_csv = write_summary_csv(summary, out / "summary.csv", text_model=text_model, audio_model=audio_model)
+    summary_csv = write_summary_csv(summary, out / "summary.csv", text_model=text_model, audio_model=audio_model,
+                                    groups=group_tabs)
     drawn: list[Plot] = draw_plots(analysis, summary, out) if plots else []
     layer_plots = draw_layer_plots(sweeps, weights, analysis, out) if plots else []
-    layers_json = _write_layers(out, section)
+    layers_json = _write_section(out / LAYERS_FILE, LAYERS_FORMAT, section.to_json() if section else None)
+    groups_json = _write_section(out / GROUPS_FILE, GROUPS_FORMAT, grouped.to_json() if grouped else None)
     paths = ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                         examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
                         summary_csv=summary_csv, plots={p.name: p.png for p in drawn + layer_plots},
-                        layers=layers_json)
+                        layers=layers_json, groups=groups_json, group_tables=tuple(group_tabs))
     if not html:
         return paths
 
@@ -280,21 +305,22 @@ def write_report(
         title=title, seeds_note=note, notes=tuple(notes), summary_md=summary_text, tables=tables, impact_cis=cis,
         differences=differences, plots=drawn, examples=ex_tables, example_seed=chosen_seed, audio=files,
         browser=manifest, clean=clean,
-        layers=render_layers_html(sweeps, weights, next((p for p in layer_plots if p.name == "layer_weights"), None))))
+        layers=render_layers_html(sweeps, weights, next((p for p in layer_plots if p.name == "layer_weights"), None)),
+        groups=render_groups_html(group_tabs)))
     report_html = atomic_write_text(out / "report.html", page)
     return ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                        examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
                        summary_csv=summary_csv, plots=paths.plots, html=report_html, audio=files,
-                       browser=browser_files, notes=tuple(notes), layers=layers_json)
+                       browser=browser_files, notes=tuple(notes), layers=layers_json, groups=groups_json,
+                       group_tables=tuple(group_tabs))
 
 
-def _write_layers(out: Path, section: LayerSection | None) -> Path | None:
-    """Write the Layers section's inputs to ``layers.json``; without a section, remove one an earlier report
-    wrote (never a file of someone else's)."""
-    path = out / LAYERS_FILE
-    if section is not None:
-        return atomic_write_json(path, section.to_json())
-    data, problem = read_json_object(path)
-    if path.is_file() and not problem and data.get("format") == LAYERS_FORMAT:
+def _write_section(path: Path, fmt: str, data: dict | None) -> Path | None:
+    """Write a section's inputs (``layers.json``, ``groups.json``); without a section, remove the file an earlier
+    report wrote (one whose ``format`` is ``fmt``: never a file of someone else's)."""
+    if data is not None:
+        return atomic_write_json(path, data)
+    old, problem = read_json_object(path)
+    if path.is_file() and not problem and old.get("format") == fmt:
         path.unlink()
     return None
