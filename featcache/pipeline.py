@@ -492,6 +492,7 @@ def run_study(
     progress: bool = True,
     executor: Executor | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    by: Sequence[str] = (),
 ) -> Path:
     """data -> folds -> finetune (or frozen) -> extract -> heads -> evaluate -> report, skipping stored work.
 
@@ -510,6 +511,8 @@ def run_study(
         progress: Progress bars.
         executor: Where fine-tuning and extraction run (default: in order, in this process).
         shard_size: Utterances per shard of an entry (see :func:`extraction_jobs`).
+        by: Groupings of the corpus's utterances whose robustness the report shows per group (``sex``;
+            see :func:`evaluate_and_report`); checked before any work starts.
 
     Returns:
         The report folder.
@@ -518,6 +521,10 @@ def run_study(
     from featcache.train import resolve_device
 
     resolve_device(device)  # an unknown device is said before any work
+    if by:
+        from featcache.report import GroupSection
+
+        GroupSection.from_corpus(study.corpus, by)  # and an unknown grouping
     ex = executor or LocalExecutor()
     corpus = study.corpus
     specs = expand_variants(variants or study.preset.variants)
@@ -555,7 +562,7 @@ def run_study(
          + (f", and the {' and '.join(m for m, _ in sweeps)} head on each of "
             f"{', '.join(str(len(layers)) for _, layers in sweeps)} layers" if sweeps else "") + f" {lap()}")
     preds = evaluate_and_report(study, out=out, conditions=conditions_for(specs), models=models,
-                                ablations=("layers",) if sweeps else (),
+                                ablations=("layers",) if sweeps else (), by=by,
                                 title=f"featcache {study.preset.name} study: {corpus.name}", echo=echo,
                                 progress=progress)
     echo(f"[5/5] evaluated {len(preds):,} predictions; report written {lap()}")

@@ -336,3 +336,14 @@ def test_an_unknown_grouping_is_one_line_and_writes_nothing(tiny: dict) -> None:
     assert line == (f"Error: {tiny['corpus'].name}: no utterance has a group in 'accent'; its groupings are "
                     "sex"), line
     assert not out.exists()
+
+
+def test_run_checks_its_groupings_before_any_work(tiny: dict) -> None:
+    """`featcache run --by` takes the same groupings as evaluate, and an unknown one stops it before anything
+    is extracted or trained (the store is not even made)."""
+    cache = tiny["dir"] / "run-store"
+    args = list(tiny["args"][:tiny["args"].index("--condition")])  # the study's options, without conditions
+    args[args.index("--cache-dir") + 1] = str(cache)
+    line = one_line_error(CliRunner().invoke(cli, ["run", *args, "--by", "accent", "--out", str(tiny["dir"] / "r")]))
+    assert line == f"Error: {tiny['corpus'].name}: no utterance has a group in 'accent'; its groupings are sex", line
+    assert not cache.exists() and not (tiny["dir"] / "r").exists()

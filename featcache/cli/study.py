@@ -19,6 +19,14 @@ def _study(**kw: Any):  # type: ignore[no-untyped-def]
     return study_from(kw)
 
 
+by_option = click.option(
+    "--by", "by", multiple=True, metavar="GROUPING",
+    help="Robustness by group (repeatable, or a comma list): per group of the corpus's utterances, each model's clean "
+         "accuracy and each attack's impact with paired bootstrap intervals, and the largest gap between groups; "
+         "printed, and in the report's Groups section and summary.csv. IEMOCAP has sex (the speaker's, from the "
+         "utterance id), a manifest every group:NAME column (--by accent or --by group:accent), EmoBox speaker.")
+
+
 @cli.command("train-heads", context_settings=CONTEXT)
 @study_option_set()
 @click.option("--models", default=",".join(ALL_MODELS),
@@ -64,12 +72,7 @@ def train_heads_cmd(models: str, device: str, **kw: Any) -> None:
                    "--layers), 'LABEL-layers' those of one label (e.g. text-layers for --modalities text, "
                    "concat-layers for the default head): every layer is evaluated and the report gets a Layers "
                    "section (impact heatmap, clean accuracy per layer, the table per layer).")
-@click.option("--by", "by", multiple=True, metavar="GROUPING",
-              help="Robustness by group (repeatable, or a comma list): per group of the corpus's utterances, each "
-                   "model's clean accuracy and each attack's impact with paired bootstrap intervals, and the largest "
-                   "gap between groups; printed, and in the report's Groups section and summary.csv. IEMOCAP has "
-                   "sex (the speaker's, from the utterance id), a manifest every group:NAME column (--by accent or "
-                   "--by group:accent), EmoBox speaker.")
+@by_option
 def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, ...], by: tuple[str, ...],
                  **kw: Any) -> None:
     """Evaluate every fold x seed x model x condition from the store only (no encoder is loaded).
@@ -195,9 +198,10 @@ def ablate_cmd(list_: bool, label: str | None, fusion: str, modalities: str, hid
               help="Report folder. [default: featcache-report/<preset>]")
 @click.option("--workers", type=click.IntRange(min=0), default=1, help="DataLoader workers for decoding and perturbing.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
+@by_option
 @executor_options(shards=True)
 def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: str, shard_size: int,
-            **kw: Any) -> None:
+            by: tuple[str, ...], **kw: Any) -> None:
     """Run the whole study: data -> folds -> finetune (or frozen) -> extract -> heads -> evaluate -> report.
 
     Whatever the store already holds is skipped, so a rerun after a crash or after adding one variant
@@ -227,7 +231,7 @@ def run_cmd(variants: tuple[str, ...], out: Path | None, workers: int, device: s
     study = study_from(kw)
     out = out or Path("featcache-report") / study.preset.name
     run_study(study, variants=list(variants) or None, out=out, workers=workers, device=device, echo=click.echo,
-              executor=ex, shard_size=shard_size)
+              executor=ex, shard_size=shard_size, by=by)
     click.echo(f"done in {time.perf_counter() - t0:.0f} s in all")
     click.echo(f"tables: {out / 'tables.md'} (also .csv, .tex); examples: {out / 'examples.md'}; "
                f"summary: {out / 'summary.md'}; plots: {out}/*.png, *.svg")
