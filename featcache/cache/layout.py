@@ -24,6 +24,7 @@ RUNS = "runs"
 HEADS = "heads"
 ABLATIONS = "ablations"
 TEXT_ANALYSIS = "text-analysis"
+TRANSCRIPTS = "transcripts"
 WEIGHT_HASHES = "weight-hashes.json"
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.+=-]+")
@@ -233,7 +234,25 @@ class StoreLayout:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model).name)
         return self.text_analysis_dir / f"{safe}-{key}.json"
 
+    @property
+    def transcripts_dir(self) -> Path:
+        """``transcripts/``: cached speech recognition transcripts (``featcache transcribe``)."""
+        return self.root / TRANSCRIPTS
+
+    def transcript_path(self, recognizer: str, key: str) -> Path:
+        """The transcript file of one recogniser, its decoding settings and one corpus.
+
+        Args:
+            recognizer: Recogniser name or directory (its last path component names the file).
+            key: Digest of the recogniser's weights, the decoding settings and the corpus name.
+
+        Returns:
+            ``transcripts/<recognizer>-<key>.json``, the name made filesystem-safe.
+        """
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(recognizer).name)
+        return self.transcripts_dir / f"{safe}-{key}.json"
+
     def folders(self) -> tuple[Path, ...]:
         """Every top-level folder a store may hold (present or not), in a fixed order."""
         return (self.features_dir, self.models_dir, self.runs_dir, self.root / HEADS, self.root / ABLATIONS,
-                self.text_analysis_dir)
+                self.text_analysis_dir, self.transcripts_dir)

@@ -15,6 +15,8 @@ path in it is named by :class:`~featcache.cache.layout.StoreLayout`, and a :clas
     runs/<run-id>.lock                          held while a process trains or finishes the run
     heads/<study-key>/fold-K/seed-S/<model>/    a study's trained heads (featcache.study)
     text-analysis/<spacy-model>-<key>.json      cached POS analyses (featcache.perturb.text_analysis)
+    transcripts/<recognizer>-<key>.json         cached speech transcripts (featcache.transcribe)
+    transcripts/<recognizer>-<key>.json.lock    held while a process transcribes into the file
     .../.<name>.tmp-<pid>[-<random>]            a write in progress (featcache.cache.atomic), or its
                                                 stray when the writer was killed
 

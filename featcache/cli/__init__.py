@@ -6,7 +6,7 @@ errors (:class:`~featcache.errors.FeatcacheError`) are shown as they are: they s
 which the study options' flags mirror (``head_lr`` is ``--head-lr``).
 
 Modules: :mod:`.options` (click options built from :class:`~featcache.options.StudyOptions`), then one
-per stage: :mod:`.data` (``demo-data``, ``data``, ``presets``), :mod:`.store` (``cache``),
+per stage: :mod:`.data` (``demo-data``, ``data``, ``presets``), :mod:`.store` (``cache``), :mod:`.speech` (``transcribe``),
 :mod:`.encoders` (``extract``, ``finetune``), :mod:`.study` (``train-heads``, ``evaluate``, ``ablate``,
 ``run``), :mod:`.report` (``report``), :mod:`.perturb` (``variants``).
 """
@@ -60,7 +60,7 @@ def cli(verbose: bool, threads: int | None) -> None:
 
 
 # the command groups register themselves on `cli` (imported after it, in pipeline order)
-from featcache.cli import data, store, encoders, study, report, perturb  # noqa: E402,F401,I001
+from featcache.cli import data, store, speech, encoders, study, report, perturb  # noqa: E402,F401,I001
 from featcache.cli.options import SHARD_SIZE_DEFAULT  # noqa: E402
 from featcache.cli.study import _study, ablate_cmd  # noqa: E402,F401
 from featcache.cli.perturb import variants  # noqa: E402

