@@ -331,6 +331,35 @@ def test_page_in_headless_chromium(page, chromium: str, tmp_path: Path) -> None:
         assert br.errors == [], br.errors
 
 
+OVERVIEW_BOX = """(() => { const s = document.getElementById('overview'); const h = s.querySelector('h2');
+  const i = s.querySelector('#plot-overview img');
+  return [h.textContent, h.getBoundingClientRect().top, i.getBoundingClientRect().top, i.complete, i.naturalWidth,
+          i.getBoundingClientRect().width, s.scrollWidth, document.documentElement.scrollWidth,
+          document.querySelectorAll('#overview table tbody tr').length,
+          document.querySelector('main > section').id]; })()"""
+
+
+def test_overview_first_in_headless_chromium(page, chromium: str) -> None:  # type: ignore[no-untyped-def]
+    """The Overview (the impact heatmap and clean accuracy per model) is the page's first section and fits the
+    first screen of a 1400 x 900 window, without scrolling sideways."""
+    from cdp import Browser
+
+    assert (page.out_dir / "overview.png").is_file() and (page.out_dir / "overview.svg").is_file()
+    assert "overview" in page.plots
+    summary = page.summary_md.read_text(encoding="utf-8")
+    assert "## Overview" in summary and "| multimodal |" in summary
+    with Browser(chromium, width=1400, height=900) as br:
+        br.open(page.html)
+        head, h_top, img_top, done, natural, shown, width, doc_width, models, first = br.eval(OVERVIEW_BOX)
+        assert head == "Overview" and first == "overview"
+        assert 0 <= h_top < img_top < 900, (h_top, img_top)
+        assert done and natural > 0 and shown > 600
+        assert width <= 1400 and doc_width <= 1400, (width, doc_width)
+        assert models == len(Analysis(sweep_predictions()).models())
+        assert br.eval("document.querySelector('header nav a').getAttribute('href')") == "#overview"
+        assert br.errors == [], br.errors
+
+
 def test_a_report_replaces_only_the_files_it_wrote(tmp_path: Path) -> None:
     """A report into a folder that holds other files keeps them; its own files of an earlier report that it
     does not write again are removed."""

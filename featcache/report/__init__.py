@@ -2,7 +2,8 @@
 
 :func:`write_report` turns a :class:`~featcache.metrics.Predictions` table into a directory::
 
-    report.html        one page to look at and listen to, offline: the summary's answers, the tables
+    report.html        one page to look at and listen to, offline: an overview first (the impact
+                       heatmap, clean accuracy and UAR per model), the summary's answers, the tables
                        (sortable, with bootstrap intervals), the plots, Tables 7-8 with the masked words
                        marked and audio players, and an utterance browser
     audio/             the examples' clean and perturbed audio (16 kHz FLAC), when a corpus is given
@@ -13,9 +14,11 @@
     table*.csv         the same tables, one CSV each
     examples.md        Tables 7-8: utterances the multimodal model gets right under an attack while
                        the unimodal model gets them wrong
-    summary.md         RQ1-RQ3 answered from the numbers, affected-subset impacts, additivity
+    summary.md         clean accuracy and UAR per model, RQ1-RQ3 answered from the numbers,
+                       affected-subset impacts, additivity
     results.csv        one row per (fold, seed, model, condition)
     summary.csv        one row per (model, condition)
+    overview (.png and .svg): the impact of every attack on every model, as a heatmap
     impact_paper, impact_fusion, impact_beyond, severity_*, flip_rate, clean_accuracy (.png and .svg)
     layers.json        with a Layers section (layer sweeps, learned layer weights): its inputs, and
                        layers.csv, layer_weights.csv, layer_impact_*, layer_accuracy_*, layer_weights
@@ -44,6 +47,7 @@ other way round):
 * :mod:`~featcache.report.audio` - the examples' audio, replayed from the store's records;
 * :mod:`~featcache.report.browser` - the utterance browser's data files;
 * :mod:`~featcache.report.markup` - the report's Markdown as HTML;
+* :mod:`~featcache.report.overview` - the Overview (impact heatmap, clean accuracy per model);
 * :mod:`~featcache.report.html` - ``report.html`` (its CSS and JavaScript are in ``assets/``);
 * :mod:`~featcache.report.layers` - the Layers section (layer sweeps, learned layer weights);
 * :mod:`~featcache.report.groups` - the Groups section (robustness by group);

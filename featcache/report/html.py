@@ -51,6 +51,8 @@ class PageContent:
         clean: Name of the clean condition.
         layers: The Layers section's HTML (:func:`featcache.report.layers.render_layers_html`; "" for none).
         groups: The Groups section's HTML (:func:`featcache.report.groups.render_groups_html`; "" for none).
+        overview: The Overview section's HTML, shown first (:func:`featcache.report.overview.render_overview_html`;
+            "" for none).
     """
 
     title: str
@@ -68,6 +70,7 @@ class PageContent:
     clean: str = "clean"
     layers: str = ""
     groups: str = ""
+    overview: str = ""
 
 
 def _asset(name: str) -> str:
@@ -302,7 +305,8 @@ def render_page(content: PageContent) -> str:
     examples = render_examples(content) or "<p>No example table (see the note at the top).</p>"
     layers = "\n" + content.layers if content.layers else ""
     layers += "\n" + content.groups if content.groups else ""
-    sections = (("summary", "Summary"), ("tables", "Tables"), ("plots", "Plots"),
+    sections = (*((("overview", "Overview"),) if content.overview else ()), ("summary", "Summary"),
+                ("tables", "Tables"), ("plots", "Plots"),
                 *((("layers", "Layers"),) if content.layers else ()),
                 *((("groups", "Groups"),) if content.groups else ()), ("examples", "Examples"),
                 ("browser", "Utterance browser"))
@@ -317,6 +321,7 @@ def render_page(content: PageContent) -> str:
 <main>
 <p class="lead">{inline(content.seeds_note)} Examples and the browser show seed {content.example_seed}.</p>
 {notes}
+{content.overview}
 <section id="summary"><h2>Summary</h2>{markdown_to_html(summary, shift=1)}</section>
 <section id="tables"><h2>Tables</h2><p class="muted">Click a column header to sort (again to reverse, a third
 time to restore); rows stay within their section. Intervals: paired, fold-stratified bootstrap over utterances;

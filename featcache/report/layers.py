@@ -34,7 +34,7 @@ from featcache.metrics.rows import SeedStat
 from featcache.metrics.tables import write_csv
 from featcache.report.html import _plot_html
 from featcache.report.markup import inline, markdown_to_html
-from featcache.report.plots import WIDTH_IN, Plot, _colours, _save
+from featcache.report.plots import WIDTH_IN, Plot, _colours, _save, impact_heatmap
 
 if TYPE_CHECKING:  # imported where used: a report without layers needs neither (nor torch)
     from featcache.ablate.layers import LayerRow, StoredSweep
@@ -191,32 +191,12 @@ def sweep_tables(predictions: Predictions, sweeps: Sequence[StoredSweep], *, cle
 
 
 def _heatmap(t: SweepTable) -> Any:
-    import matplotlib
-    from matplotlib.figure import Figure
-
     vals = np.array([[r.impacts[a][0].mean if a in r.impacts else math.nan for a in t.attacks] for r in t.rows],
                     dtype=float).reshape(len(t.rows), len(t.attacks))
-    finite = np.abs(vals[np.isfinite(vals)])
-    lim = float(max(finite.max() if finite.size else 0.0, 1.0))
-    fig = Figure(figsize=(max(5.5, min(WIDTH_IN, 3.0 + 1.1 * len(t.attacks))), 1.6 + 0.34 * len(t.rows)),
-                 layout="constrained")
-    ax = fig.subplots()
-    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#eeeeee")
-    image = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
-    for i in range(vals.shape[0]):
-        for j in range(vals.shape[1]):
-            v = vals[i, j]
-            ax.text(j, i, "–" if not math.isfinite(v) else f"{v:+.1f}", ha="center", va="center", fontsize="small",
-                    color="white" if math.isfinite(v) and abs(v) > 0.6 * lim else "black")
-    long = max((len(a) for a in t.attacks), default=0) > 8
-    ax.set_xticks(range(len(t.attacks)), labels=list(t.attacks), rotation=20 if long else 0,
-                  ha="right" if long else "center")
-    ax.set_yticks(range(len(t.rows)), labels=[str(r.layer) for r in t.rows])
-    ax.set_xlabel("Attack")
-    ax.set_ylabel("Hidden state (0: embeddings)")
-    ax.set_title(f"{t.sweep.name}: impact of each attack per layer")
-    fig.colorbar(image, ax=ax, label="Impact on Avg. accuracy (%)")
-    return fig
+    return impact_heatmap(vals, rows=[str(r.layer) for r in t.rows], columns=t.attacks, xlabel="Attack",
+                          ylabel="Hidden state (0: embeddings)",
+                          title=f"{t.sweep.name}: impact of each attack per layer",
+                          figsize=(max(5.5, min(WIDTH_IN, 3.0 + 1.1 * len(t.attacks))), 1.6 + 0.34 * len(t.rows)))
 
 
 def _accuracy_figure(t: SweepTable, reference: tuple[str, SeedStat] | None) -> Any:

@@ -9,6 +9,9 @@
 * ``flip_rate`` - share of the paper's models' predictions each attack changes;
 * ``clean_accuracy`` - accuracy per test session on clean input, every model.
 
+:func:`impact_heatmap` draws the impact heatmaps of the Overview (:mod:`featcache.report.overview`) and
+the Layers section (:mod:`featcache.report.layers`).
+
 Bars are grouped by attack, one colour per model (the same colour in every figure); figures with many
 attacks wrap onto several rows so that each fits a screen. Error bars and bands are the standard
 deviation over seeds (none with one seed).
@@ -75,6 +78,58 @@ def _save(fig: Any, out_dir: Path, name: str, title: str, caption: str) -> Plot:
 
 def _colours(models: Sequence[str]) -> dict[str, str]:
     return {m: f"C{k % 10}" for k, m in enumerate(models)}
+
+
+def impact_heatmap(values: np.ndarray, *, rows: Sequence[str], columns: Sequence[str], title: str, xlabel: str,
+                   ylabel: str, figsize: tuple[float, float], marks: np.ndarray | None = None,
+                   fontsize: str | float = "small") -> Any:
+    """A heatmap of impacts: a diverging colormap (RdBu) centred on 0, every value written in its cell.
+
+    Args:
+        values: ``rows x columns`` impacts in percent (NaN: no value, drawn grey with a dash).
+        rows: Row labels.
+        columns: Column labels (rotated when long or many).
+        title: Axes title.
+        xlabel: Label of the columns.
+        ylabel: Label of the rows.
+        figsize: Figure size in inches.
+        marks: ``rows x columns`` booleans: cells whose value is set in bold with an asterisk and outlined.
+        fontsize: Font size of the values.
+
+    Returns:
+        The figure (for :func:`_save`).
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    vals = np.asarray(values, dtype=float).reshape(len(rows), len(columns))
+    finite = np.abs(vals[np.isfinite(vals)])
+    lim = float(max(finite.max() if finite.size else 0.0, 1.0))
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#eeeeee")
+    image = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            v = vals[i, j]
+            marked = marks is not None and bool(marks[i, j]) and math.isfinite(v)
+            text = "–" if not math.isfinite(v) else f"{v:+.1f}" + ("*" if marked else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                    fontweight="bold" if marked else "normal",
+                    color="white" if math.isfinite(v) and abs(v) > 0.6 * lim else "black")
+            if marked:
+                ax.add_patch(Rectangle((j - 0.46, i - 0.44), 0.92, 0.88, fill=False, edgecolor="black",
+                                       linewidth=1.0))
+    long = max((len(c) for c in columns), default=0) > 8 or len(columns) > 12
+    ax.set_xticks(range(len(columns)), labels=list(columns), rotation=(45 if len(columns) > 12 else 20) if long else 0,
+                  ha="right" if long else "center", rotation_mode="anchor" if long else "default")
+    ax.set_yticks(range(len(rows)), labels=list(rows))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="Impact on Avg. accuracy (%)")
+    return fig
 
 
 def _grouped_bars(categories: Sequence[str], series: Series, colours: dict[str, str], *, ylabel: str,

@@ -53,6 +53,7 @@ from featcache.report.layers import (
     without_sweeps,
     write_layer_csvs,
 )
+from featcache.report.overview import accuracy_rows, draw_overview, overview_md, render_overview_html
 from featcache.report.plots import Plot, draw_plots
 from featcache.report.render import (
     latex_escape,
@@ -259,18 +260,26 @@ def write_report(
     summary_text += ("\n" + layers_summary(sweeps, weights)) if sweeps or weights else ""
     groups_text = groups_summary(group_tabs)
     summary_text += ("\n" + groups_text) if groups_text else ""
-    summary_md = atomic_write_text(out / "summary.md", summary_text)
+    overview = overview_md(analysis, summary)
+    at = summary_text.find("\n## ")
+    summary_md = atomic_write_text(out / "summary.md", summary_text if not overview or at < 0 else
+                                   summary_text[:at + 1] + overview + summary_text[at:])
     results = analysis.results() + [r for t in sweeps for r in t.analysis.results()]
     results_csv = write_results_csv(results, out / "results.csv")
     summary_csv = write_summary_csv(summary, out / "summary.csv", text_model=text_model, audio_model=audio_model,
                                     groups=group_tabs)
+    rows = [(r.model, r.condition) for t in tables for r in t.rows if not r.section and r.condition != clean]
+    cis = ({key: analysis.impact_ci(*key, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
+            for key in dict.fromkeys(rows)} if n_resamples > 0 and (plots or html) else {})
+    heatmap = draw_overview(analysis, summary, cis, out, confidence=confidence) if plots else None
     drawn: list[Plot] = draw_plots(analysis, summary, out) if plots else []
     layer_plots = draw_layer_plots(sweeps, weights, analysis, out) if plots else []
     layers_json = _write_section(out / LAYERS_FILE, LAYERS_FORMAT, section.to_json() if section else None)
     groups_json = _write_section(out / GROUPS_FILE, GROUPS_FORMAT, grouped.to_json() if grouped else None)
     paths = ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                         examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
-                        summary_csv=summary_csv, plots={p.name: p.png for p in drawn + layer_plots},
+                        summary_csv=summary_csv,
+                        plots={p.name: p.png for p in ([heatmap] if heatmap else []) + drawn + layer_plots},
                         layers=layers_json, groups=groups_json, group_tables=tuple(group_tabs))
     if not html:
         return paths
@@ -297,16 +306,14 @@ def write_report(
     manifest, browser_files = write_browser(analysis, out, seed=chosen_seed, audio=files)
     written = {f.clean for f in files.values()} | {f.perturbed for f in files.values() if f.perturbed}
     _replace_owned(out, written | {Path(p).relative_to(out).as_posix() for p in browser_files})
-    rows = [(r.model, r.condition) for t in tables for r in t.rows if not r.section and r.condition != clean]
-    cis = ({key: analysis.impact_ci(*key, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
-            for key in dict.fromkeys(rows)} if n_resamples > 0 else {})
     differences = {(r.model, r.condition): r.difference for r in summary}
     page = render_page(PageContent(
         title=title, seeds_note=note, notes=tuple(notes), summary_md=summary_text, tables=tables, impact_cis=cis,
         differences=differences, plots=drawn, examples=ex_tables, example_seed=chosen_seed, audio=files,
         browser=manifest, clean=clean,
         layers=render_layers_html(sweeps, weights, next((p for p in layer_plots if p.name == "layer_weights"), None)),
-        groups=render_groups_html(group_tabs)))
+        groups=render_groups_html(group_tabs),
+        overview=render_overview_html(heatmap, accuracy_rows(analysis, summary))))
     report_html = atomic_write_text(out / "report.html", page)
     return ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                        examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
