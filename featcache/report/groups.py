@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from featcache.cache.integrity import read_json_object
 from featcache.data.corpus import GROUP_PREFIX
 from featcache.errors import FeatcacheError
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.by_group import GroupCell, GroupGap, GroupTable, group_tables
 from featcache.report.markup import inline, markdown_to_html
 from featcache.report.render import _num, _signed
+from featcache.report.sections import read_section
 
 if TYPE_CHECKING:
     from featcache.data import Corpus
@@ -104,16 +104,14 @@ def read_group_section(path: str | Path) -> GroupSection | None:
     Raises:
         FeatcacheError: The file does not read as a section featcache wrote.
     """
-    path = Path(path)
-    if not path.is_file():
+    fix = "delete it (the report then has no Groups section) or run `featcache evaluate --by ...` again"
+    data = read_section(path, GROUPS_FORMAT, what="groups", fix=fix)
+    if data is None:
         return None
-    data, problem = read_json_object(path)
-    groupings = data.get("groupings") if not problem else None
-    ok = (data.get("format") == GROUPS_FORMAT and isinstance(groupings, dict)
-          and all(isinstance(m, dict) and all(isinstance(v, str) for v in m.values()) for m in groupings.values()))
-    if problem or not ok:
-        raise FeatcacheError(f"{path}: {problem or 'not a featcache groups file'}; delete it (the report then has "
-                             "no Groups section) or run `featcache evaluate --by ...` again")
+    groupings = data.get("groupings")
+    if not (isinstance(groupings, dict) and all(isinstance(m, dict) and all(isinstance(v, str) for v in m.values())
+                                                 for m in groupings.values())):
+        raise FeatcacheError(f"{path}: not a featcache groups file; {fix}")
     return GroupSection({str(k): {str(u): v for u, v in m.items()} for k, m in groupings.items()})
 
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featcache.cache.integrity import read_json_object
 from featcache.errors import FeatcacheError
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.predictions import Predictions
@@ -35,6 +34,7 @@ from featcache.metrics.tables import write_csv
 from featcache.report.html import _plot_html
 from featcache.report.markup import inline, markdown_to_html
 from featcache.report.plots import WIDTH_IN, Plot, _colours, _save, impact_heatmap
+from featcache.report.sections import read_section
 
 if TYPE_CHECKING:  # imported where used: a report without layers needs neither (nor torch)
     from featcache.ablate.layers import LayerRow, StoredSweep
@@ -89,13 +89,10 @@ def read_layer_section(path: str | Path) -> LayerSection | None:
     from featcache.ablate.layers import StoredSweep
     from featcache.study.evaluation import LayerWeightStat
 
-    path = Path(path)
-    if not path.is_file():
+    data = read_section(path, LAYERS_FORMAT, what="layers",
+                        fix="delete it (the report then has no Layers section) or run `featcache evaluate` again")
+    if data is None:
         return None
-    data, problem = read_json_object(path)
-    if problem or data.get("format") != LAYERS_FORMAT:
-        raise FeatcacheError(f"{path}: {problem or 'not a featcache layers file'}; delete it (the report then "
-                             "has no Layers section) or run `featcache evaluate` again")
     try:
         return LayerSection(tuple(StoredSweep.from_json(s) for s in data.get("sweeps", [])),
                             tuple(LayerWeightStat.from_json(w) for w in data.get("weights", [])))

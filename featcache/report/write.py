@@ -61,6 +61,7 @@ from featcache.report.render import (
     render_markdown,
     write_table_csv,
 )
+from featcache.report.sections import write_section
 from featcache.report.summary import render_summary
 from featcache.report.tables import build_tables, scope_note
 
@@ -274,8 +275,8 @@ def write_report(
     heatmap = draw_overview(analysis, summary, cis, out, confidence=confidence) if plots else None
     drawn: list[Plot] = draw_plots(analysis, summary, out) if plots else []
     layer_plots = draw_layer_plots(sweeps, weights, analysis, out) if plots else []
-    layers_json = _write_section(out / LAYERS_FILE, LAYERS_FORMAT, section.to_json() if section else None)
-    groups_json = _write_section(out / GROUPS_FILE, GROUPS_FORMAT, grouped.to_json() if grouped else None)
+    layers_json = write_section(out / LAYERS_FILE, LAYERS_FORMAT, section.to_json() if section else None)
+    groups_json = write_section(out / GROUPS_FILE, GROUPS_FORMAT, grouped.to_json() if grouped else None)
     paths = ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                         examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
                         summary_csv=summary_csv,
@@ -320,14 +321,3 @@ def write_report(
                        summary_csv=summary_csv, plots=paths.plots, html=report_html, audio=files,
                        browser=browser_files, notes=tuple(notes), layers=layers_json, groups=groups_json,
                        group_tables=tuple(group_tabs))
-
-
-def _write_section(path: Path, fmt: str, data: dict | None) -> Path | None:
-    """Write a section's inputs (``layers.json``, ``groups.json``); without a section, remove the file an earlier
-    report wrote (one whose ``format`` is ``fmt``: never a file of someone else's)."""
-    if data is not None:
-        return atomic_write_json(path, data)
-    old, problem = read_json_object(path)
-    if path.is_file() and not problem and old.get("format") == fmt:
-        path.unlink()
-    return None
