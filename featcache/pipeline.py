@@ -323,6 +323,18 @@ def finetune_all(study: Study, *, device: str = "auto", workers: int = 1, progre
     return [finished_run(r.value) for r in results]
 
 
+def report_title(study: Study) -> str:
+    """A study's report title: the corpus and the preset as the user gave them.
+
+    Args:
+        study: The study.
+
+    Returns:
+        E.g. ``"featcache: emobox:/data/EmoBox/data/savee, preset demo"``.
+    """
+    return f"featcache: {study.options.corpus or study.corpus.name}, preset {study.preset.name}"
+
+
 def evaluate_and_report(
     study: Study,
     *,
@@ -563,7 +575,7 @@ def run_study(
             f"{', '.join(str(len(layers)) for _, layers in sweeps)} layers" if sweeps else "") + f" {lap()}")
     preds = evaluate_and_report(study, out=out, conditions=conditions_for(specs), models=models,
                                 ablations=("layers",) if sweeps else (), by=by,
-                                title=f"featcache {study.preset.name} study: {corpus.name}", echo=echo,
+                                title=report_title(study), echo=echo,
                                 progress=progress)
     echo(f"[5/5] evaluated {len(preds):,} predictions; report written {lap()}")
     return out

@@ -213,7 +213,7 @@ def test_the_report_has_a_groups_section(tmp_path: Path) -> None:
     assert format_group_table(paths.group_tables[0]) in tables_md
     assert "## Groups" in paths.summary_md.read_text()
     html = paths.html.read_text()
-    assert '<section id="groups"><h2>Groups</h2>' in html and '<a href="#groups">Groups</a>' in html
+    assert '<section id="groups" class="part details"><h2>Groups</h2>' in html and '<a href="#groups">Groups</a>' in html
     with paths.summary_csv.open() as f:
         rows = list(csv.DictReader(f))
     assert {r["group"] for r in rows if r["grouping"] == "sex"} == {"F", "M", "X", GAP}
@@ -308,7 +308,7 @@ def test_evaluate_by_sex_prints_the_group_tables_and_the_report_has_them(tiny: d
     # the report: tables.md, summary.md, report.html, summary.csv, groups.json
     assert "## Groups" in (out / "tables.md").read_text()
     assert "## Groups" in (out / "summary.md").read_text()
-    assert '<section id="groups">' in (out / "report.html").read_text()
+    assert '<section id="groups" class="part details">' in (out / "report.html").read_text()
     with (out / "summary.csv").open() as f:
         rows_csv = [row for row in csv.DictReader(f) if row["grouping"] == "sex"]
     clean_rows = {(row["model"], row["group"]): row for row in rows_csv if row["condition"] == "clean"}

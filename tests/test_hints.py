@@ -53,7 +53,7 @@ def test_text_only_corpus_lists_only_text_commands_and_each_makes_what_was_missi
     r = _evaluate(env, *flags, "--condition", "pitch", out=out)
     assert r.exit_code == 1 and "nothing to evaluate" in r.output
     assert not out.exists()  # refused before anything was written
-    assert "skipping condition pitch: the corpus has no audio" in r.output
+    assert "skipping 1 condition the corpus cannot apply (it has no audio): pitch" in r.output
     assert "evaluating text" in r.output  # says which models a one-modality corpus allows
     missing = _missing(r.output)
     assert [m.split()[1] for m in missing] == ["extract", "extract", "train-heads"], missing

@@ -293,19 +293,50 @@ def test_examples_file(report) -> None:  # type: ignore[no-untyped-def]
 
 def test_summary_answers_follow_the_numbers(report, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     md = report.summary_md.read_text(encoding="utf-8")
-    assert "- **multimodal**: yes." in md
-    assert "## RQ2" in md and "## RQ3" in md and "## Affected subset" in md and "## Additivity" in md
-    assert "95% CI [" in md
-    assert "`pitch+adj`, **multimodal**: combined" in md
-    pos = next(line for line in md.splitlines() if line.startswith("- `adj` vs `random-adj`, **text**"))
-    assert "on the utterances each changed" in pos and "95% CI [" in pos
-    assert "Masking the part of speech hurts more than masking as many random words: **" in pos
+    assert "## RQ1" in md and "## RQ2" in md and "## RQ3" in md and "## Affected subset" in md and "## Additivity" in md
+    rq1 = md.split("## RQ1", 1)[1].split("\n## ", 1)[0]
+    assert "| Model | vs text | vs audio |" in rq1
+    row = next(line for line in rq1.splitlines() if line.startswith("| multimodal |"))
+    assert row.count("**yes**") + row.count("yes (n.s.)") == 2 and "[" in row  # better than both, with intervals
+    rq2 = md.split("## RQ2", 1)[1].split("\n## ", 1)[0]
+    assert "| Model | adj |" in rq2 and "Hurt less in " in rq2
+    assert len([line for line in rq2.splitlines() if line.startswith("| ")]) == 1 + 2  # header, 2 fusion models
+    assert "| Model | pitch+adj |" in md.split("## Additivity", 1)[1]
+    pos = md.split("## Part of speech", 1)[1].split("\n## ", 1)[0]
+    text_row = next(line for line in pos.splitlines() if line.startswith("| text |"))
+    assert "[" in text_row and any(w in text_row for w in ("**yes**", "yes (n.s.)", "no (n.s.)", "**no**"))
+    # at most a few lines of prose per question: a heading, one line, the table
+    for part in md.split("\n## ")[1:]:
+        prose = [line for line in part.splitlines()[1:] if line and not line.startswith("|")]
+        assert len(prose) <= 1, (part.splitlines()[0], prose)
     # the same code says "no" when the text model is the better one
     worse = write_report(synthetic(base={"text": 85, "audio": 60, "multimodal": 70, "late": 75}), tmp_path,
                          n_resamples=0, plots=False)
     md2 = worse.summary_md.read_text(encoding="utf-8")
-    assert "- **multimodal**: no." in md2
-    assert "(no bootstrap interval)" in md2
+    row2 = next(line for line in md2.split("## RQ1", 1)[1].splitlines() if line.startswith("| multimodal |"))
+    cell = row2.split("|")[2].strip()
+    assert cell.startswith("-") and cell.endswith(" no (n.s.)") and "[" not in cell, row2  # no interval: n.s.
+
+
+def test_question_cells_follow_their_sign_and_interval() -> None:
+    from featcache.metrics.rows import BootstrapCI
+    from featcache.report.questions import Answer, Question, answer_md, verdict
+
+    def ci(low: float, high: float) -> BootstrapCI:
+        return BootstrapCI(estimate=(low + high) / 2, low=low, high=high, confidence=0.95, n_resamples=100, seed=0,
+                           n_utterances=10)
+
+    assert verdict(3.0, ci(1.0, 5.0), yes_if_positive=True) == "yes"
+    assert verdict(3.0, ci(-1.0, 5.0), yes_if_positive=True) == "yes-ns"
+    assert verdict(-3.0, ci(-5.0, -1.0), yes_if_positive=True) == "no"
+    assert verdict(-3.0, None, yes_if_positive=True) == "no-ns"
+    assert verdict(-3.0, ci(-5.0, -1.0), yes_if_positive=False) == "yes"  # POS: negative answers yes
+    a = Answer(3.64, ci(0.38, 7.32), "yes")
+    assert answer_md(a) == "+3.64 [+0.38, +7.32] **yes**" and answer_md(None) == ""
+    q = Question("rq2", "RQ2", "how", ("adj", "noun"), (("m", (a, Answer(-1.0, ci(-2.0, 1.0), "no-ns"))),
+                                                        ("g", (None, Answer(2.0, None, "yes-ns")))), "",
+                 yes_means="hurt less", no_means="hurt more")
+    assert q.tally == "Hurt less in 2 of 3 comparisons (1 significant); hurt more in 1 (0 significant)."
 
 
 def test_report_files_and_tidy_csvs(report) -> None:  # type: ignore[no-untyped-def]

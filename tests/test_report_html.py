@@ -69,11 +69,13 @@ def test_page_is_self_contained(page) -> None:  # type: ignore[no-untyped-def]
 
 def test_page_holds_tables_summary_plots_examples(page) -> None:  # type: ignore[no-untyped-def]
     text = page.html.read_text(encoding="utf-8")
-    for key in ("table3", "table4", "table5", "table6", "table6b-late", "beyond"):
+    for key in ("table3", "table4", "table5", "table6", "table6b-late", "beyond-1"):
         assert f'id="{key}"' in text
-    assert text.count('<table class="sortable">') == 6
-    assert "Impact 95% CI" in text and "Fusion − S. Modal [95% CI]" in text
-    assert "RQ1" in text and "RQ2" in text and "RQ3" in text
+    beyond = text.count('<figure class="table" id="beyond-')
+    assert beyond == len(Analysis(sweep_predictions()).models())  # "Beyond the paper": one table per model
+    assert text.count('<table class="sortable">') == 5 + beyond
+    assert "Under each impact: its 95% paired bootstrap interval" in text and "Fusion − S. Modal (95% CI)" in text
+    assert text.count('<figure class="question"') >= 3 and "RQ1" in text and "RQ2" in text and "RQ3" in text
     assert {"impact_paper", "impact_fusion", "impact_beyond", "severity_noise-snr_db", "flip_rate",
             "clean_accuracy"} <= set(page.plots)
     assert 'id="table7"' in text and 'id="table8"' in text
@@ -273,7 +275,8 @@ def test_page_in_headless_chromium(page, chromium: str, tmp_path: Path) -> None:
         assert img.shape[:2] == (900, 1280) and float(np.std(img)) > 0.05
 
         # tables, plots, audio elements present; every plot decoded; every audio file loads
-        assert br.eval("document.querySelectorAll('table.sortable').length") == 6
+        n_beyond = len(Analysis(preds).models())
+        assert br.eval("document.querySelectorAll('table.sortable').length") == 5 + n_beyond
         widths = br.eval("Array.from(document.querySelectorAll('figure.plot img')).map((i) => i.naturalWidth)")
         assert len(widths) == len(page.plots) and min(widths) > 600
         loaded = br.eval(LOAD_AUDIO)
@@ -335,19 +338,44 @@ OVERVIEW_BOX = """(() => { const s = document.getElementById('overview'); const 
   const i = s.querySelector('#plot-overview img');
   return [h.textContent, h.getBoundingClientRect().top, i.getBoundingClientRect().top, i.complete, i.naturalWidth,
           i.getBoundingClientRect().width, s.scrollWidth, document.documentElement.scrollWidth,
-          document.querySelectorAll('#overview table tbody tr').length,
+          document.querySelectorAll('#overview .overview-acc tbody tr').length,
           document.querySelector('main > section').id]; })()"""
+
+FIRST_SCREEN = """(() => { window.scrollTo(0, 0);
+  const box = (e) => { const r = e.getBoundingClientRect(); return [r.top, r.bottom, r.right]; };
+  return { heatmap: box(document.querySelector('#overview #plot-overview img')),
+           questions: Array.from(document.querySelectorAll('#overview figure.question')).map(
+             (f) => [f.id, ...box(f), f.querySelectorAll('tbody tr').length]) }; })()"""
+
+OVERFLOW = """(() => { for (const d of document.querySelectorAll('details')) d.open = true;
+  const w = document.documentElement.clientWidth, out = [];
+  for (const e of document.querySelectorAll('main > section, .scroll, table, figure'))
+    if (e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > w + 1)
+      out.push((e.id || e.closest('[id]').id) + ' ' + e.tagName + ' ' + e.scrollWidth + '/' + e.clientWidth);
+  return [out, document.documentElement.scrollWidth]; })()"""
+
+NAV = """(() => { const head = document.querySelector('header').getBoundingClientRect().height;
+  const sections = Array.from(document.querySelectorAll('main > section')).map((s) => s.id);
+  const links = Array.from(document.querySelectorAll('header nav a')).map((a) => a.getAttribute('href'));
+  const landed = links.map((href) => { const a = document.querySelector('header nav a[href="' + href + '"]');
+    a.click(); const t = document.querySelector(href);
+    const top = t ? t.getBoundingClientRect().top : NaN;
+    const atEnd = window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 2;
+    return [href, t ? t.tagName : null, Math.round(top), atEnd, top <= head + 60 && top >= 0]; });
+  return [sections, links, landed]; })()"""
 
 
 def test_overview_first_in_headless_chromium(page, chromium: str) -> None:  # type: ignore[no-untyped-def]
-    """The Overview (the impact heatmap and clean accuracy per model) is the page's first section and fits the
-    first screen of a 1400 x 900 window, without scrolling sideways."""
+    """The Overview (the impact heatmap, clean accuracy per model and RQ1-RQ3 as tables) is the page's first
+    section and fits the first screen of a 1400 x 900 window; no part of the page is wider than the window,
+    with every collapsed part opened; every navigation link lands on its section; the console stays clean."""
     from cdp import Browser
 
     assert (page.out_dir / "overview.png").is_file() and (page.out_dir / "overview.svg").is_file()
     assert "overview" in page.plots
     summary = page.summary_md.read_text(encoding="utf-8")
     assert "## Overview" in summary and "| multimodal |" in summary
+    analysis = Analysis(sweep_predictions())
     with Browser(chromium, width=1400, height=900) as br:
         br.open(page.html)
         head, h_top, img_top, done, natural, shown, width, doc_width, models, first = br.eval(OVERVIEW_BOX)
@@ -355,8 +383,29 @@ def test_overview_first_in_headless_chromium(page, chromium: str) -> None:  # ty
         assert 0 <= h_top < img_top < 900, (h_top, img_top)
         assert done and natural > 0 and shown > 600
         assert width <= 1400 and doc_width <= 1400, (width, doc_width)
-        assert models == len(Analysis(sweep_predictions()).models())
+        assert models == len(analysis.models())
         assert br.eval("document.querySelector('header nav a').getAttribute('href')") == "#overview"
+
+        # the heatmap and the research questions' tables lie inside the first 900 px
+        screen = br.eval(FIRST_SCREEN)
+        assert 0 < screen["heatmap"][1] <= 900, screen
+        questions = {q[0]: q for q in screen["questions"]}
+        assert {"q-rq1", "q-rq2", "q-rq3"} <= set(questions), screen
+        for key in ("q-rq1", "q-rq2", "q-rq3"):
+            _, top, bottom, right, rows = questions[key]
+            assert 0 < top < bottom <= 900 and right <= 1400, (key, questions[key])
+            assert rows == len(analysis.fusion_models()), (key, rows)  # one row per fusion model
+
+        # nothing wider than the window, the utterance browser's table (loaded) and every opened part included
+        br.eval(WAIT_BROWSER)
+        wide, doc_width = br.eval(OVERFLOW)
+        assert wide == [] and doc_width <= 1400, (wide, doc_width)
+
+        # every link lands on a section, and every section has a link
+        sections, links, landed = br.eval(NAV)
+        assert sorted(links) == sorted(f"#{s}" for s in sections), (links, sections)
+        for href, tag, top, at_end, on_top in landed:
+            assert tag == "SECTION" and (on_top or at_end), (href, tag, top, at_end)
         assert br.errors == [], br.errors
 
 

@@ -72,7 +72,7 @@ def test_the_layers_section_holds_the_sweep_table_plots_and_weights(page) -> Non
     assert len(layers_csv) == 1 + 3 * (2 + len(attacks))
     assert len((out / "layer_weights.csv").read_text(encoding="utf-8").splitlines()) == 1 + 6
     html = page.html.read_text(encoding="utf-8")
-    section = html.split('<section id="layers">', 1)[1].split("</section>", 1)[0]
+    section = html.split('<section id="layers" class="part details">', 1)[1].split("</section>", 1)[0]
     assert "<h2>Layers</h2>" in section and '<a href="#layers">Layers</a>' in html
     assert section.count('src="data:image/png;base64,') == 3 and 'href="layer_impact_text.svg"' in section
     assert html.count('src="data:image/png;base64,') == len(page.plots)
@@ -159,7 +159,7 @@ def test_evaluate_adds_a_layer_sweep_to_the_report(env: dict[str, Path], layered
     for name in ("layer_impact_text", "layer_accuracy_text"):
         assert (out / f"{name}.png").is_file() and (out / f"{name}.svg").is_file()
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert '<section id="layers"><h2>Layers</h2>' in html and 'id="plot-layer_impact_text"' in html
+    assert '<section id="layers" class="part details"><h2>Layers</h2>' in html and 'id="plot-layer_impact_text"' in html
     preds = Predictions.load(out / "predictions.h5")
     assert {m for m in preds.unique("model") if m.startswith("ablate:")} == {
         f"ablate:{s}" for s in re.findall(r"text-layer\d-[0-9a-f]{8}", (out / "layers.json").read_text(encoding="utf-8"))}

@@ -90,11 +90,11 @@ def evaluate_cmd(conditions: tuple[str, ...], out: Path, ablations: tuple[str, .
     Example (robustness by the speaker's sex):
       featcache evaluate --corpus iemocap:demo-corpus --by sex
     """
-    from featcache.pipeline import evaluate_and_report
+    from featcache.pipeline import evaluate_and_report, report_title
 
     study = study_from(kw)
     evaluate_and_report(study, out=out, conditions=list(conditions) or None, ablations=ablations, by=by,
-                        title=f"featcache report: {study.corpus.name}", echo=click.echo)
+                        title=report_title(study), echo=click.echo)
     click.echo(f"results and report: {out}")
     click.echo(f"open: {out / 'report.html'}")
 

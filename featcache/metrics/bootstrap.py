@@ -287,6 +287,18 @@ def impact_statistic(acc: np.ndarray) -> np.ndarray:
     return relative_change_array(acc[1], acc[0])
 
 
+def accuracy_difference_statistic(acc: np.ndarray) -> np.ndarray:
+    """One model's Avg. accuracy minus another's, in points, from the cells ``[(model, c), (other, c)]``.
+
+    Args:
+        acc: ``[2, seeds, B]`` (fractions).
+
+    Returns:
+        ``[seeds, B]``.
+    """
+    return (acc[0] - acc[1]) * 100.0
+
+
 def impact_difference_statistic(acc: np.ndarray) -> np.ndarray:
     """Fusion-minus-unimodal impact from the Avg. accuracies of the cells
     ``[(fusion, clean), (fusion, attack), (unimodal, clean), (unimodal, attack)]``.

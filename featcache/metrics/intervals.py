@@ -20,6 +20,7 @@ from featcache.metrics.bootstrap import (
     DEFAULT_RESAMPLES,
     Replicates,
     ResampleWeights,
+    accuracy_difference_statistic,
     additivity_statistic,
     bootstrap_replicates,
     impact_difference_statistic,
@@ -168,6 +169,36 @@ class Intervals:
         if condition == self.clean or not self.has(model, condition) or not self.has(model, self.clean):
             return None
         return self.bootstrap([(model, self.clean), (model, condition)], impact_statistic,
+                              n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+    def accuracy_difference(
+        self,
+        model: str,
+        other: str,
+        *,
+        condition: str | None = None,
+        n_resamples: int = DEFAULT_RESAMPLES,
+        confidence: float = DEFAULT_CONFIDENCE,
+        seed: int = 0,
+    ) -> BootstrapCI | None:
+        """Bootstrap interval of one model's Avg. accuracy minus another's under the same condition, in points
+        (RQ1: does fusion beat each modality on clean input?).
+
+        Args:
+            model: The model (a fusion model).
+            other: The model it is compared with (a unimodal one).
+            condition: The condition both were evaluated under (default: clean).
+            n_resamples: Bootstrap resamples.
+            confidence: Confidence level.
+            seed: Resampling seed.
+
+        Returns:
+            The interval, or ``None`` when either cell is missing or they share no utterance.
+        """
+        cond = self.clean if condition is None else condition
+        if not self.has(model, cond) or not self.has(other, cond):
+            return None
+        return self.bootstrap([(model, cond), (other, cond)], accuracy_difference_statistic,
                               n_resamples=n_resamples, confidence=confidence, seed=seed)
 
     def affected_difference(

@@ -14,8 +14,8 @@
     table*.csv         the same tables, one CSV each
     examples.md        Tables 7-8: utterances the multimodal model gets right under an attack while
                        the unimodal model gets them wrong
-    summary.md         clean accuracy and UAR per model, RQ1-RQ3 answered from the numbers,
-                       affected-subset impacts, additivity
+    summary.md         clean accuracy and UAR per model, RQ1-RQ3 and the other questions each as a
+                       line and a table (difference, interval, answer), affected-subset impacts
     results.csv        one row per (fold, seed, model, condition)
     summary.csv        one row per (model, condition)
     overview (.png and .svg): the impact of every attack on every model, as a heatmap
@@ -41,13 +41,15 @@ other way round):
 * :mod:`~featcache.report.tables` - :class:`Cell`, :class:`TableRow`, :class:`Table`, :func:`build_tables`;
 * :mod:`~featcache.report.render` - Markdown, LaTeX and CSV of a table;
 * :mod:`~featcache.report.examples` - the example tables (7-8);
-* :mod:`~featcache.report.summary` - the plain-language summary;
+* :mod:`~featcache.report.questions` - the research questions as compact tables;
+* :mod:`~featcache.report.summary` - ``summary.md`` and the details' other answers;
 * :mod:`~featcache.report.severity` - attack kinds run at several strengths;
 * :mod:`~featcache.report.plots` - the plots (PNG and SVG);
 * :mod:`~featcache.report.audio` - the examples' audio, replayed from the store's records;
 * :mod:`~featcache.report.browser` - the utterance browser's data files;
 * :mod:`~featcache.report.markup` - the report's Markdown as HTML;
-* :mod:`~featcache.report.overview` - the Overview (impact heatmap, clean accuracy per model);
+* :mod:`~featcache.report.parts` - the parts of ``report.html`` and its navigation;
+* :mod:`~featcache.report.overview` - the Overview (impact heatmap, clean accuracy per model, RQ1-RQ3);
 * :mod:`~featcache.report.html` - ``report.html`` (its CSS and JavaScript are in ``assets/``);
 * :mod:`~featcache.report.layers` - the Layers section (layer sweeps, learned layer weights);
 * :mod:`~featcache.report.groups` - the Groups section (robustness by group);

@@ -24,6 +24,7 @@ from featcache.errors import FeatcacheError
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.by_group import GroupCell, GroupGap, GroupTable, group_tables
 from featcache.report.markup import inline, markdown_to_html
+from featcache.report.parts import ORDER, Part
 from featcache.report.render import _num, _signed
 from featcache.report.sections import read_section
 
@@ -282,29 +283,28 @@ def _gap_phrase(gap: GroupGap, *, accuracy: bool) -> str:
     return (f"{_esc(gap.high)} − {_esc(gap.low)} {_signed(gap.gap.stat.mean * scale)} points ({said})")
 
 
-def render_groups_html(tables: Sequence[GroupTable]) -> str:
-    """The section of ``report.html``.
+def groups_part(tables: Sequence[GroupTable]) -> Part | None:
+    """The Groups part of ``report.html``, in the details: one collapsible table per model and grouping.
 
     Args:
         tables: The tables.
 
     Returns:
-        HTML, or "" with nothing to show.
+        The part, or None with nothing to show.
     """
     if not tables:
-        return ""
-    out = ['<section id="groups"><h2>Groups</h2>', f'<p class="muted">{inline(SECTION_NOTE)}</p>']
+        return None
+    out = [f'<p class="muted">{inline(SECTION_NOTE)}</p>']
     for grouping, ts in _by_grouping(tables).items():
         key = "".join(ch if ch.isalnum() else "-" for ch in grouping)
         out.append(f'<div class="grouping" id="groups-{key}"><h3>By {inline(grouping)}</h3>')
         for t in ts:
-            out.append(f'<h4>{inline(table_heading(t))}</h4>'
-                       f'<div class="scroll">{markdown_to_html(format_group_table(t))}</div>')
+            out.append(f'<details class="part"><summary>{inline(table_heading(t))}</summary>'
+                       f'<div class="scroll">{markdown_to_html(format_group_table(t))}</div></details>')
         out.append("</div>")
-    out.append("</section>")
-    return "\n".join(out)
+    return Part("groups", "Groups", "\n".join(out), order=ORDER["groups"])
 
 
 __all__ = ["GROUPS_FILE", "GROUPS_FORMAT", "GroupSection", "format_group_table", "groups_summary",
-           "parse_group_names", "read_group_section", "render_groups_html", "render_groups_md", "section_tables",
+           "groups_part", "parse_group_names", "read_group_section", "render_groups_md", "section_tables",
            "table_heading"]

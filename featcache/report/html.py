@@ -1,12 +1,13 @@
 """``report.html``: one page to look at and listen to, that works offline.
 
-The page holds the summary's answers (RQ1-RQ3 and the rest of ``summary.md``), the paper's tables and
-"Beyond the paper" (sortable by a click on a column header, with bootstrap intervals), the plots
-(PNG inlined as data URIs, with the SVG beside the page), the Layers and Groups sections where the report has
-them (:mod:`featcache.report.layers`, :mod:`featcache.report.groups`), the example tables (7-8) with the masked
-words marked and audio players, and the utterance browser (:mod:`featcache.report.browser`). Its CSS
-and JavaScript (``featcache/report/assets``) are inlined; nothing is fetched from the network. Audio
-files and the browser's data files lie beside it.
+The page is a list of parts (:mod:`featcache.report.parts`): the Overview first (the impact heatmap, clean
+accuracy, RQ1-RQ3 as compact tables; :mod:`featcache.report.overview`), then the details on demand, each
+collapsed or collapsible: the paper's tables and "Beyond the paper" per model (sortable by a click on a column
+header, with bootstrap intervals), the other answers and the affected subset, the plots (PNG inlined as data
+URIs, with the SVG beside the page), the Layers and Groups sections where the report has them, the example
+tables (7-8) with the masked words marked and audio players, and the utterance browser
+(:mod:`featcache.report.browser`). Its CSS and JavaScript (``featcache/report/assets``) are inlined; nothing
+is fetched from the network. Audio files and the browser's data files lie beside it.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from importlib import resources
 from featcache.metrics.rows import BootstrapCI, ImpactDifference
 from featcache.report.audio import AudioFiles
 from featcache.report.examples import ExampleTable
-from featcache.report.markup import inline, markdown_to_html
+from featcache.report.markup import inline
+from featcache.report.parts import ORDER, Part, render_parts
 from featcache.report.plots import Plot
 from featcache.report.render import _cell_plain, _signed
 from featcache.report.specs import ATTACK_NAMES
-from featcache.report.tables import Cell, Table
+from featcache.report.tables import Cell, Table, TableRow
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,6 @@ class PageContent:
         title: Page title.
         seeds_note: The sentence on seeds.
         notes: Sentences on what the page leaves out and why (one each).
-        summary_md: ``summary.md`` (its answers are shown as HTML).
         tables: The report's tables.
         impact_cis: ``(model, condition) -> interval`` of each row's impact.
         differences: ``(model, condition) -> fusion-minus-unimodal impact`` where it applies.
@@ -49,15 +50,12 @@ class PageContent:
         audio: ``(utt_id, condition) -> files`` written beside the page.
         browser: The browser's manifest (see :func:`featcache.report.browser.write_browser`).
         clean: Name of the clean condition.
-        layers: The Layers section's HTML (:func:`featcache.report.layers.render_layers_html`; "" for none).
-        groups: The Groups section's HTML (:func:`featcache.report.groups.render_groups_html`; "" for none).
-        overview: The Overview section's HTML, shown first (:func:`featcache.report.overview.render_overview_html`;
-            "" for none).
+        parts: The parts the page shows besides its own (tables, plots, examples, browser): the Overview,
+            the other answers, the Layers and Groups sections (each placed by its ``place`` and ``order``).
     """
 
     title: str
     seeds_note: str
-    summary_md: str
     tables: Sequence[Table]
     plots: Sequence[Plot]
     examples: Sequence[ExampleTable]
@@ -68,9 +66,7 @@ class PageContent:
     differences: Mapping[tuple[str, str], ImpactDifference | None] = field(default_factory=dict)
     audio: Mapping[tuple[str, str], AudioFiles] = field(default_factory=dict)
     clean: str = "clean"
-    layers: str = ""
-    groups: str = ""
-    overview: str = ""
+    parts: Sequence[Part] = ()
 
 
 def _asset(name: str) -> str:
@@ -127,42 +123,49 @@ def _sort_value(c: Cell) -> str:
     return ""
 
 
-def _ci_cell(ci: BootstrapCI | None) -> str:
+def _ci_text(ci: BootstrapCI | None) -> str:
     if ci is None or not math.isfinite(ci.low):
-        return '<td data-v=""></td>'
-    cls = ' class="sig"' if ci.excludes_zero else ""
-    return f'<td data-v="{ci.low:.6g}"{cls}>[{_signed(ci.low)}, {_signed(ci.high)}]</td>'
+        return ""
+    return f"[{_signed(ci.low)}, {_signed(ci.high)}]"
+
+
+def _impact_cell(c: Cell, ci: BootstrapCI | None, *, bold: bool) -> str:
+    """An Impact cell with its interval under the value (highlighted where it excludes 0)."""
+    s = _e(_cell_plain(c))
+    s = "<strong>" + s + "</strong>" if bold and s else s
+    text = _ci_text(ci)
+    cls = ' class="sig"' if text and ci is not None and ci.excludes_zero else ""
+    under = f'<span class="ci">{text}</span>' if text else ""
+    return f'<td data-v="{_sort_value(c)}"{cls}>{s}{under}</td>'
 
 
 def _diff_cell(d: ImpactDifference | None) -> str:
     if d is None or not math.isfinite(d.difference.mean):
         return '<td data-v=""></td>'
-    ci = d.ci
-    text = f"{_signed(d.difference.mean)}"
-    cls = ""
-    if ci is not None and math.isfinite(ci.low):
-        text += f" [{_signed(ci.low)}, {_signed(ci.high)}]"
-        cls = ' class="sig"' if ci.excludes_zero else ""
-    return f'<td data-v="{d.difference.mean:.6g}"{cls} title="vs {_e(d.unimodal)} ({_e(d.unimodal_condition)})">{text}</td>'
+    text = _ci_text(d.ci)
+    cls = ' class="sig"' if text and d.ci is not None and d.ci.excludes_zero else ""
+    under = f'<span class="ci">{text}</span>' if text else ""
+    return (f'<td data-v="{d.difference.mean:.6g}"{cls} title="vs {_e(d.unimodal)} ({_e(d.unimodal_condition)})">'
+            f"{_signed(d.difference.mean)}{under}</td>")
 
 
-def render_table(table: Table, content: PageContent) -> str:
-    """One report table as a sortable HTML table, with interval columns where they apply.
+def render_table(table: Table, content: PageContent, *, captioned: bool = True) -> str:
+    """One report table as a sortable HTML table, each impact with its interval under it.
 
     Args:
         table: The table.
         content: The page (for the intervals).
+        captioned: Whether to write its caption (not inside a collapsible part that shows it).
 
     Returns:
-        HTML.
+        HTML (the table, in a figure with its caption and note).
     """
     has_impact = "Impact" in table.columns
     has_smodal = "Impact S. Modal" in table.columns
     conf = next((ci.confidence for ci in content.impact_cis.values() if ci is not None), 0.95)
     pct = f"{round(conf * 100)}%"
-    at = table.columns.index("Impact") + 1 if has_impact else len(table.columns)  # the interval beside Impact
-    cols = list(table.columns[:at]) + ([f"Impact {pct} CI"] if has_impact else []) + list(table.columns[at:]) + (
-        [f"Fusion − S. Modal [{pct} CI]"] if has_smodal else [])
+    at = table.columns.index("Impact") if has_impact else -1
+    cols = list(table.columns) + ([f"Fusion − S. Modal ({pct} CI)"] if has_smodal else [])
     n = len(cols)
     head = "".join(f'<th data-col="{k}" title="sort">{_e(c)}</th>' for k, c in enumerate(cols))
     body = ["<tbody>"]
@@ -171,21 +174,70 @@ def render_table(table: Table, content: PageContent) -> str:
             body.append(f'</tbody><tbody><tr class="section"><th colspan="{n}">{_e(r.label)}</th></tr>')
             continue
         tds = [f'<th scope="row" data-v="{_e(r.label)}">{_e(r.label)}</th>']
-        for c in r.cells:
+        for k, c in enumerate(r.cells, start=1):
+            if k == at and r.condition != content.clean:
+                tds.append(_impact_cell(c, content.impact_cis.get((r.model, r.condition)), bold=c.bold))
+                continue
             s = _e(_cell_plain(c))
             tds.append(f'<td data-v="{_sort_value(c)}">{"<strong>" + s + "</strong>" if c.bold and s else s}</td>')
-        key = (r.model, r.condition)
-        if has_impact:
-            tds.insert(at, _ci_cell(content.impact_cis.get(key)) if r.condition != content.clean
-                       else '<td data-v=""></td>')
         if has_smodal:
-            tds.append(_diff_cell(content.differences.get(key)))
+            tds.append(_diff_cell(content.differences.get((r.model, r.condition))))
         body.append("<tr>" + "".join(tds) + "</tr>")
     body.append("</tbody>")
-    note = f'<p class="note">{inline(table.note)}</p>' if table.note else ""
-    return (f'<figure class="table" id="{_e(table.key)}"><figcaption><strong>Table {_e(table.number)}.</strong> '
-            f'{inline(table.caption)}</figcaption><div class="scroll"><table class="sortable"><thead><tr>{head}'
-            f'</tr></thead>{"".join(body)}</table></div>{note}</figure>')
+    intervals = (f" Under each impact: its {pct} paired bootstrap interval, highlighted where it excludes 0."
+                 if has_impact and content.impact_cis else "")
+    text = (table.note + intervals).strip()
+    note = f'<p class="note">{inline(text)}</p>' if text else ""
+    caption = (f"<figcaption><strong>Table {_e(table.number)}.</strong> {inline(table.caption)}</figcaption>"
+               if captioned else "")
+    return (f'<figure class="table" id="{_e(table.key)}">{caption}<div class="scroll"><table class="sortable"><thead>'
+            f'<tr>{head}</tr></thead>{"".join(body)}</table></div>{note}</figure>')
+
+
+def _by_model(table: Table) -> list[tuple[str, Table]]:
+    """A table whose sections are models ("Beyond the paper"), cut into one table per model."""
+    out: list[tuple[str, list[TableRow]]] = []
+    for r in table.rows:
+        if r.section:
+            out.append((r.label, []))
+        elif out:
+            out[-1][1].append(r)
+    return [(label, Table(f"{table.key}-{k}", table.number, f"{table.caption} {label}.", table.columns,
+                          tuple(rows), table.note)) for k, (label, rows) in enumerate(out, start=1) if rows]
+
+
+def _collapsible(summary: str, body: str, *, open_: bool = False, key: str = "") -> str:
+    anchor = f' id="{_e(key)}"' if key else ""
+    return f'<details class="part"{anchor}{" open" if open_ else ""}><summary>{summary}</summary>{body}</details>'
+
+
+def render_tables(content: PageContent) -> str:
+    """The Tables part: each of the paper's tables collapsible (Table 3 open), "Beyond the paper" one collapsed
+    table per model.
+
+    Args:
+        content: The page.
+
+    Returns:
+        HTML.
+    """
+    out = ['<p class="muted">Click a table to open it; click a column header to sort (again to reverse, a third '
+           "time to restore); rows stay within their section. Intervals: paired, fold-stratified bootstrap over "
+           "utterances.</p>"]
+    for t in content.tables:
+        if t.key == "beyond":
+            for label, sub in _by_model(t):
+                out.append(_collapsible(f"<strong>Table {_e(t.number)}.</strong> Beyond the paper: {_e(label)}",
+                                        render_table(sub, content, captioned=False), key=f"{t.key}-{_slug(label)}"))
+            continue
+        out.append(_collapsible(f"<strong>Table {_e(t.number)}.</strong> {inline(t.caption)}",
+                                render_table(t, content, captioned=False), open_=t.key == "table3",
+                                key=f"open-{t.key}"))
+    return "\n".join(out)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
 
 
 # -- examples ------------------------------------------------------------------------------------
@@ -288,6 +340,25 @@ def _browser_html(content: PageContent) -> str:
 <script type="application/json" id="browser-data">{data}</script>"""
 
 
+def page_parts(content: PageContent) -> list[Part]:
+    """Every part of the page: the caller's (Overview, answers, Layers, Groups) and the page's own (tables,
+    plots, examples, utterance browser), each placed by its ``place`` and ``order``.
+
+    Args:
+        content: What the page shows.
+
+    Returns:
+        The parts, in page order.
+    """
+    plots = "\n".join(_plot_html(p) for p in content.plots) or "<p>No plot: nothing to draw.</p>"
+    examples = render_examples(content) or "<p>No example table (see the note at the top).</p>"
+    own = [Part("tables", "Tables", render_tables(content), order=ORDER["tables"]),
+           Part("plots", "Plots", _collapsible("The plots", plots, open_=True), order=ORDER["plots"]),
+           Part("examples", "Examples", examples, order=ORDER["examples"]),
+           Part("browser", "Utterance browser", _browser_html(content), order=ORDER["browser"])]
+    return sorted([*content.parts, *own], key=lambda p: (p.place != "overview", p.order))
+
+
 def render_page(content: PageContent) -> str:
     """The whole ``report.html``.
 
@@ -297,20 +368,8 @@ def render_page(content: PageContent) -> str:
     Returns:
         The HTML document.
     """
-    summary = content.summary_md.split("\n", 1)[1] if content.summary_md.startswith("# ") else content.summary_md
-    summary = summary.replace(content.seeds_note, "", 1) if content.seeds_note else summary
     notes = "".join(f'<p class="notice">{inline(n)}</p>' for n in content.notes if n)
-    tables = "\n".join(render_table(t, content) for t in content.tables)
-    plots = "\n".join(_plot_html(p) for p in content.plots) or "<p>No plot: nothing to draw.</p>"
-    examples = render_examples(content) or "<p>No example table (see the note at the top).</p>"
-    layers = "\n" + content.layers if content.layers else ""
-    layers += "\n" + content.groups if content.groups else ""
-    sections = (*((("overview", "Overview"),) if content.overview else ()), ("summary", "Summary"),
-                ("tables", "Tables"), ("plots", "Plots"),
-                *((("layers", "Layers"),) if content.layers else ()),
-                *((("groups", "Groups"),) if content.groups else ()), ("examples", "Examples"),
-                ("browser", "Utterance browser"))
-    nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in sections)
+    nav, sections = render_parts(page_parts(content))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -321,19 +380,12 @@ def render_page(content: PageContent) -> str:
 <main>
 <p class="lead">{inline(content.seeds_note)} Examples and the browser show seed {content.example_seed}.</p>
 {notes}
-{content.overview}
-<section id="summary"><h2>Summary</h2>{markdown_to_html(summary, shift=1)}</section>
-<section id="tables"><h2>Tables</h2><p class="muted">Click a column header to sort (again to reverse, a third
-time to restore); rows stay within their section. Intervals: paired, fold-stratified bootstrap over utterances;
-highlighted where they exclude 0.</p>
-{tables}</section>
-<section id="plots"><h2>Plots</h2>{plots}</section>{layers}
-<section id="examples"><h2>Examples</h2>{examples}</section>
-<section id="browser"><h2>Utterance browser</h2>{_browser_html(content)}</section>
+{sections}
 </main>
 <script>{_asset("report.js")}</script>
 </body></html>
 """
 
 
-__all__ = ["PageContent", "mark_changes", "render_examples", "render_page", "render_table"]
+__all__ = ["PageContent", "mark_changes", "page_parts", "render_examples", "render_page", "render_table",
+           "render_tables"]

@@ -33,6 +33,7 @@ from featcache.metrics.rows import SeedStat
 from featcache.metrics.tables import write_csv
 from featcache.report.html import _plot_html
 from featcache.report.markup import inline, markdown_to_html
+from featcache.report.parts import ORDER, Part
 from featcache.report.plots import WIDTH_IN, Plot, _colours, _save, impact_heatmap
 from featcache.report.sections import read_section
 
@@ -393,9 +394,9 @@ def write_layer_csvs(tables: Sequence[SweepTable], weights: Sequence[LayerWeight
     return out
 
 
-def render_layers_html(tables: Sequence[SweepTable], weights: Sequence[LayerWeightStat],
-                       weight_plot: Plot | None) -> str:
-    """The section of ``report.html`` (plots inlined as in the Plots section).
+def layers_part(tables: Sequence[SweepTable], weights: Sequence[LayerWeightStat],
+                weight_plot: Plot | None) -> Part | None:
+    """The Layers part of ``report.html`` (plots inlined as in the Plots part), in the details.
 
     Args:
         tables: The sweeps (with their plots drawn, if any).
@@ -403,13 +404,13 @@ def render_layers_html(tables: Sequence[SweepTable], weights: Sequence[LayerWeig
         weight_plot: The weights' bar plot, if drawn.
 
     Returns:
-        HTML, or "" with nothing to show.
+        The part, or None with nothing to show.
     """
     from featcache.ablate.layers import format_layer_table
 
     if not tables and not weights:
-        return ""
-    out = ['<section id="layers"><h2>Layers</h2>']
+        return None
+    out = []
     for t in tables:
         out.append(f'<div class="layer-sweep" id="layers-{t.key}"><h3>{inline(t.sweep.name)}</h3>'
                    f'<p class="muted">{inline(t.header)}.</p>')
@@ -421,10 +422,9 @@ def render_layers_html(tables: Sequence[SweepTable], weights: Sequence[LayerWeig
         out += [f'<div class="scroll">{markdown_to_html(t)}</div>' for t in _weights_tables(weights)]
         out += [_plot_html(weight_plot)] if weight_plot is not None else []
         out.append("</div>")
-    out.append("</section>")
-    return "\n".join(out)
+    return Part("layers", "Layers", "\n".join(out), order=ORDER["layers"])
 
 
 __all__ = ["LAYERS_FILE", "LAYERS_FORMAT", "LayerSection", "SweepTable", "draw_layer_plots", "layers_summary",
-           "read_layer_section", "render_layers_html", "render_layers_md", "sweep_tables", "without_sweeps",
+           "layers_part", "read_layer_section", "render_layers_md", "sweep_tables", "without_sweeps",
            "write_layer_csvs"]

@@ -6,7 +6,9 @@
   each cell the mean impact over seeds in percent; a cell whose paired bootstrap interval (the one the
   tables show) excludes 0 is set in bold with an asterisk and outlined;
 * a compact table of each model's clean Avg. accuracy and UAR (mean ± std over seeds, as the tables
-  show them), in ``report.html`` beside the heatmap and in ``summary.md``.
+  show them), in ``report.html`` beside the heatmap and in ``summary.md``;
+* RQ1-RQ3, each one compact table (:mod:`featcache.report.questions`), RQ1 beside the heatmap and RQ2-RQ3
+  under it, so that the first screen (1400 x 900) holds the study's answer.
 """
 
 from __future__ import annotations
@@ -22,12 +24,18 @@ from featcache.metrics.analysis import Analysis
 from featcache.metrics.names import condition_key
 from featcache.metrics.rows import BootstrapCI, SummaryRow
 from featcache.report.html import _e, _plot_html
+from featcache.report.parts import ORDER, Part
 from featcache.report.plots import WIDTH_IN, Plot, _save, impact_heatmap
+from featcache.report.questions import Question, question_html
 from featcache.report.render import _cell_plain
 from featcache.report.tables import Cell
 
 OVERVIEW = "overview"
 """The heatmap's file stem (``overview.png``, ``overview.svg``)."""
+
+RESEARCH_QUESTIONS: tuple[str, ...] = ("rq1", "rq2", "rq3")
+"""The questions the Overview answers (:class:`~featcache.report.questions.Question` keys); the others are in
+the details."""
 
 
 def overview_axes(analysis: Analysis) -> tuple[list[str], list[str]]:
@@ -81,11 +89,10 @@ def draw_overview(analysis: Analysis, summary: Sequence[SummaryRow],
                          xlabel="Attack", ylabel="Model", figsize=(width, min(height, 5.2)), marks=marks,
                          fontsize=(5.0 if len(attacks) > 24 else "x-small") if many else "small")
     pct = f"{round(confidence * 100)} %"
-    mark = (f" Bold with * and outlined: the paired bootstrap {pct} interval excludes 0." if marks.any() or cis
-            else "")
-    return _save(fig, out_dir, OVERVIEW, "Overview: impact of each attack",
-                 "Relative change of clean Avg. accuracy under each attack, per model (mean over seeds; blue: better "
-                 "than clean, red: worse; grey: not evaluated)." + mark)
+    mark = f" Bold, * and outlined: the paired {pct} interval excludes 0." if marks.any() or cis else ""
+    return _save(fig, out_dir, OVERVIEW, "Impact of each attack",
+                 "Relative change of clean Avg. accuracy, per model, mean over seeds (red: worse than clean, blue: "
+                 "better, grey: not run)." + mark)
 
 
 def accuracy_rows(analysis: Analysis, summary: Sequence[SummaryRow]) -> list[tuple[str, str, str]]:
@@ -129,24 +136,37 @@ def overview_md(analysis: Analysis, summary: Sequence[SummaryRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_overview_html(plot: Plot | None, rows: Sequence[tuple[str, str, str]]) -> str:
-    """The Overview section of ``report.html``: the heatmap (inlined) and the clean accuracy table beside it.
+def overview_part(plot: Plot | None, rows: Sequence[tuple[str, str, str]], asked: Sequence[Question]) -> Part | None:
+    """The Overview part of ``report.html``, first on the page: the heatmap (inlined) with the clean accuracy
+    table and RQ1 beside it, and RQ2-RQ3 under it, each question one compact table
+    (:func:`featcache.report.questions.question_html`).
 
     Args:
         plot: The heatmap, if drawn.
         rows: :func:`accuracy_rows`.
+        asked: The questions; RQ1-RQ3 are shown here (the others in the details).
 
     Returns:
-        HTML, or "" with nothing to show.
+        The part, or None with nothing to show.
     """
-    if plot is None and not rows:
-        return ""
+    rq = {q.key: q for q in asked if q.key in RESEARCH_QUESTIONS}
+    if plot is None and not rows and not rq:
+        return None
     body = "".join(f'<tr><th scope="row">{_e(m)}</th><td>{_e(a)}</td><td>{_e(u)}</td></tr>' for m, a, u in rows)
     table = (f'<figure class="overview-acc"><figcaption><strong>Clean accuracy</strong> (%).</figcaption>'
              f'<table class="plain"><thead><tr><th>Model</th><th>Avg.</th><th>UAR</th></tr></thead>'
              f"<tbody>{body}</tbody></table></figure>") if rows else ""
     image = _plot_html(plot) if plot is not None else ""
-    return f'<section id="overview"><h2>Overview</h2><div class="overview-grid">{image}{table}</div></section>'
+    side = table + (question_html(rq["rq1"]) if "rq1" in rq else "")
+    under = "".join(question_html(rq[k]) for k in ("rq2", "rq3") if k in rq)
+    legend = ('<p class="note legend">Question cells: the difference in points, its paired bootstrap interval and '
+              'the answer: <span class="q-yes">yes</span> <span class="q-yes-ns">yes (n.s.)</span> '
+              '<span class="q-no-ns">no (n.s.)</span> <span class="q-no">no</span>; n.s.: the interval includes 0. '
+              "The values behind a cell are in its tooltip.</p>") if rq else ""
+    return Part("overview", "Overview",
+                f'<div class="overview-grid"><div class="overview-main">{image}<div class="questions">{under}</div></div>'
+                f'<div class="overview-side">{side}</div></div>{legend}', place="overview", order=ORDER["overview"])
 
 
-__all__ = ["OVERVIEW", "accuracy_rows", "draw_overview", "overview_axes", "overview_md", "render_overview_html"]
+__all__ = ["OVERVIEW", "RESEARCH_QUESTIONS", "accuracy_rows", "draw_overview", "overview_axes", "overview_md",
+           "overview_part"]

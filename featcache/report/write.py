@@ -36,7 +36,7 @@ from featcache.report.groups import (
     GROUPS_FORMAT,
     GroupSection,
     groups_summary,
-    render_groups_html,
+    groups_part,
     render_groups_md,
     section_tables,
 )
@@ -47,13 +47,13 @@ from featcache.report.layers import (
     LayerSection,
     draw_layer_plots,
     layers_summary,
-    render_layers_html,
+    layers_part,
     render_layers_md,
     sweep_tables,
     without_sweeps,
     write_layer_csvs,
 )
-from featcache.report.overview import accuracy_rows, draw_overview, overview_md, render_overview_html
+from featcache.report.overview import accuracy_rows, draw_overview, overview_md, overview_part
 from featcache.report.plots import Plot, draw_plots
 from featcache.report.render import (
     latex_escape,
@@ -62,7 +62,8 @@ from featcache.report.render import (
     write_table_csv,
 )
 from featcache.report.sections import write_section
-from featcache.report.summary import render_summary
+from featcache.report.questions import questions
+from featcache.report.summary import answers_part, render_summary
 from featcache.report.tables import build_tables, scope_note
 
 if TYPE_CHECKING:
@@ -256,8 +257,8 @@ def write_report(
     examples_md = atomic_write_text(out / "examples.md", render_examples_file(ex_tables, seed=chosen_seed, scope=scope,
                                                                               clean=clean))
 
-    summary_text = render_summary(analysis, summary, title=f"{title}: summary", seeds_note=note,
-                                  n_resamples=n_resamples, confidence=confidence, bootstrap_seed=bootstrap_seed)
+    asked = questions(analysis, summary, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
+    summary_text = render_summary(analysis, summary, title=f"{title}: summary", seeds_note=note, asked=asked)
     summary_text += ("\n" + layers_summary(sweeps, weights)) if sweeps or weights else ""
     groups_text = groups_summary(group_tabs)
     summary_text += ("\n" + groups_text) if groups_text else ""
@@ -308,13 +309,15 @@ def write_report(
     written = {f.clean for f in files.values()} | {f.perturbed for f in files.values() if f.perturbed}
     _replace_owned(out, written | {Path(p).relative_to(out).as_posix() for p in browser_files})
     differences = {(r.model, r.condition): r.difference for r in summary}
+    parts = [p for p in (
+        overview_part(heatmap, accuracy_rows(analysis, summary), asked),
+        answers_part(asked, summary),
+        layers_part(sweeps, weights, next((p for p in layer_plots if p.name == "layer_weights"), None)),
+        groups_part(group_tabs)) if p is not None]
     page = render_page(PageContent(
-        title=title, seeds_note=note, notes=tuple(notes), summary_md=summary_text, tables=tables, impact_cis=cis,
+        title=title, seeds_note=note, notes=tuple(notes), tables=tables, impact_cis=cis,
         differences=differences, plots=drawn, examples=ex_tables, example_seed=chosen_seed, audio=files,
-        browser=manifest, clean=clean,
-        layers=render_layers_html(sweeps, weights, next((p for p in layer_plots if p.name == "layer_weights"), None)),
-        groups=render_groups_html(group_tabs),
-        overview=render_overview_html(heatmap, accuracy_rows(analysis, summary))))
+        browser=manifest, clean=clean, parts=tuple(parts)))
     report_html = atomic_write_text(out / "report.html", page)
     return ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                        examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,

@@ -205,7 +205,8 @@ class Study:
 
         Returns:
             ``(conditions, skipped)``: ``clean`` first (always: every impact needs it), then the given
-            ones the corpus can perturb; ``skipped`` says why each other one is left out.
+            ones the corpus can perturb; ``skipped`` says in one line per missing modality which ones are left
+            out and why.
 
         Raises:
             FeatcacheError: A name that does not parse.
@@ -215,13 +216,15 @@ class Study:
             wanted = default_conditions(held)
         else:
             wanted = [parse(c) for c in conditions]
-        kept, skipped = [CLEAN], []
+        kept, lacked = [CLEAN], {}
         for c in wanted:
             lacking = c.missing_modalities(self.corpus.modalities)
             if lacking:
-                skipped.append(f"skipping condition {c}: the corpus has no {' and no '.join(lacking)}")
+                lacked.setdefault(" and no ".join(lacking), []).append(str(c))
             elif c not in kept:
                 kept.append(c)
+        skipped = [f"skipping {len(names)} condition{'s' if len(names) > 1 else ''} the corpus cannot apply (it has "
+                   f"no {what}): {', '.join(names)}" for what, names in lacked.items()]
         return kept, skipped
 
     # -- commands that make what is missing -----------------------------------------------------

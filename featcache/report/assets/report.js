@@ -142,7 +142,7 @@ const featcacheBrowser = (function () {
     const L = M.labels;
     const v = (x) => (x >= 10 ? "= " + (x / 100).toFixed(2) : "&lt; 0.1");
     let html = '<td class="pred ' + (p[0] === label ? "ok" : "wrong") + '"><strong>' + esc(L[p[0]]) + "</strong> " +
-      v(p[1]) + ", " + esc(L[p[2]]) + " " + v(p[3]);
+      v(p[1]) + '<span class="second">' + esc(L[p[2]]) + " " + v(p[3]) + "</span>";
     if (p[4] >= 0 && p[4] !== p[0]) html += '<span class="was">clean: ' + esc(L[p[4]]) + "</span>";
     return html + "</td>";
   }
