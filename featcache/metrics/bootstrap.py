@@ -287,6 +287,18 @@ def impact_statistic(acc: np.ndarray) -> np.ndarray:
     return relative_change_array(acc[1], acc[0])
 
 
+def accuracy_statistic(acc: np.ndarray) -> np.ndarray:
+    """A model's Avg. accuracy in percent, from the cell ``[(model, condition)]``.
+
+    Args:
+        acc: ``[1, seeds, B]`` (fractions).
+
+    Returns:
+        ``[seeds, B]``.
+    """
+    return acc[0] * 100.0
+
+
 def accuracy_difference_statistic(acc: np.ndarray) -> np.ndarray:
     """One model's Avg. accuracy minus another's, in points, from the cells ``[(model, c), (other, c)]``.
 

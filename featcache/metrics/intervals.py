@@ -21,6 +21,7 @@ from featcache.metrics.bootstrap import (
     Replicates,
     ResampleWeights,
     accuracy_difference_statistic,
+    accuracy_statistic,
     additivity_statistic,
     bootstrap_replicates,
     impact_difference_statistic,
@@ -170,6 +171,33 @@ class Intervals:
             return None
         return self.bootstrap([(model, self.clean), (model, condition)], impact_statistic,
                               n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+    def accuracy_ci(
+        self,
+        model: str,
+        *,
+        condition: str | None = None,
+        n_resamples: int = DEFAULT_RESAMPLES,
+        confidence: float = DEFAULT_CONFIDENCE,
+        seed: int = 0,
+    ) -> BootstrapCI | None:
+        """Bootstrap interval of one model's Avg. accuracy, in percent (the mean over seeds of the Avg. column).
+
+        Args:
+            model: Model name.
+            condition: The condition (default: clean).
+            n_resamples: Bootstrap resamples.
+            confidence: Confidence level.
+            seed: Resampling seed.
+
+        Returns:
+            The interval, or ``None`` when the cell is missing.
+        """
+        cond = self.clean if condition is None else condition
+        if not self.has(model, cond):
+            return None
+        return self.bootstrap([(model, cond)], accuracy_statistic, n_resamples=n_resamples, confidence=confidence,
+                              seed=seed)
 
     def accuracy_difference(
         self,

@@ -27,7 +27,7 @@ from featcache.report.html import _e, _plot_html
 from featcache.report.parts import ORDER, Part
 from featcache.report.plots import WIDTH_IN, Plot, _save, impact_heatmap
 from featcache.report.questions import Question, question_html
-from featcache.report.render import _cell_plain
+from featcache.report.render import _cell_plain, _num
 from featcache.report.tables import Cell
 
 OVERVIEW = "overview"
@@ -95,15 +95,20 @@ def draw_overview(analysis: Analysis, summary: Sequence[SummaryRow],
                  "better, grey: not run)." + mark)
 
 
-def accuracy_rows(analysis: Analysis, summary: Sequence[SummaryRow]) -> list[tuple[str, str, str]]:
-    """Each model's clean Avg. accuracy and UAR as the tables show them.
+def accuracy_rows(analysis: Analysis, summary: Sequence[SummaryRow], *, n_resamples: int = 0,
+                  confidence: float = 0.95, seed: int = 0) -> list[tuple[str, str, str, str]]:
+    """Each model's clean Avg. accuracy and UAR as the tables show them, and the Avg.'s bootstrap interval.
 
     Args:
         analysis: The report's analysis.
         summary: Its summary rows.
+        n_resamples: Bootstrap resamples of the intervals (0: none).
+        confidence: Their confidence level.
+        seed: Their resampling seed.
 
     Returns:
-        ``(model, avg, uar)`` per model with clean predictions, in the report's order.
+        ``(model, avg, uar, interval)`` per model with clean predictions, in the report's order (``interval``:
+        ``"[71.25, 76.10]"``, or "" without one).
     """
     rows = {(r.model, r.condition): r for r in summary}
     show_std = len(analysis.seeds()) > 1
@@ -113,30 +118,34 @@ def accuracy_rows(analysis: Analysis, summary: Sequence[SummaryRow]) -> list[tup
         if r is None:
             continue
         cells = [Cell("acc", mean=s.mean, std=s.std if show_std else math.nan) for s in (r.accuracy, r.uar)]
-        out.append((m, _cell_plain(cells[0]), _cell_plain(cells[1])))
+        ci = (analysis.accuracy_ci(m, n_resamples=n_resamples, confidence=confidence, seed=seed)
+              if n_resamples > 0 else None)
+        interval = f"[{_num(ci.low)}, {_num(ci.high)}]" if ci is not None and math.isfinite(ci.low) else ""
+        out.append((m, _cell_plain(cells[0]), _cell_plain(cells[1]), interval))
     return out
 
 
-def overview_md(analysis: Analysis, summary: Sequence[SummaryRow]) -> str:
-    """The Overview for ``summary.md``: clean Avg. accuracy and UAR per model.
+def overview_md(rows: Sequence[tuple[str, str, str, str]]) -> str:
+    """The Overview for ``summary.md``: clean Avg. accuracy (with its interval) and UAR per model.
 
     Args:
-        analysis: The report's analysis.
-        summary: Its summary rows.
+        rows: :func:`accuracy_rows`.
 
     Returns:
         The Markdown, or "" with no clean row.
     """
-    rows = accuracy_rows(analysis, summary)
     if not rows:
         return ""
-    lines = ["## Overview", "", "Clean accuracy per model (%; the impact of every attack is in `overview.png`).", "",
+    ci = any(i for *_, i in rows)
+    lines = ["## Overview", "", "Clean accuracy per model (%; ± over seeds" + (", then the paired bootstrap interval"
+             if ci else "") + "; the impact of every attack is in `overview.png`).", "",
              "| Model | Clean Avg. | UAR |", "|---|---:|---:|"]
-    lines += [f"| {m} | {a} | {u} |" for m, a, u in rows]
+    lines += [f"| {m} | {a}{' ' + i if i else ''} | {u} |" for m, a, u, i in rows]
     return "\n".join(lines) + "\n"
 
 
-def overview_part(plot: Plot | None, rows: Sequence[tuple[str, str, str]], asked: Sequence[Question]) -> Part | None:
+def overview_part(plot: Plot | None, rows: Sequence[tuple[str, str, str, str]],
+                  asked: Sequence[Question]) -> Part | None:
     """The Overview part of ``report.html``, first on the page: the heatmap (inlined) with the clean accuracy
     table and RQ1 beside it, and RQ2-RQ3 under it, each question one compact table
     (:func:`featcache.report.questions.question_html`).
@@ -152,9 +161,11 @@ def overview_part(plot: Plot | None, rows: Sequence[tuple[str, str, str]], asked
     rq = {q.key: q for q in asked if q.key in RESEARCH_QUESTIONS}
     if plot is None and not rows and not rq:
         return None
-    body = "".join(f'<tr><th scope="row">{_e(m)}</th><td>{_e(a)}</td><td>{_e(u)}</td></tr>' for m, a, u in rows)
-    table = (f'<figure class="overview-acc"><figcaption><strong>Clean accuracy</strong> (%).</figcaption>'
-             f'<table class="plain"><thead><tr><th>Model</th><th>Avg.</th><th>UAR</th></tr></thead>'
+    body = "".join(f'<tr><th scope="row">{_e(m)}</th><td>{_e(a)}' + (f'<span class="ci">{_e(i)}</span>' if i else "")
+                   + f"</td><td>{_e(u)}</td></tr>" for m, a, u, i in rows)
+    note = "; the Avg.'s paired interval under it" if any(i for *_, i in rows) else ""
+    table = (f'<figure class="overview-acc"><figcaption><strong>Clean accuracy</strong> (%; ± over seeds{note}).'
+             f'</figcaption><table class="plain"><thead><tr><th>Model</th><th>Avg.</th><th>UAR</th></tr></thead>'
              f"<tbody>{body}</tbody></table></figure>") if rows else ""
     image = _plot_html(plot) if plot is not None else ""
     side = table + (question_html(rq["rq1"]) if "rq1" in rq else "")

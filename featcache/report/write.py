@@ -262,7 +262,8 @@ def write_report(
     summary_text += ("\n" + layers_summary(sweeps, weights)) if sweeps or weights else ""
     groups_text = groups_summary(group_tabs)
     summary_text += ("\n" + groups_text) if groups_text else ""
-    overview = overview_md(analysis, summary)
+    accuracy = accuracy_rows(analysis, summary, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
+    overview = overview_md(accuracy)
     at = summary_text.find("\n## ")
     summary_md = atomic_write_text(out / "summary.md", summary_text if not overview or at < 0 else
                                    summary_text[:at + 1] + overview + summary_text[at:])
@@ -310,7 +311,7 @@ def write_report(
     _replace_owned(out, written | {Path(p).relative_to(out).as_posix() for p in browser_files})
     differences = {(r.model, r.condition): r.difference for r in summary}
     parts = [p for p in (
-        overview_part(heatmap, accuracy_rows(analysis, summary), asked),
+        overview_part(heatmap, accuracy, asked),
         answers_part(asked, summary),
         layers_part(sweeps, weights, next((p for p in layer_plots if p.name == "layer_weights"), None)),
         groups_part(group_tabs)) if p is not None]
