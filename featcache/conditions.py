@@ -84,10 +84,20 @@ class Condition(str):
         """
         return set(self.modalities) <= set(paper.uses(model))
 
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The modalities a corpus must have for this condition: the perturbed ones, and audio for a text a
+        speech recogniser made from it (``transcribed``)."""
+        needs = list(self.modalities)
+        if self.text is not None and self.text.split(":", 1)[0] == "transcribed" and paper.AUDIO not in needs:
+            needs.append(paper.AUDIO)
+        return tuple(needs)
+
     def missing_modalities(self, available: Iterable[str]) -> tuple[str, ...]:
-        """The perturbed modalities a corpus lacks (a non-empty result means it cannot be evaluated there)."""
+        """The modalities a corpus lacks for this condition (a non-empty result means it cannot be evaluated
+        there; see :attr:`requires`)."""
         have = set(available)
-        return tuple(m for m in self.modalities if m not in have)
+        return tuple(m for m in self.requires if m not in have)
 
     @property
     def title(self) -> str:
@@ -138,6 +148,13 @@ def parse(name: str) -> Condition:
             )
         chosen[variant.modality] = variant
     audio, txt = chosen.get(paper.AUDIO), chosen.get(paper.TEXT)
+    if txt is not None and audio is not None and getattr(txt, "needs_transcripts", False) \
+            and txt.params.get("audio") == "clean":
+        # ``transcribed+pitch``: the recogniser hears the attacked audio too, so the attack reaches the text
+        if ":" in audio.spec:
+            raise FeatcacheError(f"condition {name!r}: combine a transcribed text with a named audio attack "
+                                 "(pitch, noise, snr-10; see featcache variants list)")
+        txt = type(txt)(**{**txt.params, "audio": audio.spec})
     return Condition(text, audio=audio.spec if audio else None, text=txt.spec if txt else None)
 
 
@@ -180,7 +197,9 @@ def conditions_for(variants: Iterable[str]) -> list[Condition]:
     Returns:
         ``clean``; the text variants, then the audio variants (each in registry order, then any others
         by name); then the paper's combined attack (``pitch``) with each of the paper's masking attacks
-        that is present.
+        that is present; then each recogniser's text (``transcribed``) with ``pitch`` and ``noise`` where
+        present (``transcribed+pitch``: the recogniser hears the attacked audio too), and the text each of
+        those gives the text model alone (``transcribed:audio=pitch,...``).
     """
     from featcache.perturb import get_variant, list_variants
 
@@ -197,8 +216,20 @@ def conditions_for(variants: Iterable[str]) -> list[Condition]:
     by_modality = {m: [s for s in specs if get_variant(s).modality == m] for m in paper.MODALITIES}
     combined = [f"{paper.COMBINED_AUDIO_ATTACK}+{t}" for t in paper.TEXT_ATTACKS
                 if t in wanted and paper.COMBINED_AUDIO_ATTACK in wanted]
-    names = [CLEAN_NAME, *by_modality[paper.TEXT], *by_modality[paper.AUDIO], *combined]
+    # a recogniser's text with each of the paper's audio attacks it can hear (transcribed+pitch), and the text
+    # such an attack reaches through the recogniser alone (for the text model)
+    heard = [parse(f"{t}+{a}") for t in by_modality[paper.TEXT] if _transcribes_clean_audio(t)
+             for a in (paper.COMBINED_AUDIO_ATTACK, "noise") if a in wanted]
+    names = [CLEAN_NAME, *by_modality[paper.TEXT], *by_modality[paper.AUDIO], *combined,
+             *(str(c) for c in heard), *(c.text for c in heard if c.text is not None)]
     return [parse(n) for n in dict.fromkeys(names)]
+
+
+def _transcribes_clean_audio(spec: str) -> bool:
+    from featcache.perturb import get_variant
+
+    v = get_variant(spec)
+    return bool(getattr(v, "needs_transcripts", False)) and v.params.get("audio") == "clean"
 
 
 def default_conditions(held: Iterable[str] | None = None) -> list[Condition]:
@@ -212,7 +243,8 @@ def default_conditions(held: Iterable[str] | None = None) -> list[Condition]:
     """
     from featcache.perturb import list_variants
 
-    extra = [v.spec for v in list_variants() if v.modality is not None] if held is None else list(held)
+    extra = ([v.spec for v in list_variants() if v.modality is not None and not getattr(v, "needs_transcripts", False)]
+             if held is None else list(held))
     return conditions_for([*paper.VARIANTS, *extra])
 
 

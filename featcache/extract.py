@@ -118,10 +118,11 @@ class _Items(Dataset):
         seed: int,
         analyses: dict[str, Any] | None,
         mask_token: str | None,
+        transcripts: dict[str, str] | None = None,
     ) -> None:
         self.corpus, self.ids = corpus, list(ids)
         self.encoder, self.variant, self.seed = encoder, variant, seed
-        self.analyses, self.mask_token = analyses, mask_token
+        self.analyses, self.mask_token, self.transcripts = analyses, mask_token, transcripts
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -135,6 +136,8 @@ class _Items(Dataset):
                 kw: dict[str, Any] = {"mask_token": self.mask_token}
                 if getattr(self.variant, "needs_analysis", False):
                     kw["analysis"] = self.analyses[u.id] if self.analyses is not None else None
+                if getattr(self.variant, "needs_transcripts", False):
+                    kw["transcripts"] = self.transcripts
                 x, record = self.variant(x, utt_id=u.id, seed=self.seed, **kw)
         else:
             if u.audio is None:
@@ -398,6 +401,15 @@ def extract(
             analyses = analyze_corpus(corpus, model=analysis_model, cache_dir=store.root, progress=progress)
             analysis = analysis_file(corpus, model=analysis_model, cache_dir=store.root)
             made_from = {"file": analysis.name, "sha256": analysis_digest(analysis)}
+    transcripts = None
+    if v.modality == "text" and getattr(v, "needs_transcripts", False):
+        from featcache.cache.integrity import digest_bytes
+        from featcache.transcribe import transcribe
+
+        heard = transcribe(corpus, cache_dir=store.root, recognizer=str(v.params["recognizer"]),
+                           audio_variant=v.audio_variant, variant_seed=seed, progress=progress)
+        transcripts = {r["id"]: r["text"] for r in heard.records}
+        transcript_file = {"file": heard.path.name, "sha256": digest_bytes(heard.path.read_bytes())}
     provenance = {
         "backbone": run.backbone,
         "backbone_path": str(resolved.path),
@@ -423,6 +435,8 @@ def extract(
         provenance["layers"] = list(layers)
     if made_from is not None:  # the text analysis it was made from (``featcache cache verify`` checks it)
         provenance["text_analysis"] = made_from
+    if transcripts is not None:  # the transcripts it was made from
+        provenance["transcripts"] = transcript_file
     status = "written"
     written = 0
     memo = _VectorMemo()
@@ -442,7 +456,8 @@ def extract(
         if num_workers and v.modality == "audio":
             # pay the variant's first-call cost (imports, caches) once here, not in every forked worker
             v(np.zeros(1600, dtype=np.float32), utt_id="warm-up", seed=seed)
-        ds = _Items(corpus, pending, encoder=encoder, variant=v, seed=seed, analyses=analyses, mask_token=mask_token)
+        ds = _Items(corpus, pending, encoder=encoder, variant=v, seed=seed, analyses=analyses, mask_token=mask_token,
+                    transcripts=transcripts)
         loader = make_loader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
                              prefetch_factor=4 if num_workers else None)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)

@@ -66,7 +66,7 @@ class PlannedRun:
 
 def expand_variants(specs: Sequence[str]) -> list[str]:
     """Canonical variant specs, in order and without repeats; ``all`` stands for every registered
-    perturbation (clean excluded).
+    perturbation (clean excluded, and ``transcribed``: a speech recogniser runs only when named).
 
     Raises:
         FeatcacheError: An unknown variant (one line, listing the valid names).
@@ -75,7 +75,8 @@ def expand_variants(specs: Sequence[str]) -> list[str]:
 
     out: list[str] = []
     for v in specs:
-        names = [x.spec for x in list_variants() if x.modality is not None] if v == "all" else [v]
+        names = [x.spec for x in list_variants() if x.modality is not None
+                 and not getattr(x, "needs_transcripts", False)] if v == "all" else [v]
         for name in names:
             spec = get_variant(name).spec
             if spec not in out:
@@ -416,8 +417,11 @@ def evaluate_and_report(
     from featcache.report import default_seeds_note
 
     note = f"{default_seeds_note(sorted({int(x) for x in preds.seed}))} {methods_line(study)}"
+    from featcache.report import asr_section
+
+    heard = asr_section(study, sorted({str(c) for c in preds.condition}))
     written = write_report(preds, out, title=title, seeds_note=note, audio=audio, corpus=study.corpus,
-                           store=study.store, layers=section, groups=grouped)
+                           store=study.store, layers=section, groups=grouped, asr=heard)
     for note in written.notes:
         echo(f"note: {note}")
     for t in written.group_tables:  # robustness by group, as the report's Groups section shows it
@@ -447,6 +451,8 @@ def methods_line(study: Study) -> str:
         parts.append(f"{m} {shown}{commit} (weights {resolved.weights_hash[:12]})")
     how = "frozen backbones" if study.frozen else "backbones fine-tuned per fold"
     extra = [f"text pooling {study.encoder_options.pooling}"] if paper.TEXT in study.corpus.modalities else []
+    if study.corpus.text_source:  # an audio-only corpus read through a speech recogniser
+        extra.append(f"text: {study.corpus.text_source}, not gold transcripts")
     if study.options.layers is not None:
         layer = study.options.layer or "the last stored"
         extra.append(f"hidden states {study.options.layers} stored, heads read {layer}")
@@ -553,7 +559,8 @@ def run_study(
         ft = finetune_jobs(study, device=device, workers=workers)
         plans = [PlannedRun(None, j.args["fold"], dict(study.fold_options), after=j.name, modality=m)
                  for j in ft for m in uses(j.args["model"])]
-    jobs, skipped = extraction_jobs(study, plans, variants=["clean", *specs],
+    parts = [c.text for c in conditions_for(specs) if c.text is not None and c.text not in specs]
+    jobs, skipped = extraction_jobs(study, plans, variants=["clean", *specs, *dict.fromkeys(parts)],
                                     batch_size=study.preset.extract_batch_size, num_workers=workers, device=device,
                                     shard_size=shard_size, sharded=ex.name != "local")
     results = ex.run(study, ft + jobs, progress=progress)

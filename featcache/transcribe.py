@@ -36,9 +36,10 @@ from featcache.cache.layout import StoreLayout
 from featcache.cache.locks import held_lock
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
-from featcache.metrics.wer import word_error_rate
+from featcache.perturb.wer import word_error_rate
 
-__all__ = ["CHUNK_SLEEP_ENV", "FORMAT", "Recognizer", "TranscribeResult", "resolve_recognizer", "transcribe"]
+__all__ = ["CHUNK_SLEEP_ENV", "FORMAT", "Recognizer", "TranscribeResult", "cached_transcripts", "resolve_recognizer",
+           "stored_transcripts", "transcribe"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +234,113 @@ def _language_prompt(model: Any, features: Any, language: str) -> tuple[list[str
     return ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"], detected
 
 
+def _audio_attack(spec: str | None) -> Any:
+    """The audio variant a recogniser hears the clips through, or None for the clean audio."""
+    if spec is None or spec == "clean":
+        return None
+    from featcache.perturb import get_variant
+
+    v = get_variant(spec)
+    if v.modality != "audio":
+        raise FeatcacheError(f"variant {spec!r} is not an audio attack; the recogniser hears audio")
+    return v
+
+
+def _transcript_file(corpus: Corpus, cache_dir: str | os.PathLike[str], rec: Recognizer, *, language: str,
+                     compute_type: str, max_length: int, attack: Any, variant_seed: int
+                     ) -> tuple[Path, dict[str, Any]]:
+    """The transcript file of one recogniser, its settings, one corpus and the audio it heard, and its header."""
+    fe = rec.feature_extractor
+    settings = {"format": FORMAT, "beam_size": 1, "language": language, "compute_type": compute_type,
+                "max_length": max_length, "window_seconds": fe.chunk_length}
+    identity: list[Any] = [rec.digest, settings, corpus.name]
+    header: dict[str, Any] = {"format": FORMAT, "recognizer": rec.name, "recognizer_digest": rec.digest,
+                              "settings": settings, "corpus": corpus.name}
+    if attack is not None:  # (absent for the clean audio: the files made before keep their names)
+        identity.append({"audio_variant": attack.spec, "variant_key": attack.key, "variant_seed": int(variant_seed)})
+        header.update(audio_variant=attack.spec, variant_seed=int(variant_seed))
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return StoreLayout(cache_dir).transcript_path(rec.name, key), header
+
+
+def cached_transcripts(
+    corpus: Corpus,
+    *,
+    cache_dir: str | os.PathLike[str],
+    recognizer: str | Recognizer = "whisper-base",
+    language: str = "en",
+    compute_type: str = "int8",
+    max_length: int = DEFAULT_MAX_LENGTH,
+) -> tuple[Path, dict[str, str]] | None:
+    """The store's transcripts of the corpus's clean audio, when every utterance with audio has one; nothing is
+    decoded (what a study of an audio-only corpus reads as its text).
+
+    Args:
+        corpus: The corpus.
+        cache_dir: The store.
+        recognizer: As for :func:`transcribe`.
+        language: As for :func:`transcribe`.
+        compute_type: As for :func:`transcribe`.
+        max_length: As for :func:`transcribe`.
+
+    Returns:
+        ``(file, utterance id -> text)``, or None when the store holds no complete, intact transcript file
+        whose audio digests match.
+    """
+    utterances = [u for u in corpus.utterances if u.audio is not None]
+    if not utterances or not StoreLayout(cache_dir).transcripts_dir.is_dir():
+        return None
+    try:
+        rec = recognizer if isinstance(recognizer, Recognizer) else resolve_recognizer(recognizer)
+        path, _ = _transcript_file(corpus, cache_dir, rec, language=language, compute_type=compute_type,
+                                   max_length=max_length, attack=None, variant_seed=0)
+    except FeatcacheError:
+        return None
+    records = _read_records(path)
+    out = {}
+    for u in utterances:
+        r = records.get(u.id)
+        if r is None or r.get("audio") != digest_bytes(Path(u.audio).read_bytes()):  # type: ignore[arg-type]
+            return None
+        out[u.id] = r["text"]
+    return path, out
+
+
+def stored_transcripts(corpus: Corpus, *, cache_dir: str | os.PathLike[str]) -> tuple[Path, str, dict[str, str]] | None:
+    """A transcript file of the store that covers the corpus's clean audio, whatever recogniser made it: what a
+    study of a corpus without text reads as its text. Nothing is decoded.
+
+    Args:
+        corpus: The corpus.
+        cache_dir: The store.
+
+    Returns:
+        ``(file, recogniser, utterance id -> text)`` of the first such file in name order, or None when no
+        intact file has a transcript of every utterance's unchanged audio.
+    """
+    folder = StoreLayout(cache_dir).transcripts_dir
+    utterances = [u for u in corpus.utterances if u.audio is not None]
+    if not utterances or not folder.is_dir():
+        return None
+    digests: dict[str, str] | None = None
+    for path in sorted(folder.glob("*.json")):
+        try:
+            header = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(header, dict) or header.get("corpus") != corpus.name or "audio_variant" in header:
+            continue
+        records = _read_records(path)
+        if not all(u.id in records for u in utterances):
+            continue
+        if digests is None:
+            digests = {u.id: digest_bytes(Path(u.audio).read_bytes()) for u in utterances}  # type: ignore[arg-type]
+        if all(records[u.id].get("audio") == digests[u.id] for u in utterances):
+            name = Path(str(header.get("recognizer", "?"))).name  # a recogniser's directory: its last component
+            return path, name, {u.id: records[u.id]["text"] for u in utterances}
+    return None
+
+
 def transcribe(
     corpus: Corpus,
     *,
@@ -243,9 +351,15 @@ def transcribe(
     workers: int = 0,
     chunk_size: int = 16,
     max_length: int = DEFAULT_MAX_LENGTH,
+    audio_variant: str | None = None,
+    variant_seed: int = 0,
     progress: bool = True,
 ) -> TranscribeResult:
     """Transcribe every utterance's audio, reusing and extending the store's cached transcripts.
+
+    With ``audio_variant`` the recogniser hears each clip as that audio attack left it (drawn with
+    ``variant_seed``, the same waveform the audio encoder is given for the attack): the text an attack on
+    the audio reaches through speech recognition. Those transcripts have a file of their own.
 
     Args:
         corpus: The corpus (utterances without audio are left out).
@@ -256,6 +370,8 @@ def transcribe(
         workers: CPU threads CTranslate2 decodes with (0: its default).
         chunk_size: Utterances decoded between two writes of the transcript file.
         max_length: Most tokens decoded per utterance.
+        audio_variant: A named audio variant (``pitch``, ``noise``) applied before decoding, or None.
+        variant_seed: Its seed.
         progress: Show a progress bar over the utterances.
 
     Returns:
@@ -276,13 +392,10 @@ def transcribe(
         raise FeatcacheError(f"{corpus.name}: no utterance has audio; transcribing needs a corpus with audio")
     rec = recognizer if isinstance(recognizer, Recognizer) else resolve_recognizer(recognizer)
     fe = rec.feature_extractor
-    settings = {"format": FORMAT, "beam_size": 1, "language": language, "compute_type": compute_type,
-                "max_length": max_length, "window_seconds": fe.chunk_length}
-    key = hashlib.sha256(json.dumps([rec.digest, settings, corpus.name], sort_keys=True).encode()).hexdigest()[:16]
-    path = StoreLayout(cache_dir).transcript_path(rec.name, key)
+    attack = _audio_attack(audio_variant)
+    path, header = _transcript_file(corpus, cache_dir, rec, language=language, compute_type=compute_type,
+                                    max_length=max_length, attack=attack, variant_seed=variant_seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"format": FORMAT, "recognizer": rec.name, "recognizer_digest": rec.digest, "settings": settings,
-              "corpus": corpus.name}
     sleep = float(os.environ.get(CHUNK_SLEEP_ENV) or 0)
 
     with held_lock(path.with_name(path.name + ".lock")):
@@ -297,7 +410,8 @@ def transcribe(
         decoded = reused = cut = 0
         audio_seconds = decode_seconds = 0.0
         pending = 0
-        for u in tqdm(utterances, desc="transcribe", unit="utt", disable=not progress):
+        desc = "transcribe" + (f" ({attack.spec})" if attack is not None else "")
+        for u in tqdm(utterances, desc=desc, unit="utt", disable=not progress):
             assert u.audio is not None
             audio_digest = digest_bytes(Path(u.audio).read_bytes())
             if cached.get(u.id, {}).get("audio") == audio_digest:
@@ -305,6 +419,8 @@ def transcribe(
                 continue
             start = time.perf_counter()
             audio = load_audio(u.audio, sr=SAMPLE_RATE)
+            if attack is not None:
+                audio, _ = attack(audio, utt_id=u.id, seed=variant_seed)
             if audio.size > fe.n_samples:
                 audio, cut = audio[: fe.n_samples], cut + 1
             model = rec.load(compute_type=compute_type, threads=workers)

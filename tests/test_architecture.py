@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "featcache"
 LAYERS = (
     ("errors", "paper", "__init__"), ("data", "folds", "cache"), ("perturb",), ("conditions",), ("backbones",),
-    ("presets",), ("options",), ("workers", "buckets"), ("extract", "heads", "train", "ensemble"), ("finetune", "lineage"), ("metrics",), ("transcribe",), ("study",),
+    ("transcribe",), ("presets",), ("options",), ("workers", "buckets"), ("extract", "heads", "train", "ensemble"), ("finetune", "lineage"), ("metrics",), ("study",),
     ("ablate",), ("report",), ("executors",), ("pipeline", "api"), ("demo",), ("cli",),
 )
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from featcache.data import load_corpus
 from featcache.errors import FeatcacheError
-from featcache.metrics.wer import edit_distance, normalize_words, word_error_rate
+from featcache.perturb.wer import edit_distance, normalize_words, word_error_rate
 from featcache.transcribe import CHUNK_SLEEP_ENV, resolve_recognizer, transcribe
 import fake_iemocap
 
@@ -50,7 +50,7 @@ def recognizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = WhisperConfig(
         vocab_size=VOCAB, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
-        max_source_positions=50, max_target_positions=32, pad_token_id=1, bos_token_id=1, eos_token_id=1,
+        max_source_positions=50, max_target_positions=448, pad_token_id=1, bos_token_id=1, eos_token_id=1,
         decoder_start_token_id=2, suppress_tokens=[], begin_suppress_tokens=[],
     )
     torch.manual_seed(0)
@@ -221,3 +221,120 @@ def test_packaged_whisper_base_transcribes_and_reuses(corpus_root: Path, tmp_pat
     first = transcribe(corpus, cache_dir=tmp_path / "cache", recognizer=recognizer, progress=False)
     second = transcribe(corpus, cache_dir=tmp_path / "cache", recognizer=recognizer, progress=False)
     assert first.decoded == len(first.records) and second.decoded == 0 and second.records == first.records
+
+
+def test_attacked_audio_has_transcripts_of_its_own(corpus_root: Path, recognizer_dir: Path, tmp_path: Path) -> None:
+    """The recogniser hears a clip as an audio attack left it (``transcribed+pitch``): another file, its own
+    key, reused on a rerun, and the attack's waveform is the one the audio encoder gets."""
+    from featcache.perturb import get_variant
+
+    clean = _run(corpus_root, tmp_path / "c", recognizer_dir)
+    pitched = _run(corpus_root, tmp_path / "c", recognizer_dir, audio_variant="pitch", variant_seed=3)
+    assert pitched.path != clean.path and pitched.decoded == len(clean.records)
+    header = json.loads(pitched.path.read_text(encoding="utf-8"))
+    assert header["audio_variant"] == "pitch" and header["variant_seed"] == 3
+    assert "audio_variant" not in json.loads(clean.path.read_text(encoding="utf-8"))  # the clean file keeps its name
+    again = _run(corpus_root, tmp_path / "c", recognizer_dir, audio_variant="pitch", variant_seed=3)
+    assert again.decoded == 0 and again.records == pitched.records
+    other_seed = _run(corpus_root, tmp_path / "c", recognizer_dir, audio_variant="pitch", variant_seed=4)
+    assert other_seed.path not in (clean.path, pitched.path)
+    with pytest.raises(FeatcacheError, match="not an audio attack"):
+        _run(corpus_root, tmp_path / "c", recognizer_dir, audio_variant="adj")
+    assert get_variant("transcribed:audio=pitch").audio_variant == "pitch"
+
+
+def test_transcribed_variant_and_conditions() -> None:
+    from featcache.conditions import parse
+    from featcache.perturb import get_variant
+
+    v = get_variant("transcribed")
+    out, record = v("Hello there, friend!", utt_id="u1", seed=0, transcripts={"u1": "hello their friend"})
+    assert out == "hello their friend" and record["ref_words"] == 3 and record["word_errors"] == 1
+    assert v.changed(record) and v.apply("Hello there, friend!", record) == out
+    same = v.draw("Hello there!", utt_id="u2", seed=0, transcripts={"u2": "hello there"})
+    assert not v.changed(same)  # the same words: not affected
+    with pytest.raises(FeatcacheError, match="no transcript of utterance 'u3'"):
+        v.draw("x", utt_id="u3", seed=0, transcripts={})
+    c = parse("transcribed+pitch")
+    assert c.audio == "pitch" and c.text is not None and get_variant(c.text).audio_variant == "pitch"
+    assert parse("pitch+transcribed").key == c.key
+    assert parse("transcribed").requires == ("text", "audio")  # a recogniser needs the audio
+    assert parse("transcribed").missing_modalities(["text"]) == ("audio",)
+    assert c.key != parse("pitch+asr-0.2").key and parse("transcribed").key != parse("asr-0.2").key
+
+
+def test_run_evaluates_the_transcribed_conditions_with_their_wer(corpus_root: Path, recognizer_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """`featcache run` with a recogniser's text: the text model on ASR text of the clean and of the pitched
+    audio, the multimodal model on ``transcribed+pitch``; the report gives each condition's word error rate
+    per session, and a second run decodes nothing."""
+    from click.testing import CliRunner
+
+    from featcache.cli import cli
+    from featcache.metrics import Predictions
+    from tiny_models import tiny_bert, tiny_wav2vec2
+
+    spec = f"transcribed:recognizer={recognizer_dir}"
+    out, cache = tmp_path / "report", tmp_path / "cache"
+    args = ["run", "--preset", "demo", "--corpus", f"iemocap:{corpus_root}", "--text-backbone",
+            str(tiny_bert(tmp_path / "bert")), "--audio-backbone", str(tiny_wav2vec2(tmp_path / "w2v")),
+            "--head-epochs", "2", "--seeds", "0", "--variant", spec, "--variant", "pitch", "--workers", "0",
+            "--device", "cpu", "--cache-dir", str(cache), "--out", str(out)]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    preds = Predictions.load(out / "predictions.h5")
+    conds = {(m, c) for m, c in zip(preds.model, preds.condition)}
+    from featcache.perturb import get_variant
+
+    canon = get_variant(spec).spec  # every parameter named: the recogniser is not the default one
+    pitched = next(c for _, c in conds if c.startswith("transcribed:audio=pitch"))
+    assert {("text", canon), ("multimodal", f"{canon}+pitch"), ("text", pitched)} <= conds, sorted(conds)
+    spec = canon
+    files = sorted((cache / "transcripts").glob("*.json"))
+    assert len(files) == 2  # the clean audio's transcripts and the pitched audio's
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "## Speech recognition" in summary
+    row = next(line for line in summary.splitlines() if line.startswith(f"| {spec}+pitch |"))
+    assert "| pitch (ct2) |" in row and "words) |" in row
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert '<section id="asr"' in html and '<a href="#asr">Speech recognition</a>' in html
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert [f.stat().st_mtime_ns for f in files] == mtimes  # nothing decoded (or written) again
+    assert (out / "asr.json").is_file()
+
+
+def test_an_audio_only_manifest_reads_the_transcripts_as_its_text(corpus_root: Path, recognizer_dir: Path,
+                                                                  tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """After `featcache transcribe`, a study of a corpus without text reads the transcripts as its text (one
+    line says so), so its text and multimodal models can run; the report's methods line says the text is ASR."""
+    import csv
+
+    from featcache.options import StudyOptions
+    from featcache.pipeline import methods_line
+    from featcache.study import Study
+
+    gold = load_corpus(f"iemocap:{corpus_root}")
+    manifest = tmp_path / "audio-only.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "session", "speaker", "label", "audio"])
+        for u in gold:
+            w.writerow([u.id, u.session, u.speaker, u.label, str(u.audio)])
+    cache = tmp_path / "cache"
+    options = StudyOptions(corpus=f"manifest:{manifest}", cache_dir=str(cache), preset="demo")
+    before = Study.open(options)
+    assert before.corpus.modalities == ("audio",) and before.models() == ["audio"]
+    transcribe(before.corpus, cache_dir=cache, recognizer=str(recognizer_dir), max_length=MAX_LENGTH,
+               progress=False)
+    with caplog.at_level(logging.INFO, logger="featcache"):
+        after = Study.open(options)
+    said = [r.getMessage() for r in caplog.records if "no text of its own" in r.getMessage()]
+    assert len(said) == 1 and "ct2 transcripts in" in said[0], said
+    assert after.corpus.modalities == ("text", "audio") and "text" in after.models()
+    assert "multimodal" in after.models()
+    assert after.corpus.text_source.startswith("ct2 transcripts (")
+    assert after.corpus.fingerprint != before.corpus.fingerprint
+    assert "not gold transcripts" in methods_line(after)

@@ -115,15 +115,17 @@ class TextInputs:
         options: Encoder options.
     """
 
-    def __init__(self, tokenizer: Any, options: EncoderOptions) -> None:
+    def __init__(self, tokenizer: Any, options: EncoderOptions, *, positions: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.options = options
+        # a text is cut at the options' limit, or at the model's position embeddings when it has fewer
+        self.max_tokens = min(options.max_tokens, positions) if positions else options.max_tokens
 
     def prepare(self, text: str) -> dict[str, Any]:
         """Tokenize one text (worker side)."""
-        enc = self.tokenizer(text, truncation=True, max_length=self.options.max_tokens)
+        enc = self.tokenizer(text, truncation=True, max_length=self.max_tokens)
         ids = np.asarray(enc["input_ids"], dtype=np.int64)
-        length = min(_ceil_to(len(ids), self.options.text_grid), self.options.max_tokens)
+        length = min(_ceil_to(len(ids), self.options.text_grid), self.max_tokens)
         return {"input_ids": ids, "n": len(ids), "L": max(length, len(ids))}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -156,7 +158,8 @@ class TextEncoder(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.options = options
-        self.inputs = TextInputs(tokenizer, options)
+        self.inputs = TextInputs(tokenizer, options,
+                                 positions=getattr(getattr(model, "config", None), "max_position_embeddings", None))
         self.layers: tuple[int, ...] | None = None
         """Hidden states to pool (0: the embeddings' output), or None: the last layer only (see
         :func:`select_layers`)."""

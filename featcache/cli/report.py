@@ -29,12 +29,13 @@ def report_cmd(predictions: Path, out: Path | None, title: str, corpus: str | No
 
     With --corpus (its wavs) and --cache-dir (the perturbation records), report.html gets audio
     players for the examples' clean and perturbed audio; without them it says once that they are left out.
-    The Layers section (layer sweeps, learned layer weights) and the Groups section (`featcache evaluate
-    --by`) are drawn again from the layers.json and groups.json that `featcache evaluate` wrote beside the
-    predictions.
+    The Layers section (layer sweeps, learned layer weights), the Groups section (`featcache evaluate
+    --by`) and the Speech recognition section are drawn again from the layers.json, groups.json and asr.json
+    that `featcache evaluate` wrote beside the predictions.
     """
     from featcache.metrics import Predictions
-    from featcache.report import GROUPS_FILE, LAYERS_FILE, StoreAudio, read_group_section, read_layer_section, write_report
+    from featcache.report import (ASR_FILE, GROUPS_FILE, LAYERS_FILE, StoreAudio, read_asr_section, read_group_section,
+                                  read_layer_section, write_report)
 
     out = out or predictions.parent
     audio = None
@@ -46,7 +47,8 @@ def report_cmd(predictions: Path, out: Path | None, title: str, corpus: str | No
         audio = StoreAudio(c, store, variant_seed=variant_seed)
     written = write_report(Predictions.load(predictions), out, title=title, audio=audio,
                            layers=read_layer_section(predictions.parent / LAYERS_FILE),
-                           groups=read_group_section(predictions.parent / GROUPS_FILE))
+                           groups=read_group_section(predictions.parent / GROUPS_FILE),
+                           asr=read_asr_section(predictions.parent / ASR_FILE))
     for note in written.notes:
         click.echo(f"note: {note}")
     click.echo(f"report: {out}")

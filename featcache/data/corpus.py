@@ -65,12 +65,15 @@ class Corpus:
         root: Directory the corpus lives in.
         utterances: The utterances, sorted by id.
         labels: Label set in class-index order.
+        text_source: Where the texts come from when they are not the corpus's own ("" for gold text; e.g.
+            ``transcripts/whisper-base-....json`` for a speech recogniser's, see :meth:`with_texts`).
     """
 
     name: str
     root: Path
     utterances: tuple[Utterance, ...]
     labels: tuple[str, ...]
+    text_source: str = field(default="", compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +113,22 @@ class Corpus:
         if self.utterances and all(u.audio is not None for u in self.utterances):
             mods.append("audio")
         return tuple(mods)
+
+    def with_texts(self, texts: Mapping[str, str], *, source: str) -> Corpus:
+        """The corpus with each utterance's text replaced (a speech recogniser's transcripts of an audio-only
+        corpus); utterances without one keep theirs.
+
+        Args:
+            texts: Utterance id -> text.
+            source: Where the texts come from (recorded in :attr:`text_source`, said in the report).
+
+        Returns:
+            A new corpus (its fingerprint covers the new texts, so nothing stored from other texts is reused).
+        """
+        from dataclasses import replace
+
+        utts = tuple(replace(u, text=texts[u.id]) if u.id in texts else u for u in self.utterances)
+        return Corpus(self.name, self.root, utts, self.labels, text_source=source)
 
     def label_index(self, label: str) -> int:
         """Class index of a label."""

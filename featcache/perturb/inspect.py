@@ -151,7 +151,7 @@ def corpus_text_stats(
         cache_dir: Cache root of the spaCy analysis, or None.
 
     Returns:
-        The statistics over every registered text variant.
+        The statistics over every registered text variant that needs no speech recogniser.
 
     Raises:
         FeatcacheError: The corpus has no transcriptions, or the spaCy model is missing.

@@ -41,6 +41,7 @@ from featcache.perturb.random_mask import RandomMask
 from featcache.perturb.reverb import Reverb
 from featcache.perturb.telephone import Telephone
 from featcache.perturb.tempo import Tempo
+from featcache.perturb.transcribed import TranscribedText
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,7 @@ for _cls in (
     RandomMask,
     NoText,
     AsrErrors,
+    TranscribedText,
     PitchShift,
     Noise,
     NoAudio,
@@ -301,6 +303,8 @@ register_preset("random-noun", "random", tag="NOUN", description="mask as many r
 register_preset("no-text", "no-text", description="empty transcription (the paper)")
 for _wer in (0.1, 0.2, 0.3):
     register_preset(f"asr-{format_value(_wer)}", "asr", wer=_wer)
+register_preset("transcribed", "transcribed",
+                description="the packaged Whisper base's transcript of the clean audio instead of the gold text")
 register_preset("pitch", "pitch", description="pitch shift by -1 or +1 semitone, drawn per utterance (the paper)")
 register_preset("pitch-2", "pitch", steps=(-2.0, 2.0), description="pitch shift by -2 or +2 semitones")
 register_preset("noise", "noise", description="white Gaussian noise, std 0.1 (the paper)")

@@ -445,7 +445,8 @@ def text_stats(
     Args:
         texts: Utterance id -> text.
         analyses: Utterance id -> analysis of that text.
-        variants: Text variants to count changes for (others are skipped).
+        variants: Text variants to count changes for (others, and a speech recogniser's ``transcribed``, are
+            skipped).
         seed: Variant seed for the random ones.
         mask_token: Mask token to apply.
 
@@ -467,8 +468,8 @@ def text_stats(
         n_adjs += sum(t.pos == "ADJ" for t in tokens)
     changed: dict[str, int] = {}
     for variant in variants:
-        if variant.modality != "text":
-            continue
+        if variant.modality != "text" or getattr(variant, "needs_transcripts", False):
+            continue  # (a recogniser's text needs the store's transcripts)
         count = 0
         for utt_id, text in texts.items():
             out, _ = variant(text, utt_id=utt_id, seed=seed, analysis=analyses[utt_id], mask_token=mask_token)

@@ -22,6 +22,8 @@
     impact_paper, impact_fusion, impact_beyond, severity_*, flip_rate, clean_accuracy (.png and .svg)
     layers.json        with a Layers section (layer sweeps, learned layer weights): its inputs, and
                        layers.csv, layer_weights.csv, layer_impact_*, layer_accuracy_*, layer_weights
+    asr.json           with a Speech recognition section (conditions whose text a recogniser made): each
+                       condition's word errors per utterance
     groups.json        with a Groups section (robustness by group, `featcache evaluate --by sex`): each
                        grouping's utterance -> group; the section's rows are in summary.csv
 
@@ -53,11 +55,13 @@ other way round):
 * :mod:`~featcache.report.html` - ``report.html`` (its CSS and JavaScript are in ``assets/``);
 * :mod:`~featcache.report.layers` - the Layers section (layer sweeps, learned layer weights);
 * :mod:`~featcache.report.groups` - the Groups section (robustness by group);
+* :mod:`~featcache.report.asr` - the Speech recognition section (word error rate of transcribed conditions);
 * :mod:`~featcache.report.write` - :func:`write_report` and :class:`ReportPaths`.
 
 Everything public is importable from :mod:`featcache.report` itself.
 """
 
+from featcache.report.asr import ASR_FILE, AsrSection, asr_section, read_asr_section
 from featcache.report.audio import AudioFiles, AudioSource, StoreAudio, write_audio
 from featcache.report.browser import write_browser
 from featcache.report.examples import (
@@ -106,6 +110,8 @@ __all__ = [
     "ExampleTable",
     "GroupSection",
     "LayerSection",
+    "ASR_FILE",
+    "AsrSection",
     "PageContent",
     "Plot",
     "ReportPaths",
@@ -128,6 +134,8 @@ __all__ = [
     "render_latex",
     "render_markdown",
     "render_page",
+    "asr_section",
+    "read_asr_section",
     "render_summary",
     "scope_note",
     "select_examples",

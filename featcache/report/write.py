@@ -30,6 +30,7 @@ from featcache.report.audio import (
     write_audio,
 )
 from featcache.report.browser import BROWSER_DIR, write_browser
+from featcache.report.asr import ASR_FILE, ASR_FORMAT, AsrSection, asr_md, asr_part
 from featcache.report.examples import example_tables, render_examples_file
 from featcache.report.groups import (
     GROUPS_FILE,
@@ -175,6 +176,7 @@ def write_report(
     store: FeatureStore | None = None,
     layers: LayerSection | None = None,
     groups: GroupSection | None = None,
+    asr: AsrSection | None = None,
 ) -> ReportPaths:
     """Write the full robustness report for a set of predictions.
 
@@ -203,6 +205,8 @@ def write_report(
             ``layers.json`` so that ``featcache report`` shows it again.
         groups: The Groups section: robustness by group for each grouping (see :mod:`featcache.report.groups`),
             in ``tables.md``, ``summary.md``, ``report.html`` and ``summary.csv``; written to ``groups.json``.
+        asr: The Speech recognition section: the word error rate of each condition whose text a recogniser made
+            (see :mod:`featcache.report.asr`), in ``summary.md`` and ``report.html``; written to ``asr.json``.
 
     Returns:
         The paths written.
@@ -262,6 +266,9 @@ def write_report(
     summary_text += ("\n" + layers_summary(sweeps, weights)) if sweeps or weights else ""
     groups_text = groups_summary(group_tabs)
     summary_text += ("\n" + groups_text) if groups_text else ""
+    heard = asr if asr is not None and not asr.empty else None
+    asr_text = asr_md(heard)
+    summary_text += ("\n" + asr_text.rstrip("\n") + "\n") if asr_text else ""
     accuracy = accuracy_rows(analysis, summary, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
     overview = overview_md(accuracy)
     at = summary_text.find("\n## ")
@@ -279,6 +286,7 @@ def write_report(
     layer_plots = draw_layer_plots(sweeps, weights, analysis, out) if plots else []
     layers_json = write_section(out / LAYERS_FILE, LAYERS_FORMAT, section.to_json() if section else None)
     groups_json = write_section(out / GROUPS_FILE, GROUPS_FORMAT, grouped.to_json() if grouped else None)
+    write_section(out / ASR_FILE, ASR_FORMAT, heard.to_json() if heard else None)
     paths = ReportPaths(out_dir=out, tables_md=tables_md, tables_tex=tables_tex, table_csvs=csvs,
                         examples_md=examples_md, summary_md=summary_md, results_csv=results_csv,
                         summary_csv=summary_csv,
@@ -314,7 +322,8 @@ def write_report(
         overview_part(heatmap, accuracy, asked),
         answers_part(asked, summary),
         layers_part(sweeps, weights, next((p for p in layer_plots if p.name == "layer_weights"), None)),
-        groups_part(group_tabs)) if p is not None]
+        groups_part(group_tabs),
+        asr_part(heard)) if p is not None]
     page = render_page(PageContent(
         title=title, seeds_note=note, notes=tuple(notes), tables=tables, impact_cis=cis,
         differences=differences, plots=drawn, examples=ex_tables, example_seed=chosen_seed, audio=files,

@@ -83,6 +83,15 @@ class Study:
         if corpus is None:
             corpus = load_corpus(options.corpus, labels=options.labels,
                                  merge=dict(options.merge) if options.merge is not None else None)
+        if paper.TEXT not in corpus.modalities and paper.AUDIO in corpus.modalities:
+            from featcache.transcribe import stored_transcripts
+
+            found_text = stored_transcripts(corpus, cache_dir=options.cache_dir)
+            if found_text is not None:  # `featcache transcribe` made them: the text models can run
+                path, recognizer, texts = found_text
+                corpus = corpus.with_texts(texts, source=f"{recognizer} transcripts ({path.name})")
+                log.info("%s: no text of its own; its text is the %s transcripts in %s", corpus.name, recognizer,
+                            path)
         if len(corpus.labels) < 2:
             found = ", ".join(corpus.labels) or "none"
             raise FeatcacheError(f"{corpus.name}: a study needs at least two classes, the corpus has {found}; "
