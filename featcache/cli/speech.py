@@ -23,18 +23,25 @@ from featcache.cli.options import CONTEXT, cache_dir_option, corpus_options, loa
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16,
               help="Utterances decoded between two writes of the transcript file (a killed run loses at most one).")
 @click.option("--max-length", type=click.IntRange(min=1), default=448, help="Most tokens decoded per utterance.")
+@click.option("--audio-variant", default=None, metavar="NAME",
+              help="Transcribe the audio as this audio attack leaves it (pitch, noise): the text "
+                   "transcribed+NAME gives the text model.  [default: the clean audio]")
+@click.option("--variant-seed", type=int, default=0, help="Seed of the audio attack (as the study's).")
 def transcribe_cmd(corpus: str, labels: str | None, merge: str | None, cache_dir: str, recognizer: str,
-                   language: str, compute_type: str, workers: int, chunk_size: int, max_length: int) -> None:
+                   language: str, compute_type: str, workers: int, chunk_size: int, max_length: int,
+                   audio_variant: str | None, variant_seed: int) -> None:
     """Transcribe every utterance's audio (greedy Whisper decoding), cached in the store.
 
     A rerun reuses every transcript whose audio is unchanged; an interrupted run resumes. Prints the
-    word error rate against the corpus's text when it has text.
+    word error rate against the corpus's text when it has text. Extracting a `transcribed` variant runs
+    this itself; a corpus without text reads the clean audio's transcripts as its text.
     """
     from featcache.transcribe import transcribe
 
     c = load_corpus_from_options(corpus, labels, merge)
     r = transcribe(c, cache_dir=Path(cache_dir), recognizer=recognizer, language=language,
-                   compute_type=compute_type, workers=workers, chunk_size=chunk_size, max_length=max_length)
+                   compute_type=compute_type, workers=workers, chunk_size=chunk_size, max_length=max_length,
+                   audio_variant=audio_variant, variant_seed=variant_seed)
     speed = (f", {r.decode_seconds / r.audio_seconds:.3f} s per second of audio"
              if r.audio_seconds > 0 else "")
     click.echo(f"{len(r.records)} transcripts in {r.path}: {r.decoded} decoded, {r.reused} reused{speed}")
