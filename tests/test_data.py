@@ -79,7 +79,7 @@ def test_manifest_csv_and_jsonl(tmp_path: Path) -> None:
     rows = [{"id": "t1", "label": "pos", "fold": 1, "text": "nice"}, {"id": "t2", "label": "neg", "fold": 2, "text": "bad"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     c2 = load_corpus(f"manifest:{tmp_path / 'm.jsonl'}")
-    assert c2.modalities == ("text",) and c2.sessions == ("1", "2")
+    assert c2.modalities == ("text",) and c2.sessions == ("Fold 1", "Fold 2")  # a fold column alone: numbered folds
     (tmp_path / "audio.csv").write_text("id,label,session,audio\ny1,a,1,a.wav\ny2,b,2,a.wav\n")
     assert load_corpus(str(tmp_path / "audio.csv")).modalities == ("audio",)
 

@@ -28,6 +28,9 @@ log = logging.getLogger("featcache.data")
 #: ``--by accent``.
 GROUP_PREFIX = "group:"
 
+#: The roles of a fixed split's partitions (:attr:`Corpus.splits`), in table order.
+SPLIT_ROLES: tuple[str, ...] = ("train", "dev", "test")
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -35,7 +38,9 @@ class Utterance:
 
     Attributes:
         id: Corpus-unique utterance id (``Ses01F_impro01_F000``).
-        session: Session name; folds leave one session out (``"1"`` .. ``"5"`` on IEMOCAP).
+        session: Session name; folds leave one session out (``"1"`` .. ``"5"`` on IEMOCAP, ``"Fold 1"`` .. for
+            published folds). In a corpus with its own fixed split, the partition's name as the corpus calls it
+            (``"Train"``, ``"Development"``, ``"Test1"``), whose role :attr:`Corpus.splits` gives.
         speaker: Speaker id (``Ses01F``).
         label: Label after merging (``hap`` for IEMOCAP's ``exc``).
         text: Transcription, or None for an audio-only corpus.
@@ -65,12 +70,17 @@ class Corpus:
         root: Directory the corpus lives in.
         utterances: The utterances, sorted by id.
         labels: Label set in class-index order.
+        splits: For a corpus with its own fixed split: each partition (an utterance's ``session``) -> its role,
+            ``train``, ``dev`` or ``test``; each test partition is one fold, trained on the train partitions,
+            stopped early on the dev partitions (or on a dev set taken from the train side when it has none).
+            None (every corpus of sessions or folds): folds leave one session out.
     """
 
     name: str
     root: Path
     utterances: tuple[Utterance, ...]
     labels: tuple[str, ...]
+    splits: Mapping[str, str] | None = field(default=None, hash=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -98,8 +108,20 @@ class Corpus:
 
     @property
     def sessions(self) -> tuple[str, ...]:
-        """Session names in natural order (fold k tests on the k-th)."""
-        return tuple(sorted({u.session for u in self.utterances}, key=_natural_key))
+        """The folds' test sessions in natural order (fold k tests on the k-th): every session, or with a fixed
+        split (:attr:`splits`) its test partitions (normally one)."""
+        present = {u.session for u in self.utterances}
+        if self.splits is not None:
+            present = {s for s in present if self.splits.get(s) == "test"}
+        return tuple(sorted(present, key=_natural_key))
+
+    @property
+    def partitions(self) -> tuple[str, ...]:
+        """Every session (partition) name: in natural order, or with a fixed split train, dev, then test."""
+        present = sorted({u.session for u in self.utterances}, key=_natural_key)
+        if self.splits is None:
+            return tuple(present)
+        return tuple(sorted(present, key=lambda s: SPLIT_ROLES.index(self.splits.get(s, "test"))))  # type: ignore[union-attr]
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -150,6 +172,8 @@ class Corpus:
         ``group:NAME`` column keeps its store entries."""
         h = hashlib.sha256()
         h.update(json.dumps(list(self.labels)).encode())
+        if self.splits is not None:  # absent for a corpus of sessions: its fingerprint is what it always was
+            h.update(json.dumps({"splits": dict(sorted(self.splits.items()))}).encode())
         for u in self.utterances:
             audio = ""
             if u.audio is not None:
@@ -161,6 +185,33 @@ class Corpus:
                 audio = f"{rel}:{size}"
             h.update(json.dumps([u.id, u.session, u.speaker, u.label, u.text, audio]).encode())
         return h.hexdigest()[:16]
+
+
+def fold_title(session: str) -> str:
+    """A fold's column title in tables: ``Ses. N`` for a numbered session (IEMOCAP's), else the fold's own name
+    (``Fold 1``, ``test``, ``Test1``).
+
+    Args:
+        session: The fold's test session (partition) name.
+
+    Returns:
+        The title.
+    """
+    return f"Ses. {session}" if session.isdigit() else session
+
+
+def fold_noun(sessions: Iterable[str]) -> str:
+    """What a corpus's folds are called in sentences: ``sessions`` when every one is a numbered session (the
+    paper's leave-one-session-out), else ``folds``.
+
+    Args:
+        sessions: The folds' test session names.
+
+    Returns:
+        ``sessions`` or ``folds``.
+    """
+    names = list(sessions)
+    return "sessions" if names and all(s.isdigit() for s in names) else "folds"
 
 
 def _natural_key(s: str) -> tuple:
@@ -253,8 +304,29 @@ def _check_label_options(
             raise DataError(f"{source}: unknown label {src!r} in --merge; the corpus has {', '.join(sorted(vocab))}")
 
 
-def _make_corpus(name: str, root: Path, utts: list[Utterance], labels: Sequence[str]) -> Corpus:
+def _make_corpus(name: str, root: Path, utts: list[Utterance], labels: Sequence[str], *,
+                 splits: Mapping[str, str] | None = None) -> Corpus:
+    """The corpus of the kept utterances, sorted by id.
+
+    Args:
+        name: The corpus's name (its spec).
+        root: The folder it lives in.
+        utts: The utterances kept.
+        labels: The label set, in class-index order.
+        splits: A fixed split's partition -> role (:attr:`Corpus.splits`), reduced to the partitions kept
+            utterances are in; None for a corpus of sessions.
+
+    Raises:
+        DataError: No utterance is kept, or a fixed split keeps no utterance in a train or a test partition.
+    """
     if not utts:
         raise DataError(f"{name}: no utterance has one of the labels {list(labels)}; check --labels/--merge")
     utts.sort(key=lambda u: u.id)
-    return Corpus(name=name, root=root.resolve(), utterances=tuple(utts), labels=tuple(labels))
+    if splits is not None:
+        present = {u.session for u in utts}
+        splits = {s: role for s, role in sorted(splits.items()) if s in present}
+        for role in ("train", "test"):
+            if role not in splits.values():
+                raise DataError(f"{name}: no utterance kept in a {role} partition (its partitions: "
+                                f"{', '.join(sorted(present, key=_natural_key))}); check --labels/--merge")
+    return Corpus(name=name, root=root.resolve(), utterances=tuple(utts), labels=tuple(labels), splits=splits)

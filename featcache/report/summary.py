@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 from featcache import paper
+from featcache.data.corpus import fold_noun
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from featcache.metrics.names import condition_key
@@ -102,7 +103,7 @@ def render_summary(
             shared = [s for s in r.sessions if s in acc_u]
             wins = sum(acc_m[s] > acc_u[s] for s in shared)
             parts.append(f"{u} {_pm(ru.accuracy, percent_of_fraction=True)} ({_signed(gap)} points; "
-                         f"better in {wins}/{len(shared)} sessions)")
+                         f"better in {wins}/{len(shared)} {fold_noun(shared)})")
         answer = "yes" if all(beats) else "no"
         out.append(f"- **{m}**: {answer}. Avg. accuracy {_pm(r.accuracy, percent_of_fraction=True)} vs "
                    + "; ".join(parts) + ".")

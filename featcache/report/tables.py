@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from featcache.cache import slug
+from featcache.data.corpus import fold_title
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.names import condition_key
 from featcache.metrics.rows import SeedStat, SummaryRow
@@ -91,10 +92,6 @@ class Table:
     columns: tuple[str, ...]
     rows: tuple[TableRow, ...]
     note: str = ""
-
-
-def _session_header(session: str) -> str:
-    return f"Ses. {session}" if session.isdigit() else session
 
 
 def _model_title(model: str) -> str:
@@ -177,7 +174,7 @@ def build_tables(
     rows = {(r.model, r.condition): r for r in summary}
     sessions = list(analysis.sessions())
     show_std = len(analysis.seeds()) > 1
-    sess_cols = tuple(_session_header(s) for s in sessions)
+    sess_cols = tuple(fold_title(s) for s in sessions)
     clean = analysis.clean
     tables: list[Table] = []
     placed: dict[str, set[str]] = {}

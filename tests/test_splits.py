@@ -1,0 +1,114 @@
+"""Fixed-split and K-fold protocols besides leave-one-session-out: a manifest's ``split`` (train/dev/test) or
+``fold`` column, one fold per test partition, the corpus's dev set, and the tables named after the folds."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import one_line_error
+from featcache.cli import cli
+from featcache.data import corpus_stats, load_corpus, read_manifest
+from featcache.data.corpus import fold_noun, fold_title
+from featcache.errors import DataError, FeatcacheError
+from featcache.folds import make_fold, make_folds
+
+LABELS = ("ang", "hap", "sad")
+
+
+def _manifest(path: Path, *, splits: dict[str, int], column: str = "split") -> Path:
+    """A text-only manifest: ``n`` rows per split value (labels cycling, two speakers per split)."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label", column, "speaker", "text"])
+        for value, n in splits.items():
+            for i in range(n):
+                w.writerow([f"{value}-{i:03d}", LABELS[i % 3], value, f"{value}-spk{i % 2}", f"words {i}"])
+    return path
+
+
+def test_a_split_column_is_one_fold_named_after_its_test_split(tmp_path: Path) -> None:
+    m = _manifest(tmp_path / "m.csv", splits={"train": 30, "dev": 6, "test": 9})
+    c = read_manifest(m)
+    assert c.splits == {"train": "train", "dev": "dev", "test": "test"}
+    assert c.sessions == ("test",) and c.partitions == ("train", "dev", "test")
+    (fold,) = make_folds(c)
+    assert fold.test_session == "test" and fold.dev_mode == "corpus"
+    ids = {v: tuple(u.id for u in c if u.session == v) for v in ("train", "dev", "test")}
+    assert (fold.train, fold.dev, fold.test) == (ids["train"], ids["dev"], ids["test"])
+    # the corpus's dev set whatever --dev asks for: it gives one
+    assert make_fold(c, 1, dev="speaker", seed=3).digest == fold.digest
+    with pytest.raises(FeatcacheError, match=r"--fold 2: .* has 1 fold \(its test partition test\); pick 1"):
+        make_fold(c, 2)
+    # the stats table has a column per partition, in train, dev, test order
+    head = corpus_stats(c).format().splitlines()[0].split()
+    assert head[:4] == ["Label", "train", "dev", "test"]
+
+
+def test_without_a_dev_split_the_dev_set_comes_from_train(tmp_path: Path) -> None:
+    c = read_manifest(_manifest(tmp_path / "m.csv", splits={"Train": 40, "TEST": 9, "valid": 0}))
+    fold = make_fold(c, 1, seed=1)
+    train_ids = {u.id for u in c if u.session == "train"}
+    assert fold.dev_mode == "stratified" and set(fold.train) | set(fold.dev) == train_ids
+    assert 3 <= len(fold.dev) <= 5 and not set(fold.dev) & set(fold.train)
+    assert fold.test == tuple(u.id for u in c if u.id.startswith("TEST"))
+    assert make_fold(c, 1, seed=2).dev != fold.dev  # today's rule: seeded
+    speaker = make_fold(c, 1, dev="speaker", seed=0)
+    assert len({c.by_id(i).speaker for i in speaker.dev}) == 1 and set(speaker.dev) <= train_ids
+
+
+def test_a_fold_column_alone_makes_numbered_folds(tmp_path: Path) -> None:
+    c = read_manifest(_manifest(tmp_path / "m.csv", splits={"1": 9, "2": 9, "3": 9}, column="fold"))
+    assert c.splits is None and c.sessions == ("Fold 1", "Fold 2", "Fold 3")
+    for k, f in enumerate(make_folds(c), start=1):
+        assert f.test == tuple(u.id for u in c if u.id.startswith(f"{k}-"))
+        assert set(f.train) | set(f.dev) == {u.id for u in c} - set(f.test)
+    assert [fold_title(s) for s in c.sessions] == ["Fold 1", "Fold 2", "Fold 3"]
+    assert fold_noun(c.sessions) == "folds" and fold_noun(("1", "2")) == "sessions" and fold_title("2") == "Ses. 2"
+
+
+def test_bad_splits_are_one_line(tmp_path: Path) -> None:
+    m = _manifest(tmp_path / "m.csv", splits={"train": 6, "test": 3})
+    m.write_text(m.read_text() + "x1,ang,holdout,s,words\n")
+    with pytest.raises(DataError, match=r"m.csv:11: row 'x1' has split 'holdout'; a manifest with a split column "
+                                         "gives every row train, dev or test"):
+        read_manifest(m)
+    m = _manifest(tmp_path / "n.csv", splits={"train": 6, "dev": 3})
+    with pytest.raises(DataError, match=r"no utterance kept in a test partition \(its partitions: dev, train\)"):
+        read_manifest(m)
+    r = CliRunner().invoke(cli, ["data", "folds", "--corpus", f"manifest:{m}"])
+    assert "no utterance kept in a test partition" in one_line_error(r)
+
+
+def test_the_split_is_part_of_the_fingerprint(tmp_path: Path) -> None:
+    a = _manifest(tmp_path / "a.csv", splits={"train": 6, "test": 3})
+    b = tmp_path / "b.csv"
+    b.write_text(a.read_text().replace(",split,", ",session,"))
+    assert read_manifest(a).fingerprint != read_manifest(b).fingerprint
+    assert read_manifest(b).sessions == ("test", "train")  # a session column: leave-one-session-out
+
+
+def test_data_folds_lists_the_fixed_split(tmp_path: Path) -> None:
+    m = _manifest(tmp_path / "m.csv", splits={"train": 30, "dev": 6, "test": 9})
+    r = CliRunner().invoke(cli, ["data", "folds", "--corpus", f"manifest:{m}"])
+    assert r.exit_code == 0, r.output
+    rows = [ln.split() for ln in r.output.splitlines()]
+    assert rows[0][:3] == ["fold", "test", "split"]
+    assert rows[1][:8] == ["1", "test", "30", "6", "9", "2", "2", "2"] and rows[1][8] == "0"
+    assert "dev: the corpus's own" in r.output
+    r = CliRunner().invoke(cli, ["data", "stats", "--corpus", f"manifest:{m}"])
+    assert r.exit_code == 0 and "train" in r.output.splitlines()[1] and "Ses." not in r.output
+
+
+def test_load_corpus_keeps_the_split(tmp_path: Path) -> None:
+    m = _manifest(tmp_path / "m.jsonl", splits={})
+    import json
+
+    rows = [{"id": f"u{i}", "label": LABELS[i % 3], "split": "train" if i < 9 else "test", "text": "w"}
+            for i in range(12)]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = load_corpus(f"manifest:{m}")
+    assert c.sessions == ("test",) and len(make_fold(c, 1).test) == 3
