@@ -214,6 +214,42 @@ def fold_noun(sessions: Iterable[str]) -> str:
     return "sessions" if names and all(s.isdigit() for s in names) else "folds"
 
 
+_QUERY = re.compile(r"\?(?=[A-Za-z_]+=)")
+
+
+def _spec_options(text: str, *, kind: str, options: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """Split the part of a corpus spec after its colon into the folder and its options (``DIR?NAME=VALUE&...``).
+
+    The first ``?`` followed by ``NAME=`` starts the options; a folder that exists as written is taken whole.
+
+    Args:
+        text: ``DIR`` or ``DIR?NAME=VALUE[&NAME=VALUE]``.
+        kind: The spec's kind (``emobox``), as the messages name it.
+        options: The options the kind takes, name -> its form (``audio=ROOT (...)``).
+
+    Returns:
+        (DIR, options given).
+
+    Raises:
+        DataError: An unknown option, or one without a value.
+    """
+    m = _QUERY.search(text)
+    if m is None or Path(text).expanduser().is_dir():
+        return text, {}
+    folder, query = text[: m.start()], text[m.end():]
+    given: dict[str, str] = {}
+    for item in re.split(r"&(?=[A-Za-z_]+=)", query):
+        key, _, value = item.partition("=")
+        if key not in options:
+            raise DataError(f"corpus (--corpus '{kind}:{text}'): unknown option {key!r} after '?'; "
+                            f"{kind} takes {', '.join(options.values())}")
+        if not value:
+            example = options[key].split(" ")[0].split("=")[0]
+            raise DataError(f"corpus (--corpus '{kind}:{text}'): {key}= has no value; write e.g. ?{example}=...")
+        given[key] = value
+    return folder, given
+
+
 def _natural_key(s: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
 

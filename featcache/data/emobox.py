@@ -44,6 +44,7 @@ from featcache.data.corpus import (
     _make_corpus,
     _natural_key,
     _select_labels,
+    _spec_options,
     _warn_case_twins,
     _warn_unused_merge,
 )
@@ -56,7 +57,6 @@ log = logging.getLogger("featcache.data")
 SPEC_OPTIONS: dict[str, str] = {"audio": "audio=ROOT (the folder the rows' wav paths start from)"}
 
 _FOLD_DIR = re.compile(r"fold_(\d+)")
-_QUERY = re.compile(r"\?(?=[A-Za-z_]+=)")
 _NOT_YET = "this protocol (fixed splits) is not supported yet"
 
 
@@ -75,20 +75,7 @@ def split_emobox_spec(text: str) -> tuple[str, Path | None]:
     Raises:
         DataError: An unknown option, or one without a value.
     """
-    m = _QUERY.search(text)
-    if m is None or Path(text).expanduser().is_dir():
-        return text, None
-    folder, query = text[: m.start()], text[m.end():]
-    options: dict[str, str] = {}
-    for item in re.split(r"&(?=[A-Za-z_]+=)", query):
-        key, _, value = item.partition("=")
-        if key not in SPEC_OPTIONS:
-            known = ", ".join(SPEC_OPTIONS.values())
-            raise DataError(f"corpus (--corpus 'emobox:{text}'): unknown option {key!r} after '?'; "
-                            f"emobox takes {known}")
-        if not value:
-            raise DataError(f"corpus (--corpus 'emobox:{text}'): {key}= has no value; write e.g. ?audio=/data/EmoBox")
-        options[key] = value
+    folder, options = _spec_options(text, kind="emobox", options=SPEC_OPTIONS)
     return folder, Path(options["audio"]).expanduser() if "audio" in options else None
 
 
