@@ -112,3 +112,70 @@ def test_load_corpus_keeps_the_split(tmp_path: Path) -> None:
     m.write_text("".join(json.dumps(r) + "\n" for r in rows))
     c = load_corpus(f"manifest:{m}")
     assert c.sessions == ("test",) and len(make_fold(c, 1).test) == 3
+
+
+def test_the_paired_bootstrap_resamples_utterances_within_the_one_split() -> None:
+    import numpy as np
+
+    from featcache.metrics import Analysis, Predictions
+    from featcache.metrics.bootstrap import ResampleWeights, impact_statistic
+
+    n, labels = 40, ("ang", "sad", "hap", "neu")
+    attacked = np.arange(n) % 3 != 0  # the attack keeps 2 in 3 right; clean input is all right
+    rows = [(cond, i, ok) for cond, right in (("clean", np.ones(n, bool)), ("adj", attacked))
+            for i, ok in enumerate(right)]
+    label = np.array([i % 4 for _c, i, _ok in rows])
+    pred = np.where([ok for *_x, ok in rows], label, (label + 1) % 4)
+    probs = np.full((len(rows), 4), 0.1, np.float32)
+    probs[np.arange(len(rows)), pred] = 0.7
+    p = Predictions(fold=np.ones(len(rows), np.int64), session=np.array(["test"] * len(rows), dtype=object),
+                    seed=np.zeros(len(rows), np.int64), model=np.array(["text"] * len(rows), dtype=object),
+                    condition=np.array([c for c, *_x in rows], dtype=object),
+                    utt_id=np.array([f"u{i:02d}" for _c, i, _ok in rows], dtype=object), label=label, pred=pred,
+                    probs=probs, affected=np.array([c == "adj" for c, *_x in rows]), labels=labels, texts={})
+    analysis = Analysis(p)
+    assert analysis.sessions() == ("test",)
+    reps = analysis.replicates([("text", "clean"), ("text", "adj")], impact_statistic, n_resamples=300, seed=5)
+    assert reps is not None and reps.n_utterances == n
+    # by hand: each resample draws n utterances of the one split with replacement, the same draw for both cells
+    w = ResampleWeights().get(1, n, 300, 5)
+    assert (w.sum(axis=1) == n).all()
+    by_hand = ((w @ attacked) / n - 1.0) * 100
+    np.testing.assert_allclose(reps.values, by_hand)
+    assert reps.estimate == pytest.approx((attacked.mean() - 1) * 100) and reps.values.std() > 1
+    ci = analysis.impact_ci("text", "adj", n_resamples=300, seed=5)
+    assert ci is not None and ci.low < reps.estimate < ci.high and ci.high < 0
+
+
+@pytest.mark.parametrize("source", ["manifest", "msp-podcast"])
+def test_a_fixed_split_runs_end_to_end_with_one_test_split(source: str, tmp_path: Path) -> None:
+    import fake_msp_podcast
+    from featcache.metrics import Predictions
+    from tiny_models import tiny_bert, tiny_wav2vec2
+
+    msp = fake_msp_podcast.build(tmp_path / "MSP")
+    corpus = load_corpus(f"msp-podcast:{msp}")
+    spec, test_name = f"msp-podcast:{msp}", "Test1"
+    if source == "manifest":  # the same clips as a manifest with a split column
+        m = tmp_path / "m.csv"
+        with m.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "label", "split", "speaker", "text", "audio"])
+            role = {"Train": "train", "Development": "dev", "Test1": "test"}
+            for u in corpus:
+                w.writerow([u.id, u.label, role[u.session], u.speaker, u.text, u.audio])
+        spec, test_name = f"manifest:{m}", "test"
+    out = tmp_path / "report"
+    r = CliRunner().invoke(cli, ["run", "--preset", "demo", "--corpus", spec, "--text-backbone",
+                                 str(tiny_bert(tmp_path / "bert")), "--audio-backbone", str(tiny_wav2vec2(tmp_path / "w2v")),
+                                 "--head-epochs", "2", "--seeds", "0", "--variant", "pitch", "--workers", "0",
+                                 "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"{len(corpus)} utterances, 1 fold, modalities text, audio" in r.output
+    md = (out / "tables.md").read_text()
+    assert f"| Model | {test_name} | Avg. | UAR |" in md and "Ses." not in md
+    assert "Accuracy of the audio classifier for each test fold" in md and "mean of the fold accuracies" in md
+    assert "/1 folds)" in (out / "summary.md").read_text()
+    preds = Predictions.load(out / "predictions.h5")
+    assert set(preds.session) == {test_name}
+    assert set(preds.utt_id) == {u.id for u in corpus if u.session == "Test1"}
