@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from featcache.data import Corpus
-from featcache.data.corpus import _natural_key
+from featcache.data.corpus import _natural_key, fold_noun
 from featcache.errors import FeatcacheError
 from featcache.paper import DEV_MODES, SPLITS
 
@@ -88,7 +88,8 @@ def check_fold(corpus: Corpus, k: int) -> None:
     if n < 2:
         raise FeatcacheError(f"{corpus.name}: leave-one-session-out needs at least 2 sessions, found {n}")
     if not 1 <= k <= n:
-        raise FeatcacheError(f"--fold {k}: {corpus.name} has folds 1..{n} (one per session); pick one of them")
+        raise FeatcacheError(f"--fold {k}: {corpus.name} has folds 1..{n} (one per "
+                             f"{fold_noun(corpus.sessions)[:-1]}); pick one of them")
 
 
 def make_fold(
