@@ -158,3 +158,38 @@ def test_meld_text_only_and_bad_rows(meld: Path, caplog: pytest.LogCaptureFixtur
     (meld / "test_sent_emo.csv").unlink()
     with pytest.raises(DataError, match="test_sent_emo.csv: not found"):
         read_meld(meld)
+
+
+def test_ravdess_by_its_file_names(tmp_path: Path) -> None:
+    import fake_acted
+
+    root = fake_acted.build_ravdess(tmp_path / "RAVDESS")
+    c = load_corpus(f"ravdess:{root}")
+    assert c.labels == ("ang", "sad", "hap", "neu") and c.modalities == ("text", "audio") and c.splits is None
+    assert len(c) == 8 * 4 * 2  # 4 kept emotions x 2 statements per actor; songs and videos' audio skipped
+    assert c.sessions == ("Fold 1", "Fold 2")  # actors 1-4 and 5-8
+    u = c.by_id("03-01-05-01-02-01-07")
+    assert (u.label, u.text, u.speaker, u.session, u.groups) == ("ang", "Dogs are sitting by the door", "Actor_07",
+                                                                  "Fold 2", {"sex": "M"})
+    for f in make_folds(c):  # speaker-independent
+        assert not {c.by_id(i).speaker for i in f.test} & {c.by_id(i).speaker for i in f.train + f.dev}
+    assert {u.label for u in load_corpus(f"ravdess:{root}", labels=("neu", "sur"), merge={"cal": "neu"})} == {"neu", "sur"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no RAVDESS audio file"):
+        load_corpus(f"ravdess:{tmp_path / 'empty'}")
+
+
+def test_crema_d_by_its_file_names(tmp_path: Path) -> None:
+    import fake_acted
+
+    root = fake_acted.build_crema_d(tmp_path / "CREMA-D")
+    c = load_corpus(f"crema-d:{root}")
+    assert c.labels == ("ang", "sad", "hap", "neu") and len(c) == 10 * 4 * 2
+    assert c.sessions == tuple(f"Fold {k}" for k in range(1, 6))
+    u = c.by_id("1003_DFA_HAP_XX")
+    assert (u.label, u.text, u.speaker, u.session) == ("hap", "Don't forget a jacket", "1003", "Fold 2")
+    r = CliRunner().invoke(cli, ["data", "folds", "--corpus", f"crema-d:{root}"])
+    assert r.exit_code == 0, r.output
+    rows = [ln.split() for ln in r.output.splitlines()[1:]]
+    assert [row[:3] for row in rows] == [[str(k), "Fold", str(k)] for k in range(1, 6)]
+    assert all(row[8] == "2" and row[9] == "0" for row in rows)  # two actors per test side, none shared

@@ -349,7 +349,7 @@ def test_unknown_corpus_kind_is_refused_and_paths_with_colons_still_read(
         assert str(e.value) == (f"corpus (--corpus {spec!r}): unknown corpus kind {spec.split(':')[0]!r}; the known "
                                 "kinds are iemocap (iemocap:DIR), manifest (manifest:FILE.csv|.jsonl), emobox "
                                 "(emobox:DIR[?audio=ROOT]), msp-podcast (msp-podcast:DIR[?test=Test1]), meld "
-                                "(meld:DIR)")
+                                "(meld:DIR), ravdess (ravdess:DIR), crema-d (crema-d:DIR)")
     # a plain path with a colon reads as it did: it exists, or what comes before the colon is no kind
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data:v2.csv").write_text("id,label,session,text\na,ang,1,x\n")

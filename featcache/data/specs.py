@@ -1,5 +1,5 @@
 """Corpus specs: ``iemocap:DIR``, ``manifest:FILE``, ``emobox:DIR[?audio=ROOT]``, ``msp-podcast:DIR[?test=SET]``,
-``meld:DIR`` or a bare path, and the ``--merge`` map, to a corpus."""
+``meld:DIR``, ``ravdess:DIR``, ``crema-d:DIR`` or a bare path, and the ``--merge`` map, to a corpus."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from featcache.data.corpus import PAPER_LABELS, Corpus
 from featcache.data.emobox import read_emobox, split_emobox_spec
+from featcache.data.filenames import read_crema_d, read_ravdess
 from featcache.data.iemocap import read_iemocap
 from featcache.data.manifest import read_manifest
 from featcache.data.meld import read_meld
@@ -18,7 +19,7 @@ from featcache.errors import DataError
 #: The corpus kinds a spec may name before its colon, each with its form.
 KINDS: dict[str, str] = {"iemocap": "iemocap:DIR", "manifest": "manifest:FILE.csv|.jsonl",
                          "emobox": "emobox:DIR[?audio=ROOT]", "msp-podcast": "msp-podcast:DIR[?test=Test1]",
-                         "meld": "meld:DIR"}
+                         "meld": "meld:DIR", "ravdess": "ravdess:DIR", "crema-d": "crema-d:DIR"}
 
 #: What reads as a kind before a spec's colon: a word of two or more characters (``C:`` is a drive, ``./a:b``
 #: a path).
@@ -65,13 +66,14 @@ def load_corpus(
     Args:
         spec: ``iemocap:DIR``, ``manifest:FILE``, ``emobox:DIR`` (an EmoBox dataset folder; ``?audio=ROOT``
             names the folder its wav paths start from), ``msp-podcast:DIR`` (a release; ``?test=Test2`` tests on
-            another test set), ``meld:DIR`` (``MELD.Raw``) or a bare path (a directory is read as IEMOCAP, or as
-            EmoBox, MSP-Podcast or MELD when it holds a ``label_map.json``, ``Labels/labels_consensus.csv`` or
-            ``train_sent_emo.csv``; a ``.csv``/``.jsonl`` file as a manifest). A bare path
+            another test set), ``meld:DIR`` (``MELD.Raw``), ``ravdess:DIR``, ``crema-d:DIR`` or a bare path (a
+            directory is read as IEMOCAP, or as EmoBox, MSP-Podcast or MELD when it holds a ``label_map.json``,
+            ``Labels/labels_consensus.csv`` or ``train_sent_emo.csv``; a ``.csv``/``.jsonl`` file as a manifest).
+            A bare path
             may hold a colon when the path exists or what comes before its first colon is no word (``./a:b``,
             ``C:\\data``).
-        labels: Labels to keep (default: the paper's four for IEMOCAP, ang, sad, hap and neu for MSP-Podcast and
-            MELD, every label for a manifest or EmoBox);
+        labels: Labels to keep (default: the paper's four for IEMOCAP, ang, sad, hap and neu for MSP-Podcast,
+            MELD, RAVDESS and CREMA-D, every label for a manifest or EmoBox);
             whitespace around each is stripped, case is kept.
         merge: Raw label -> kept label (default: ``exc=hap`` for IEMOCAP, none for a manifest or EmoBox, whose
             labels are its label map's classes); a given source label the corpus has no row of is named in one
@@ -103,8 +105,9 @@ def load_corpus(
         folder, tests = split_msp_spec(rest)
         return read_msp_podcast(folder, labels=tuple(labels) if labels else None, merge=merge, tests=tests,
                                 name=f"msp-podcast:{rest}")
-    if kind == "meld":
-        return read_meld(rest, labels=tuple(labels) if labels else None, merge=merge, name=f"meld:{rest}")
+    if kind in ("meld", "ravdess", "crema-d"):
+        reader = {"meld": read_meld, "ravdess": read_ravdess, "crema-d": read_crema_d}[kind]
+        return reader(rest, labels=tuple(labels) if labels else None, merge=merge, name=f"{kind}:{rest}")
     if kind == "iemocap":
         return read_iemocap(
             rest,
