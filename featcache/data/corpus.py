@@ -360,6 +360,10 @@ def _make_corpus(name: str, root: Path, utts: list[Utterance], labels: Sequence[
     utts.sort(key=lambda u: u.id)
     if splits is not None:
         present = {u.session for u in utts}
+        unplaced = sorted(present - set(splits), key=_natural_key)
+        if unplaced:
+            raise DataError(f"{name}: partition {unplaced[0]!r} is none of the split's ({', '.join(splits)}); "
+                            "give each utterance train, dev or test")
         splits = {s: role for s, role in sorted(splits.items()) if s in present}
         for role in ("train", "test"):
             if role not in splits.values():
