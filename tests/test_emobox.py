@@ -176,3 +176,5 @@ def test_run_demo_end_to_end_audio_only(emobox: Path, tmp_path: Path) -> None:
     assert "30 utterances, 2 folds, modalities audio; models audio" in r.output
     for name in ("tables.md", "summary.md", "results.csv", "predictions.h5", "report.html"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    md = (out / "tables.md").read_text()  # the columns are the published folds, not sessions
+    assert "| Model | Fold 1 | Fold 2 | Avg. | UAR |" in md and "Ses." not in md
