@@ -67,6 +67,10 @@ def test_msp_podcast_another_test_set_labels_and_no_transcripts(msp: Path, tmp_p
     assert c.labels == ("neu", "hap", "sur") and {u.label for u in c} == {"neu", "hap", "sur"}
     with pytest.raises(DataError, match="no clip is in test set 'Test9'"):
         load_corpus(f"msp-podcast:{msp}?test=Test9")
+    with pytest.raises(DataError, match=r"test= has no value; write \?test=Test1\[,Test2\]$"):
+        load_corpus(f"msp-podcast:{msp}?test=")
+    with pytest.raises(DataError, match=r"unknown option 'tset' after '\?'; msp-podcast takes test=Test1\[,Test2\]"):
+        load_corpus(f"msp-podcast:{msp}?tset=Test2")
     audio_only = fake_msp_podcast.build(tmp_path / "bare", transcripts=False)
     assert read_msp_podcast(audio_only).modalities == ("audio",)
     assert load_corpus(str(msp)).name == f"msp-podcast:{msp}"  # a bare folder with Labels/labels_consensus.csv

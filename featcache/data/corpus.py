@@ -244,8 +244,7 @@ def _spec_options(text: str, *, kind: str, options: Mapping[str, str]) -> tuple[
             raise DataError(f"corpus (--corpus '{kind}:{text}'): unknown option {key!r} after '?'; "
                             f"{kind} takes {', '.join(options.values())}")
         if not value:
-            example = options[key].split(" ")[0].split("=")[0]
-            raise DataError(f"corpus (--corpus '{kind}:{text}'): {key}= has no value; write e.g. ?{example}=...")
+            raise DataError(f"corpus (--corpus '{kind}:{text}'): {key}= has no value; write ?{options[key].split(' ')[0]}")
         given[key] = value
     return folder, given
 
