@@ -197,3 +197,16 @@ def test_crema_d_by_its_file_names(tmp_path: Path) -> None:
     rows = [ln.split() for ln in r.output.splitlines()[1:]]
     assert [row[:3] for row in rows] == [[str(k), "Fold", str(k)] for k in range(1, 6)]
     assert all(row[8] == "2" and row[9] == "0" for row in rows)  # two actors per test side, none shared
+
+
+@pytest.mark.parametrize(("text", "plain"), [
+    ("he\u00e2\u0080\u0099s here", "he's here"),  # UTF-8 read as Latin-1 once
+    ("he\u00e2\u20ac\u2122s", "he's"),  # ... or as cp1252
+    ("I can\u0092t", "I can't"),  # a stray cp1252 byte
+    ("Oh\u2026  \u201cno\u201d \u2013 fine", 'Oh... "no" - fine'),
+    ("caf\u00e9 ni\u00f1o", "caf\u00e9 ni\u00f1o"),  # real accents stay
+])
+def test_meld_text_is_made_plain(text: str, plain: str) -> None:
+    from featcache.data.meld import plain_text
+
+    assert plain_text(text) == plain

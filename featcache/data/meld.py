@@ -62,6 +62,7 @@ SPLITS: dict[str, tuple[str, str]] = {"train": ("train_sent_emo.csv", "train_spl
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
 
 _COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
+_MOJIBAKE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u20ac\u2122\u201a-\u201e\u2018-\u201d]")
 _TIME = re.compile(r"(\d+):(\d+):(\d+)[,.](\d+)")
 _PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"',
                         "\u2013": "-", "\u2014": "-", "\u2026": "...", "\u00a0": " "})
@@ -137,8 +138,9 @@ def read_meld(
 
 
 def plain_text(text: str) -> str:
-    """MELD's utterance text made plain: stray cp1252 bytes (U+0080..U+009F) read as cp1252, curly quotes,
-    dashes and ellipses as ASCII, runs of whitespace as one space.
+    """MELD's utterance text made plain: UTF-8 read as Latin-1 once (``heâ\x80\x99s``) read again as UTF-8,
+    stray cp1252 bytes (U+0080..U+009F) read as cp1252, curly quotes, dashes and ellipses as ASCII, runs of
+    whitespace as one space.
 
     Args:
         text: The CSV's ``Utterance`` field.
@@ -152,6 +154,13 @@ def plain_text(text: str) -> str:
         except UnicodeDecodeError:
             return " "
 
+    if _MOJIBAKE.search(text):
+        for codec in ("latin-1", "cp1252"):
+            try:
+                text = text.encode(codec).decode("utf-8")
+                break
+            except UnicodeError:
+                continue
     return " ".join(re.sub("[\u0080-\u009f]", cp1252, text).translate(_PLAIN).split())
 
 
