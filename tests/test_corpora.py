@@ -88,6 +88,10 @@ def test_msp_podcast_bad_input_is_one_line(msp: Path, caplog: pytest.LogCaptureF
     (msp / "Labels" / "labels_consensus.csv").write_text(text.replace(",Train\n", ",Training\n", 1))
     r = CliRunner().invoke(cli, ["data", "stats", "--corpus", f"msp-podcast:{msp}"])
     assert "labels_consensus.csv:2: Split_Set 'Training'" in one_line_error(r)
+    lines = text.splitlines(keepends=True)
+    (msp / "Labels" / "labels_consensus.csv").write_text("".join(lines + lines[3:4]))
+    with pytest.raises(DataError, match=rf"labels_consensus.csv:{len(lines) + 1}: .*\.wav listed twice \(first at line 4\)"):
+        read_msp_podcast(msp)
     (msp / "Labels" / "labels_consensus.csv").write_text(text)
     (msp / "Transcripts").rename(msp / "T")
     r = CliRunner().invoke(cli, ["data", "stats", "--corpus", f"msp-podcast:{msp}"])

@@ -103,8 +103,8 @@ def read_msp_podcast(
         has that folder (clips without a transcript are then left out, with one warning line), else none.
 
     Raises:
-        DataError: A missing folder, file or column, an unknown ``EmoClass`` letter or ``Split_Set``, a test
-            set no clip is in, a missing or unreadable clip.
+        DataError: A missing folder, file or column, an unknown ``EmoClass`` letter or ``Split_Set``, a clip
+            listed twice, a test set no clip is in, a missing clip.
     """
     root = Path(root).expanduser()
     labels_csv = root / "Labels" / "labels_consensus.csv"
@@ -168,7 +168,8 @@ def _rows(path: Path) -> list[tuple[str, dict[str, str]]]:
     """("file:line", row) for each row of ``labels_consensus.csv``, its fields stripped.
 
     Raises:
-        DataError: A missing column, an unknown ``EmoClass`` letter or ``Split_Set``, a row without a file name.
+        DataError: A missing column, an unknown ``EmoClass`` letter or ``Split_Set``, a row without a file name,
+            a file listed twice.
     """
     reader = csv.DictReader(io.StringIO(_manifest_text(path), newline=""))
     missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
@@ -176,11 +177,16 @@ def _rows(path: Path) -> list[tuple[str, dict[str, str]]]:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the release's labels_consensus.csv has "
                         "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set")
     out = []
+    seen: dict[str, str] = {}
     for row in reader:
         where = f"{path}:{reader.line_num}"
         row = {k: (v or "").strip() for k, v in row.items() if k is not None}
         if not row["FileName"]:
             raise DataError(f"{where}: no FileName; restore the file from the release")
+        if row["FileName"] in seen:
+            raise DataError(f"{where}: {row['FileName']} listed twice (first at line {seen[row['FileName']]}); "
+                            "restore the file from the release")
+        seen[row["FileName"]] = str(reader.line_num)
         if row["EmoClass"] not in CLASSES:
             raise DataError(f"{where}: EmoClass {row['EmoClass']!r} of {row['FileName']} is none of "
                             f"{', '.join(CLASSES)}; restore the file from the release")
