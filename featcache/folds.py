@@ -1,7 +1,11 @@
-"""Leave-one-session-out folds with a seeded dev set for early stopping.
+"""Leave-one-session-out folds, or a corpus's own fixed split, with a dev set for early stopping.
 
-Fold ``k`` (1-based) tests on the k-th session in natural order (``"1"`` .. ``"5"`` on IEMOCAP)
-and trains on the others. The dev set is carved out of the training sessions in one of three ways:
+Fold ``k`` (1-based) tests on the k-th session in natural order (``"1"`` .. ``"5"`` on IEMOCAP, a corpus's
+published folds ``"Fold 1"`` ..) and trains on the others. A corpus with its own fixed split
+(:attr:`~featcache.data.Corpus.splits`: MSP-Podcast, MELD, a manifest's ``split`` column) has one fold per test
+partition (normally one, named after it: ``test``, ``Test1``), trained on its train partitions; its dev
+partition is the dev set when it has one (``dev_mode`` ``corpus``). Otherwise the dev set is carved out of
+the training sessions in one of three ways:
 
 * ``stratified`` (default): a stratified, seeded share (10 %) of the training utterances;
 * ``session``: one whole training session (the one after the test session, cyclically);
@@ -20,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from featcache.data import Corpus
+from featcache.data.corpus import _natural_key, fold_noun
 from featcache.errors import FeatcacheError
 from featcache.paper import DEV_MODES, SPLITS
 
@@ -36,7 +41,7 @@ class Fold:
         train: Training utterance ids (sorted).
         dev: Dev utterance ids for early stopping (sorted).
         test: Test utterance ids (sorted).
-        dev_mode: How the dev set was chosen.
+        dev_mode: How the dev set was chosen (``corpus``: the corpus's own dev partition).
         seed: Seed of the dev split.
     """
 
@@ -74,10 +79,17 @@ def check_fold(corpus: Corpus, k: int) -> None:
         FeatcacheError: Fewer than 2 sessions, or ``k`` out of range (the message lists the folds there are).
     """
     n = len(corpus.sessions)
+    if corpus.splits is not None and n >= 1:
+        if not 1 <= k <= n:
+            raise FeatcacheError(f"--fold {k}: {corpus.name} has {n} fold{'s' if n > 1 else ''} (its test "
+                                 f"partition{'s' if n > 1 else ''} {', '.join(corpus.sessions)}); pick "
+                                 f"{'one of 1..' + str(n) if n > 1 else '1'}")
+        return
     if n < 2:
         raise FeatcacheError(f"{corpus.name}: leave-one-session-out needs at least 2 sessions, found {n}")
     if not 1 <= k <= n:
-        raise FeatcacheError(f"--fold {k}: {corpus.name} has folds 1..{n} (one per session); pick one of them")
+        raise FeatcacheError(f"--fold {k}: {corpus.name} has folds 1..{n} (one per "
+                             f"{fold_noun(corpus.sessions)[:-1]}); pick one of them")
 
 
 def make_fold(
@@ -93,7 +105,8 @@ def make_fold(
     Args:
         corpus: The corpus.
         k: 1-based fold index; tests on ``corpus.sessions[k - 1]``.
-        dev: Dev-set mode (``stratified``, ``session`` or ``speaker``).
+        dev: Dev-set mode (``stratified``, ``session`` or ``speaker``); unused when the corpus's fixed split has
+            a dev partition (the fold's dev set is that partition).
         dev_fraction: Share of the training utterances for the stratified dev set.
         seed: Seed of the dev split.
 
@@ -110,12 +123,18 @@ def make_fold(
     test_session = sessions[k - 1]
     test = tuple(u.id for u in corpus.utterances if u.session == test_session)
     pool = [u for u in corpus.utterances if u.session != test_session]  # sorted by id already
+    if corpus.splits is not None:  # a fixed split: train on the train partitions, stop on the corpus's dev set
+        pool = [u for u in pool if corpus.splits.get(u.session) == "train"]
+        given = tuple(u.id for u in corpus.utterances if corpus.splits.get(u.session) == "dev")
+        if given:
+            return Fold(index=k, test_session=test_session, train=tuple(u.id for u in pool), dev=given, test=test,
+                        dev_mode="corpus", seed=seed)
     if dev == "stratified":
         if not 0.0 < dev_fraction < 1.0:
             raise FeatcacheError(f"dev_fraction (--dev-fraction {dev_fraction}): must be between 0 and 1")
         dev_ids = _stratified_dev(pool, fraction=dev_fraction, seed=seed)
     elif dev == "session":
-        others = [s for s in sessions if s != test_session]
+        others = sorted({u.session for u in pool}, key=_natural_key)  # the training sessions, in natural order
         if len(others) < 2:
             raise FeatcacheError(f"{corpus.name}: --dev session needs at least 3 sessions")
         dev_session = others[(k - 1) % len(others)]

@@ -549,7 +549,7 @@ def run_study(
     models = study.models()
     lap = StageClock()
 
-    echo(f"[1/5] corpus {corpus.name}: {len(corpus)} utterances, {len(study.folds)} folds, "
+    echo(f"[1/5] corpus {corpus.name}: {len(corpus)} utterances, {len(study.folds)} fold{'s' if len(study.folds) != 1 else ''}, "
          f"modalities {', '.join(corpus.modalities)}; models {', '.join(models)}")
     if study.frozen:
         echo("[2/5] frozen backbones: no fine-tuning")

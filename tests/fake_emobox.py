@@ -5,6 +5,7 @@ repository publishes (``<dataset>.jsonl``, ``label_map.json``, ``data.seg.wrd.st
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,20 @@ def build(root: Path, *, dataset: str = "fakebox", per_speaker: int = 10, second
 def _jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def build_fixed(root: Path, *, dataset: str = "fakebox") -> Path:
+    """A checkout of one dataset with one fold (a fixed split): speaker A's utterances in the train list, B's in
+    the valid list, C's in the test list (rows and audio as :func:`build` writes them).
+
+    Returns:
+        The dataset folder.
+    """
+    data = build(root, dataset=dataset)
+    rows = [json.loads(line) for k in (1, 2) for line in
+            (data / f"fold_{k}" / f"{dataset}_test_fold_{k}.jsonl").read_text().splitlines()]
+    shutil.rmtree(data / "fold_2")
+    for part, spk in (("train", "A"), ("valid", "B"), ("test", "C")):
+        _jsonl(data / "fold_1" / f"{dataset}_{part}_fold_1.jsonl",
+               sorted((r for r in rows if r["key"].startswith(f"{dataset}-{spk}_")), key=lambda r: r["key"]))
+    return data

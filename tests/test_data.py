@@ -79,7 +79,7 @@ def test_manifest_csv_and_jsonl(tmp_path: Path) -> None:
     rows = [{"id": "t1", "label": "pos", "fold": 1, "text": "nice"}, {"id": "t2", "label": "neg", "fold": 2, "text": "bad"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     c2 = load_corpus(f"manifest:{tmp_path / 'm.jsonl'}")
-    assert c2.modalities == ("text",) and c2.sessions == ("1", "2")
+    assert c2.modalities == ("text",) and c2.sessions == ("Fold 1", "Fold 2")  # a fold column alone: numbered folds
     (tmp_path / "audio.csv").write_text("id,label,session,audio\ny1,a,1,a.wav\ny2,b,2,a.wav\n")
     assert load_corpus(str(tmp_path / "audio.csv")).modalities == ("audio",)
 
@@ -348,7 +348,8 @@ def test_unknown_corpus_kind_is_refused_and_paths_with_colons_still_read(
             load_corpus(spec)
         assert str(e.value) == (f"corpus (--corpus {spec!r}): unknown corpus kind {spec.split(':')[0]!r}; the known "
                                 "kinds are iemocap (iemocap:DIR), manifest (manifest:FILE.csv|.jsonl), emobox "
-                                "(emobox:DIR[?audio=ROOT])")
+                                "(emobox:DIR[?audio=ROOT]), msp-podcast (msp-podcast:DIR[?test=Test1]), meld "
+                                "(meld:DIR), ravdess (ravdess:DIR), crema-d (crema-d:DIR)")
     # a plain path with a colon reads as it did: it exists, or what comes before the colon is no kind
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data:v2.csv").write_text("id,label,session,text\na,ang,1,x\n")

@@ -37,7 +37,8 @@ def test_reads_the_published_folds_and_warns_once(emobox: Path, caplog: pytest.L
     with caplog.at_level("INFO"):
         corpus = load_corpus(f"emobox:{emobox}")
     assert corpus.labels == ("Angry", "Happy", "Neutral", "Sad")  # label_map.json: exc and hap are Happy
-    assert corpus.sessions == ("1", "2") and corpus.modalities == ("audio",) and len(corpus) == 30
+    assert corpus.sessions == ("Fold 1", "Fold 2") and corpus.modalities == ("audio",) and len(corpus) == 30
+    assert corpus.splits is None
     assert corpus.root == (emobox.parent.parent).resolve()  # the checkout holding data/ and downloads/
     for k in (1, 2):
         fold = make_fold(corpus, k)
@@ -53,7 +54,7 @@ def test_reads_the_published_folds_and_warns_once(emobox: Path, caplog: pytest.L
     assert misstated.duration == pytest.approx(0.3)
     assert any("1 clip differs from its listed length" in r.getMessage() for r in caplog.records)
     # speaker C is on both sides of both folds: one warning line for the read
-    assert _warnings(caplog) == [f"emobox:{emobox}: fold 1: 1 speaker on both sides, fold 2: 1 speaker on both "
+    assert _warnings(caplog) == [f"emobox:{emobox}: Fold 1: 1 speaker on both sides, Fold 2: 1 speaker on both "
                                  "sides (used as published)"]
 
 
@@ -82,10 +83,6 @@ def test_another_audio_root(emobox: Path, tmp_path: Path) -> None:
         load_corpus(f"emobox:{emobox}?audi={moved}")
 
 
-def _drop_fold_2(d: Path) -> None:
-    shutil.rmtree(d / "fold_2")
-
-
 def _drop_a_train_line(d: Path) -> None:
     f = d / "fold_1" / "fakebox_train_fold_1.jsonl"
     f.write_text("".join(f.read_text().splitlines(keepends=True)[1:]))
@@ -110,13 +107,10 @@ def _no_speakers(d: Path) -> None:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (_drop_fold_2, re.escape("one fold only (a fixed train/test split); this protocol (fixed splits) is not "
-                             "supported yet")),
     (_drop_a_train_line, re.escape("fakebox_train_fold_1.jsonl: fold 1 does not train on 1 utterance the other "
-                                   "folds test on (e.g. 'fakebox-B_000'); this protocol (fixed splits) is not "
-                                   "supported yet")),
+                                   "folds test on (e.g. 'fakebox-B_000'); this protocol is not supported yet")),
     (_test_twice, "is in the test lists of fold 1 (.*) and fold 2: the folds overlap; this protocol"),
-    (_valid_list, "fakebox_valid_fold_1.jsonl: fold 1 has a published valid \\(dev\\) list; this protocol"),
+    (_valid_list, "fakebox_valid_fold_1.jsonl: fold 1 of 2 has a published valid \\(dev\\) list; this protocol"),
     (_unmapped_label, "fakebox_test_fold_1.jsonl:5: label 'sad' of 'fakebox-A_004' is not in .*label_map.json"),
 ])
 def test_what_is_refused_in_one_line(emobox: Path, change: Callable[[Path], None], message: str) -> None:
@@ -130,7 +124,7 @@ def test_without_speakers_each_fold_is_one(emobox: Path, caplog: pytest.LogCaptu
     _no_speakers(emobox)
     with caplog.at_level("WARNING"):
         c = read_emobox(emobox)
-    assert {u.speaker for u in c} == {"1", "2"}
+    assert {u.speaker for u in c} == {"Fold 1", "Fold 2"}
     assert _warnings(caplog) == [f"{emobox}: no speakers (no spk field, no data.seg.wrd.stm); each fold counts as "
                                  "one speaker"]
 
@@ -139,13 +133,37 @@ def test_data_folds_lists_the_published_folds_with_speakers_per_side(emobox: Pat
     r = CliRunner().invoke(cli, ["data", "folds", "--corpus", f"emobox:{emobox}"])
     assert r.exit_code == 0, r.output
     lines = [ln.split() for ln in r.output.splitlines() if ln.split() and ln.split()[0] in ("fold", "1", "2")]
-    head = ["fold", "test", "session", "train", "dev", "test", "spk", "train", "spk", "dev", "spk", "test", "spk",
+    head = ["fold", "test", "fold", "train", "dev", "test", "spk", "train", "spk", "dev", "spk", "test", "spk",
             "shared", "digest"]
     assert lines[0] == head
     for row in lines[1:]:  # 15 utterances per test list (A or B, and half of C); 2 speakers per side, C shared
-        assert int(row[1]) == int(row[0]) and int(row[2]) + int(row[3]) == 15 and int(row[4]) == 15
-        assert row[5:9] == ["2", "2", "2", "1"]
+        assert row[1:3] == ["Fold", row[0]] and int(row[3]) + int(row[4]) == 15 and int(row[5]) == 15
+        assert row[6:10] == ["2", "2", "2", "1"]
     assert len(lines) == 3
+
+
+def test_one_fold_is_a_fixed_split(tmp_path: Path) -> None:
+    data = fake_emobox.build_fixed(tmp_path / "EmoBox")
+    c = load_corpus(f"emobox:{data}")
+    assert c.splits == {"train": "train", "valid": "dev", "test": "test"}
+    assert c.sessions == ("test",) and c.partitions == ("train", "valid", "test")
+    fold = make_fold(c, 1)
+    assert fold.dev_mode == "corpus"
+    for side, part in (("train", "train"), ("dev", "valid"), ("test", "test")):
+        assert fold.split(side) == tuple(sorted(_keys(data / "fold_1" / f"fakebox_{part}_fold_1.jsonl")))
+    r = CliRunner().invoke(cli, ["data", "folds", "--corpus", f"emobox:{data}"])
+    assert r.exit_code == 0, r.output
+    row = next(ln.split() for ln in r.output.splitlines() if ln.startswith("   1"))
+    assert row[:5] == ["1", "test", "10", "10", "10"] and row[5:9] == ["1", "1", "1", "0"]  # a speaker per list
+    assert "train: train; dev: the corpus's own (valid)" in r.output
+    (data / "fold_1" / "fakebox_valid_fold_1.jsonl").unlink()
+    fold = make_fold(load_corpus(f"emobox:{data}"), 1)
+    assert fold.dev_mode == "stratified" and len(fold.train) + len(fold.dev) == 10  # no valid list: today's rule
+    twice = (data / "fold_1" / "fakebox_test_fold_1.jsonl").read_text().splitlines(keepends=True)[0]
+    with (data / "fold_1" / "fakebox_train_fold_1.jsonl").open("a") as f:
+        f.write(twice)
+    with pytest.raises(DataError, match=r"fakebox_test_fold_1.jsonl:1: 'fakebox-C_000' is also in the train list \(.*_train_fold_1.jsonl:11\)"):
+        load_corpus(f"emobox:{data}")
 
 
 def test_run_demo_end_to_end_audio_only(emobox: Path, tmp_path: Path) -> None:
@@ -158,3 +176,5 @@ def test_run_demo_end_to_end_audio_only(emobox: Path, tmp_path: Path) -> None:
     assert "30 utterances, 2 folds, modalities audio; models audio" in r.output
     for name in ("tables.md", "summary.md", "results.csv", "predictions.h5", "report.html"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    md = (out / "tables.md").read_text()  # the columns are the published folds, not sessions
+    assert "| Model | Fold 1 | Fold 2 | Avg. | UAR |" in md and "Ses." not in md

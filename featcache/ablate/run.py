@@ -15,6 +15,7 @@ from featcache.ablate.evaluation import (
 )
 from featcache.ablate.spec import AblationSpec, _print
 from featcache.ablate.training import train_ablation
+from featcache.data.corpus import fold_noun
 from featcache.errors import FeatcacheError
 from featcache.metrics import DEFAULT_RESAMPLES, Predictions
 from featcache.paper import PAPER_MODELS
@@ -97,7 +98,8 @@ def run_ablation(
     rows = compare(preds, model=abl.model, reference=abl.reference, n_resamples=n_resamples)
     n_heads = len(study.folds) * len(study.seeds)
     header = (f"{abl.model} vs the paper's heads, {len(study.folds)} folds x {len(study.seeds)} seeds "
-              f"({n_heads} heads each); Avg. = mean of the session accuracies, mean ± std over seeds; "
+              f"({n_heads} heads each); Avg. = mean of the {fold_noun(study.corpus.sessions)[:-1]} accuracies, "
+              "mean ± std over seeds; "
               f"Δ = ablation - {abl.reference}, paired bootstrap CI ({n_resamples} resamples)")
     table = header + "\n\n" + format_comparison(rows, reference=abl.reference)
     echo(table)

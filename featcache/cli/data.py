@@ -51,18 +51,27 @@ def data_stats(corpus: str, labels: str | None, merge: str | None) -> None:
 @click.option("--dev-fraction", default=0.1, help="Share of training utterances in a stratified dev set.")
 @click.option("--seed", default=0, help="Seed of the dev split.")
 def data_folds(corpus: str, labels: str | None, merge: str | None, dev: str, dev_fraction: float, seed: int) -> None:
-    """List the leave-one-session-out folds (an EmoBox dataset's: its published folds) with their split sizes,
-    their speakers per side and how many speakers the test side shares with the train and dev sides."""
+    """List the folds (leave-one-session-out; a corpus's published folds; its fixed split, one fold per test
+    partition) with their split sizes, their speakers per side and how many speakers the test side shares with
+    the train and dev sides."""
+    from featcache.data.corpus import fold_noun
     from featcache.folds import make_folds
 
     c = load_corpus_from_options(corpus, labels, merge)
-    click.echo(f"{'fold':>4}  {'test session':>12}  {'train':>6}  {'dev':>5}  {'test':>5}  {'spk train':>9}  "
+    side = "split" if c.splits is not None else fold_noun(c.sessions)[:-1]
+    click.echo(f"{'fold':>4}  {'test ' + side:>12}  {'train':>6}  {'dev':>5}  {'test':>5}  {'spk train':>9}  "
                f"{'spk dev':>7}  {'spk test':>8}  {'spk shared':>10}  digest")
-    for f in make_folds(c, dev=dev, dev_fraction=dev_fraction, seed=seed):  # type: ignore[arg-type]
+    folds = make_folds(c, dev=dev, dev_fraction=dev_fraction, seed=seed)  # type: ignore[arg-type]
+    for f in folds:
         spk = {side: {c.by_id(i).speaker for i in f.split(side)} for side in ("train", "dev", "test")}
         shared = len((spk["train"] | spk["dev"]) & spk["test"])
         click.echo(f"{f.index:>4}  {f.test_session:>12}  {len(f.train):>6}  {len(f.dev):>5}  {len(f.test):>5}  "
                    f"{len(spk['train']):>9}  {len(spk['dev']):>7}  {len(spk['test']):>8}  {shared:>10}  {f.digest}")
+    if c.splits is not None:
+        parts = {role: ", ".join(p for p in c.partitions if c.splits.get(p) == role) for role in ("train", "dev")}
+        dev_from = (f"the corpus's own ({parts['dev']})" if any(f.dev_mode == "corpus" for f in folds)
+                    else f"--dev {dev} on the train side (the corpus gives none)")
+        click.echo(f"train: {parts['train']}; dev: {dev_from}")
 
 
 @cli.command("presets", context_settings=CONTEXT)

@@ -69,7 +69,8 @@ def extract_cmd(folds: str, variants: tuple[str, ...], modality: str, split: str
 @click.option("--modality", type=click.Choice(PAPER_MODELS), required=True,
               help="Which of the paper's models to fine-tune (multimodal fine-tunes both backbones jointly).")
 @click.option("--fold", "folds", required=True, metavar="K[,K...]|all",
-              help="Fold K: tests on session K, trains on the others; several (1,2,3) or all make one run each.")
+              help="Fold K: tests on the K-th session (or published fold, or test partition), trains on the others; "
+                   "several (1,2,3) or all make one run each.")
 @click.option("--seed", "run_seeds", default="0", metavar="S[,S...]",
               help="Seed of initialisation, shuffling and dropout; several (0,1,2) make one run each.")
 @click.option("--workers", type=click.IntRange(min=0), default=1,

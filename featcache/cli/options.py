@@ -167,6 +167,7 @@ def fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untyped
     Raises:
         FeatcacheError: Neither ``all`` nor whole numbers, or a fold the corpus does not have.
     """
+    from featcache.data.corpus import fold_noun
     from featcache.folds import check_fold
 
     if text.strip().lower() == "all":
@@ -177,7 +178,7 @@ def fold_list(text: str, corpus) -> list[int] | None:  # type: ignore[no-untyped
         folds = []
     if not folds:
         raise FeatcacheError(f"--fold {text!r}: not a fold number; {corpus.name} has folds "
-                             f"1..{len(corpus.sessions)} (one per session), or pass all")
+                             f"1..{len(corpus.sessions)} (one per {fold_noun(corpus.sessions)[:-1]}), or pass all")
     for k in folds:
         check_fold(corpus, k)
     return list(dict.fromkeys(folds))

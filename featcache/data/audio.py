@@ -18,6 +18,10 @@ log = logging.getLogger("featcache.data")
 
 SAMPLE_RATE = 16_000
 
+#: Containers soundfile does not read (a video clip's audio track, MELD's ``.mp4``): decoded through
+#: ``audioread`` (ffmpeg, GStreamer or Core Audio, where one is installed).
+CONTAINERS: frozenset[str] = frozenset({".mp4", ".m4a", ".mkv", ".mov", ".avi", ".webm", ".aac"})
+
 
 def audio_path_error(path: str | Path, *, listed: str | None = None) -> DataError | None:
     """What keeps an audio path from being opened, other than its absence: a symbolic link loop (``ELOOP``),
@@ -76,7 +80,12 @@ def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False)
     if not path.is_file():
         raise DataError(f"{path}: audio file not found; restore it or fix the corpus listing")
     try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        if path.suffix.lower() in CONTAINERS:
+            data, file_sr = _decode_container(path)
+        else:
+            data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except DataError:
+        raise
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with a multi-line text
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if reason.startswith("Error opening"):  # libsndfile repeats the path: keep only the cause
@@ -102,6 +111,29 @@ def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, strict: bool = False)
 
         y = librosa.resample(y, orig_sr=file_sr, target_sr=sr)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _decode_container(path: Path) -> tuple[np.ndarray, int]:
+    """The audio track of a container (``.mp4``) as float32 ``[frames, channels]`` and its rate, by audioread.
+
+    Raises:
+        DataError: No decoder can read it: one line naming the file and the ``ffmpeg`` command that converts it
+            into the ``.wav`` beside it, which the corpus readers then take.
+    """
+    wav = path.with_suffix(".wav")
+    fix = f"install ffmpeg, or convert it once: ffmpeg -i {path} -vn -ac 1 -ar 16000 {wav} (the .wav is then read)"
+    try:
+        import audioread
+
+        with audioread.audio_open(str(path)) as f:
+            channels, rate = f.channels, f.samplerate
+            pcm = b"".join(f)
+    except Exception as e:  # audioread's NoBackendError, a decoder's error, a missing package
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: cannot decode the audio of this {path.suffix} clip ({reason or 'no decoder'}); "
+                        f"{fix}") from None
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    return samples.reshape(-1, max(channels, 1)), int(rate)
 
 
 def audio_duration(path: str | Path) -> float:

@@ -28,6 +28,9 @@ log = logging.getLogger("featcache.data")
 #: ``--by accent``.
 GROUP_PREFIX = "group:"
 
+#: The roles of a fixed split's partitions (:attr:`Corpus.splits`), in table order.
+SPLIT_ROLES: tuple[str, ...] = ("train", "dev", "test")
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -35,7 +38,9 @@ class Utterance:
 
     Attributes:
         id: Corpus-unique utterance id (``Ses01F_impro01_F000``).
-        session: Session name; folds leave one session out (``"1"`` .. ``"5"`` on IEMOCAP).
+        session: Session name; folds leave one session out (``"1"`` .. ``"5"`` on IEMOCAP, ``"Fold 1"`` .. for
+            published folds). In a corpus with its own fixed split, the partition's name as the corpus calls it
+            (``"Train"``, ``"Development"``, ``"Test1"``), whose role :attr:`Corpus.splits` gives.
         speaker: Speaker id (``Ses01F``).
         label: Label after merging (``hap`` for IEMOCAP's ``exc``).
         text: Transcription, or None for an audio-only corpus.
@@ -67,6 +72,10 @@ class Corpus:
         labels: Label set in class-index order.
         text_source: Where the texts come from when they are not the corpus's own ("" for gold text; e.g.
             ``transcripts/whisper-base-....json`` for a speech recogniser's, see :meth:`with_texts`).
+        splits: For a corpus with its own fixed split: each partition (an utterance's ``session``) -> its role,
+            ``train``, ``dev`` or ``test``; each test partition is one fold, trained on the train partitions,
+            stopped early on the dev partitions (or on a dev set taken from the train side when it has none).
+            None (every corpus of sessions or folds): folds leave one session out.
     """
 
     name: str
@@ -74,6 +83,7 @@ class Corpus:
     utterances: tuple[Utterance, ...]
     labels: tuple[str, ...]
     text_source: str = field(default="", compare=False)
+    splits: Mapping[str, str] | None = field(default=None, hash=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -101,8 +111,20 @@ class Corpus:
 
     @property
     def sessions(self) -> tuple[str, ...]:
-        """Session names in natural order (fold k tests on the k-th)."""
-        return tuple(sorted({u.session for u in self.utterances}, key=_natural_key))
+        """The folds' test sessions in natural order (fold k tests on the k-th): every session, or with a fixed
+        split (:attr:`splits`) its test partitions (normally one)."""
+        present = {u.session for u in self.utterances}
+        if self.splits is not None:
+            present = {s for s in present if self.splits.get(s) == "test"}
+        return tuple(sorted(present, key=_natural_key))
+
+    @property
+    def partitions(self) -> tuple[str, ...]:
+        """Every session (partition) name: in natural order, or with a fixed split train, dev, then test."""
+        present = sorted({u.session for u in self.utterances}, key=_natural_key)
+        if self.splits is None:
+            return tuple(present)
+        return tuple(sorted(present, key=lambda s: SPLIT_ROLES.index(self.splits.get(s, "test"))))  # type: ignore[union-attr]
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -128,7 +150,7 @@ class Corpus:
         from dataclasses import replace
 
         utts = tuple(replace(u, text=texts[u.id]) if u.id in texts else u for u in self.utterances)
-        return Corpus(self.name, self.root, utts, self.labels, text_source=source)
+        return Corpus(self.name, self.root, utts, self.labels, text_source=source, splits=self.splits)
 
     def label_index(self, label: str) -> int:
         """Class index of a label."""
@@ -169,6 +191,8 @@ class Corpus:
         ``group:NAME`` column keeps its store entries."""
         h = hashlib.sha256()
         h.update(json.dumps(list(self.labels)).encode())
+        if self.splits is not None:  # absent for a corpus of sessions: its fingerprint is what it always was
+            h.update(json.dumps({"splits": dict(sorted(self.splits.items()))}).encode())
         for u in self.utterances:
             audio = ""
             if u.audio is not None:
@@ -180,6 +204,68 @@ class Corpus:
                 audio = f"{rel}:{size}"
             h.update(json.dumps([u.id, u.session, u.speaker, u.label, u.text, audio]).encode())
         return h.hexdigest()[:16]
+
+
+def fold_title(session: str) -> str:
+    """A fold's column title in tables: ``Ses. N`` for a numbered session (IEMOCAP's), else the fold's own name
+    (``Fold 1``, ``test``, ``Test1``).
+
+    Args:
+        session: The fold's test session (partition) name.
+
+    Returns:
+        The title.
+    """
+    return f"Ses. {session}" if session.isdigit() else session
+
+
+def fold_noun(sessions: Iterable[str]) -> str:
+    """What a corpus's folds are called in sentences: ``sessions`` when every one is a numbered session (the
+    paper's leave-one-session-out), else ``folds``.
+
+    Args:
+        sessions: The folds' test session names.
+
+    Returns:
+        ``sessions`` or ``folds``.
+    """
+    names = list(sessions)
+    return "sessions" if names and all(s.isdigit() for s in names) else "folds"
+
+
+_QUERY = re.compile(r"\?(?=[A-Za-z_]+=)")
+
+
+def _spec_options(text: str, *, kind: str, options: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """Split the part of a corpus spec after its colon into the folder and its options (``DIR?NAME=VALUE&...``).
+
+    The first ``?`` followed by ``NAME=`` starts the options; a folder that exists as written is taken whole.
+
+    Args:
+        text: ``DIR`` or ``DIR?NAME=VALUE[&NAME=VALUE]``.
+        kind: The spec's kind (``emobox``), as the messages name it.
+        options: The options the kind takes, name -> its form (``audio=ROOT (...)``).
+
+    Returns:
+        (DIR, options given).
+
+    Raises:
+        DataError: An unknown option, or one without a value.
+    """
+    m = _QUERY.search(text)
+    if m is None or Path(text).expanduser().is_dir():
+        return text, {}
+    folder, query = text[: m.start()], text[m.end():]
+    given: dict[str, str] = {}
+    for item in re.split(r"&(?=[A-Za-z_]+=)", query):
+        key, _, value = item.partition("=")
+        if key not in options:
+            raise DataError(f"corpus (--corpus '{kind}:{text}'): unknown option {key!r} after '?'; "
+                            f"{kind} takes {', '.join(options.values())}")
+        if not value:
+            raise DataError(f"corpus (--corpus '{kind}:{text}'): {key}= has no value; write ?{options[key].split(' ')[0]}")
+        given[key] = value
+    return folder, given
 
 
 def _natural_key(s: str) -> tuple:
@@ -272,8 +358,33 @@ def _check_label_options(
             raise DataError(f"{source}: unknown label {src!r} in --merge; the corpus has {', '.join(sorted(vocab))}")
 
 
-def _make_corpus(name: str, root: Path, utts: list[Utterance], labels: Sequence[str]) -> Corpus:
+def _make_corpus(name: str, root: Path, utts: list[Utterance], labels: Sequence[str], *,
+                 splits: Mapping[str, str] | None = None) -> Corpus:
+    """The corpus of the kept utterances, sorted by id.
+
+    Args:
+        name: The corpus's name (its spec).
+        root: The folder it lives in.
+        utts: The utterances kept.
+        labels: The label set, in class-index order.
+        splits: A fixed split's partition -> role (:attr:`Corpus.splits`), reduced to the partitions kept
+            utterances are in; None for a corpus of sessions.
+
+    Raises:
+        DataError: No utterance is kept, or a fixed split keeps no utterance in a train or a test partition.
+    """
     if not utts:
         raise DataError(f"{name}: no utterance has one of the labels {list(labels)}; check --labels/--merge")
     utts.sort(key=lambda u: u.id)
-    return Corpus(name=name, root=root.resolve(), utterances=tuple(utts), labels=tuple(labels))
+    if splits is not None:
+        present = {u.session for u in utts}
+        unplaced = sorted(present - set(splits), key=_natural_key)
+        if unplaced:
+            raise DataError(f"{name}: partition {unplaced[0]!r} is none of the split's ({', '.join(splits)}); "
+                            "give each utterance train, dev or test")
+        splits = {s: role for s, role in sorted(splits.items()) if s in present}
+        for role in ("train", "test"):
+            if role not in splits.values():
+                raise DataError(f"{name}: no utterance kept in a {role} partition (its partitions: "
+                                f"{', '.join(sorted(present, key=_natural_key))}); check --labels/--merge")
+    return Corpus(name=name, root=root.resolve(), utterances=tuple(utts), labels=tuple(labels), splits=splits)

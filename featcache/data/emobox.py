@@ -14,12 +14,13 @@ A jsonl row: ``{"key", "dataset", "wav", "type": "raw", "sample_rate", "num_fram
 "length", "emo", "channel"}``; EmoBox joins ``wav`` to the checkout (``os.path.join(user_data_dir, wav)``).
 
 Supported: datasets whose folds' test lists partition the utterances (EmoBox's leave-one-speaker-out and
-speaker k-fold datasets): the utterance's session is its fold's number, so featcache's leave-one-session-out
-fold K is the published fold K (tests on fold K's test list, trains on the others'; the dev set is carved out
-of the training side as for every corpus). Refused, each in one line, for now: a single fold (a fixed
-train/test split), a published ``valid`` list, folds whose train list is not the other folds' test lists
-(fixed splits: the deeper generalisation of folds is not done yet), segments of a file (``start_time``),
-stored features (``type: feature``) and non-categorical tasks.
+speaker k-fold datasets): the utterance's session is its fold's name (``Fold K``), so featcache's fold K is
+the published fold K (tests on fold K's test list, trains on the others'; the dev set is carved out of the
+training side as for every corpus); and datasets of one fold (``fold_1`` with train, test and maybe valid
+lists: MELD, MSP-Podcast), a fixed split whose session is the list (``train``, ``valid``, ``test``), one fold
+named ``test`` stopped early on ``valid`` where it is published. Refused, each in one line, for now: a
+published ``valid`` list beside several folds, folds whose train list is not the other folds' test lists,
+segments of a file (``start_time``), stored features (``type: feature``) and non-categorical tasks.
 
 Metadata is a hint, the file is the truth: durations come from the audio files' headers, and a clip whose
 real rate or length differs from its row is read as it is (resampled to 16 kHz as any clip).
@@ -44,6 +45,7 @@ from featcache.data.corpus import (
     _make_corpus,
     _natural_key,
     _select_labels,
+    _spec_options,
     _warn_case_twins,
     _warn_unused_merge,
 )
@@ -56,8 +58,10 @@ log = logging.getLogger("featcache.data")
 SPEC_OPTIONS: dict[str, str] = {"audio": "audio=ROOT (the folder the rows' wav paths start from)"}
 
 _FOLD_DIR = re.compile(r"fold_(\d+)")
-_QUERY = re.compile(r"\?(?=[A-Za-z_]+=)")
-_NOT_YET = "this protocol (fixed splits) is not supported yet"
+_NOT_YET = "this protocol is not supported yet"
+
+#: A single fold's lists (a fixed split) -> their roles.
+FIXED_SPLIT: dict[str, str] = {"train": "train", "valid": "dev", "test": "test"}
 
 
 def split_emobox_spec(text: str) -> tuple[str, Path | None]:
@@ -75,20 +79,7 @@ def split_emobox_spec(text: str) -> tuple[str, Path | None]:
     Raises:
         DataError: An unknown option, or one without a value.
     """
-    m = _QUERY.search(text)
-    if m is None or Path(text).expanduser().is_dir():
-        return text, None
-    folder, query = text[: m.start()], text[m.end():]
-    options: dict[str, str] = {}
-    for item in re.split(r"&(?=[A-Za-z_]+=)", query):
-        key, _, value = item.partition("=")
-        if key not in SPEC_OPTIONS:
-            known = ", ".join(SPEC_OPTIONS.values())
-            raise DataError(f"corpus (--corpus 'emobox:{text}'): unknown option {key!r} after '?'; "
-                            f"emobox takes {known}")
-        if not value:
-            raise DataError(f"corpus (--corpus 'emobox:{text}'): {key}= has no value; write e.g. ?audio=/data/EmoBox")
-        options[key] = value
+    folder, options = _spec_options(text, kind="emobox", options=SPEC_OPTIONS)
     return folder, Path(options["audio"]).expanduser() if "audio" in options else None
 
 
@@ -118,13 +109,14 @@ def read_emobox(
         name: Name recorded in the corpus; default ``emobox:ROOT``.
 
     Returns:
-        The corpus, sorted by id: session = fold number, no text, durations from the audio headers; each
-        utterance's ``speaker`` group is its speaker (none when the dataset names no speakers).
+        The corpus, sorted by id: session = the fold's name (``Fold K``), or with one fold its list (``train``,
+        ``valid``, ``test``: the corpus's :attr:`~Corpus.splits`); no text, durations from the audio headers;
+        each utterance's ``speaker`` group is its speaker (none when the dataset names no speakers).
 
     Raises:
         DataError: A missing folder, file or field, malformed JSON, a raw label the map lacks, a key listed
             twice with different contents, a missing or unreadable audio file, or a protocol not supported yet
-            (one fold, a valid list, folds that are not a partition, segments, features).
+            (a valid list beside several folds, folds that are not a partition, segments, features).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -134,19 +126,10 @@ def read_emobox(
     label_map = _read_label_map(root / "label_map.json")
     folds = _fold_dirs(root)
     dataset = _dataset_name(root, folds[0])
-    tests: dict[str, tuple[int, str, dict]] = {}  # key -> (fold, "file:line", row)
-    for k, fdir in enumerate(folds, start=1):
-        valid = fdir / f"{dataset}_valid_fold_{k}.jsonl"
-        if valid.is_file():
-            raise DataError(f"{valid}: fold {k} has a published valid (dev) list; {_NOT_YET}")
-        for where, row in _rows(fdir / f"{dataset}_test_fold_{k}.jsonl"):
-            if row["key"] in tests:
-                first = tests[row["key"]]
-                raise DataError(f"{where}: {row['key']!r} is in the test lists of fold {first[0]} ({first[1]}) and "
-                                f"fold {k}: the folds overlap; {_NOT_YET}")
-            tests[row["key"]] = (k, where, row)
-    for k, fdir in enumerate(folds, start=1):
-        _check_train(fdir / f"{dataset}_train_fold_{k}.jsonl", k, tests)
+    if len(folds) == 1:  # a fixed split: its train, valid (when published) and test lists
+        tests, splits = _fixed_split(folds[0], dataset), dict(FIXED_SPLIT)
+    else:
+        tests, splits = _published_folds(folds, dataset), None
     for key, (_k, where, row) in tests.items():
         if row["emo"] not in label_map:
             raise DataError(f"{where}: label {row['emo']!r} of {key!r} is not in {root / 'label_map.json'} "
@@ -163,7 +146,7 @@ def read_emobox(
     speakers = _speakers(root / "data.seg.wrd.stm", tests)
     utts: list[Utterance] = []
     misstated: list[str] = []
-    for key, (k, where, row) in tests.items():
+    for key, (session, where, row) in tests.items():
         lab = _select_labels(label_map[row["emo"]], labels=labels, merge=merge)
         if lab is None:
             continue
@@ -172,17 +155,60 @@ def read_emobox(
         if listed is not None and abs(listed - seconds) > 0.01:
             misstated.append(f"{key} ({listed:g} s listed, {seconds:g} s read)")
         speaker = speakers.get(key)
-        utts.append(Utterance(id=key, session=str(k), speaker=speaker or str(k), label=lab, text=None,
+        utts.append(Utterance(id=key, session=session, speaker=speaker or session, label=lab, text=None,
                               audio=audio, duration=seconds, groups={"speaker": speaker} if speaker else {}))
     if misstated:
         shown = ", ".join(misstated[:3]) + (", ..." if len(misstated) > 3 else "")
         log.info("%s: %d clip%s, read as the files are: %s", root, len(misstated),
                  " differs from its listed length" if len(misstated) == 1 else "s differ from their listed lengths",
                  shown)
-    corpus = _make_corpus(name or f"emobox:{root}", base, utts, labels)
+    corpus = _make_corpus(name or f"emobox:{root}", base, utts, labels, splits=splits)
     if speakers:
         _warn_shared_speakers(corpus, source=name or f"emobox:{root}")
     return corpus
+
+
+def _published_folds(folds: Sequence[Path], dataset: str) -> dict[str, tuple[str, str, dict]]:
+    """Key -> (its fold's name, ``Fold K``; "file:line"; row) from the folds' test lists, each fold's train list
+    checked to be the other folds' test lists.
+
+    Raises:
+        DataError: A published valid list, overlapping test lists, a train list that is not the others' tests.
+    """
+    tests: dict[str, tuple[str, str, dict]] = {}
+    for k, fdir in enumerate(folds, start=1):
+        valid = fdir / f"{dataset}_valid_fold_{k}.jsonl"
+        if valid.is_file():
+            raise DataError(f"{valid}: fold {k} of {len(folds)} has a published valid (dev) list; {_NOT_YET}")
+        for where, row in _rows(fdir / f"{dataset}_test_fold_{k}.jsonl"):
+            if row["key"] in tests:
+                first = tests[row["key"]]
+                raise DataError(f"{where}: {row['key']!r} is in the test lists of {first[0].lower()} ({first[1]}) "
+                                f"and fold {k}: the folds overlap; {_NOT_YET}")
+            tests[row["key"]] = (f"Fold {k}", where, row)
+    for k, fdir in enumerate(folds, start=1):
+        _check_train(fdir / f"{dataset}_train_fold_{k}.jsonl", k, tests)
+    return tests
+
+
+def _fixed_split(fdir: Path, dataset: str) -> dict[str, tuple[str, str, dict]]:
+    """Key -> (its list, ``train``, ``valid`` or ``test``; "file:line"; row) from a single fold's lists.
+
+    Raises:
+        DataError: A key in two lists, a missing train or test list.
+    """
+    rows: dict[str, tuple[str, str, dict]] = {}
+    for part in FIXED_SPLIT:
+        path = fdir / f"{dataset}_{part}_fold_1.jsonl"
+        if part == "valid" and not path.is_file():
+            continue
+        for where, row in _rows(path):
+            if row["key"] in rows:
+                first = rows[row["key"]]
+                raise DataError(f"{where}: {row['key']!r} is also in the {first[0]} list ({first[1]}); a fixed "
+                                "split's lists do not overlap: restore the files from EmoBox")
+            rows[row["key"]] = (part, where, row)
+    return rows
 
 
 def _read_label_map(path: Path) -> dict[str, str]:
@@ -202,7 +228,7 @@ def _fold_dirs(root: Path) -> list[Path]:
     """The ``fold_1`` .. ``fold_N`` folders, in order.
 
     Raises:
-        DataError: None, a gap in the numbering, or a single fold (a fixed split).
+        DataError: None, or a gap in the numbering.
     """
     found = {int(m[1]): p for p in root.iterdir() if p.is_dir() and (m := _FOLD_DIR.fullmatch(p.name))}
     if not found:
@@ -213,8 +239,6 @@ def _fold_dirs(root: Path) -> list[Path]:
     if missing:
         raise DataError(f"{root}: fold_{missing[0]} is missing (the folds found are "
                         f"{', '.join(f'fold_{k}' for k in sorted(found))}); restore it from EmoBox")
-    if n == 1:
-        raise DataError(f"{root}: one fold only (a fixed train/test split); {_NOT_YET}")
     return [found[k] for k in range(1, n + 1)]
 
 
@@ -264,19 +288,19 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
     return out
 
 
-def _check_train(path: Path, k: int, tests: Mapping[str, tuple[int, str, dict]]) -> None:
+def _check_train(path: Path, k: int, tests: Mapping[str, tuple[str, str, dict]]) -> None:
     """Check that fold ``k``'s train list is the other folds' test lists (same rows).
 
     Raises:
         DataError: It lists an utterance no other fold tests on, or lacks one, or a row's label or wav differs
             from the row of the test list.
     """
-    expected = {key for key, (fold, _w, _r) in tests.items() if fold != k}
+    expected = {key for key, (fold, _w, _r) in tests.items() if fold != f"Fold {k}"}
     seen: set[str] = set()
     for where, row in _rows(path):
         key = row["key"]
         test = tests.get(key)
-        if test is None or test[0] == k:
+        if test is None or test[0] == f"Fold {k}":
             why = "also in its own test list" if test is not None else "in no fold's test list"
             raise DataError(f"{where}: fold {k} trains on {key!r}, {why}; {_NOT_YET}")
         for field in ("emo", "wav"):
@@ -290,7 +314,7 @@ def _check_train(path: Path, k: int, tests: Mapping[str, tuple[int, str, dict]])
                         f"the other folds test on (e.g. {lacking[0]!r}); {_NOT_YET}")
 
 
-def _speakers(stm: Path, tests: Mapping[str, tuple[int, str, dict]]) -> dict[str, str]:
+def _speakers(stm: Path, tests: Mapping[str, tuple[str, str, dict]]) -> dict[str, str]:
     """Key -> speaker: a row's ``spk``/``speaker`` field, else ``data.seg.wrd.stm``; {} when neither names any.
 
     Raises:
@@ -350,12 +374,13 @@ def _number(value: object) -> float | None:
 
 
 def _warn_shared_speakers(corpus: Corpus, *, source: str) -> None:
-    """One warning line naming, per fold, how many speakers are on both its train and test sides."""
+    """One warning line naming, per fold, how many speakers are on both its train (and dev) and test sides."""
     shared = []
     for session in corpus.sessions:
         test = {u.speaker for u in corpus.utterances if u.session == session}
-        train = {u.speaker for u in corpus.utterances if u.session != session}
+        train = {u.speaker for u in corpus.utterances if u.session != session
+                 and (corpus.splits is None or corpus.splits.get(u.session) != "test")}
         if n := len(test & train):
-            shared.append(f"fold {session}: {n} speaker{'s' if n > 1 else ''} on both sides")
+            shared.append(f"{session}: {n} speaker{'s' if n > 1 else ''} on both sides")
     if shared:
         log.warning("%s: %s (used as published)", source, ", ".join(shared))

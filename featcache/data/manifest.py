@@ -1,5 +1,9 @@
-"""The manifest reader: a CSV or JSONL file (``id, label, session`` or ``fold``, optional ``text``,
-``audio``, ``speaker``, ``duration`` and ``group:NAME`` columns) for any corpus other than IEMOCAP.
+"""The manifest reader: a CSV or JSONL file (``id, label`` and ``session``, ``fold`` or ``split``, optional
+``text``, ``audio``, ``speaker``, ``duration`` and ``group:NAME`` columns) for any corpus other than IEMOCAP.
+
+Its folds: ``session`` leaves one session out; ``fold`` (K-fold, alone) makes folds ``Fold 1`` .. ``Fold K``,
+fold k testing on the rows of fold k; ``split`` (``train``, ``dev``, ``test``) is a fixed split, one fold
+named ``test``.
 
 Every problem with the input raises :class:`~featcache.errors.DataError` with a one-line message that
 names the file (and line) and what to do about it.
@@ -35,8 +39,12 @@ from featcache.errors import DataError
 
 #: The columns a manifest reader reads, each with an example value: in JSONL each holds one value (a string or
 #: a number), not a list or an object.
-COLUMNS: dict[str, str] = {"id": '"utt1"', "label": '"ang"', "session": "1", "fold": "1", "text": '"hello"',
+COLUMNS: dict[str, str] = {"id": '"utt1"', "label": '"ang"', "session": "1", "fold": "1", "split": '"train"',
+                           "text": '"hello"',
                            "audio": '"wav/utt1.wav"', "speaker": '"spk1"', "duration": "2.5"}
+
+#: A ``split`` value (case ignored) -> its role; ``valid`` and ``validation`` are ``dev``.
+SPLIT_VALUES: dict[str, str] = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "test": "test"}
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -51,7 +59,8 @@ def read_manifest(
 ) -> Corpus:
     """Read a CSV or JSONL manifest.
 
-    Columns: ``id``, ``label``, ``session`` (or ``fold``); optional ``text``, ``audio`` (a path relative
+    Columns: ``id``, ``label``, ``session`` (or ``fold``, or ``split``: see the module's docstring; ``split``
+    decides the folds when a row has one); optional ``text``, ``audio`` (a path relative
     to the manifest), ``speaker``, ``duration``, and any ``group:NAME`` (``group:accent``): the row's group in
     grouping ``NAME``, compared by ``featcache evaluate --by NAME`` (an empty value: the row is in no group of
     it). A corpus may have only text or only audio.
@@ -69,11 +78,12 @@ def read_manifest(
         name: Name recorded in the corpus; default ``manifest:PATH``.
 
     Returns:
-        The corpus, sorted by id.
+        The corpus, sorted by id; with a ``split`` column its :attr:`~Corpus.splits` are ``train``, ``dev``
+        and ``test`` (each row's session is its split's role).
 
     Raises:
         DataError: Missing, unreadable or non-UTF-8 file, missing column, a row with an empty label or no
-            session, duplicate id, a duration that is not a number, missing audio file or a symbolic link loop,
+            session, a split other than train, dev or test, a split without train or test rows, duplicate id, a duration that is not a number, missing audio file or a symbolic link loop,
             a ``group:`` column without a name;
             a CSV row with more or fewer fields than the header or a repeated header line; a JSONL value that
             is a list or an object.
@@ -96,6 +106,8 @@ def read_manifest(
     else:
         labels = _clean_labels(labels)
         _check_label_options(labels, merge, vocabulary, source=str(path))
+    by_split = any((r.get("split") or "").strip() for _, r in rows)
+    numbered_folds = not by_split and not any((r.get("session") or "").strip() for _, r in rows)
     utts: list[Utterance] = []
     seen: dict[str, int] = {}
     for lineno, row in rows:
@@ -106,7 +118,12 @@ def read_manifest(
         lab = _select_labels(row["label"], labels=labels, merge=merge)
         if lab is None:
             continue
-        session = session_name(row.get("session") or row.get("fold") or "")
+        if by_split:
+            session = _split_role(row.get("split") or "", where=f"{path}:{lineno}", utt_id=utt_id)
+        else:
+            session = session_name(row.get("session") or row.get("fold") or "")
+            if numbered_folds and _INTEGER.fullmatch(session):
+                session = f"Fold {session}"
         if not session:
             raise DataError(
                 f"{path}:{lineno}: row {utt_id!r} has no session; add a 'session' (or 'fold') value to every row"
@@ -132,7 +149,22 @@ def read_manifest(
                 groups=_groups(row, where=f"{path}:{lineno}"),
             )
         )
-    return _make_corpus(name or f"manifest:{path}", path.parent.resolve(), utts, labels)
+    splits = {role: role for role in ("train", "dev", "test")} if by_split else None
+    return _make_corpus(name or f"manifest:{path}", path.parent.resolve(), utts, labels, splits=splits)
+
+
+def _split_role(text: str, *, where: str, utt_id: str) -> str:
+    """A row's ``split`` as its role, ``train``, ``dev`` or ``test`` (case ignored; ``valid`` is ``dev``).
+
+    Raises:
+        DataError: Empty, or another value.
+    """
+    role = SPLIT_VALUES.get(text.strip().lower())
+    if role is None:
+        shown = f"split {text.strip()!r}" if text.strip() else "no split"
+        raise DataError(f"{where}: row {utt_id!r} has {shown}; a manifest with a split column gives every row "
+                        "train, dev or test")
+    return role
 
 
 def session_name(text: str) -> str:
@@ -270,8 +302,10 @@ def _check_columns(path: Path, cols: set[str], *, lineno: int | None = None) -> 
     where = f"{path}:{lineno}" if lineno else str(path)
     missing = [c for c in ("id", "label") if c not in cols]
     if missing:
-        raise DataError(f"{where}: missing column(s) {', '.join(missing)}; a manifest needs id, label and session (or fold)")
-    if lineno is None and "session" not in cols and "fold" not in cols:
-        raise DataError(f"{where}: missing column session (or fold); folds leave one session out")
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)}; a manifest needs id, label and session "
+                        "(or fold, or split)")
+    if lineno is None and not ({"session", "fold", "split"} & cols):
+        raise DataError(f"{where}: missing column session (or fold, or split); folds leave one session out, or "
+                        "a split column (train, dev, test) gives one fixed split")
     if not ({"text", "audio"} & cols) and lineno is None:
         raise DataError(f"{where}: no text or audio column; a manifest needs at least one modality")

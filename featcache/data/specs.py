@@ -1,5 +1,5 @@
-"""Corpus specs: ``iemocap:DIR``, ``manifest:FILE``, ``emobox:DIR[?audio=ROOT]`` or a bare path, and the ``--merge``
-map, to a corpus."""
+"""Corpus specs: ``iemocap:DIR``, ``manifest:FILE``, ``emobox:DIR[?audio=ROOT]``, ``msp-podcast:DIR[?test=SET]``,
+``meld:DIR``, ``ravdess:DIR``, ``crema-d:DIR`` or a bare path, and the ``--merge`` map, to a corpus."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ from pathlib import Path
 
 from featcache.data.corpus import PAPER_LABELS, Corpus
 from featcache.data.emobox import read_emobox, split_emobox_spec
+from featcache.data.filenames import read_crema_d, read_ravdess
 from featcache.data.iemocap import read_iemocap
 from featcache.data.manifest import read_manifest
+from featcache.data.meld import read_meld
+from featcache.data.msp_podcast import read_msp_podcast, split_msp_spec
 from featcache.errors import DataError
 
 #: The corpus kinds a spec may name before its colon, each with its form.
 KINDS: dict[str, str] = {"iemocap": "iemocap:DIR", "manifest": "manifest:FILE.csv|.jsonl",
-                         "emobox": "emobox:DIR[?audio=ROOT]"}
+                         "emobox": "emobox:DIR[?audio=ROOT]", "msp-podcast": "msp-podcast:DIR[?test=Test1]",
+                         "meld": "meld:DIR", "ravdess": "ravdess:DIR", "crema-d": "crema-d:DIR"}
 
 #: What reads as a kind before a spec's colon: a word of two or more characters (``C:`` is a drive, ``./a:b``
 #: a path).
@@ -61,11 +65,15 @@ def load_corpus(
 
     Args:
         spec: ``iemocap:DIR``, ``manifest:FILE``, ``emobox:DIR`` (an EmoBox dataset folder; ``?audio=ROOT``
-            names the folder its wav paths start from) or a bare path (a directory is read as IEMOCAP, or as
-            EmoBox when it holds a ``label_map.json``; a ``.csv``/``.jsonl`` file as a manifest). A bare path
+            names the folder its wav paths start from), ``msp-podcast:DIR`` (a release; ``?test=Test2`` tests on
+            another test set), ``meld:DIR`` (``MELD.Raw``), ``ravdess:DIR``, ``crema-d:DIR`` or a bare path (a
+            directory is read as IEMOCAP, or as EmoBox, MSP-Podcast or MELD when it holds a ``label_map.json``,
+            ``Labels/labels_consensus.csv`` or ``train_sent_emo.csv``; a ``.csv``/``.jsonl`` file as a manifest).
+            A bare path
             may hold a colon when the path exists or what comes before its first colon is no word (``./a:b``,
             ``C:\\data``).
-        labels: Labels to keep (default: the paper's four for IEMOCAP, every label for a manifest or EmoBox);
+        labels: Labels to keep (default: the paper's four for IEMOCAP, ang, sad, hap and neu for MSP-Podcast,
+            MELD, RAVDESS and CREMA-D, every label for a manifest or EmoBox);
             whitespace around each is stripped, case is kept.
         merge: Raw label -> kept label (default: ``exc=hap`` for IEMOCAP, none for a manifest or EmoBox, whose
             labels are its label map's classes); a given source label the corpus has no row of is named in one
@@ -86,11 +94,20 @@ def load_corpus(
     else:
         path = Path(spec).expanduser()
         kind = "iemocap" if path.is_dir() or not path.suffix else "manifest"
-        kind, rest = ("emobox" if (path / "label_map.json").is_file() else kind), spec
+        marks = {"emobox": "label_map.json", "msp-podcast": "Labels/labels_consensus.csv", "meld": "train_sent_emo.csv"}
+        kind = next((k for k, mark in marks.items() if (path / mark).is_file()), kind)
+        rest = spec
     if kind == "emobox":
         folder, audio_root = split_emobox_spec(rest)
         return read_emobox(folder, audio_root=audio_root, labels=tuple(labels) if labels else None, merge=merge,
                            name=f"emobox:{rest}")
+    if kind == "msp-podcast":
+        folder, tests = split_msp_spec(rest)
+        return read_msp_podcast(folder, labels=tuple(labels) if labels else None, merge=merge, tests=tests,
+                                name=f"msp-podcast:{rest}")
+    if kind in ("meld", "ravdess", "crema-d"):
+        reader = {"meld": read_meld, "ravdess": read_ravdess, "crema-d": read_crema_d}[kind]
+        return reader(rest, labels=tuple(labels) if labels else None, merge=merge, name=f"{kind}:{rest}")
     if kind == "iemocap":
         return read_iemocap(
             rest,

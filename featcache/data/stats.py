@@ -1,4 +1,4 @@
-"""Corpus statistics: label x session counts and durations (the paper's Tables 1 and 2)."""
+"""Corpus statistics: label x session (or partition) counts and durations (the paper's Tables 1 and 2)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from featcache.data.audio import audio_duration
-from featcache.data.corpus import Corpus
+from featcache.data.corpus import Corpus, fold_title
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class CorpusStats:
     """Label x session counts and durations.
 
     Attributes:
-        sessions: Session names, in fold order.
+        sessions: Session names, in fold order (a fixed split's partitions: train, dev, test).
         labels: Labels, in class order.
         counts: counts[label][session].
         seconds: Total duration per label (None when durations are unknown).
@@ -31,7 +31,7 @@ class CorpusStats:
 
     def format(self) -> str:
         """Render as a plain-text table in the layout of the paper's Table 2."""
-        head = ["Label", *(f"Ses. {s}" for s in self.sessions), "Total", "%", "Hours", "Mean s"]
+        head = ["Label", *(fold_title(s) for s in self.sessions), "Total", "%", "Hours", "Mean s"]
         rows = []
         n = self.total
         for lab in self.labels:
@@ -96,4 +96,4 @@ def corpus_stats(corpus: Corpus, *, read_audio_headers: bool = True) -> CorpusSt
             seconds[u.label] = None
         elif seconds[u.label] is not None:
             seconds[u.label] = seconds[u.label] + duration  # type: ignore[operator]
-    return CorpusStats(sessions=corpus.sessions, labels=corpus.labels, counts=counts, seconds=seconds)
+    return CorpusStats(sessions=corpus.partitions, labels=corpus.labels, counts=counts, seconds=seconds)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from featcache.data.corpus import fold_noun, fold_title
 from featcache.errors import FeatcacheError
 from featcache.report.parts import Part
 from featcache.report.sections import read_section
@@ -108,10 +109,6 @@ def _pct(value: float) -> str:
     return "" if not math.isfinite(value) else f"{100 * value:.1f}"
 
 
-def _header(session: str) -> str:
-    return f"Ses. {session}" if session.isdigit() else session
-
-
 def asr_md(section: AsrSection | None, *, level: int = 2) -> str:
     """The section as Markdown (``summary.md``, ``tables.md``): one row per condition.
 
@@ -127,9 +124,9 @@ def asr_md(section: AsrSection | None, *, level: int = 2) -> str:
     sessions = section.sessions()
     out = [f"{'#' * level} Speech recognition", "",
            "The text of these conditions is a speech recogniser's transcript, not the gold text: word error rate "
-           "against the gold text (%), per session and overall, and the utterances whose words differ "
+           f"against the gold text (%), per {fold_noun(sessions)[:-1]} and overall, and the utterances whose words differ "
            "(the affected subset).", "",
-           "| Condition | Recogniser hears | " + " | ".join(_header(s) for s in sessions) + " | WER | Affected |",
+           "| Condition | Recogniser hears | " + " | ".join(fold_title(s) for s in sessions) + " | WER | Affected |",
            "|:---|:---|" + "---:|" * (len(sessions) + 2)]
     for a in section.conditions:
         wer, words = a.wer()

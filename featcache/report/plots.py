@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from featcache import paper
+from featcache.data.corpus import fold_noun, fold_title
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.names import condition_key
 from featcache.metrics.rows import SeedStat, SummaryRow
 from featcache.report.severity import Sweep, severity_sweeps
-from featcache.report.tables import _session_header
 
 PLOT_DPI = 150
 """Resolution of every PNG."""
@@ -264,7 +264,7 @@ def draw_plots(analysis: Analysis, summary: Sequence[SummaryRow], out_dir: str |
     clean_models = [m for m in models if (m, analysis.clean) in rows]
     if clean_models:
         sessions = list(analysis.sessions())
-        cats = [_session_header(s) for s in sessions] + ["Avg."]
+        cats = [fold_title(s) for s in sessions] + ["Avg."]
         series: Series = {}
         for m in clean_models:
             seeds = analysis.seeds(m, analysis.clean)
@@ -276,8 +276,9 @@ def draw_plots(analysis: Analysis, summary: Sequence[SummaryRow], out_dir: str |
                 stds.append(vals.std * 100)
             acc = rows[(m, analysis.clean)].accuracy
             series[m] = (means + [acc.mean * 100], stds + [acc.std * 100])
-        bars("clean_accuracy", "Clean accuracy per test session",
-             f"Accuracy of every model on the unperturbed test session{std_note}.", cats, series,
+        fold = fold_noun(sessions)[:-1]  # session, or fold where the corpus's folds are not sessions
+        bars("clean_accuracy", f"Clean accuracy per test {fold}",
+             f"Accuracy of every model on the unperturbed test {fold}{std_note}.", cats, series,
              ylabel="Accuracy (%)", ylim=(0, 100))
     return plots
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from featcache import paper
+from featcache.data.corpus import fold_noun
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.names import condition_key
 from featcache.metrics.rows import BootstrapCI, SeedStat, SummaryRow
@@ -149,7 +150,7 @@ def _rq1(analysis: Analysis, rows: dict[tuple[str, str], SummaryRow], *, n_resam
             shared = [s for s in r.sessions if s in acc_u]
             wins = sum(acc_m[s] > acc_u[s] for s in shared)
             detail = (f"Avg. accuracy {_pm(r.accuracy, scale=100)} vs {u} {_pm(ru.accuracy, scale=100)}; better in "
-                      f"{wins}/{len(shared)} sessions")
+                      f"{wins}/{len(shared)} {fold_noun(shared)}")
             cells.append(Answer(gap, ci, verdict(gap, ci, yes_if_positive=True), detail))
         out.append((m, tuple(cells)))
     return Question(

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from featcache.cache import slug
+from featcache.data.corpus import fold_noun, fold_title
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.names import condition_key
 from featcache.metrics.rows import SeedStat, SummaryRow
@@ -91,10 +92,6 @@ class Table:
     columns: tuple[str, ...]
     rows: tuple[TableRow, ...]
     note: str = ""
-
-
-def _session_header(session: str) -> str:
-    return f"Ses. {session}" if session.isdigit() else session
 
 
 def _model_title(model: str) -> str:
@@ -177,7 +174,7 @@ def build_tables(
     rows = {(r.model, r.condition): r for r in summary}
     sessions = list(analysis.sessions())
     show_std = len(analysis.seeds()) > 1
-    sess_cols = tuple(_session_header(s) for s in sessions)
+    sess_cols = tuple(fold_title(s) for s in sessions)
     clean = analysis.clean
     tables: list[Table] = []
     placed: dict[str, set[str]] = {}
@@ -264,4 +261,11 @@ def build_tables(
             "beyond", "B", "Beyond the paper: accuracy of every model under the other attacks.",
             ("Method", *sess_cols, "Avg.", "UAR", "Impact", "Impact S. Modal"), tuple(beyond),
             TABLE_NOTE + FUSION_NOTE)))
+    if fold_noun(sessions) == "folds":  # the captions and notes speak of the corpus's folds, not of sessions
+        tables = [replace(t, caption=_folds_for_sessions(t.caption), note=_folds_for_sessions(t.note)) for t in tables]
     return tables
+
+
+def _folds_for_sessions(text: str) -> str:
+    """A caption or note of the paper's tables with "session(s)" said as "fold(s)"."""
+    return text.replace("sessions", "folds").replace("session", "fold")
