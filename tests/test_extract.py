@@ -320,3 +320,24 @@ def test_an_input_shared_by_every_utterance_is_encoded_once(corpus_dir: Path, tm
     # distinct inputs are still encoded one by one
     clean = extract(corpus, store, run=run, variant="clean", batch_size=4, progress=False)
     assert clean.n_encoded == len({u.text for u in corpus}) if modality == "text" else clean.n_encoded == len(corpus)
+
+
+@pytest.mark.parametrize("modality", ["text", "audio"])
+def test_bf16_extraction_is_an_entry_of_its_own_close_to_the_float32_one(corpus_dir: Path, tmp_path: Path,
+                                                                         models, modality: str) -> None:  # type: ignore[no-untyped-def]
+    corpus = read_iemocap(corpus_dir)
+    store = FeatureStore(tmp_path / "cache")
+    r32 = extract(corpus, store, run=EncoderRun(modality, str(models[modality])), variant="clean", progress=False)
+    r16 = extract(corpus, store, run=EncoderRun(modality, str(models[modality]), precision="bf16"), variant="clean",
+                  progress=False)
+    assert r16.status == "written" and r16.key.hash != r32.key.hash and r16.key.identity["precision"] == "bf16"
+    assert "precision" not in r32.key.identity  # float32 keys are what they were
+    with store.open(r32.key) as e32, store.open(r16.key) as e16:
+        assert e16.provenance["precision"] == "bf16" and "precision" not in e32.provenance
+        a, b = e32.vectors(), e16.vectors()
+        assert e16.ids == e32.ids and b.dtype == np.float32 and not np.array_equal(a, b)  # bfloat16 did run
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= 0.999, cos.min()
+    again = extract(corpus, store, run=EncoderRun(modality, str(models[modality]), precision="bf16"),
+                    variant="clean", progress=False)
+    assert again.status == "skipped"
