@@ -454,15 +454,21 @@ def extract(
         loader = make_loader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
                              prefetch_factor=4 if num_workers else None)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
-        # --precision bf16: the encoder's products in bfloat16 (autocast); it pools and returns float32
-        with bar, torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        def forward(items: list[dict[str, Any]]) -> np.ndarray:
+            # --precision bf16: the encoder's products in bfloat16 (autocast) around its forward only: inputs are
+            # prepared (log-mel, tokens) in float32, the pooling and the returned vectors are float32
+            inputs = {k: t.to(dev) for k, t in encoder.collate(items).items()}  # type: ignore[union-attr]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                out = encoder(**inputs)  # type: ignore[operator]
+            return out.float().cpu().numpy()
+
+        with bar, torch.inference_mode():
             current_shard = None
             for batch in _shard_batches(iter(loader), shard_of=shard_of, batch_size=batch_size):
                 if shard_of[batch[0]["id"]] != current_shard:
                     current_shard = shard_of[batch[0]["id"]]
                     memo.forget()
-                vecs = memo.encode(batch, lambda items: encoder(  # type: ignore[misc]
-                    **{k: t.to(dev) for k, t in encoder.collate(items).items()}).float().cpu().numpy())
+                vecs = memo.encode(batch, forward)
                 w.add(
                     [it["id"] for it in batch],
                     vecs,

@@ -341,3 +341,24 @@ def test_bf16_extraction_is_an_entry_of_its_own_close_to_the_float32_one(corpus_
     again = extract(corpus, store, run=EncoderRun(modality, str(models[modality]), precision="bf16"),
                     variant="clean", progress=False)
     assert again.status == "skipped"
+
+
+def test_bf16_extraction_prepares_its_inputs_in_float32(corpus_dir: Path, tmp_path: Path, models,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Autocast covers the encoder's forward only: what a worker or the main process prepares (a log-mel, the
+    tokens) is never computed under it, whatever the worker count."""
+    from featcache.backbones import encoders
+
+    seen = []
+    prepare = encoders.AudioInputs.prepare
+
+    def spy(self, wave):  # type: ignore[no-untyped-def]
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return prepare(self, wave)
+
+    monkeypatch.setattr(encoders.AudioInputs, "prepare", spy)
+    corpus = read_iemocap(corpus_dir)
+    store = FeatureStore(tmp_path / "cache")
+    r = extract(corpus, store, run=EncoderRun("audio", str(models["audio"]), precision="bf16"), variant="clean",
+                progress=False)
+    assert r.status == "written" and seen and not any(seen)
