@@ -302,13 +302,45 @@ def write_text_corpus(root: Path, n: int, *, seed: int) -> Path:
     return path
 
 
+def precision_batches(corpus: Any, encoder: Any, modality: str, *, batch_size: int) -> list[Batch]:
+    """Every utterance prepared in memory and bucketed in order of length, as the extraction encodes them."""
+    from featcache.buckets import iter_batches
+
+    items = [encoder.prepare(encoder_input(corpus, u, modality)) for u in corpus.utterances]
+    key = "input_ids" if modality == "text" else next(iter(items[0]))
+    order = sorted(range(len(items)), key=lambda i: (np.asarray(items[i][key]).size, i))
+    ranked = []
+    for rank, i in enumerate(order):
+        items[i]["_order"] = rank
+        ranked.append(items[i])
+    return list(iter_batches(iter(ranked), batch_size=batch_size))
+
+
+def bare_seconds(encoder: Any, batches: Sequence[Batch], *, bf16: bool) -> float:
+    """Seconds of the forward passes alone over prepared batches, as the extraction runs them in ``bf16`` or not."""
+    import torch
+
+    from featcache.backbones.encoders import bf16_weights
+
+    t = time.perf_counter()
+    with torch.inference_mode(), bf16_weights(encoder, enabled=bf16):
+        for batch in batches:
+            inputs = encoder.collate(batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                encoder(**inputs).float()
+    return time.perf_counter() - t
+
+
 def forward_profile(encoder: Any, batch: Batch, *, bf16: bool) -> str:
     """Where one forward of ``batch`` spends its self CPU time (torch.profiler), as shares of groups of ops."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from featcache.backbones.encoders import bf16_weights
+
     inputs = encoder.collate(batch)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), bf16_weights(encoder, enabled=bf16), torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=bf16):
         encoder(**inputs)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             encoder(**inputs)
@@ -321,7 +353,7 @@ def forward_profile(encoder: Any, batch: Batch, *, bf16: bool) -> str:
 
 def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
     """Extraction in fp32 and in bf16 of the same inputs (text with --text-backbone, audio with --backbone), the
-    two alternating --repeats times: the time ratio (fastest of each), the smallest cosine of a stored bf16
+    two alternating --repeats times after one round that warms up: the time ratio (fastest of each), the smallest cosine of a stored bf16
     vector to its fp32 twin, and where a forward spends its time in each precision."""
     from featcache.backbones.encoders import EncoderOptions, load_encoder
     from featcache.backbones.resolve import resolve_backbone, weights_hash
@@ -349,7 +381,7 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
             best: dict[str, float] = {}
             keys = {}
             with torch_threads(cores):
-                for r in range(args.repeats):
+                for r in range(args.repeats + 1):  # round 0 warms up (first calls, caches) and is not counted
                     for precision in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
                         run = EncoderRun(modality=modality, backbone=str(backbone), options=options, precision=precision)
                         t0 = time.perf_counter()
@@ -357,8 +389,9 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
                                       num_workers=args.precision_workers, encoder=encoder, progress=False)
                         took = time.perf_counter() - t0
                         keys[precision] = rep.key
-                        best[precision] = min(best.get(precision, took), took)
-                        if r + 1 < args.repeats:
+                        if r > 0:
+                            best[precision] = min(best.get(precision, took), took)
+                        if r < args.repeats:
                             store.path(rep.key).unlink()  # extracted again next round
                 with store.open(keys["fp32"]) as e32, store.open(keys["bf16"]) as e16:
                     a, b = e32.vectors(), e16.vectors()
@@ -371,11 +404,17 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
                       f"mean {cos.mean():.6f}")
                 print(f"RATIO extract_{modality}_bf16_over_fp32_time = {ratio:.2f} (goal <= {PRECISION_GOALS['time']})")
                 print(f"RATIO extract_{modality}_bf16_min_cosine = {cos.min():.6f} (goal >= {PRECISION_GOALS['cosine']})")
-                items = [encoder.prepare(encoder_input(corpus, u, modality)) for u in corpus.utterances[:args.batch_size]]
+                batches = precision_batches(corpus, encoder, modality, batch_size=args.batch_size)
+                bare = {p: min(bare_seconds(encoder, batches, bf16=p == "bf16") for _ in range(2)) for p in best}
                 missed = ratio > PRECISION_GOALS["time"] or cos.min() < PRECISION_GOALS["cosine"]
-                print(f"  where one forward of {len(items)} inputs spends its time{' (a goal is missed)' if missed else ''}:")
+                print(f"  where the time goes{' (a goal is missed)' if missed else ''}: the forward passes alone over "
+                      f"the same batches (prepared in memory) take fp32 {bare['fp32']:.1f} s "
+                      f"({100 * bare['fp32'] / best['fp32']:.0f}% of the extraction), bf16 {bare['bf16']:.1f} s "
+                      f"({100 * bare['bf16'] / best['bf16']:.0f}%); bare bf16 / fp32 = {bare['bf16'] / bare['fp32']:.2f}")
+                middle = batches[len(batches) // 2]
+                print(f"  one forward of {len(middle)} inputs (torch.profiler, self CPU time):")
                 for precision in ("fp32", "bf16"):
-                    print(f"    {precision}: {forward_profile(encoder, items, bf16=precision == 'bf16')}")
+                    print(f"    {precision}: {forward_profile(encoder, middle, bf16=precision == 'bf16')}")
 
 
 def encoder_input(corpus: Any, utt: Any, modality: str) -> Any:

@@ -35,6 +35,7 @@ from featcache.backbones.encoders import (
     AudioEncoder,
     EncoderOptions,
     TextEncoder,
+    bf16_weights,
     input_digest,
     load_encoder,
     select_layers,
@@ -455,14 +456,14 @@ def extract(
                              prefetch_factor=4 if num_workers else None)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
         def forward(items: list[dict[str, Any]]) -> np.ndarray:
-            # --precision bf16: the encoder's products in bfloat16 (autocast) around its forward only: inputs are
-            # prepared (log-mel, tokens) in float32, the pooling and the returned vectors are float32
+            # --precision bf16: autocast around the forward only (the inputs, a log-mel or tokens, are prepared
+            # in float32), on weights cast once (bf16_weights); pooled and returned in float32
             inputs = {k: t.to(dev) for k, t in encoder.collate(items).items()}  # type: ignore[union-attr]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 out = encoder(**inputs)  # type: ignore[operator]
             return out.float().cpu().numpy()
 
-        with bar, torch.inference_mode():
+        with bar, torch.inference_mode(), bf16_weights(encoder, enabled=bf16):
             current_shard = None
             for batch in _shard_batches(iter(loader), shard_of=shard_of, batch_size=batch_size):
                 if shard_of[batch[0]["id"]] != current_shard:

@@ -362,3 +362,20 @@ def test_bf16_extraction_prepares_its_inputs_in_float32(corpus_dir: Path, tmp_pa
     r = extract(corpus, store, run=EncoderRun("audio", str(models["audio"]), precision="bf16"), variant="clean",
                 progress=False)
     assert r.status == "written" and seen and not any(seen)
+
+
+def test_bf16_weights_are_copies_and_the_float32_weights_come_back(models) -> None:  # type: ignore[no-untyped-def]
+    from featcache.backbones.encoders import bf16_weights
+
+    enc = load_encoder(resolve_backbone(str(models["text"])), options=EncoderOptions()).eval()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    ids = {k: id(v) for k, v in enc.named_parameters()}
+    linear = next(m for m in enc.modules() if isinstance(m, torch.nn.Linear))
+    with bf16_weights(enc):
+        assert linear.weight.dtype == torch.bfloat16
+        assert all(p.dtype == torch.float32 for n, p in enc.named_parameters() if "LayerNorm" in n or "embeddings" in n)
+    assert {k: id(v) for k, v in enc.named_parameters()} == ids  # the very tensors, not rounded copies
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    with pytest.raises(RuntimeError), bf16_weights(enc):
+        raise RuntimeError("inside")
+    assert linear.weight.dtype == torch.float32
