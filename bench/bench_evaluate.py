@@ -24,7 +24,15 @@ MiniLM vectors of the real IEMOCAP. The numbers measure the machinery, not a mod
 ``python -c "while True: pass"`` beside the measurement and stop it afterwards. Ratios are printed as
 ``RATIO name = value`` lines.
 
-usage: python bench/bench_evaluate.py [--quick] [--seeds 0,1,2] [--no-busy] [--no-compare]
+6. precision: the paper heads trained in float32 and in bfloat16 (``--precision bf16``: a study of its own on
+   the same vectors), one after the other: the time ratio (goal <= 0.5), the mean test accuracy over the heads
+   (goal: within 0.5 points), each against its floor at its own measured matmul rate, and where one epoch of
+   each kind's stack spends its time (torch.profiler: products, casts, optimizer, dropout masks, the rest).
+
+``--quick`` runs steps 1 and 6 only (a few minutes); ``--smoke`` a fifth of the corpus and one seed through
+every step.
+
+usage: python bench/bench_evaluate.py [--quick] [--smoke] [--seeds 0,1,2] [--no-busy] [--no-compare]
 """
 
 from __future__ import annotations
@@ -77,8 +85,9 @@ GOALS = {"paper45": 10.0, "all105": 25.0}  # the issue's goals on 2 idle cores, 
 # ------------------------------------------------------------------------------------------ store
 
 
-def build_store(tmp: Path, seeds: tuple[int, ...], *, quick: bool) -> Study:
-    """A frozen-style store of IEMOCAP's size (a fifth of it with ``quick``) holding every needed entry."""
+def build_store(tmp: Path, seeds: tuple[int, ...], *, quick: bool) -> tuple[Study, Study]:
+    """A frozen-style store of IEMOCAP's size (a fifth of it with ``quick``) holding every needed entry, and a
+    second store with the same vectors under the keys of a ``--precision bf16`` study: (fp32 study, bf16 study)."""
     t = time.perf_counter()
     counts = fake_iemocap.TABLE1
     if quick:
@@ -86,9 +95,10 @@ def build_store(tmp: Path, seeds: tuple[int, ...], *, quick: bool) -> Study:
     corpus = read_iemocap(fake_iemocap.build(tmp / "IEMOCAP", counts, audio=True, seconds=0.02))
     preset = with_overrides(get_preset("demo"), text_backbone=str(tiny_bert(tmp / "bert")),
                             audio_backbone=str(tiny_wav2vec2(tmp / "w2v")), seeds=seeds)
-    store = FeatureStore(tmp / "cache")
+    store, store16 = FeatureStore(tmp / "cache"), FeatureStore(tmp / "cache-bf16")
     study = Study.open(StudyOptions(corpus=corpus.name, cache_dir=str(store.root), text_backbone=preset.text_backbone,
                                     audio_backbone=preset.audio_backbone, frozen=True, seeds=seeds), corpus=corpus)
+    study16 = Study.open(study.options.replace(cache_dir=str(store16.root), precision="bf16"), corpus=corpus)
     labels = np.array([corpus.label_index(u.label) for u in corpus])
     ids = [u.id for u in corpus]
     rng = np.random.default_rng(1)
@@ -96,9 +106,11 @@ def build_store(tmp: Path, seeds: tuple[int, ...], *, quick: bool) -> Study:
         clean, signal = emotion_vectors(labels, dim=DIMS[modality], noise=NOISE[modality],
                                         normalize=NORMALIZE[modality], seed=0 if modality == "text" else 1)
         run = EncoderRun(modality, preset.backbone(modality), study.encoder_options)
+        run16 = EncoderRun(modality, preset.backbone(modality), study.encoder_options, precision="bf16")
         for k, v in enumerate(variants):
             planned = plan_entry(corpus, store, run=run, variant=v, fold=None, seed=0)
-            assert planned is not None
+            twin = plan_entry(corpus, store16, run=run16, variant=v, fold=None, seed=0)  # a --precision bf16 study's
+            assert planned is not None and twin is not None
             if v == "clean":
                 vec = clean
             else:  # an attack: the same class signal under more noise
@@ -107,14 +119,15 @@ def build_store(tmp: Path, seeds: tuple[int, ...], *, quick: bool) -> Study:
                 if NORMALIZE[modality]:
                     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
             records = [None if v == "clean" else {"count": int(i % 5 != 0)} for i in range(len(ids))]
-            with store.writer(planned.key, ids=ids) as w:
-                for i in range(0, len(ids), 1024):
-                    w.add(ids[i:i + 1024], vec[i:i + 1024], labels=labels[i:i + 1024], records=records[i:i + 1024])
+            for st, key in ((store, planned.key), (store16, twin.key)):  # the same vectors: only the heads differ
+                with st.writer(key, ids=ids) as w:
+                    for i in range(0, len(ids), 1024):
+                        w.add(ids[i:i + 1024], vec[i:i + 1024], labels=labels[i:i + 1024], records=records[i:i + 1024])
     n_train = np.mean([len(study.fold(k).train) for k in study.folds])
     print(f"built a store of {len(ids)} utterances (text {DIMS['text']}-d, audio {DIMS['audio']}-d), "
-          f"{len(TEXT_VARIANTS) + len(AUDIO_VARIANTS)} entries, {n_train:.0f} training vectors per fold on "
+          f"{len(TEXT_VARIANTS) + len(AUDIO_VARIANTS)} entries (and their twins in a bf16 study's store), {n_train:.0f} training vectors per fold on "
           f"average, in {time.perf_counter() - t:.1f} s")
-    return study
+    return study, study16
 
 
 def forget_heads(study: Study) -> None:
@@ -170,10 +183,10 @@ def load() -> str:
     return "load %.2f" % os.getloadavg()[0]
 
 
-def matmul_gflops(workers: int) -> float:
+def matmul_gflops(workers: int, dtype: torch.dtype = torch.float32) -> float:
     """Measured single-thread matmul rate of the heads' shapes (forward and both backward products of a
-    128-row batch through 512 -> 512), summed over ``workers`` threads running at once."""
-    x, w, g = torch.randn(128, 512), torch.randn(512, 512), torch.randn(128, 512)
+    128-row batch through 512 -> 512) in ``dtype``, summed over ``workers`` threads running at once."""
+    x, w, g = (torch.randn(*shape).to(dtype) for shape in ((128, 512), (512, 512), (128, 512)))
     flops_per_round = 3 * 2 * 128 * 512 * 512
     rounds = 150
 
@@ -331,6 +344,131 @@ def read_once(study: Study) -> float:
     return seconds
 
 
+# ------------------------------------------------------------------------------------------ precision
+
+PRECISION_GOALS = {"time": 0.5, "points": 0.5}  # bf16 / fp32 time of the 45 paper heads; |accuracy difference|
+SHAPES = (("mm 128x384 @ 384x512", 1, 128), ("mm 4096x384 @ 384x512", 1, 4096), ("bmm 45 x 128x384 @ 384x512", 45, 128))
+
+
+def shape_rates() -> dict[tuple[str, str], float]:
+    """Single-thread GFLOPS of the issue's matmul shapes in float32 and bfloat16, measured interleaved."""
+    out: dict[tuple[str, str], float] = {}
+    with torch_threads(1):
+        for _ in range(2):  # two rounds, the faster counts: background load only ever slows a round
+            for name, batch, rows in SHAPES:
+                for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                    a = torch.randn(batch, rows, 384).to(dtype)
+                    b = torch.randn(batch, 384, 512).to(dtype)
+                    torch.bmm(a, b)
+                    reps = max(3, int(2e9 / (2 * batch * rows * 384 * 512)))
+                    t = time.perf_counter()
+                    for _ in range(reps):
+                        torch.bmm(a, b)
+                    rate = reps * 2 * batch * rows * 384 * 512 / (time.perf_counter() - t) / 1e9
+                    out[name, label] = max(out.get((name, label), 0.0), rate)
+    return out
+
+
+PROFILE_GROUPS = {
+    "matmul": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"),
+    "casts": ("aten::copy_", "aten::_to_copy"),
+    "optimizer": ("aten::_fused_adamw_", "aten::_foreach_add_", "aten::item", "aten::_local_scalar_dense"),
+    "dropout masks": ("aten::bernoulli_", "aten::rand", "aten::uniform_", "aten::div_"),
+}
+
+
+def profile_stacks(study: Study, *, members: int = 15) -> list[str]:
+    """Where one epoch of a stack of ``members`` heads of each paper kind spends its time, single-threaded, in
+    both precisions: the self CPU time of matrix products, casts, the optimizer, dropout masks and the rest
+    (torch.profiler), on fold 1's vectors."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from featcache.ensemble import Member, fit_ensemble
+    from featcache.heads import build_head
+    from featcache.train import class_weights
+
+    f = study.fold(1)
+    n_classes = len(study.corpus.labels)
+    ids = list(f.train) + list(f.dev)
+    vecs = {m: torch.from_numpy(np.array(study.vectors(m, fold=1, seed=0, model=m, variant="clean", ids=ids)[0]))
+            for m in ("text", "audio")}
+    labels = np.array([study.corpus.label_index(study.corpus.by_id(u).label) for u in ids])
+    train, dev = np.arange(len(f.train)), np.arange(len(f.train), len(ids))
+    lines = []
+    for model in PAPER_MODELS:
+        parts = []
+        for precision in ("fp32", "bf16"):
+            heads = []
+            for seed in range(members):
+                torch.manual_seed(seed)
+                head = build_head(model, text_dim=DIMS["text"], audio_dim=DIMS["audio"], n_classes=n_classes)
+                heads.append(Member(head=head, inputs=tuple(vecs[m] for m in uses(model)), train_rows=train,
+                                    train_labels=labels[train], dev_rows=dev, dev_labels=labels[dev],
+                                    class_weights=class_weights(labels[train], n_classes), seed=seed))
+            with torch_threads(1), profile(activities=[ProfilerActivity.CPU]) as prof:
+                t = time.perf_counter()
+                fit_ensemble(heads, lr=1e-3, max_epochs=1, patience=None, batch_size=128, threads=1,
+                             precision=precision)
+                wall = time.perf_counter() - t
+            self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+            total = sum(self_us.values()) or 1.0
+            shares = {g: sum(self_us.get(k, 0.0) for k in keys) / total for g, keys in PROFILE_GROUPS.items()}
+            shares["other"] = 1.0 - sum(shares.values())
+            parts.append(f"{precision} {wall:.2f} s: " + ", ".join(f"{g} {100 * v:.0f}%" for g, v in shares.items()))
+        lines.append(f"     {members} {model} heads, one epoch: " + "; ".join(parts))
+    return lines
+
+
+def head_accuracies(study: Study) -> dict[tuple[int, int, str], float]:
+    """Clean test accuracy of every paper head (fold, seed, model)."""
+    preds, missing = evaluate(study, models=PAPER_MODELS, conditions=["clean"], progress=False)
+    assert not missing, missing
+    out = {}
+    for k in study.folds:
+        for s in study.seeds:
+            for m in PAPER_MODELS:
+                rows = preds.select(fold=k, seed=s, model=m, condition="clean")
+                out[k, s, m] = float((rows.pred == rows.label).mean())
+    study.close()
+    return out
+
+
+def precision_step(study: Study, study16: Study, *, rates: dict[str, float], nominal: float) -> None:
+    """The paper heads trained in fp32 and in bf16 on the same vectors, one after the other in this process:
+    the time ratio, the accuracy difference, each against its floor, and where the time goes."""
+    n_heads = len(study.folds) * len(study.seeds) * len(PAPER_MODELS)
+    print(f"\n6. precision: the {n_heads} paper heads in fp32, then in bf16 (the same vectors; {load()})")
+    runs: dict[str, dict[str, Any]] = {}
+    for label, st in (("fp32", study), ("bf16", study16)):
+        forget_heads(st)
+        seconds, _ = timed(lambda st=st: train_heads(st, models=PAPER_MODELS, progress=False))
+        rows = results(st)
+        runs[label] = {"seconds": seconds, "rows": rows, "acc": head_accuracies(st),
+                       "epochs": sum(r["epochs_run"] for r in rows if "epochs_run" in r),
+                       "flops": grid_flops(rows, st)}
+        r = runs[label]
+        floor = r["flops"] / rates[label] / 1e9
+        print(f"   {label}: {seconds:.1f} s, {r['epochs'] / n_heads:.1f} epochs per head, "
+              f"{seconds / r['epochs'] * 1e3:.0f} ms per head-epoch; floor {floor:.1f} s on two cores at "
+              f"{rates[label]:.0f} GFLOPS; mean test accuracy {100 * np.mean(list(r['acc'].values())):.2f} % ({load()})")
+        print(f"     {epochs_line(rows, PAPER_MODELS)}")
+        print(f"RATIO heads{n_heads}_{label}_over_floor = {seconds / floor:.2f}")
+    a, b = runs["fp32"], runs["bf16"]
+    time_ratio = b["seconds"] / a["seconds"]
+    per_epoch = (b["seconds"] / b["epochs"]) / (a["seconds"] / a["epochs"])
+    points = 100 * (np.mean(list(b["acc"].values())) - np.mean(list(a["acc"].values())))
+    per_model = ", ".join(f"{m} {100 * (np.mean([v for (_, _, mm), v in b['acc'].items() if mm == m]) - np.mean([v for (_, _, mm), v in a['acc'].items() if mm == m])):+.2f}"
+                          for m in PAPER_MODELS)
+    print(f"   bf16 minus fp32 test accuracy per model (points): {per_model}")
+    print(f"RATIO heads{n_heads}_bf16_over_fp32_time = {time_ratio:.2f} (goal <= {PRECISION_GOALS['time']})")
+    print(f"RATIO heads{n_heads}_bf16_over_fp32_time_per_head_epoch = {per_epoch:.2f}")
+    print(f"RATIO heads{n_heads}_bf16_minus_fp32_accuracy_points = {points:+.2f} (goal within +-{PRECISION_GOALS['points']})")
+    missed = time_ratio > PRECISION_GOALS["time"] or abs(points) > PRECISION_GOALS["points"]
+    print(f"   where the time goes{' (a goal is missed)' if missed else ''}: torch.profiler self CPU time")
+    for line in profile_stacks(study):
+        print(line)
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -338,29 +476,44 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--quick", action="store_true",
+                    help="only the matmul rates and floors in both precisions and the paper heads in fp32 and bf16 "
+                         "with the profile (steps 1 and 6), at full size: a few minutes")
+    ap.add_argument("--smoke", action="store_true",
                     help="a fifth of the corpus and one seed: a smoke run of every step (its figures mean little)")
     ap.add_argument("--busy", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure with a competing CPU-bound process")
     ap.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure thread counts and one-at-a-time training (steps 2-3)")
     args = ap.parse_args()
-    seeds = (0,) if args.quick else tuple(int(s) for s in args.seeds.split(","))
+    seeds = (0,) if args.smoke else tuple(int(s) for s in args.seeds.split(","))
     conditions = ["clean", *TEXT_VARIANTS[1:], *AUDIO_VARIANTS[1:], *(f"pitch+{t}" for t in TEXT_ATTACKS)]
     modes = (False, True) if args.busy else (False,)
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, default intra-op threads {torch.get_num_threads()}, "
           f"head threads {head_threads()} ({THREADS_ENV}={os.environ.get(THREADS_ENV, 'unset')}); {load()}")
     with tempfile.TemporaryDirectory() as d:
-        study = build_store(Path(d), seeds, quick=args.quick)
+        study, study16 = build_store(Path(d), seeds, quick=args.smoke)
         n_pairs = len(study.folds) * len(seeds)
 
         # 1. the floor ------------------------------------------------------------------------
         rates = [(matmul_gflops(1), matmul_gflops(2), load())]
+        rates16 = (matmul_gflops(1, torch.bfloat16), matmul_gflops(2, torch.bfloat16))  # measured beside fp32's
         rate1, rate2 = max(r[0] for r in rates), max(r[1] for r in rates)
         nominal = 45 * 25 * 4500 * np.mean([head_flops(m, DIMS)[0] for m in PAPER_MODELS])
         print(f"\n1. floor: matmul {rate1:.1f} GFLOPS on one thread, {rate2:.1f} GFLOPS on two at once ({rates[0][2]}; "
               "measured again before step 4, the faster rates count)")
+        print(f"   bfloat16: {rates16[0]:.1f} GFLOPS on one thread, {rates16[1]:.1f} on two at once "
+              f"({rates16[0] / rates[0][0]:.2f}x / {rates16[1] / rates[0][1]:.2f}x float32's; {load()})")
         print(f"   45 paper heads x 25 epochs x 4,500 vectors x (forward + backward) = {nominal / 1e12:.2f} TFLOP "
-              f"-> {nominal / rate1 / 1e9:.1f} s on one core, {nominal / rate2 / 1e9:.1f} s on two")
+              f"-> {nominal / rate1 / 1e9:.1f} s on one core, {nominal / rate2 / 1e9:.1f} s on two in fp32; "
+              f"{nominal / rates16[0] / 1e9:.1f} s / {nominal / rates16[1] / 1e9:.1f} s in bf16")
+        shapes = shape_rates()
+        for name, _, _ in SHAPES:
+            print(f"   {name}, one thread: fp32 {shapes[name, 'fp32']:.0f} GFLOPS, bf16 {shapes[name, 'bf16']:.0f} GFLOPS "
+                  f"({shapes[name, 'bf16'] / shapes[name, 'fp32']:.2f}x)")
+        print(f"RATIO matmul_bf16_over_fp32_rate_two_threads = {rates16[1] / rates[0][1]:.2f}")
+        if args.quick:
+            precision_step(study, study16, rates={"fp32": rates[0][1], "bf16": rates16[1]}, nominal=nominal)
+            return
 
         # 2. threads for small matmuls ----------------------------------------------------------
         if args.compare:
@@ -464,6 +617,9 @@ def main() -> None:
               f"all heads ({len(preds_all):,} predictions): {t_eval_all:.2f} s")
         print(f"RATIO evaluate_over_read = {t_eval / t_read:.2f} (goal <= 3)")
         print(f"RATIO evaluate_over_read_plus_forward = {t_eval / (t_read + t_floor):.2f}")
+
+        # 6. precision --------------------------------------------------------------------------------
+        precision_step(study, study16, rates={"fp32": rate2, "bf16": rates16[1]}, nominal=nominal)
 
 
 if __name__ == "__main__":

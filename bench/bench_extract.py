@@ -2,6 +2,12 @@
 
 Usage: python bench/bench_extract.py [--clips 60] [--backbone whisper-base] [--variants clean,pitch]
                                      [--workers 1,2] [--batch-size 8] [--repeats 1] [--models-dir DIR]
+       python bench/bench_extract.py --compare-precision [--text-backbone minilm] [--transcripts 512]
+                                     [--backbone whisper-base] [--clips 60] [--batch-size 8] [--repeats 3]
+
+``--compare-precision`` extracts the same transcripts (MiniLM) and clips (Whisper base) with ``--precision
+fp32`` and ``bf16``, alternating, and prints the time ratio (goal <= 0.5), the smallest cosine of a stored
+bf16 vector to its fp32 twin (goal >= 0.999) and where one forward spends its time in each precision.
 
 A synthetic corpus of speech-like clips (harmonic tone, syllable envelope, noise; durations evenly
 spread over --min-s..--max-s) is written as 16 kHz wav files with a manifest. For every variant and
@@ -263,6 +269,161 @@ def configurations(variants: Sequence[str], workers: Sequence[int], cores: int) 
     return out
 
 
+# ------------------------------------------------------------------------------------------ precision
+
+WORDS = ("i", "you", "we", "really", "never", "so", "very", "just", "think", "know", "want", "feel", "told", "said",
+         "angry", "sad", "happy", "tired", "great", "awful", "the", "a", "job", "house", "car", "money", "time",
+         "today", "tomorrow", "again", "about", "with", "and", "but", "not", "it", "that", "this", "what", "why")
+PRECISION_GOALS = {"time": 0.5, "cosine": 0.999}
+PROFILE_GROUPS = {
+    "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::scaled_dot_product_attention",
+                  "aten::_softmax", "aten::softmax"),
+    "convolution": ("aten::mkldnn_convolution", "aten::convolution", "aten::_convolution"),
+    "casts": ("aten::copy_", "aten::_to_copy"),
+    "norms and activations": ("aten::native_layer_norm", "aten::layer_norm", "aten::gelu", "aten::native_group_norm"),
+}
+
+
+def write_text_corpus(root: Path, n: int, *, seed: int) -> Path:
+    """``n`` transcripts of 3-30 words (about 12 on average, as IEMOCAP's) in a manifest, labels and sessions
+    cycling."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "manifest.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "label", "session", "text"])
+        for i in range(n):
+            words = rng.choice(WORDS, size=int(np.clip(rng.lognormal(np.log(10), 0.6), 3, 30)))
+            out.writerow([f"t{i:05d}", ("ang", "sad", "hap", "neu")[i % 4], str(1 + i % 5), " ".join(words)])
+    return path
+
+
+def precision_batches(corpus: Any, encoder: Any, modality: str, *, batch_size: int) -> list[Batch]:
+    """Every utterance prepared in memory and bucketed in order of length, as the extraction encodes them."""
+    from featcache.buckets import iter_batches
+
+    items = [encoder.prepare(encoder_input(corpus, u, modality)) for u in corpus.utterances]
+    key = "input_ids" if modality == "text" else next(iter(items[0]))
+    order = sorted(range(len(items)), key=lambda i: (np.asarray(items[i][key]).size, i))
+    ranked = []
+    for rank, i in enumerate(order):
+        items[i]["_order"] = rank
+        ranked.append(items[i])
+    return list(iter_batches(iter(ranked), batch_size=batch_size))
+
+
+def bare_seconds(encoder: Any, batches: Sequence[Batch], *, bf16: bool) -> float:
+    """Seconds of the forward passes alone over prepared batches, as the extraction runs them in ``bf16`` or not."""
+    import torch
+
+    from featcache.backbones.encoders import bf16_weights
+
+    t = time.perf_counter()
+    with torch.inference_mode(), bf16_weights(encoder, enabled=bf16):
+        for batch in batches:
+            inputs = encoder.collate(batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                encoder(**inputs).float()
+    return time.perf_counter() - t
+
+
+def forward_profile(encoder: Any, batch: Batch, *, bf16: bool) -> str:
+    """Where one forward of ``batch`` spends its self CPU time (torch.profiler), as shares of groups of ops."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from featcache.backbones.encoders import bf16_weights
+
+    inputs = encoder.collate(batch)
+    with torch.inference_mode(), bf16_weights(encoder, enabled=bf16), torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=bf16):
+        encoder(**inputs)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            encoder(**inputs)
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(self_us.values()) or 1.0
+    shares = {g: sum(self_us.get(k, 0.0) for k in keys) / total for g, keys in PROFILE_GROUPS.items()}
+    shares["other"] = 1.0 - sum(shares.values())
+    return ", ".join(f"{g} {100 * v:.0f}%" for g, v in shares.items())
+
+
+def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
+    """Extraction in fp32 and in bf16 of the same inputs (text with --text-backbone, audio with --backbone), the
+    two alternating --repeats times after one round that warms up: the time ratio (fastest of each), the smallest cosine of a stored bf16
+    vector to its fp32 twin, and where a forward spends its time in each precision."""
+    from featcache.backbones.encoders import EncoderOptions, load_encoder
+    from featcache.backbones.resolve import resolve_backbone, weights_hash
+    from featcache.cache import FeatureStore
+    from featcache.data import read_manifest
+    from featcache.extract import EncoderRun, extract
+
+    cores = args.cores
+    print(f"precision: fp32 and bf16 extraction of the same inputs, {args.repeats} alternating runs each, torch "
+          f"threads {cores}, {args.precision_workers} DataLoader worker(s); load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="bench-extract-precision-") as tmp:
+        root = Path(tmp)
+        corpora = {
+            "text": (read_manifest(write_text_corpus(root / "text", args.transcripts, seed=args.seed)),
+                     args.text_backbone, EncoderOptions(pooling="mean")),
+            "audio": (read_manifest(write_corpus(root / "audio", spread_durations(args.clips, min_s=args.min_s,
+                                                                                   max_s=args.max_s), seed=args.seed)),
+                      args.backbone, EncoderOptions()),
+        }
+        for modality, (corpus, name, options) in corpora.items():
+            backbone = local_backbone(name, models_dir=models_dir)
+            store = FeatureStore(root / f"store-{modality}")
+            weights_hash(backbone, cache_dir=store.models_dir)
+            encoder = load_encoder(resolve_backbone(str(backbone), models_dir=store.models_dir), options=options)
+            best: dict[str, float] = {}
+            keys = {}
+            with torch_threads(cores):
+                for r in range(args.repeats + 1):  # round 0 warms up (first calls, caches) and is not counted
+                    for precision in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
+                        run = EncoderRun(modality=modality, backbone=str(backbone), options=options, precision=precision)
+                        t0 = time.perf_counter()
+                        rep = extract(corpus, store, run=run, variant="clean", batch_size=args.batch_size,
+                                      num_workers=args.precision_workers, encoder=encoder, progress=False)
+                        took = time.perf_counter() - t0
+                        keys[precision] = rep.key
+                        if r > 0:
+                            best[precision] = min(best.get(precision, took), took)
+                        if r < args.repeats:
+                            store.path(rep.key).unlink()  # extracted again next round
+                with store.open(keys["fp32"]) as e32, store.open(keys["bf16"]) as e16:
+                    a, b = e32.vectors(), e16.vectors()
+                cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+                ratio = best["bf16"] / best["fp32"]
+                n = len(corpus.utterances)
+                what = f"{n} transcripts" if modality == "text" else f"{n} clips of {args.min_s:g}-{args.max_s:g} s"
+                print(f"{modality} ({name}, {what}, batch {args.batch_size}): fp32 {best['fp32']:.1f} s, "
+                      f"bf16 {best['bf16']:.1f} s; cosine of bf16 to fp32 vectors: min {cos.min():.6f}, "
+                      f"mean {cos.mean():.6f}")
+                print(f"RATIO extract_{modality}_bf16_over_fp32_time = {ratio:.2f} (goal <= {PRECISION_GOALS['time']})")
+                print(f"RATIO extract_{modality}_bf16_min_cosine = {cos.min():.6f} (goal >= {PRECISION_GOALS['cosine']})")
+                batches = precision_batches(corpus, encoder, modality, batch_size=args.batch_size)
+                bare = {p: min(bare_seconds(encoder, batches, bf16=p == "bf16") for _ in range(2)) for p in best}
+                missed = ratio > PRECISION_GOALS["time"] or cos.min() < PRECISION_GOALS["cosine"]
+                print(f"  where the time goes{' (a goal is missed)' if missed else ''}: the forward passes alone over "
+                      f"the same batches (prepared in memory) take fp32 {bare['fp32']:.1f} s "
+                      f"({100 * bare['fp32'] / best['fp32']:.0f}% of the extraction), bf16 {bare['bf16']:.1f} s "
+                      f"({100 * bare['bf16'] / best['bf16']:.0f}%); bare bf16 / fp32 = {bare['bf16'] / bare['fp32']:.2f}")
+                middle = batches[len(batches) // 2]
+                print(f"  one forward of {len(middle)} inputs (torch.profiler, self CPU time):")
+                for precision in ("fp32", "bf16"):
+                    print(f"    {precision}: {forward_profile(encoder, middle, bf16=precision == 'bf16')}")
+
+
+def encoder_input(corpus: Any, utt: Any, modality: str) -> Any:
+    """What an encoder prepares for one utterance: its text, or its audio as float32 at 16 kHz."""
+    from featcache.data import load_audio
+
+    return utt.text if modality == "text" else load_audio(utt.audio)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse arguments, run the benchmark and print the table and the headline ratio.
 
@@ -286,8 +447,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models-dir", type=Path, default=None,
                         help="persistent folder for converted backbones (default: $FEATCACHE_CACHE/models, "
                              "else ./cache/models)")
+    parser.add_argument("--compare-precision", action="store_true",
+                        help="instead: fp32 against bf16 extraction of the same inputs, text (--text-backbone, "
+                             "--transcripts) and audio (--backbone, --clips): time ratio and smallest cosine")
+    parser.add_argument("--text-backbone", default="minilm", help="text backbone of --compare-precision")
+    parser.add_argument("--transcripts", type=int, default=512, help="transcripts of --compare-precision")
+    parser.add_argument("--precision-workers", type=int, default=1,
+                        help="DataLoader workers of --compare-precision's extractions")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.compare_precision:
+        from featcache.cache import default_root
+
+        compare_precision(args, args.models_dir or default_root() / "models")
+        return
 
     import soundfile as sf
     import torch

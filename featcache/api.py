@@ -51,6 +51,7 @@ def open_study(
     whisper_input: Literal["trim", "30s"] | None = None,
     layers: str | None = None,
     store_dtype: Literal["float32", "float16"] = "float32",
+    precision: Literal["fp32", "bf16"] = "fp32",
     layer: str | int | None = None,
     frozen: bool | None = None,
     seeds: Sequence[int] | None = None,
@@ -89,6 +90,8 @@ def open_study(
         layers: Hidden states stored per utterance: ``all``, or numbers like ``0,6,12`` or ``0-12`` (0: the
             embeddings' output; default: the last layer only).
         store_dtype: How vectors are stored, ``float32`` or ``float16``.
+        precision: The arithmetic of extraction and of the heads, ``fp32`` or ``bf16`` (bfloat16 matrix
+            products, float32 master weights); bf16 vectors and heads are stored apart from fp32 ones.
         layer: The stored hidden state heads read: a number or ``weighted`` (SUPERB's learned weighted sum;
             default: the last stored layer).
         frozen: Frozen backbones or per-fold fine-tuned ones (default: the preset's).

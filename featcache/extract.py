@@ -35,6 +35,7 @@ from featcache.backbones.encoders import (
     AudioEncoder,
     EncoderOptions,
     TextEncoder,
+    bf16_weights,
     input_digest,
     load_encoder,
     select_layers,
@@ -46,7 +47,7 @@ from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
 from featcache.perturb.text_analysis import DEFAULT_MODEL as DEFAULT_SPACY_MODEL
-from featcache.train.precision import resolve_device
+from featcache.train.precision import compute_dtype, resolve_device
 from featcache.workers import make_loader
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class EncoderRun:
         layers: The hidden states stored per utterance (``all`` or ``0,6,12``, as
             :func:`~featcache.backbones.encoders.parse_layers` writes them), or None: the last layer only.
         store_dtype: How the vectors are stored, ``float32`` or ``float16``.
+        precision: The forward's arithmetic, ``fp32`` or ``bf16`` (bfloat16 autocast; the pooling and the stored
+            vectors are float32); bf16 entries have keys of their own.
     """
 
     modality: str
@@ -80,6 +83,7 @@ class EncoderRun:
     tag: str = "frozen"
     layers: str | None = None
     store_dtype: str = "float32"
+    precision: str = "fp32"
 
     @property
     def frozen(self) -> bool:
@@ -263,6 +267,8 @@ def entry_key(
         identity["layers"] = run.layers
     if run.store_dtype != "float32":
         identity["store_dtype"] = run.store_dtype
+    if run.precision != "fp32":  # (absent for float32: the keys of stores made before stay)
+        identity["precision"] = run.precision
     return EntryKey(run=run.name, fold=fold, variant=variant.spec, identity=identity)
 
 
@@ -386,6 +392,7 @@ def extract(
                                  path=store.shard_path(key, index=shard, size=len(shards[shard])))
     t0 = time.perf_counter()
     dev = resolve_device(device)
+    bf16 = compute_dtype(run.precision, device=dev) == torch.bfloat16
     if encoder is None:
         encoder = load_encoder(resolved, options=run.options, weights=run.weights)
     encoder.to(dev).eval()
@@ -427,6 +434,8 @@ def extract(
     if resolved.plugin is not None:  # its own pooling; what names it (featcache.backbones.plugins)
         provenance["pooling"] = "plugin"
         provenance["plugin"] = resolved.plugin
+    if run.precision != "fp32":  # (also in the key's identity)
+        provenance["precision"] = run.precision
     if resolved.revision is not None:  # the hub commit (aliases and directories have none)
         provenance["revision"] = resolved.revision
     if mask_token is not None:
@@ -461,14 +470,21 @@ def extract(
         loader = make_loader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
                              prefetch_factor=4 if num_workers else None)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
-        with bar, torch.inference_mode():
+        def forward(items: list[dict[str, Any]]) -> np.ndarray:
+            # --precision bf16: autocast around the forward only (the inputs, a log-mel or tokens, are prepared
+            # in float32), on weights cast once (bf16_weights); pooled and returned in float32
+            inputs = {k: t.to(dev) for k, t in encoder.collate(items).items()}  # type: ignore[union-attr]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                out = encoder(**inputs)  # type: ignore[operator]
+            return out.float().cpu().numpy()
+
+        with bar, torch.inference_mode(), bf16_weights(encoder, enabled=bf16):
             current_shard = None
             for batch in _shard_batches(iter(loader), shard_of=shard_of, batch_size=batch_size):
                 if shard_of[batch[0]["id"]] != current_shard:
                     current_shard = shard_of[batch[0]["id"]]
                     memo.forget()
-                vecs = memo.encode(batch, lambda items: encoder(  # type: ignore[misc]
-                    **{k: t.to(dev) for k, t in encoder.collate(items).items()}).float().cpu().numpy())
+                vecs = memo.encode(batch, forward)
                 w.add(
                     [it["id"] for it in batch],
                     vecs,

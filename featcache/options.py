@@ -36,12 +36,16 @@ from featcache.cache.writers import STORE_DTYPES
 from featcache.errors import FeatcacheError
 from featcache.paper import DEV_MODES, HEAD_SETTINGS, TEXT_POOLINGS
 
-__all__ = ["COMMAND_FIELDS", "COMMAND_FLAGS", "CORPUS_FIELDS", "Flag", "StudyOptions", "option_fields",
+__all__ = ["COMMAND_FIELDS", "COMMAND_FLAGS", "COMPUTE_PRECISIONS", "CORPUS_FIELDS", "Flag", "StudyOptions", "option_fields",
            "parse_labels", "parse_merge_text"]
 
 POOLINGS: tuple[str, ...] = ("auto", *TEXT_POOLINGS)
 WHISPER_INPUTS: tuple[str, ...] = ("trim", "30s")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+COMPUTE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+"""The arithmetic of extraction and of the heads trained on cached vectors (``--precision``): float32, or
+bfloat16 matrix products with float32 master weights and optimiser state
+(:func:`featcache.train.compute_dtype`)."""
 PRESET_NAMES: tuple[str, ...] = ("demo", "paper")
 """The presets (:data:`featcache.presets.PRESETS` holds them; a test keeps the two in step)."""
 
@@ -158,6 +162,7 @@ class StudyOptions:
         whisper_input: Whisper's input length instead of the preset's.
         layers: The hidden states stored per utterance (``all``, ``0,6,12``; None: the last layer only).
         store_dtype: ``float32`` or ``float16``.
+        precision: ``fp32`` or ``bf16``: the arithmetic of extraction and of the heads (names both).
         layer: The stored hidden state the heads read (a number, or ``weighted``; None: the last stored).
         frozen: Frozen backbones or per-fold fine-tuned ones (default: the preset's).
         seeds: Seeds of the heads and fine-tuning runs (default: the preset's).
@@ -210,6 +215,11 @@ class StudyOptions:
                                     "embeddings' output; all = every one), each pooled like the last layer's.")
     store_dtype: str = _flag("float32", name="--store-dtype", kind="choice", choices=STORE_DTYPES,
                              help="How vectors are stored: float16 halves the bytes (heads read float32 either way).")
+    precision: str = _flag("fp32", name="--precision", kind="choice", choices=COMPUTE_PRECISIONS,
+                           help="Arithmetic of extraction and of the heads (training, ablations, evaluation): fp32, "
+                                "or bf16 = bfloat16 matrix products (float32 master weights and optimiser state), "
+                                "faster on CPUs with AVX512-BF16/AMX and on GPUs; bf16 vectors and heads are stored "
+                                "apart from fp32 ones.")
     layer: str | None = _flag(None, name="--layer", metavar="K|weighted", names="heads",
                               default_help="the last stored layer",
                               help="The hidden state heads read from layer-wise vectors (--layers): K, or weighted = "
@@ -450,7 +460,7 @@ CORPUS_FIELDS: tuple[str, ...] = ("corpus", "labels", "merge")
 """The fields that read the corpus (commands that take a corpus but no study take these only)."""
 ENCODER_FIELDS: tuple[str, ...] = ("preset", "text_backbone", "audio_backbone", "pooling", "max_samples", "pad_to",
                                    "whisper_input")
-STORED_FIELDS: tuple[str, ...] = ("layers", "store_dtype")
+STORED_FIELDS: tuple[str, ...] = ("layers", "store_dtype", "precision")
 """What extraction stores of each utterance (fine-tuning trains on the last layer, whatever is stored)."""
 RUN_FIELDS: tuple[str, ...] = ("dev", "dev_fraction", "finetune_batch_size", "finetune_lr", "finetune_epochs",
                                "finetune_patience", "grad_accum", "finetune_precision")

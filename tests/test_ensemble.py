@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from featcache.ensemble import THREADS_ENV, Member, fit_ensemble, head_threads, torch_threads
+from featcache.ensemble import THREADS_ENV, Member, fit_alone, fit_ensemble, fit_heads, head_threads, torch_threads
 from featcache.errors import FeatcacheError
 from featcache.heads import build_head
-from featcache.paper import MODALITY_DROPOUT
+from featcache.paper import MODALITY_DROPOUT, TrainSettings
 from featcache.train import FitResult, class_weights, fit, step_pair, step_single, tensor_loader
 
 N_CLASSES, T_DIM, A_DIM, N_ROWS = 4, 12, 10, 400
@@ -235,3 +235,74 @@ def test_threads_option_sets_head_threads_and_torch_threads(tmp_path) -> None:  
     bad = subprocess.run([sys.executable, "-m", "featcache.cli", "cache", "ls", "--cache-dir", str(tmp_path / "s")],
                          capture_output=True, text=True, env={**env, THREADS_ENV: "0"}, check=False)
     assert bad.returncode == 2 and "FEATCACHE_THREADS" in bad.stderr and bad.stderr.count("Error") == 1
+
+
+# ------------------------------------------------------------------------------------------------ precision, device
+
+#: Tolerance of the batched path (CUDA's and bfloat16's: every layer one baddbmm, one loss over the members)
+#: against the one-at-a-time trainer in the same precision, after EPOCHS epochs: test probabilities within
+#: PROB_ATOL, the same best epoch and epochs run. Products of other kernels round differently in the last bits
+#: and training carries those differences on (measured: at most 2.3e-2 in float32, 2.7e-4 in bfloat16).
+PROB_ATOL = 0.05
+
+
+def _alone(kind: str, split: int, seed: int, precision: str) -> tuple[nn.Module, FitResult]:
+    train, dev, _ = _rows(split)
+    head = _build(kind, seed)
+    settings = TrainSettings(batch_size=BATCH, lr=LR, max_epochs=EPOCHS, patience=PATIENCE, weight_decay=WEIGHT_DECAY)
+    with torch_threads(1):
+        result = fit_alone(head, [x[train].numpy() for x in _inputs(kind)], LABELS[train],
+                           [x[dev].numpy() for x in _inputs(kind)], LABELS[dev], settings=settings, seed=seed,
+                           n_classes=N_CLASSES, device="cpu", precision=precision)
+    return head, result
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_batched_path_equals_one_at_a_time_in_both_precisions(precision: str) -> None:
+    """The path a GPU runs (bitwise=False), here with the device argument on the CPU, in float32 and bfloat16."""
+    jobs = [(kind, split, seed) for kind in KINDS for split, seed in SPLITS[:3]]
+    members = [_member(*job) for job in jobs]
+    with torch_threads(1):
+        results = fit_ensemble(members, lr=LR, max_epochs=EPOCHS, patience=PATIENCE, weight_decay=WEIGHT_DECAY,
+                               batch_size=BATCH, threads=2, precision=precision, device=torch.device("cpu"),
+                               bitwise=False)
+    for (kind, split, seed), member, result in zip(jobs, members, results):
+        where = f"{precision}, {kind}, split {split}, seed {seed}"
+        ref_head, ref = _alone(kind, split, seed, precision)
+        assert (result.best_epoch, result.epochs_run) == (ref.best_epoch, ref.epochs_run), where
+        assert all(p.dtype == torch.float32 for p in member.head.parameters()), where  # float32 master weights
+        torch.testing.assert_close(_probs(member.head, kind, split), _probs(ref_head, kind, split), rtol=0,
+                                   atol=PROB_ATOL, msg=where)
+
+
+def test_bf16_trains_other_weights_than_fp32_and_unknown_or_impossible_requests_are_refused() -> None:
+    heads = {}
+    for precision in ("fp32", "bf16"):
+        member = _member("audio", 0, 0)
+        fit_ensemble([member], lr=LR, max_epochs=2, patience=None, batch_size=BATCH, threads=1, precision=precision)
+        heads[precision] = member.head.state_dict()
+    assert all(v.dtype == torch.float32 for v in heads["bf16"].values())
+    assert not torch.equal(heads["fp32"]["body.layers.0.weight"], heads["bf16"]["body.layers.0.weight"])
+    with pytest.raises(FeatcacheError, match="bitwise ensemble runs in fp32 on the CPU only"):
+        fit_ensemble([_member("text", 0, 0)], lr=LR, max_epochs=1, batch_size=BATCH, precision="bf16", bitwise=True)
+    with pytest.raises(FeatcacheError, match=r"precision \(--precision 'fp16'\): use fp32 or bf16"):
+        fit_ensemble([_member("text", 0, 0)], lr=LR, max_epochs=1, batch_size=BATCH, precision="fp16")
+
+
+def test_fit_heads_stacks_on_every_device_and_passes_its_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No device keeps heads from the ensemble: fit_heads hands every stackable head to fit_ensemble with the
+    device and precision it was given (the layer-weighted heads alone train one at a time)."""
+    from featcache.ensemble import fit as fit_module
+
+    seen: dict[str, object] = {}
+
+    def fake(members, **kw):  # type: ignore[no-untyped-def]
+        seen.update(kw, n=len(members))
+        return [fit_module.FitResult(best_epoch=1, best_dev_acc=0.5, epochs_run=1, history=[], run_dir=None,
+                                     stopped_early=False) for _ in members]
+
+    monkeypatch.setattr(fit_module, "fit_ensemble", fake)
+    settings = TrainSettings(batch_size=BATCH, lr=LR, max_epochs=1)
+    members = [_member(kind, 0, 0) for kind in KINDS]
+    fit_heads(members, settings=settings, device="cpu", precision="bf16")
+    assert seen["n"] == len(KINDS) and seen["device"] == "cpu" and seen["precision"] == "bf16"

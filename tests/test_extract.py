@@ -320,3 +320,62 @@ def test_an_input_shared_by_every_utterance_is_encoded_once(corpus_dir: Path, tm
     # distinct inputs are still encoded one by one
     clean = extract(corpus, store, run=run, variant="clean", batch_size=4, progress=False)
     assert clean.n_encoded == len({u.text for u in corpus}) if modality == "text" else clean.n_encoded == len(corpus)
+
+
+@pytest.mark.parametrize("modality", ["text", "audio"])
+def test_bf16_extraction_is_an_entry_of_its_own_close_to_the_float32_one(corpus_dir: Path, tmp_path: Path,
+                                                                         models, modality: str) -> None:  # type: ignore[no-untyped-def]
+    corpus = read_iemocap(corpus_dir)
+    store = FeatureStore(tmp_path / "cache")
+    r32 = extract(corpus, store, run=EncoderRun(modality, str(models[modality])), variant="clean", progress=False)
+    r16 = extract(corpus, store, run=EncoderRun(modality, str(models[modality]), precision="bf16"), variant="clean",
+                  progress=False)
+    assert r16.status == "written" and r16.key.hash != r32.key.hash and r16.key.identity["precision"] == "bf16"
+    assert "precision" not in r32.key.identity  # float32 keys are what they were
+    with store.open(r32.key) as e32, store.open(r16.key) as e16:
+        assert e16.provenance["precision"] == "bf16" and "precision" not in e32.provenance
+        a, b = e32.vectors(), e16.vectors()
+        assert e16.ids == e32.ids and b.dtype == np.float32 and not np.array_equal(a, b)  # bfloat16 did run
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= 0.999, cos.min()
+    again = extract(corpus, store, run=EncoderRun(modality, str(models[modality]), precision="bf16"),
+                    variant="clean", progress=False)
+    assert again.status == "skipped"
+
+
+def test_bf16_extraction_prepares_its_inputs_in_float32(corpus_dir: Path, tmp_path: Path, models,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Autocast covers the encoder's forward only: what a worker or the main process prepares (a log-mel, the
+    tokens) is never computed under it, whatever the worker count."""
+    from featcache.backbones import encoders
+
+    seen = []
+    prepare = encoders.AudioInputs.prepare
+
+    def spy(self, wave):  # type: ignore[no-untyped-def]
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return prepare(self, wave)
+
+    monkeypatch.setattr(encoders.AudioInputs, "prepare", spy)
+    corpus = read_iemocap(corpus_dir)
+    store = FeatureStore(tmp_path / "cache")
+    r = extract(corpus, store, run=EncoderRun("audio", str(models["audio"]), precision="bf16"), variant="clean",
+                progress=False)
+    assert r.status == "written" and seen and not any(seen)
+
+
+def test_bf16_weights_are_copies_and_the_float32_weights_come_back(models) -> None:  # type: ignore[no-untyped-def]
+    from featcache.backbones.encoders import bf16_weights
+
+    enc = load_encoder(resolve_backbone(str(models["text"])), options=EncoderOptions()).eval()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    ids = {k: id(v) for k, v in enc.named_parameters()}
+    linear = next(m for m in enc.modules() if isinstance(m, torch.nn.Linear))
+    with bf16_weights(enc):
+        assert linear.weight.dtype == torch.bfloat16
+        assert all(p.dtype == torch.float32 for n, p in enc.named_parameters() if "LayerNorm" in n or "embeddings" in n)
+    assert {k: id(v) for k, v in enc.named_parameters()} == ids  # the very tensors, not rounded copies
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    with pytest.raises(RuntimeError), bf16_weights(enc):
+        raise RuntimeError("inside")
+    assert linear.weight.dtype == torch.float32

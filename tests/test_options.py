@@ -42,7 +42,7 @@ def _changed(env: dict[str, Path]) -> dict[str, Any]:
     return {"corpus": f"iemocap:{env['other']}", "labels": ("ang", "sad", "hap"), "merge": (), "cache_dir": "elsewhere",
             "preset": "paper", "text_backbone": str(env["bert2"]), "audio_backbone": "some/speech-model",
             "pooling": "mean", "max_samples": 16000, "pad_to": 32000, "whisper_input": "30s", "layers": "0,2",
-            "store_dtype": "float16", "layer": "2", "frozen": False,
+            "store_dtype": "float16", "precision": "bf16", "layer": "2", "frozen": False,
             "seeds": (4, 5), "variant_seed": 3, "dev": "session", "dev_fraction": 0.25, "head_batch_size": 64,
             "head_lr": 2e-4, "head_epochs": 7, "head_patience": 3, "finetune_batch_size": 4, "finetune_lr": 3e-5,
             "finetune_epochs": 2, "finetune_patience": 1, "grad_accum": 2, "finetune_precision": "fp32"}

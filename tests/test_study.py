@@ -319,3 +319,32 @@ def test_cache_verify_checks_every_head_and_the_chain(study: Study, tmp_path: Pa
     trained = [p.parent for p in (root / "heads").rglob("result.json")]
     expected = sorted([p.parent.name, p.name, "result.json:"] for p in trained if p.name in text_models)
     assert stale == expected, stale
+
+
+def test_a_bf16_study_has_its_own_key_heads_and_entries_and_predicts_like_fp32(study: Study, tmp_path: Path) -> None:
+    """--precision bf16 names other entries (their key), other heads (the study's key); its heads train and
+    evaluate in bfloat16 on the same numbers and mostly agree with the float32 ones; the float32 study is
+    untouched."""
+    root = tmp_path / "bf16"
+    shutil.copytree(study.store.root, root)
+    st16 = study.replace(cache_dir=str(root), precision="bf16")
+    assert st16.key != study.replace(cache_dir=str(root)).key
+    assert st16.heads_dir("text", fold=1, seed=0) != study.replace(cache_dir=str(root)).heads_dir("text", fold=1, seed=0)
+    assert st16.frozen_encoder("text").precision == "bf16"
+    for modality, variants in VARIANTS.items():  # the same vectors, stored under the bf16 entries' keys
+        for variant in variants:
+            src = plan_entry(study.corpus, study.store, run=study.frozen_encoder(modality), variant=variant, seed=0)
+            dst = plan_entry(st16.corpus, st16.store, run=st16.frozen_encoder(modality), variant=variant, seed=0)
+            assert src is not None and dst is not None and src.key.hash != dst.key.hash
+            with study.store.open(src.key) as e:
+                ids, vec, labels, records = list(e.ids), e.vectors(), e.labels(), e.records()
+            with st16.store.writer(dst.key, ids=ids) as w:
+                w.add(ids, vec, labels=labels, records=[records[i] for i in ids])
+    before = {p: p.read_bytes() for p in sorted((study.store.root / "heads").rglob("*")) if p.is_file()}
+    train_heads(st16, models=("text", "multimodal"), progress=False)
+    p16, missing = evaluate(st16, models=("text", "multimodal"), conditions=["clean"], progress=False)
+    p32, _ = evaluate(study, models=("text", "multimodal"), conditions=["clean"], progress=False)
+    assert missing == [] and len(p16) == len(p32) and p16.probs.dtype == np.float32
+    assert (p16.pred == p32.pred).mean() >= 0.8
+    assert before == {p: p.read_bytes() for p in sorted((study.store.root / "heads").rglob("*")) if p.is_file()}
+    st16.close()

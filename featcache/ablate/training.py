@@ -196,7 +196,8 @@ def _fit_all(study: Study, heads: Sequence[tuple[_Job, torch.nn.Module, tuple[st
             head=head, inputs=tuple(tensor(job.inputs[m]) for m in mods), train_rows=job.train_rows,
             train_labels=job.y_tr, dev_rows=job.dev_rows, dev_labels=job.y_dev,
             class_weights=class_weights(job.y_tr, n), seed=job.seed))
-    results = fit_heads(members, settings=settings, device=device, on_done=lambda _i, _r: on_done())
+    results = fit_heads(members, settings=settings, device=device, on_done=lambda _i, _r: on_done(),
+                        precision=study.options.precision)
     return [{"best_epoch": r.best_epoch, "best_dev_acc": r.best_dev_acc, "epochs_run": r.epochs_run} for r in results]
 
 

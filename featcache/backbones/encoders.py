@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,7 @@ class TextEncoder(nn.Module):
         return torch.stack([self._pool(states[k], attention_mask) for k in self.layers], dim=1)
 
     def _pool(self, out: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = out.float()  # (bfloat16 autocast: pooled in float32; a float32 output is the same tensor)
         if self.options.pooling == "cls":
             return out[:, 0]
         m = attention_mask.unsqueeze(-1).to(out.dtype)
@@ -369,9 +372,39 @@ class AudioEncoder(nn.Module):
         return torch.stack([self._pool(states[k], n) for k in self.layers], dim=1)
 
     def _pool(self, hidden: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.float()  # (bfloat16 autocast: pooled in float32; a float32 output is the same tensor)
         frames = self._frames(n).clamp(max=hidden.shape[1])
         valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]).to(hidden.dtype)
         return (hidden * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
+
+
+@contextmanager
+def bf16_weights(encoder: nn.Module, *, enabled: bool = True) -> Iterator[None]:
+    """Run a block with bfloat16 copies of the encoder's linear and convolution weights, for its forward under
+    bfloat16 autocast.
+
+    Autocast alone casts every weight again at every forward (in inference mode nothing caches the casts):
+    on small batches that costs as much as the products. Inside the block each ``nn.Linear`` and ``nn.Conv1d``
+    holds a bfloat16 copy of its weight, made once; on leaving, the very float32 weights are put back (nothing
+    is rounded in place). Embeddings and norms keep their float32 weights (autocast runs norms in float32).
+
+    Args:
+        encoder: The encoder (any module).
+        enabled: False: the block runs unchanged.
+    """
+    saved = []
+    try:
+        if enabled:
+            with torch.no_grad():
+                for m in encoder.modules():
+                    w = dict(m.named_parameters(recurse=False)).get("weight")  # (not a weight-normed one)
+                    if isinstance(m, (nn.Linear, nn.Conv1d)) and w is not None and w.dtype == torch.float32:
+                        saved.append((m, w))
+                        m.weight = nn.Parameter(w.detach().to(torch.bfloat16), requires_grad=False)
+        yield
+    finally:
+        for m, w in saved:
+            m.weight = w
 
 
 def _hidden_states(out: Any) -> tuple[torch.Tensor, ...]:

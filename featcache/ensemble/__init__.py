@@ -30,6 +30,16 @@ without modality dropout; both train in one stack), :class:`~featcache.heads.Gat
 linear layer trains). :class:`~featcache.heads.LateFusion` has nothing to train. The stacking itself
 (:class:`~featcache.ensemble.arch.StackedLayers`) knows no head kind.
 
+Devices and precision: the above is the *bitwise* path, float32 on the CPU. On a GPU, and in bfloat16
+(``precision="bf16"``) on any device, the ensemble runs its *batched* path instead: every layer of every member
+is one ``torch.baddbmm`` (no member runs alone, whatever its shapes), a member without a batch in a step is
+padded and left out of the loss and of AdamW, one weighted cross-entropy covers all members, and nothing is read
+back from the device until an epoch ends. In bfloat16 the inputs are cast once, the forward reads bfloat16
+copies of the float32 master weights made once per optimiser step, and the gradients, AdamW state and the
+weights each head keeps are float32. The batched path equals the one-at-a-time trainer in the same precision to
+float tolerance (other kernels round the last bits differently), not bit for bit; the masks and shuffles are
+each member's own draws either way.
+
 Threads: the layers are small matrix products, for which one intra-op thread is fastest per core and
 several intra-op threads collapse when another process holds a core (every product waits at a barrier
 for a thread that is not running). The ensemble therefore runs every operation on one intra-op thread

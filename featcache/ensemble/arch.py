@@ -106,8 +106,9 @@ class StackedLayers:
     member draws its masks exactly as its own head would.
     """
 
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, head: nn.Module, *, bitwise: bool = True) -> None:
         self.head = head
+        self.bitwise = bitwise  # False: every layer of every member is one baddbmm (no NARROW runs, see there)
         self.n_classes = int(head.n_classes)
         self.modality_dropout = hasattr(head, "modality_dropout")
         self.bodies: list[tuple[str, MLPBody]] = list(head.stacked_bodies())
@@ -122,7 +123,8 @@ class StackedLayers:
                     self.sites.append((f"{prefix}.layers.{i}", float(layer.p)))
                     self.width[f"{prefix}.layers.{i}"] = width
         self.narrow = {n for n, m in head.named_modules() if isinstance(m, nn.Linear)
-                       and (m.in_features < NARROW or m.out_features < NARROW or m.out_features % NARROW)}
+                       and (m.in_features < NARROW or m.out_features < NARROW or m.out_features % NARROW)
+                       } if bitwise else set()
         self.macs = sum(p.numel() for n, p in head.named_parameters() if n.endswith("weight") and p.requires_grad)
 
     def linear(self, p: dict[str, torch.Tensor], name: str, x: torch.Tensor, sizes: Sequence[int],
@@ -131,7 +133,8 @@ class StackedLayers:
         rows are its first ``sizes[j]`` (the rest is padding, whose output is zero or ignored).
 
         Wide layers' weights are stored ``[m, in, out]`` (one ``baddbmm``), narrow ones ``[m, out, in]``
-        (see :data:`NARROW`).
+        (see :data:`NARROW`); without ``bitwise`` every layer is wide: one ``baddbmm`` for all members, in
+        the dtype of ``x`` and ``p`` (bfloat16 or float32).
         """
         w, b = p[name + ".weight"], p[name + ".bias"]
         rows = x.shape[1]
@@ -139,7 +142,7 @@ class StackedLayers:
             outs = [F.linear(xm[:n], wm, bm) for xm, wm, bm, n in zip(x.unbind(0), w.unbind(0), b.unbind(0), sizes)]
             return torch.stack([_pad_rows(o if act is None else act(o), rows) for o in outs])
         out = torch.baddbmm(b.unsqueeze(1), x, w)
-        few = [j for j, n in enumerate(sizes) if n < NARROW]
+        few = [j for j, n in enumerate(sizes) if n < NARROW] if self.bitwise else []
         if few:
             parts = list(out.unbind(0))
             for j in few:

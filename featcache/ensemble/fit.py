@@ -1,7 +1,8 @@
 """The one trainer of heads on cached vectors, used by ``train-heads``, ``ablate`` and the API on any device:
-:func:`fit_heads`. On CPU every member trains in one batched ensemble (:func:`~featcache.ensemble.fit_ensemble`);
-elsewhere each trains alone with :func:`featcache.train.fit` (:func:`fit_alone`). Either way each head ends
-as :func:`fit_alone` leaves it."""
+:func:`fit_heads`. On every device the members that can be stacked train in one batched ensemble
+(:func:`~featcache.ensemble.fit_ensemble`; on a GPU one launch per layer for all of them); the others train
+alone with :func:`featcache.train.fit` (:func:`fit_alone`). Either way each head ends as :func:`fit_alone`
+leaves it (bit for bit in float32 on the CPU, to float tolerance elsewhere)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ DEV_BATCH = 256
 
 
 def fit_alone(head: torch.nn.Module, x_tr: Sequence[np.ndarray], y_tr: np.ndarray, x_dev: Sequence[np.ndarray],
-              y_dev: np.ndarray, *, settings: TrainSettings, seed: int, n_classes: int, device: str) -> FitResult:
+              y_dev: np.ndarray, *, settings: TrainSettings, seed: int, n_classes: int, device: str,
+              precision: str = "fp32") -> FitResult:
     """Train one head on cached vectors with :func:`featcache.train.fit`: the reference that the batched
     ensemble equals, and the trainer on devices other than the CPU.
 
@@ -35,18 +37,24 @@ def fit_alone(head: torch.nn.Module, x_tr: Sequence[np.ndarray], y_tr: np.ndarra
         seed: Shuffling and dropout seed.
         n_classes: Number of classes.
         device: Where to train (the head is moved back to the CPU after).
+        precision: ``fp32``, or ``bf16``: bfloat16 autocast (float32 master weights and AdamW state).
 
     Returns:
         The fit's result; the head holds its best epoch's weights.
+
+    Raises:
+        FeatcacheError: An unknown precision, or bf16 where the device has none.
     """
     from featcache.train import (
         class_weights,
+        compute_dtype,
         fit,
         step_pair,
         step_single,
         tensor_loader,
     )
 
+    bf16 = compute_dtype(precision, device=resolve_device(device)) == torch.bfloat16
     fr = fit(
         head,
         train_loader=tensor_loader(*x_tr, y_tr, batch_size=settings.batch_size, shuffle=True, seed=seed),
@@ -60,6 +68,8 @@ def fit_alone(head: torch.nn.Module, x_tr: Sequence[np.ndarray], y_tr: np.ndarra
         seed=seed,
         weight_decay=settings.weight_decay,
         device=device,
+        amp=bf16,
+        amp_dtype="bfloat16",
         run_dir=None,  # seconds per head: resumable per head, not per epoch
         progress=False,
     )
@@ -68,15 +78,16 @@ def fit_alone(head: torch.nn.Module, x_tr: Sequence[np.ndarray], y_tr: np.ndarra
 
 
 def fit_heads(members: Sequence[Member], *, settings: TrainSettings, device: str = "cpu", threads: int | None = None,
-              on_done: Callable[[int, FitResult], None] | None = None) -> list[FitResult]:
-    """Train heads on cached vectors: every member together on CPU, one after the other elsewhere (and on CPU
-    the heads that cannot be stacked, after the others).
+              on_done: Callable[[int, FitResult], None] | None = None, precision: str = "fp32") -> list[FitResult]:
+    """Train heads on cached vectors: every member that can be stacked together in one batched ensemble on any
+    device, then the others one after the other.
 
     Args:
         members: The heads (each freshly built after ``torch.manual_seed(member.seed)``) and their data.
         settings: Batch size, learning rate, epochs, patience and weight decay of every member.
         device: Where to train.
         threads: CPU training threads (default :func:`~featcache.ensemble.head_threads`).
+        precision: ``fp32`` or ``bf16`` (float32 master weights and AdamW state either way).
         on_done: Called with ``(member index, result)`` as soon as a member has finished (its head then holds
             its best weights).
 
@@ -86,7 +97,7 @@ def fit_heads(members: Sequence[Member], *, settings: TrainSettings, device: str
     if not members:
         return []
     results: list[FitResult | None] = [None] * len(members)
-    stacked = [i for i, m in enumerate(members) if _stackable(m.head)] if resolve_device(device).type == "cpu" else []
+    stacked = [i for i, m in enumerate(members) if _stackable(m.head)]
     if stacked:
         def done(j: int, fr: FitResult) -> None:
             results[stacked[j]] = fr
@@ -97,7 +108,7 @@ def fit_heads(members: Sequence[Member], *, settings: TrainSettings, device: str
             fit_ensemble([members[i] for i in stacked], lr=settings.lr, max_epochs=settings.max_epochs,
                          patience=settings.patience, weight_decay=settings.weight_decay,
                          batch_size=settings.batch_size, dev_batch_size=DEV_BATCH, threads=threads or head_threads(),
-                         on_done=done)
+                         on_done=done, precision=precision, device=device)
     for i, m in enumerate(members):
         if results[i] is not None:
             continue
@@ -107,7 +118,7 @@ def fit_heads(members: Sequence[Member], *, settings: TrainSettings, device: str
 
         fr = fit_alone(m.head, rows(m.train_rows), np.asarray(m.train_labels), rows(m.dev_rows),
                        np.asarray(m.dev_labels), settings=settings, seed=m.seed, n_classes=int(m.head.n_classes),
-                       device=device)
+                       device=device, precision=precision)
         results[i] = fr
         if on_done is not None:
             on_done(i, fr)

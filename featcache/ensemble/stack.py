@@ -28,6 +28,7 @@ from featcache.train import EarlyStopping, FitResult
 
 _BETAS = (0.9, 0.999)
 _EPS = 1e-8
+_CPU = torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------------------ one stack of members
@@ -37,7 +38,8 @@ class _Slot:
     """The per-member state of a training run that does not live in the stacked tensors."""
 
     def __init__(self, index: int, member: Member, rows: tuple[np.ndarray, np.ndarray], offsets: list[int],
-                 patience: int | None, max_epochs: int) -> None:
+                 patience: int | None, max_epochs: int, device: torch.device) -> None:
+        self.device = device
         self.index = index
         self.member = member
         train_rows, dev_rows = (np.asarray(r, dtype=np.int64) for r in rows)
@@ -62,19 +64,23 @@ class _Stack:
     """Members of one architecture trained as one batched model (a share of one group)."""
 
     def __init__(self, members: Sequence[tuple[int, Member]], *, lr: float, weight_decay: float, batch_size: int,
-                 dev_batch_size: int, max_epochs: int, patience: int | None) -> None:
+                 dev_batch_size: int, max_epochs: int, patience: int | None, dtype: torch.dtype = torch.float32,
+                 device: torch.device = _CPU, bitwise: bool = True) -> None:
         self.template = members[0][1].head
-        self.arch = StackedLayers(self.template)
+        self.bitwise, self.dtype, self.device = bitwise, dtype, device
+        self.arch = StackedLayers(self.template, bitwise=bitwise)
         self.names = _trainable(self.template)
         self.lr, self.weight_decay, self.batch_size, self.dev_batch_size = lr, weight_decay, batch_size, dev_batch_size
         self.max_epochs, self.patience = max_epochs, patience
-        self.sources, rows, offsets = self._sources(members)
-        self.slots = [_Slot(i, m, r, off, patience, max_epochs)
+        sources, rows, offsets = self._sources(members)
+        # the batched path reads its inputs in the compute dtype, cast once here (bfloat16 halves every gather)
+        self.sources = sources if bitwise else [x.to(device=device, dtype=dtype) for x in sources]
+        self.slots = [_Slot(i, m, r, off, patience, max_epochs, device)
                       for (i, m), r, off in zip(members, rows, offsets)]
         self.transposed = {n for n in self.names if n.endswith(".weight") and n[:-7] not in self.arch.narrow}
-        with torch.no_grad():
+        with torch.no_grad():  # float32 master weights (and AdamW state) on the device, whatever the dtype
             self.p = {n: torch.stack([self._stacked_layout(n, s.member.head.get_parameter(n)) for s in self.slots])
-                      .contiguous().requires_grad_() for n in self.names}
+                      .to(device).contiguous().requires_grad_() for n in self.names}
         self.exp_avg = {n: torch.zeros_like(v) for n, v in self.p.items()}
         self.exp_avg_sq = {n: torch.zeros_like(v) for n, v in self.p.items()}
         self._state_views: dict[str, tuple[tuple[torch.Tensor, ...], ...]] | None = None
@@ -129,7 +135,7 @@ class _Stack:
             idx = torch.zeros(len(self.slots), n, dtype=torch.long)
             for j, s in enumerate(self.slots):
                 idx[j, :len(s.y_dev)] = s.dev_idx[k]
-            self.dev_x.append(src.index_select(0, idx.view(-1)).view(len(self.slots), n, src.shape[1]))
+            self.dev_x.append(src.index_select(0, idx.view(-1).to(src.device)).view(len(self.slots), n, src.shape[1]))
 
     # -- one epoch ----------------------------------------------------------------------------
 
@@ -146,6 +152,8 @@ class _Stack:
         for key, _ in self.arch.sites:
             noise[key] = torch.zeros(m, b, self.arch.width[key])
         for j, (s, n) in enumerate(zip(slots, sizes)):
+            if n == 0:  # (the batched path: a member without a batch this step draws nothing)
+                continue
             p_mod = s.modality_dropout
             if use_modality and p_mod > 0:  # heads._modality_dropout, with this member's generator
                 drop = torch.rand(n, generator=s.noise) < p_mod
@@ -172,7 +180,8 @@ class _Stack:
                 grads.append(g[pos])
                 avgs.append(avg[pos])
                 sqs.append(sq[pos])
-                steps.append(self.slots[pos].steps.setdefault(n, torch.zeros((), dtype=torch.float32)))
+                steps.append(self.slots[pos].steps.setdefault(n, torch.zeros((), dtype=torch.float32,
+                                                                             device=self.device)))
         # the public functional AdamW with fused=True: it counts each step and runs the kernel that fit's
         # torch.optim.AdamW(fused=True) runs, on every member's views at once
         adamw(params, grads, avgs, sqs, [], steps, fused=True, amsgrad=False, lr=self.lr, beta1=_BETAS[0],
@@ -180,6 +189,8 @@ class _Stack:
 
     def train_epoch(self, epoch: int) -> dict[int, float]:
         """One epoch for every active member; returns each one's sample-weighted mean training loss."""
+        if not self.bitwise:
+            return self._train_epoch_batched(epoch)
         bs = self.batch_size
         orders = [torch.randperm(s.n_train, generator=s.shuffle) for s in self.slots]
         n_batches = [math.ceil(s.n_train / bs) for s in self.slots]
@@ -220,29 +231,91 @@ class _Stack:
                 v.grad = None
         return {s.index: totals[i] / s.n_train for i, s in enumerate(self.slots)}
 
+    def _forward_weights(self) -> dict[str, torch.Tensor]:
+        """The weights the forward reads: the float32 masters, or their bfloat16 copies made once per optimiser
+        step (differentiable casts: the gradients reach the masters in float32)."""
+        if self.dtype == torch.float32:
+            return self.p
+        return {n: v.to(self.dtype) for n, v in self.p.items()}
+
+    def _epoch_batches(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[list[int]]]:
+        """The batched path's epoch, laid out at once: per source the rows ``[batches, members, batch]``, the
+        labels and the loss weights (class weight, 0 for padding) of every row, and each batch's member sizes;
+        each member's own permutation, drawn from its own generator as its loader draws it."""
+        bs, m = self.batch_size, len(self.slots)
+        n_batches = max(math.ceil(s.n_train / bs) for s in self.slots)
+        total = n_batches * bs
+        idx = [torch.zeros(m, total, dtype=torch.long) for _ in self.sources]
+        labels = torch.zeros(m, total, dtype=torch.long)
+        weights = torch.zeros(m, total, dtype=torch.float32)
+        sizes = [[0] * m for _ in range(n_batches)]
+        for r, s in enumerate(self.slots):
+            order = torch.randperm(s.n_train, generator=s.shuffle)
+            for k in range(len(self.sources)):
+                idx[k][r, :s.n_train] = s.train_idx[k][order]
+            y = s.y_train[order]
+            labels[r, :s.n_train] = y
+            weights[r, :s.n_train] = 1.0 if s.weights is None else s.weights[y]
+            for j in range(n_batches):
+                sizes[j][r] = max(0, min(bs, s.n_train - j * bs))
+        dev = self.device
+        rows = [x.view(m, n_batches, bs).transpose(0, 1).contiguous().to(dev) for x in idx]
+        return (rows, labels.view(m, n_batches, bs).transpose(0, 1).contiguous().to(dev),
+                weights.view(m, n_batches, bs).transpose(0, 1).contiguous().to(dev), sizes)
+
+    def _train_epoch_batched(self, epoch: int) -> dict[int, float]:
+        """One epoch on the batched path (any device, float32 or bfloat16): every member in every product,
+        a member without a batch padded and left out of its loss and of AdamW; one weighted cross-entropy over
+        all members; nothing read back from the device until the epoch ends."""
+        bs, m = self.batch_size, len(self.slots)
+        rows, labels, weights, sizes = self._epoch_batches()
+        counts = torch.tensor(sizes, dtype=torch.float32).to(self.device)  # [batches, members]
+        totals = torch.zeros(m, dtype=torch.float32, device=self.device)
+        for j, sz in enumerate(sizes):
+            xs = [src.index_select(0, r[j].view(-1)).view(m, bs, src.shape[1]) for src, r in zip(self.sources, rows)]
+            noise = self._noise(self.slots, sz)
+            if noise is not None:
+                noise = {k: v.to(device=self.device, dtype=self.dtype) for k, v in noise.items()}
+            logits = self.arch.forward(self._forward_weights(), xs, noise, sz)
+            nll = -torch.log_softmax(logits.float(), dim=-1).gather(-1, labels[j].unsqueeze(-1)).squeeze(-1)
+            w = weights[j]
+            loss = (nll * w).sum(1) / w.sum(1).clamp_min(torch.finfo(torch.float32).tiny)  # F.cross_entropy(weight=)
+            loss.sum().backward()
+            totals += loss.detach() * counts[j]
+            self._adamw([r for r, n in enumerate(sz) if n > 0])
+            for v in self.p.values():
+                v.grad = None
+        values = totals.cpu().tolist()  # the one read of the epoch's losses
+        for r, value in enumerate(values):
+            if not math.isfinite(value):
+                raise FeatcacheError(f"the training loss became {value} at epoch {epoch} (ensemble member "
+                                     f"{self.slots[r].index}); lower the learning rate")
+        return {s.index: values[r] / s.n_train for r, s in enumerate(self.slots)}
+
     def evaluate(self) -> torch.Tensor:
         """Dev logits of every active member, ``[members, n_dev_max, n_classes]`` (eval mode: no dropout),
-        in chunks of the dev batch size as the one-at-a-time loop computes them."""
+        in chunks of the dev batch size as the one-at-a-time loop computes them; float32, on the CPU."""
         n, step = self.dev_x[0].shape[1], self.dev_batch_size
         out = []
         with torch.no_grad():
+            p = self._forward_weights()
             for i in range(0, n, step):
                 sizes = [max(0, min(step, len(s.y_dev) - i)) for s in self.slots]
-                out.append(self.arch.forward(self.p, [x[:, i:i + step].contiguous() for x in self.dev_x], None, sizes))
-        return torch.cat(out, dim=1)
+                out.append(self.arch.forward(p, [x[:, i:i + step].contiguous() for x in self.dev_x], None, sizes))
+        return torch.cat(out, dim=1).float().cpu()
 
     def best_state(self, pos: int) -> dict[str, torch.Tensor]:
         """The member's full state dict (head layout) with its current trainable weights."""
         slot = self.slots[pos]
         state = {k: v.detach().clone() for k, v in slot.member.head.state_dict().items()}
         for n, v in self.p.items():
-            value = v.detach()[pos]
+            value = v.detach()[pos].cpu()
             state[n] = (value.t() if n in self.transposed else value).contiguous().clone()
         return state
 
     def drop(self, keep: Sequence[int]) -> None:
         """Keep only the members at positions ``keep`` (the others have stopped)."""
-        sel = torch.as_tensor(list(keep), dtype=torch.long)
+        sel = torch.as_tensor(list(keep), dtype=torch.long).to(self.device)
         with torch.no_grad():
             self.p = {n: v.detach().index_select(0, sel).requires_grad_() for n, v in self.p.items()}
             self.exp_avg = {n: v.index_select(0, sel) for n, v in self.exp_avg.items()}
@@ -328,6 +401,9 @@ def fit_ensemble(
     dev_batch_size: int = 256,
     threads: int | None = None,
     on_done: Callable[[int, FitResult], None] | None = None,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    bitwise: bool | None = None,
 ) -> list[FitResult]:
     """Train many heads at once; each ends exactly as :func:`featcache.train.fit` would leave it alone.
 
@@ -351,14 +427,29 @@ def fit_ensemble(
         threads: Parallel training threads (default :func:`head_threads`).
         on_done: Called with ``(member index, result)`` as soon as a member has finished (its head then
             holds its best weights); calls are serialised.
+        precision: ``fp32``, or ``bf16``: bfloat16 inputs and products on bfloat16 copies of the weights made
+            once per step, with float32 master weights, gradients and AdamW state.
+        device: Where to train (``cpu``, ``cuda``, ...); the heads come back on the CPU.
+        bitwise: True: the path that equals ``fit`` bit for bit (float32 on the CPU only); False: the batched
+            path, every layer of every member one ``baddbmm`` and one loss over all members, the path of CUDA
+            and of bfloat16 (equal to ``fit`` to float tolerance); None: bitwise where it can be.
 
     Returns:
         One :class:`~featcache.train.FitResult` per member, in order.
 
     Raises:
         ValueError: Invalid arguments, an unsupported head, or an empty training or dev set.
-        FeatcacheError: A training loss became non-finite.
+        FeatcacheError: A training loss became non-finite, an unknown precision, or bitwise asked for where
+            only the batched path runs.
     """
+    from featcache.train import compute_dtype, resolve_device
+
+    dev = resolve_device(device)
+    dtype = compute_dtype(precision, device=dev)
+    exact_possible = dev.type == "cpu" and dtype == torch.float32
+    if bitwise and not exact_possible:
+        raise FeatcacheError(f"the bitwise ensemble runs in fp32 on the CPU only, not {precision} on {dev}")
+    bitwise = exact_possible if bitwise is None else bool(bitwise)
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}")
     for name, value in (("batch_size", batch_size), ("dev_batch_size", dev_batch_size)):
@@ -382,16 +473,17 @@ def fit_ensemble(
     with torch_threads(1):
         stacks = []
         for group in groups.values():
-            n = min(threads, len(group))
+            n = min(threads, len(group)) if dev.type == "cpu" else 1  # a GPU: one launch per layer for the group
             for c in range(n):  # contiguous shares of the group, as even as possible
                 share = group[c * len(group) // n:(c + 1) * len(group) // n]
                 stacks.append(_Stack(share, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                                     dev_batch_size=dev_batch_size, max_epochs=max_epochs, patience=patience))
+                                     dev_batch_size=dev_batch_size, max_epochs=max_epochs, patience=patience,
+                                     dtype=dtype, device=dev, bitwise=bitwise))
         # the costliest stacks first, so that the threads finish together
         stacks.sort(key=lambda s: -s.arch.macs * sum(slot.n_train for slot in s.slots))
         lock, abort = threading.Lock(), threading.Event()
         results: dict[int, FitResult] = {}
-        if threads == 1:
+        if threads == 1 or len(stacks) == 1:
             for stack in stacks:
                 results.update(_train_stack(stack, on_done=on_done, lock=lock, abort=abort))
         else:

@@ -183,7 +183,7 @@ class Study:
             "variant_seed": self.variant_seed,
             "heads": self.head_settings.__dict__,
         }
-        stored = {k: getattr(self.options, k) for k in ("layers", "store_dtype", "layer")
+        stored = {k: getattr(self.options, k) for k in ("layers", "store_dtype", "layer", "precision")
                   if getattr(self.options, k) != StudyOptions.__dataclass_fields__[k].default}
         if stored:  # (absent for last-layer studies: their keys stay what they were)
             identity["stored"] = stored
@@ -282,13 +282,14 @@ class Study:
         """The frozen pretrained backbone of ``modality``, storing what the study stores (its layers, its
         dtype)."""
         return EncoderRun(modality, self.preset.backbone(modality), self.encoder_options, layers=self.options.layers,
-                          store_dtype=self.options.store_dtype)
+                          store_dtype=self.options.store_dtype, precision=self.options.precision)
 
     def finetuned_encoder(self, modality: str, run: Any) -> EncoderRun:
         """The ``modality`` encoder of a fine-tuning run (:class:`~featcache.finetune.FinetuneRun`), storing
         what the study stores."""
         return EncoderRun(modality, self.preset.backbone(modality), run.encoder_options(), run.encoder_weights(modality),
-                          run.run_id, layers=self.options.layers, store_dtype=self.options.store_dtype)
+                          run.run_id, layers=self.options.layers, store_dtype=self.options.store_dtype,
+                         precision=self.options.precision)
 
     def paper_head_dir(self, model: str, *, fold: int, seed: int) -> Path | None:
         """The fine-tuned run's own head for a paper model (None in a frozen study or when missing)."""

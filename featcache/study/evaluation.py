@@ -119,7 +119,8 @@ def evaluate_head(study: Study, head: torch.nn.Module, *, model: str, reads: Seq
     for the paper's heads and the fusions (:func:`evaluate`) and the ablations alike.
 
     Each (modality, variant) input is encoded once and shared by every condition that uses it
-    (``pitch+adj`` reuses the encoded ``adj`` text and ``pitch`` audio).
+    (``pitch+adj`` reuses the encoded ``adj`` text and ``pitch`` audio). A ``--precision bf16`` study runs the
+    head's products in bfloat16 (autocast; its probabilities are float32).
 
     Args:
         study: The study whose stored vectors the head reads.
@@ -140,6 +141,8 @@ def evaluate_head(study: Study, head: torch.nn.Module, *, model: str, reads: Seq
     from featcache.perturb import get_variant
 
     rows = {} if rows is None else rows
+    # --precision bf16: the head's products in bfloat16 (a CPU's or GPU's autocast), its probabilities in float32
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=study.options.precision == "bf16")
     ids, fixed = fold_test_columns(study, fold=fold, seed=seed, model=model)
     encoded: dict[tuple[str, str], torch.Tensor] = {}  # (modality, variant) -> this head's encoded input
     blocks = []
@@ -155,7 +158,8 @@ def evaluate_head(study: Study, head: torch.nn.Module, *, model: str, reads: Seq
                     rows[run, variant] = (torch.from_numpy(x), records, entry, changed)
                 x_t, records, entry, changed = rows[run, variant]
                 if (mod, variant) not in encoded:
-                    encoded[mod, variant] = encode_input(head, mod, x_t)
+                    with autocast:
+                        encoded[mod, variant] = encode_input(head, mod, x_t)
                 inputs.append(encoded[mod, variant])
                 if variant != CLEAN:
                     affected |= changed
@@ -166,7 +170,8 @@ def evaluate_head(study: Study, head: torch.nn.Module, *, model: str, reads: Seq
             if str(e) not in missing:
                 missing.append(str(e))
             continue
-        blocks.append(prediction_block(head, inputs, fixed=fixed, condition=cond, affected=affected))
+        with autocast:
+            blocks.append(prediction_block(head, inputs, fixed=fixed, condition=cond, affected=affected))
     return blocks
 
 
@@ -216,7 +221,7 @@ def prediction_block(head: torch.nn.Module, inputs: Sequence[torch.Tensor], *, f
     """
     with torch.no_grad():
         logits = head.join(*inputs) if len(inputs) == 2 else inputs[0]
-        p = torch.softmax(logits, -1).numpy().astype(np.float32, copy=False)
+        p = torch.softmax(logits.float(), -1).numpy().astype(np.float32, copy=False)
     n = len(p)
     return {**fixed, "condition": np.full(n, str(condition), dtype=object), "pred": p.argmax(1).astype(np.int64),
             "probs": p, "affected": affected}

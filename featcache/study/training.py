@@ -177,8 +177,8 @@ def train_heads(
     retrained here; the fusion ablations are trained on the unimodal fine-tuned vectors. Models whose
     modalities the corpus lacks are left out (see :meth:`Study.models`).
 
-    Every head that still has to be trained is trained by :func:`featcache.ensemble.fit_heads` (on CPU
-    together with the others, as one batched ensemble; elsewhere one at a time) in two phases: first every
+    Every head that still has to be trained is trained by :func:`featcache.ensemble.fit_heads` (on any
+    device together with the others, as one batched ensemble, in the study's ``precision``) in two phases: first every
     fold x seed of the models that read the vectors (text, audio, multimodal, gated, mdrop), then the
     fusions of the trained unimodal heads (score; late has nothing to train). Each head ends exactly as the
     one-at-a-time trainer (:func:`_train_one`) leaves it, and is saved as soon as it has stopped. Head
@@ -260,7 +260,8 @@ def _train_together(study: Study, jobs: Sequence[_Job], results: dict[_Job, dict
         results[k, s, m] = _save_head(study, m, fold=k, seed=s, head=members[index].head, fit_result=fit_result)
         on_saved()
 
-    fit_heads(members, settings=study.head_settings, device=device, threads=threads, on_done=save)
+    fit_heads(members, settings=study.head_settings, device=device, threads=threads, on_done=save,
+              precision=study.options.precision)
 
 
 def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -> dict[str, Any]:
@@ -290,7 +291,7 @@ def _train_one(study: Study, model: str, *, fold: int, seed: int, device: str) -
     fr = None
     if any(p.requires_grad for p in head.parameters()):
         fr = fit_alone(head, x_tr, y_tr, x_dev, y_dev, settings=study.head_settings, seed=seed,
-                       n_classes=len(study.corpus.labels), device=device)
+                       n_classes=len(study.corpus.labels), device=device, precision=study.options.precision)
     return _save_head(study, model, fold=fold, seed=seed, head=head, fit_result=fr)
 
 

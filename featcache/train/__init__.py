@@ -9,7 +9,7 @@ batch holds.
 One module per job, each importing only those above it:
 
 * :mod:`~featcache.train.objective` - balanced class weights, the weighted loss, :class:`EarlyStopping`;
-* :mod:`~featcache.train.precision` - :func:`resolve_precision`, autocast, moving batches to the device;
+* :mod:`~featcache.train.precision` - :func:`resolve_precision`, :func:`compute_dtype`, autocast, moving batches to the device;
 * :mod:`~featcache.train.batches` - the steps, :func:`tensor_loader`, dev passes and :func:`predict`;
 * :mod:`~featcache.train.state` - optimizer and RNG state as flat tensors (checkpoints hold no pickle);
 * :mod:`~featcache.train.journal` - the run directory: the epoch journal and its recovery, resuming,
@@ -46,6 +46,7 @@ from featcache.train.precision import (
     AMP_DTYPES,
     AUTO_BF16_WIDTH,
     PRECISIONS,
+    compute_dtype,
     resolve_device,
     resolve_precision,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "Step",
     "TensorBatches",
     "class_weights",
+    "compute_dtype",
     "fit",
     "has_resume_state",
     "optimizer_from_tensors",

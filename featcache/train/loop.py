@@ -192,7 +192,7 @@ def fit(
         max_grad_norm: clip the gradient norm to this value before each step (None: no clipping).
         device: where to train.
         amp: mixed precision (``torch.autocast``, plus a ``GradScaler`` for float16); None turns it on
-            exactly when ``device`` is CUDA.
+            exactly when ``device`` is CUDA. bfloat16 autocast runs on the CPU too.
         amp_dtype: autocast dtype, ``"float16"`` or ``"bfloat16"``.
         generator: the ``torch.Generator`` the training loader shuffles with, if not ``train_loader.generator``.
         run_dir: checkpoint directory (created if missing), or None to keep everything in memory.
@@ -222,8 +222,8 @@ def fit(
         raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {amp_dtype!r}")
     device = resolve_device(device)
     use_amp = device.type == "cuda" if amp is None else bool(amp)
-    if use_amp and device.type != "cuda":
-        raise ValueError(f"mixed precision needs a CUDA device, got {device}")
+    if use_amp and device.type != "cuda" and amp_dtype != "bfloat16":
+        raise ValueError(f"float16 mixed precision needs a CUDA device, got {device}")
     dtype = torch.float16 if amp_dtype == "float16" else torch.bfloat16
     weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
     if weights is not None and weights.shape != (n_classes,):
