@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from featcache.conditions import lookup
+from featcache.data.corpus import fold_noun
 from featcache.metrics.analysis import Analysis
 from featcache.metrics.names import natural_key
 from featcache.report.audio import AudioFiles
@@ -134,7 +135,8 @@ def write_browser(
     fusion = [m for m in analysis.fusion_models()]
     manifest = {
         "labels": list(p.labels), "models": models, "fusion": [model_code[m] for m in fusion],
-        "sessions": sessions, "conditions": manifest_conds, "clean": analysis.clean, "seed": seed,
+        "sessions": sessions, "fold": fold_noun(sessions)[:-1], "conditions": manifest_conds, "clean": analysis.clean,
+        "seed": seed,
         "pageSize": PAGE_SIZE, "audio": audio_map,
     }
     return manifest, files

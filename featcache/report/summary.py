@@ -39,7 +39,7 @@ def affected_md(summary: Sequence[SummaryRow]) -> str:
     """
     out = ["## Affected subset", "",
            "Impact over all utterances and over those the attack actually changed (same utterances, clean vs "
-           "attacked; session-averaged).", "",
+           "attacked; averaged over the folds).", "",
            "| Model | Condition | Affected | Impact (all) | Impact (affected) |",
            "|:---|:---|---:|---:|---:|"]
     any_aff = False

@@ -176,7 +176,7 @@ const featcacheBrowser = (function () {
     el.prev.disabled = page === 0;
     el.next.disabled = page >= pages - 1;
     el.status.textContent = rows.length + " of " + total(cond) + " utterances under " + cond.name +
-      (el.session.value ? " in session " + el.session.value : "") + "; seed " + M.seed + ".";
+      (el.session.value ? " in " + (M.fold || "session") + " " + el.session.value : "") + "; seed " + M.seed + ".";
   }
 
   function total(cond) {
@@ -201,6 +201,7 @@ const featcacheBrowser = (function () {
 
   M.conditions.forEach((c, k) => option(el.cond, String(k), c.name));
   option(el.session, "", "all");
+  if (M.fold) el.session.parentElement.firstChild.textContent = M.fold[0].toUpperCase() + M.fold.slice(1) + " ";
   M.sessions.forEach((s) => option(el.session, s, s));
   option(el.label, "", "all");
   M.labels.forEach((l, k) => option(el.label, String(k), l));
