@@ -41,6 +41,7 @@ def open_study(
     corpus: str,
     labels: Sequence[str] | None = None,
     merge: Mapping[str, str] | None = None,
+    text_source: str = "gold",
     cache_dir: str | os.PathLike[str] = "cache",
     preset: str = "demo",
     text_backbone: str | None = None,
@@ -79,6 +80,8 @@ def open_study(
         corpus: ``iemocap:DIR`` or ``manifest:FILE.csv|.jsonl``.
         labels: Labels to keep, in class order (default: the corpus's; IEMOCAP: ang, sad, hap, fru).
         merge: Raw labels merged into a class (IEMOCAP default: exc -> hap).
+        text_source: The text the study reads: ``gold`` (the corpus's), or ``whisper-base`` / a CTranslate2 Whisper
+            folder whose transcripts of the audio (transcribed once into the store) it trains and evaluates on.
         cache_dir: The feature store.
         preset: ``demo`` or ``paper``.
         text_backbone: Text encoder instead of the preset's (alias, directory or hub name).

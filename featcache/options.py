@@ -152,6 +152,7 @@ class StudyOptions:
         corpus: ``iemocap:DIR``, ``manifest:FILE.csv|.jsonl`` or ``emobox:DIR[?audio=ROOT]``.
         labels: Labels to keep, in class order.
         merge: Raw labels merged into a class, as ``(source, target)`` pairs.
+        text_source: ``gold`` (the corpus's text), or a recogniser whose transcripts are the study's text.
         cache_dir: The feature store.
         preset: ``demo`` or ``paper`` (:mod:`featcache.presets`).
         text_backbone: Text encoder instead of the preset's.
@@ -190,6 +191,10 @@ class StudyOptions:
     merge: tuple[tuple[str, str], ...] | None = _flag(None, name="--merge", kind="merge", metavar="SRC=DST,...",
                                                       help="Merge raw labels (IEMOCAP default: exc=hap; pass '' for "
                                                            "none).")
+    text_source: str = _flag("gold", name="--text-source", metavar="gold|whisper-base|DIR",
+                             help="The text the study reads: the corpus's own (gold), or a speech recogniser's "
+                                  "transcripts of its audio (the packaged whisper-base or a CTranslate2 Whisper "
+                                  "folder; transcribed once into the store), for training and every condition.")
     cache_dir: str = _flag("./cache", name="--cache-dir", kind="path", names="nothing", envvar="FEATCACHE_CACHE",
                            help="Feature store directory.")
     preset: str = _flag("demo", name="--preset", kind="choice", choices=PRESET_NAMES,
@@ -465,8 +470,9 @@ STORED_FIELDS: tuple[str, ...] = ("layers", "store_dtype", "precision")
 RUN_FIELDS: tuple[str, ...] = ("dev", "dev_fraction", "finetune_batch_size", "finetune_lr", "finetune_epochs",
                                "finetune_patience", "grad_accum", "finetune_precision")
 COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
-    "extract": (*CORPUS_FIELDS, "cache_dir", *ENCODER_FIELDS, *STORED_FIELDS, "frozen", "variant_seed", *RUN_FIELDS),
-    "finetune": (*CORPUS_FIELDS, "cache_dir", *ENCODER_FIELDS, *RUN_FIELDS),
+    "extract": (*CORPUS_FIELDS, "text_source", "cache_dir", *ENCODER_FIELDS, *STORED_FIELDS, "frozen", "variant_seed",
+                *RUN_FIELDS),
+    "finetune": (*CORPUS_FIELDS, "text_source", "cache_dir", *ENCODER_FIELDS, *RUN_FIELDS),
 }
 """The fields of the commands that take only some (the study commands take every field)."""
 COMMAND_FLAGS: dict[str, dict[str, str]] = {

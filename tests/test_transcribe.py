@@ -338,3 +338,24 @@ def test_an_audio_only_manifest_reads_the_transcripts_as_its_text(corpus_root: P
     assert after.corpus.text_source.startswith("ct2 transcripts (")
     assert after.corpus.fingerprint != before.corpus.fingerprint
     assert "not gold transcripts" in methods_line(after)
+
+
+def test_a_study_can_read_a_recognisers_text_instead_of_the_gold_text(corpus_root: Path, recognizer_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """``--text-source DIR``: the study is trained and evaluated on the recogniser's transcripts (transcribed once
+    into the store); its vectors are other vectors than the gold text's and the methods line says so."""
+    from featcache.options import StudyOptions
+    from featcache.pipeline import methods_line
+    from featcache.study import Study
+
+    cache = tmp_path / "cache"
+    gold = Study.open(StudyOptions(corpus=f"iemocap:{corpus_root}", cache_dir=str(cache)))
+    asr = Study.open(StudyOptions(corpus=f"iemocap:{corpus_root}", cache_dir=str(cache),
+                                  text_source=str(recognizer_dir)))
+    heard = transcribe(gold.corpus, cache_dir=cache, recognizer=str(recognizer_dir), progress=False)
+    assert heard.decoded == 0  # the study transcribed them once, into the store
+    assert {u.id: u.text for u in asr.corpus} == {r["id"]: r["text"] for r in heard.records}
+    assert asr.corpus.fingerprint != gold.corpus.fingerprint and not gold.corpus.text_source
+    assert asr.key != gold.key  # other vectors, other heads
+    assert "not gold transcripts" in methods_line(asr) and "not gold" not in methods_line(gold)
+    assert gold.replace(text_source=str(recognizer_dir)).corpus.fingerprint == asr.corpus.fingerprint

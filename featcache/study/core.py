@@ -83,7 +83,14 @@ class Study:
         if corpus is None:
             corpus = load_corpus(options.corpus, labels=options.labels,
                                  merge=dict(options.merge) if options.merge is not None else None)
-        if paper.TEXT not in corpus.modalities and paper.AUDIO in corpus.modalities:
+        if options.text_source != "gold":  # the study reads a recogniser's text: trained and evaluated on it
+            from featcache.transcribe import transcribe
+
+            heard = transcribe(corpus, cache_dir=options.cache_dir, recognizer=options.text_source)
+            name = Path(options.text_source).name
+            corpus = corpus.with_texts({r["id"]: r["text"] for r in heard.records},
+                                       source=f"{name} transcripts ({heard.path.name})")
+        elif paper.TEXT not in corpus.modalities and paper.AUDIO in corpus.modalities:
             from featcache.transcribe import stored_transcripts
 
             found_text = stored_transcripts(corpus, cache_dir=options.cache_dir)
@@ -101,7 +108,7 @@ class Study:
     def replace(self, **changes: Any) -> Study:
         """The study with some options changed (its corpus and store kept unless their options change)."""
         options = self.options.replace(**changes)
-        if any(k in changes for k in ("corpus", "labels", "merge")):
+        if any(k in changes for k in ("corpus", "labels", "merge", "text_source")):
             return Study.open(options)
         store = self.store if options.cache_dir == self.options.cache_dir else FeatureStore(options.cache_dir)
         return Study(options=options, corpus=self.corpus, store=store)
