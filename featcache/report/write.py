@@ -262,7 +262,7 @@ def write_report(
                                                                               clean=clean))
 
     asked = questions(analysis, summary, n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed)
-    summary_text = render_summary(analysis, summary, title=f"{title}: summary", seeds_note=note, asked=asked)
+    summary_text = render_summary(analysis, summary, title=f"Summary of {title}", seeds_note=note, asked=asked)
     summary_text += ("\n" + layers_summary(sweeps, weights)) if sweeps or weights else ""
     groups_text = groups_summary(group_tabs)
     summary_text += ("\n" + groups_text) if groups_text else ""
