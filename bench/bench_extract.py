@@ -321,14 +321,13 @@ def bare_seconds(encoder: Any, batches: Sequence[Batch], *, bf16: bool) -> float
     """Seconds of the forward passes alone over prepared batches, as the extraction runs them in ``bf16`` or not."""
     import torch
 
-    from featcache.backbones.encoders import bf16_weights
+    from featcache.backbones.encoders import bf16_inputs, bf16_weights
 
     t = time.perf_counter()
     with torch.inference_mode(), bf16_weights(encoder, enabled=bf16):
         for batch in batches:
             inputs = encoder.collate(batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                encoder(**inputs).float()
+            encoder(**(bf16_inputs(inputs) if bf16 else inputs)).float()
     return time.perf_counter() - t
 
 
@@ -337,11 +336,11 @@ def forward_profile(encoder: Any, batch: Batch, *, bf16: bool) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from featcache.backbones.encoders import bf16_weights
+    from featcache.backbones.encoders import bf16_inputs, bf16_weights
 
     inputs = encoder.collate(batch)
-    with torch.inference_mode(), bf16_weights(encoder, enabled=bf16), torch.autocast(
-            "cpu", dtype=torch.bfloat16, enabled=bf16):
+    inputs = bf16_inputs(inputs) if bf16 else inputs
+    with torch.inference_mode(), bf16_weights(encoder, enabled=bf16):
         encoder(**inputs)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             encoder(**inputs)
