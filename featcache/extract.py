@@ -73,8 +73,9 @@ class EncoderRun:
         layers: The hidden states stored per utterance (``all`` or ``0,6,12``, as
             :func:`~featcache.backbones.encoders.parse_layers` writes them), or None: the last layer only.
         store_dtype: How the vectors are stored, ``float32`` or ``float16``.
-        precision: The forward's arithmetic, ``fp32`` or ``bf16`` (bfloat16 autocast; the pooling and the stored
-            vectors are float32); bf16 entries have keys of their own.
+        precision: The forward's arithmetic, ``fp32`` or ``bf16`` (the encoder in bfloat16,
+            :func:`~featcache.backbones.encoders.bf16_weights`; the pooling and the stored vectors are float32);
+            bf16 entries have keys of their own.
     """
 
     modality: str

@@ -198,7 +198,7 @@ class TextEncoder(nn.Module):
         return torch.stack([self._pool(states[k], attention_mask) for k in self.layers], dim=1)
 
     def _pool(self, out: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = out.float()  # (bfloat16 autocast: pooled in float32; a float32 output is the same tensor)
+        out = out.float()  # (a bfloat16 encoder: pooled in float32; a float32 output is the same tensor)
         if self.options.pooling == "cls":
             return out[:, 0]
         m = attention_mask.unsqueeze(-1).to(out.dtype)
@@ -369,7 +369,7 @@ class AudioEncoder(nn.Module):
         return torch.stack([self._pool(states[k], n) for k in self.layers], dim=1)
 
     def _pool(self, hidden: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        hidden = hidden.float()  # (bfloat16 autocast: pooled in float32; a float32 output is the same tensor)
+        hidden = hidden.float()  # (a bfloat16 encoder: pooled in float32; a float32 output is the same tensor)
         frames = self._frames(n).clamp(max=hidden.shape[1])
         valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]).to(hidden.dtype)
         return (hidden * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
