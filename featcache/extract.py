@@ -35,6 +35,7 @@ from featcache.backbones.encoders import (
     AudioEncoder,
     EncoderOptions,
     TextEncoder,
+    bf16_inputs,
     bf16_weights,
     input_digest,
     load_encoder,
@@ -72,8 +73,9 @@ class EncoderRun:
         layers: The hidden states stored per utterance (``all`` or ``0,6,12``, as
             :func:`~featcache.backbones.encoders.parse_layers` writes them), or None: the last layer only.
         store_dtype: How the vectors are stored, ``float32`` or ``float16``.
-        precision: The forward's arithmetic, ``fp32`` or ``bf16`` (bfloat16 autocast; the pooling and the stored
-            vectors are float32); bf16 entries have keys of their own.
+        precision: The forward's arithmetic, ``fp32`` or ``bf16`` (the encoder in bfloat16,
+            :func:`~featcache.backbones.encoders.bf16_weights`; the pooling and the stored vectors are float32);
+            bf16 entries have keys of their own.
     """
 
     modality: str
@@ -471,12 +473,10 @@ def extract(
                              prefetch_factor=4 if num_workers else None)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
         def forward(items: list[dict[str, Any]]) -> np.ndarray:
-            # --precision bf16: autocast around the forward only (the inputs, a log-mel or tokens, are prepared
-            # in float32), on weights cast once (bf16_weights); pooled and returned in float32
+            # --precision bf16: the encoder in bfloat16 (bf16_weights) on its inputs cast after they were prepared
+            # (a log-mel, tokens: in float32, never under autocast); pooled and returned in float32
             inputs = {k: t.to(dev) for k, t in encoder.collate(items).items()}  # type: ignore[union-attr]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                out = encoder(**inputs)  # type: ignore[operator]
-            return out.float().cpu().numpy()
+            return encoder(**(bf16_inputs(inputs) if bf16 else inputs)).float().cpu().numpy()  # type: ignore[operator]
 
         with bar, torch.inference_mode(), bf16_weights(encoder, enabled=bf16):
             current_shard = None

@@ -322,13 +322,14 @@ def test_an_input_shared_by_every_utterance_is_encoded_once(corpus_dir: Path, tm
     assert clean.n_encoded == len({u.text for u in corpus}) if modality == "text" else clean.n_encoded == len(corpus)
 
 
-@pytest.mark.parametrize("modality", ["text", "audio"])
+@pytest.mark.parametrize("model", ["text", "audio", "audio_gn"])
 def test_bf16_extraction_is_an_entry_of_its_own_close_to_the_float32_one(corpus_dir: Path, tmp_path: Path,
-                                                                         models, modality: str) -> None:  # type: ignore[no-untyped-def]
+                                                                         models, model: str) -> None:  # type: ignore[no-untyped-def]
     corpus = read_iemocap(corpus_dir)
     store = FeatureStore(tmp_path / "cache")
-    r32 = extract(corpus, store, run=EncoderRun(modality, str(models[modality])), variant="clean", progress=False)
-    r16 = extract(corpus, store, run=EncoderRun(modality, str(models[modality]), precision="bf16"), variant="clean",
+    modality = model.split("_")[0]
+    r32 = extract(corpus, store, run=EncoderRun(modality, str(models[model])), variant="clean", progress=False)
+    r16 = extract(corpus, store, run=EncoderRun(modality, str(models[model]), precision="bf16"), variant="clean",
                   progress=False)
     assert r16.status == "written" and r16.key.hash != r32.key.hash and r16.key.identity["precision"] == "bf16"
     assert "precision" not in r32.key.identity  # float32 keys are what they were
@@ -338,7 +339,7 @@ def test_bf16_extraction_is_an_entry_of_its_own_close_to_the_float32_one(corpus_
         assert e16.ids == e32.ids and b.dtype == np.float32 and not np.array_equal(a, b)  # bfloat16 did run
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() >= 0.999, cos.min()
-    again = extract(corpus, store, run=EncoderRun(modality, str(models[modality]), precision="bf16"),
+    again = extract(corpus, store, run=EncoderRun(modality, str(models[model]), precision="bf16"),
                     variant="clean", progress=False)
     assert again.status == "skipped"
 
@@ -373,8 +374,9 @@ def test_bf16_weights_are_copies_and_the_float32_weights_come_back(models) -> No
     linear = next(m for m in enc.modules() if isinstance(m, torch.nn.Linear))
     with bf16_weights(enc):
         assert linear.weight.dtype == torch.bfloat16
-        assert all(p.dtype == torch.float32 for n, p in enc.named_parameters() if "LayerNorm" in n or "embeddings" in n)
-    assert {k: id(v) for k, v in enc.named_parameters()} == ids  # the very tensors, not rounded copies
+        assert all(p.dtype == torch.bfloat16 for p in enc.parameters())
+        assert all(b.dtype != torch.float32 for b in enc.buffers())
+    assert {k: id(v) for k, v in enc.named_parameters()} == ids  # the very parameters, their float32 values back
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
     with pytest.raises(RuntimeError), bf16_weights(enc):
         raise RuntimeError("inside")
