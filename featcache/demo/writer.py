@@ -148,7 +148,7 @@ def write_demo_corpus(
     """Write the synthetic demo corpus in the IEMOCAP release layout.
 
     The same arguments give byte-identical files. The label x session table depends only on
-    ``utterances_per_speaker`` (:func:`demo_counts`); the default gives 400 kept utterances (of 460
+    ``utterances_per_speaker`` (:func:`demo_counts`); the default gives 400 kept utterances (of 450
     turns) and takes about ten seconds (espeak-ng speaks 24 minutes of turns).
 
     Args:
