@@ -21,7 +21,7 @@ encode exactly the same batches and store the same vectors, byte for byte on the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,23 @@ class ExtractReport:
     n_encoded: int = 0  # distinct inputs encoded (repeated inputs reuse their vector)
     seconds: float = 0.0
     path: Path | None = None
+    transcribed_audio_seconds: float = 0.0  # audio a speech recogniser decoded for it (``transcribed`` variants)
+    transcribe_seconds: float = 0.0  # the time that decoding took
+
+
+def transcription_time(values: Iterable[Any]) -> tuple[float, float] | None:
+    """Seconds of audio a speech recogniser decoded for the extraction jobs' entries, and the seconds it took.
+
+    Args:
+        values: The jobs' results (:class:`~featcache.extract.ExtractReport` among them).
+
+    Returns:
+        ``(audio seconds, decoding seconds)``, or None when nothing was decoded.
+    """
+    reports = [v for v in values if isinstance(v, ExtractReport) and v.transcribed_audio_seconds > 0]
+    if not reports:
+        return None
+    return (sum(r.transcribed_audio_seconds for r in reports), sum(r.transcribe_seconds for r in reports))
 
 
 class _Items(Dataset):
@@ -411,12 +428,15 @@ def extract(
             analysis = analysis_file(corpus, model=analysis_model, cache_dir=store.root)
             made_from = {"file": analysis.name, "sha256": analysis_digest(analysis)}
     transcripts = None
+    heard_timing: dict[str, float] = {}
     if v.modality == "text" and getattr(v, "needs_transcripts", False):
         from featcache.cache.integrity import digest_bytes
         from featcache.transcribe import transcribe
 
         heard = transcribe(corpus, cache_dir=store.root, recognizer=str(v.params["recognizer"]),
-                           audio_variant=v.audio_variant, variant_seed=seed, progress=progress)
+                           audio_variant=v.audio_variant, variant_seed=seed, workers=torch.get_num_threads(),
+                           progress=progress)
+        heard_timing = {"transcribed_audio_seconds": heard.audio_seconds, "transcribe_seconds": heard.decode_seconds}
         transcripts = {r["id"]: r["text"] for r in heard.records}
         transcript_file = {"file": heard.path.name, "sha256": digest_bytes(heard.path.read_bytes())}
     provenance = {
@@ -458,7 +478,7 @@ def extract(
         writer = store.shard_writer(key, index=shard, ids=ids, provenance=provenance)
     with writer as w:
         if w.complete:
-            return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=w.final)
+            return ExtractReport(key=key, status="skipped", n_ids=len(ids), path=w.final, **heard_timing)
         if w.replaced:
             status = "replaced"
         elif w.n_done:
@@ -495,7 +515,7 @@ def extract(
                 bar.update(len(batch))
     return ExtractReport(
         key=key, status=status, n_ids=len(ids), n_written=written, n_encoded=memo.encoded,
-        seconds=time.perf_counter() - t0, path=w.final,
+        seconds=time.perf_counter() - t0, path=w.final, **heard_timing,
     )
 
 

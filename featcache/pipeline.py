@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from featcache.errors import DamagedError, FeatcacheError
 from featcache.executors import Executor, Job, LocalExecutor, finished_run, span
-from featcache.extract import DEFAULT_SHARD_SIZE, EncoderRun, ExtractReport, entry_ids, plan_entry
+from featcache.extract import DEFAULT_SHARD_SIZE, EncoderRun, ExtractReport, entry_ids, plan_entry, transcription_time
 from featcache import paper
 from featcache.paper import ALL_MODELS, MODALITIES, PAPER_MODELS, TrainSettings, uses
 from featcache.study import Study, evaluate, train_heads
@@ -575,6 +575,10 @@ def run_study(
     took = span(results, ("extract", "shard", "assemble"))
     echo(f"[3/5] extraction: {len(reports)} entries ({done} extracted, {len(reports) - done} already stored) "
          f"[{took:.0f} s]" + (f" on {ex.name}" if ex.name != "local" else ""))
+    heard = transcription_time(r.value for r in results)
+    if heard is not None:
+        echo(f"      speech recognition: {heard[0]:.0f} s of audio decoded in {heard[1]:.0f} s "
+             f"({heard[1] / max(heard[0], 1e-9):.3f} s per second of audio)")
     train_heads(study, models=models, device="cpu", progress=progress)
     sweeps = layer_sweeps(study, progress=progress)
     echo(f"[4/5] heads trained for {len(study.folds)} folds x {len(study.seeds)} seeds"

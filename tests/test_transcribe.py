@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import os
 import signal
 import subprocess
@@ -282,6 +283,9 @@ def test_run_evaluates_the_transcribed_conditions_with_their_wer(corpus_root: Pa
             "--device", "cpu", "--cache-dir", str(cache), "--out", str(out)]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
+    timing = re.search(r"speech recognition: (\d+) s of audio decoded in \d+ s \((\d+\.\d{3}) s per second of audio\)",
+                       r.output)
+    assert timing is not None and int(timing[1]) > 0, r.output  # the clean and the pitched audio, timed
     preds = Predictions.load(out / "predictions.h5")
     conds = {(m, c) for m, c in zip(preds.model, preds.condition)}
     from featcache.perturb import get_variant
@@ -302,6 +306,7 @@ def test_run_evaluates_the_transcribed_conditions_with_their_wer(corpus_root: Pa
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output
     assert [f.stat().st_mtime_ns for f in files] == mtimes  # nothing decoded (or written) again
+    assert "speech recognition:" not in again.output
     assert (out / "asr.json").is_file()
 
 

@@ -8,7 +8,7 @@ Layout (as in the release)::
 
     DIR/SessionN/dialog/EmoEvaluation/<dialog>.txt
     DIR/SessionN/dialog/transcriptions/<dialog>.txt
-    DIR/SessionN/sentences/wav/<dialog>/<utterance>.wav      (16 kHz mono 16-bit PCM, 1-4 s)
+    DIR/SessionN/sentences/wav/<dialog>/<utterance>.wav      (16 kHz mono 16-bit PCM, 1-9 s)
     DIR/README_DEMO.txt                                       (seed and label table)
 
 Five sessions, two speakers each (``Ses0NF`` and ``Ses0NM``), dialogs ``Ses0NF_impro0K`` and
@@ -27,25 +27,26 @@ each other, as in speech: words tell valence better, the voice tells arousal bet
   utterance's own class, a word shared by all negative classes, a word of another class or a
   neutral word, so ``hap`` is told apart from the negative classes well while ``ang``, ``fru`` and
   ``sad`` are confused among themselves; 35-40% of the utterances have no adjective.
-* Audio is a source-filter synthesis in numpy: a harmonic voiced source following an F0 contour
-  (declination, pitch accents, question rises, jitter), shaped by vowel formants that change from
-  syllable to syllable, a spectral tilt, syllable envelopes, consonant and breath noise and a
-  faint noise floor. Speakers differ in base F0 (female/male plus an offset), formant scale,
-  recording level and rate. The emotion is in the prosody relative to the speaker: F0 level (a few
-  semitones apart and overlapping, so a one-semitone pitch shift moves some utterances across a
-  class boundary), F0 range, level, speaking rate, tilt and breathiness: high arousal (``ang``,
+* Audio is the transcript spoken by espeak-ng (:mod:`~featcache.demo.espeak`: the PyPI package
+  ``espeakng-loader``, through its shared library), so a speech recogniser hears the words and pitch,
+  noise and the other audio attacks act on speech. Speakers differ in voice variant (female or male),
+  base pitch, pitch range, rate and recording level. The emotion is in the prosody relative to the
+  speaker: F0 level (a few semitones apart and overlapping, so a one-semitone pitch shift moves some
+  utterances across a class boundary), F0 range, level and speaking rate: high arousal (``ang``,
   ``hap``) is told apart from ``fru`` and ``sad`` well, ``ang`` from ``hap`` poorly.
 
 ``bench/demo_design_check.py`` measures all of this with simple features (bag of words; F0, energy
 and rate summaries) in leave-one-session-out cross-validation, with and without the paper's attacks.
 
 Every random draw comes from a numpy Generator seeded by hashing ``seed`` with the name of what is
-drawn (an utterance id, a speaker, a dialog), so files do not depend on generation order and the
-same seed gives byte-identical files (with the same numpy build; another platform's math library
-could round a sample differently).
+drawn (an utterance id, a speaker, a dialog), espeak's own draws from a seed drawn there too, and espeak
+runs in a fresh child process for each corpus, so the same seed gives byte-identical files (with the
+same numpy, soxr and espeak-ng builds; another platform's math library could round a sample
+differently).
 
 Modules: :mod:`~featcache.demo.plan` (format, sessions, the label table, seeding, the dialogs' turns),
-:mod:`~featcache.demo.text` (the transcriptions), :mod:`~featcache.demo.speech` (the audio synthesis),
+:mod:`~featcache.demo.text` (the transcriptions), :mod:`~featcache.demo.speech` (the voices and prosody),
+:mod:`~featcache.demo.espeak` (the synthesiser),
 :mod:`~featcache.demo.writer` (the files, :func:`write_demo_corpus`).
 """
 

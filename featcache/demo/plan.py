@@ -15,8 +15,10 @@ import numpy as np
 from featcache.data import PAPER_LABELS, PAPER_MERGE
 from featcache.errors import FeatcacheError
 
-#: Version of the generator; bumped whenever the same seed would give different bytes.
-DEMO_FORMAT = 1
+#: Version of the generator; bumped whenever the same seed would give different bytes (2: the audio is speech).
+DEMO_FORMAT = 2
+#: The namespace every draw is seeded in (format 1's: format 2 draws the same words, and speaks them).
+_DRAW_NAMESPACE = "featcache-demo-1"
 
 #: Session names of the demo corpus (as the reader names them).
 DEMO_SESSIONS: tuple[str, ...] = ("1", "2", "3", "4", "5")
@@ -149,7 +151,7 @@ def demo_counts(
 
 def _rng(seed: int, *parts: str) -> np.random.Generator:
     """A Generator seeded by hashing the corpus seed with the name of what it draws."""
-    key = "\x1f".join([f"featcache-demo-{DEMO_FORMAT}", str(int(seed)), *parts])
+    key = "\x1f".join([_DRAW_NAMESPACE, str(int(seed)), *parts])
     digest = hashlib.sha256(key.encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 

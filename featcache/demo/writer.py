@@ -21,6 +21,7 @@ from featcache.demo.plan import (
     demo_counts,
     demo_raw_counts,
 )
+from featcache.demo.espeak import Synthesizer
 from featcache.demo.speech import _draw_prosody, _make_voice, _synthesize
 from featcache.demo.text import _make_text
 from featcache.errors import FeatcacheError
@@ -147,8 +148,8 @@ def write_demo_corpus(
     """Write the synthetic demo corpus in the IEMOCAP release layout.
 
     The same arguments give byte-identical files. The label x session table depends only on
-    ``utterances_per_speaker`` (:func:`demo_counts`); the default gives 400 kept utterances (of 460
-    turns) and takes a few seconds.
+    ``utterances_per_speaker`` (:func:`demo_counts`); the default gives 400 kept utterances (of 450
+    turns) and takes about ten seconds (espeak-ng speaks 24 minutes of turns).
 
     Args:
         out_dir: Directory to write; created if missing. Read it back with
@@ -181,48 +182,50 @@ def write_demo_corpus(
     seconds = 0.0
     voices = {f"Ses{s:02d}{g}": _make_voice(seed, f"Ses{s:02d}{g}") for s in plans for g in "FM"}
     try:
-        for s, plan in plans.items():
-            sdir = partial / f"Session{s}"
-            emo_dir = sdir / "dialog" / "EmoEvaluation"
-            trans_dir = sdir / "dialog" / "transcriptions"
-            emo_dir.mkdir(parents=True)
-            trans_dir.mkdir(parents=True)
-            for dialog, turns in plan.items():
-                wav_dir = sdir / "sentences" / "wav" / dialog
-                wav_dir.mkdir(parents=True)
-                t = float(_rng(seed, "timing", dialog).uniform(1.5, 6.0))
-                gaps = _rng(seed, "gaps", dialog).uniform(0.2, 2.0, len(turns))
-                emo_lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
-                trans_lines: list[str] = []
-                for turn, gap in zip(turns, gaps):
-                    rng = _rng(seed, "utterance", turn.utt_id)
-                    text = _make_text(rng, turn.raw)
-                    y = _synthesize(rng, voices[turn.speaker], _draw_prosody(rng, turn.raw), text)
-                    pcm = np.round(y * 32767.0).astype("<i2")
-                    sf.write(str(wav_dir / f"{turn.utt_id}.wav"), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-                    dur = len(pcm) / SAMPLE_RATE
-                    start, end = t, t + dur
-                    t = end + float(gap)
-                    seconds += dur
-                    vad, ann = _annotation_lines(rng, turn.raw, turn.speaker[-1])
-                    emo_lines.append(
-                        f"[{start:.4f} - {end:.4f}]\t{turn.utt_id}\t{turn.raw}\t"
-                        f"[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]"
-                    )
-                    emo_lines.extend(ann)
-                    emo_lines.append("")
-                    trans_lines.append(f"{turn.utt_id} [{start:08.4f}-{end:08.4f}]: {text.text}")
-                    done += 1
-                    if progress is not None:
-                        progress(done, total_turns)
-                (emo_dir / f"{dialog}.txt").write_text("\n".join(emo_lines) + "\n", encoding="utf-8")
-                (trans_dir / f"{dialog}.txt").write_text("\n".join(trans_lines) + "\n", encoding="utf-8")
-        counts = demo_counts(utterances_per_speaker=utterances_per_speaker)
-        raw_counts = demo_raw_counts(utterances_per_speaker=utterances_per_speaker)
-        readme = _readme(seed, utterances_per_speaker, counts, raw_counts)
-        (partial / "README_DEMO.txt").write_text(readme, encoding="utf-8")
-        for p in sorted(partial.iterdir()):
-            p.rename(out_dir / p.name)
+        with Synthesizer() as synth:
+            for s, plan in plans.items():
+                sdir = partial / f"Session{s}"
+                emo_dir = sdir / "dialog" / "EmoEvaluation"
+                trans_dir = sdir / "dialog" / "transcriptions"
+                emo_dir.mkdir(parents=True)
+                trans_dir.mkdir(parents=True)
+                for dialog, turns in plan.items():
+                    wav_dir = sdir / "sentences" / "wav" / dialog
+                    wav_dir.mkdir(parents=True)
+                    t = float(_rng(seed, "timing", dialog).uniform(1.5, 6.0))
+                    gaps = _rng(seed, "gaps", dialog).uniform(0.2, 2.0, len(turns))
+                    emo_lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+                    trans_lines: list[str] = []
+                    for turn, gap in zip(turns, gaps):
+                        rng = _rng(seed, "utterance", turn.utt_id)
+                        text = _make_text(rng, turn.raw)
+                        y = _synthesize(rng, voices[turn.speaker], _draw_prosody(rng, turn.raw), text,
+                                       synth=synth)
+                        pcm = np.round(y * 32767.0).astype("<i2")
+                        sf.write(str(wav_dir / f"{turn.utt_id}.wav"), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+                        dur = len(pcm) / SAMPLE_RATE
+                        start, end = t, t + dur
+                        t = end + float(gap)
+                        seconds += dur
+                        vad, ann = _annotation_lines(rng, turn.raw, turn.speaker[-1])
+                        emo_lines.append(
+                            f"[{start:.4f} - {end:.4f}]\t{turn.utt_id}\t{turn.raw}\t"
+                            f"[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]"
+                        )
+                        emo_lines.extend(ann)
+                        emo_lines.append("")
+                        trans_lines.append(f"{turn.utt_id} [{start:08.4f}-{end:08.4f}]: {text.text}")
+                        done += 1
+                        if progress is not None:
+                            progress(done, total_turns)
+                    (emo_dir / f"{dialog}.txt").write_text("\n".join(emo_lines) + "\n", encoding="utf-8")
+                    (trans_dir / f"{dialog}.txt").write_text("\n".join(trans_lines) + "\n", encoding="utf-8")
+            counts = demo_counts(utterances_per_speaker=utterances_per_speaker)
+            raw_counts = demo_raw_counts(utterances_per_speaker=utterances_per_speaker)
+            readme = _readme(seed, utterances_per_speaker, counts, raw_counts)
+            (partial / "README_DEMO.txt").write_text(readme, encoding="utf-8")
+            for p in sorted(partial.iterdir()):
+                p.rename(out_dir / p.name)
     finally:
         if partial.exists():
             shutil.rmtree(partial)
