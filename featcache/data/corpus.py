@@ -358,6 +358,23 @@ def _check_label_options(
             raise DataError(f"{source}: unknown label {src!r} in --merge; the corpus has {', '.join(sorted(vocab))}")
 
 
+def _label_set(labels: Sequence[str] | None, merge: Mapping[str, str], vocabulary: Iterable[str], *,
+               default: Iterable[str], source: str) -> tuple[str, ...]:
+    """A reader's label set: the given one, checked against the corpus's raw labels and the merge map, or the
+    reader's default (a merge of labels the corpus lacks warned about once).
+
+    Raises:
+        DataError: A given label set that is empty, repeats a label, or names a label (or a merge source) the
+            corpus lacks.
+    """
+    if labels is None:
+        _warn_unused_merge(merge, vocabulary, source=source)
+        return tuple(default)
+    labels = _clean_labels(labels)
+    _check_label_options(labels, merge, vocabulary, source=source)
+    return labels
+
+
 def _make_corpus(name: str, root: Path, utts: list[Utterance], labels: Sequence[str], *,
                  splits: Mapping[str, str] | None = None) -> Corpus:
     """The corpus of the kept utterances, sorted by id.

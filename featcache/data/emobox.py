@@ -39,15 +39,13 @@ from featcache.data.audio import audio_duration, audio_path_error
 from featcache.data.corpus import (
     Corpus,
     Utterance,
-    _check_label_options,
-    _clean_labels,
     _clean_merge,
+    _label_set,
     _make_corpus,
     _natural_key,
     _select_labels,
     _spec_options,
     _warn_case_twins,
-    _warn_unused_merge,
 )
 from featcache.data.manifest import _manifest_text
 from featcache.errors import DataError
@@ -137,12 +135,8 @@ def read_emobox(
     merge = _clean_merge(merge or {})
     vocabulary = {label_map[row["emo"]] for _k, _w, row in tests.values()}
     _warn_case_twins({merge.get(c, c) for c in vocabulary}, source=str(root))
-    if labels is None:
-        labels = tuple(sorted({merge.get(c, c) for c in vocabulary}))
-        _warn_unused_merge(merge, vocabulary, source=str(root))
-    else:
-        labels = _clean_labels(labels)
-        _check_label_options(labels, merge, vocabulary, source=str(root))
+    labels = _label_set(labels, merge, vocabulary, default=sorted({merge.get(c, c) for c in vocabulary}),
+                        source=str(root))
     speakers = _speakers(root / "data.seg.wrd.stm", tests)
     utts: list[Utterance] = []
     misstated: list[str] = []

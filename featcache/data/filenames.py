@@ -22,12 +22,10 @@ from featcache.data.audio import audio_path_error
 from featcache.data.corpus import (
     Corpus,
     Utterance,
-    _check_label_options,
-    _clean_labels,
     _clean_merge,
+    _label_set,
     _make_corpus,
     _select_labels,
-    _warn_unused_merge,
 )
 from featcache.errors import DataError
 
@@ -159,12 +157,8 @@ def _corpus(root: Path, found: list[tuple[Path, str, str, str, str, dict[str, st
         raise DataError(f"{root}: no {kind} audio file ({form}) in it or below; pass the folder of the release")
     vocabulary = {f[1] for f in found}
     merge = _clean_merge(merge or {})
-    if labels is None:
-        labels = tuple(lab for lab in DEFAULT_LABELS if lab in vocabulary or lab in merge.values())
-        _warn_unused_merge(merge, vocabulary, source=str(root))
-    else:
-        labels = _clean_labels(labels)
-        _check_label_options(labels, merge, vocabulary, source=str(root))
+    kept = [lab for lab in DEFAULT_LABELS if lab in vocabulary or lab in merge.values()]
+    labels = _label_set(labels, merge, vocabulary, default=kept, source=str(root))
     utts = []
     seen: dict[str, Path] = {}
     for path, raw, text, speaker, fold, groups in found:

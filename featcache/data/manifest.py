@@ -27,13 +27,11 @@ from featcache.data.corpus import (
     GROUP_PREFIX,
     Corpus,
     Utterance,
-    _check_label_options,
-    _clean_labels,
     _clean_merge,
+    _label_set,
     _make_corpus,
     _select_labels,
     _warn_case_twins,
-    _warn_unused_merge,
 )
 from featcache.errors import DataError
 
@@ -100,12 +98,7 @@ def read_manifest(
     vocabulary = {r["label"] for _, r in rows}
     present = {merge.get(lab, lab) for lab in vocabulary}
     _warn_case_twins(present, source=str(path))
-    if labels is None:
-        labels = tuple(sorted(present))
-        _warn_unused_merge(merge, vocabulary, source=str(path))
-    else:
-        labels = _clean_labels(labels)
-        _check_label_options(labels, merge, vocabulary, source=str(path))
+    labels = _label_set(labels, merge, vocabulary, default=sorted(present), source=str(path))
     by_split = any((r.get("split") or "").strip() for _, r in rows)
     numbered_folds = not by_split and not any((r.get("session") or "").strip() for _, r in rows)
     utts: list[Utterance] = []

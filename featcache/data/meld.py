@@ -35,12 +35,10 @@ from featcache.data.audio import audio_path_error
 from featcache.data.corpus import (
     Corpus,
     Utterance,
-    _check_label_options,
-    _clean_labels,
     _clean_merge,
+    _label_set,
     _make_corpus,
     _select_labels,
-    _warn_unused_merge,
 )
 from featcache.errors import DataError
 
@@ -98,12 +96,8 @@ def read_meld(
     rows = {split: _rows(root / csv_name) for split, (csv_name, _d) in SPLITS.items()}
     vocabulary = {EMOTIONS[r["Emotion"].lower()] for split_rows in rows.values() for _w, r in split_rows}
     merge = _clean_merge(merge or {})
-    if labels is None:
-        labels = tuple(lab for lab in DEFAULT_LABELS if lab in vocabulary or lab in merge.values())
-        _warn_unused_merge(merge, vocabulary, source=str(root))
-    else:
-        labels = _clean_labels(labels)
-        _check_label_options(labels, merge, vocabulary, source=str(root))
+    kept = [lab for lab in DEFAULT_LABELS if lab in vocabulary or lab in merge.values()]
+    labels = _label_set(labels, merge, vocabulary, default=kept, source=str(root))
     with_audio = any((root / d).is_dir() for _c, d in SPLITS.values())
     if not with_audio:
         log.warning("%s: no clip folder (%s); read as text only", root, ", ".join(d for _c, d in SPLITS.values()))

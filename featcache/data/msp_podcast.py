@@ -30,14 +30,12 @@ from featcache.data.audio import audio_path_error
 from featcache.data.corpus import (
     Corpus,
     Utterance,
-    _check_label_options,
-    _clean_labels,
     _clean_merge,
+    _label_set,
     _make_corpus,
     _natural_key,
     _select_labels,
     _spec_options,
-    _warn_unused_merge,
 )
 from featcache.data.manifest import _manifest_text
 from featcache.errors import DataError
@@ -121,12 +119,8 @@ def read_msp_podcast(
                             f"{', '.join(sorted(seen_sets, key=_natural_key))}); name one of them with ?test=")
     vocabulary = {CLASSES[r["EmoClass"]] for _w, r in rows}
     merge = _clean_merge(merge or {})
-    if labels is None:
-        labels = tuple(lab for lab in DEFAULT_LABELS if lab in vocabulary or lab in merge.values())
-        _warn_unused_merge(merge, vocabulary, source=str(labels_csv))
-    else:
-        labels = _clean_labels(labels)
-        _check_label_options(labels, merge, vocabulary, source=str(labels_csv))
+    kept = [lab for lab in DEFAULT_LABELS if lab in vocabulary or lab in merge.values()]
+    labels = _label_set(labels, merge, vocabulary, default=kept, source=str(labels_csv))
     transcripts = root / "Transcripts"
     audios = root / "Audios"
     utts: list[Utterance] = []
