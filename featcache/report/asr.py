@@ -175,20 +175,23 @@ def asr_section(study: Any, conditions: Sequence[str]) -> AsrSection:
     if corpus.text_source:  # its text is a transcript already: there is no gold to compare with
         return AsrSection()
     out = []
+    counted: dict[str, dict[str, tuple[str, int, int]]] = {}  # text variant -> counts (a text in two conditions)
     for name in conditions:
         c = parse(name)
         v = get_variant(c.text) if c.text is not None else None
         if v is None or not getattr(v, "needs_transcripts", False):
             continue
-        heard = transcribe(corpus, cache_dir=study.store.root, recognizer=str(v.params["recognizer"]),
-                           audio_variant=v.audio_variant, variant_seed=study.variant_seed, progress=False)
-        counts = {}
-        for r in heard.records:
-            u = corpus.by_id(r["id"])
-            if u.text is None:
-                continue
-            ref = normalize_words(u.text)
-            counts[u.id] = (u.session, len(ref), edit_distance(ref, normalize_words(r["text"])))
+        if v.spec not in counted:
+            heard = transcribe(corpus, cache_dir=study.store.root, recognizer=str(v.params["recognizer"]),
+                               audio_variant=v.audio_variant, variant_seed=study.variant_seed, progress=False)
+            counted[v.spec] = {}
+            for r in heard.records:
+                u = corpus.by_id(r["id"])
+                if u.text is None:
+                    continue
+                ref = normalize_words(u.text)
+                counted[v.spec][u.id] = (u.session, len(ref), edit_distance(ref, normalize_words(r["text"])))
+        counts = counted[v.spec]
         out.append(AsrCondition(str(name), Path(str(v.params["recognizer"])).name, v.audio_variant or "clean", counts))
     return AsrSection(tuple(out))
 
