@@ -88,8 +88,11 @@ class Condition(str):
     def requires(self) -> tuple[str, ...]:
         """The modalities a corpus must have for this condition: the perturbed ones, and audio for a text a
         speech recogniser made from it (``transcribed``)."""
+        from featcache.perturb import get_variant
+
         needs = list(self.modalities)
-        if self.text is not None and self.text.split(":", 1)[0] == "transcribed" and paper.AUDIO not in needs:
+        if self.text is not None and getattr(get_variant(self.text), "needs_transcripts", False) \
+                and paper.AUDIO not in needs:
             needs.append(paper.AUDIO)
         return tuple(needs)
 

@@ -434,7 +434,8 @@ def extract(
         from featcache.transcribe import transcribe
 
         heard = transcribe(corpus, cache_dir=store.root, recognizer=str(v.params["recognizer"]),
-                           audio_variant=v.audio_variant, variant_seed=seed, workers=torch.get_num_threads(),
+                           window_seconds=v.window, audio_variant=v.audio_variant, variant_seed=seed,
+                           workers=torch.get_num_threads(),
                            progress=progress)
         heard_timing = {"transcribed_audio_seconds": heard.audio_seconds, "transcribe_seconds": heard.decode_seconds}
         transcripts = {r["id"]: r["text"] for r in heard.records}

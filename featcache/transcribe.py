@@ -7,6 +7,11 @@ or any CTranslate2 Whisper directory (``model.bin``, ``config.json``, ``vocabula
 (:func:`featcache.data.load_audio`); a clip longer than the recogniser's window (30 s for Whisper) is cut
 there (one line says how many were).
 
+Whisper pads every clip to its 30 s window. ``window_seconds`` pads a clip only to the smallest multiple of
+that many seconds that holds it (at most the recogniser's window): the encoder and the decoder's attention
+then work on, say, 10 s instead of 30 s, which is several times faster on short clips and is not Whisper's own
+decoding (the encoder was trained on 30 s windows), so it is an option and part of the key.
+
 The transcripts of one recogniser (its weights' digest), one set of decoding settings (language,
 compute type, maximum length, window) and one corpus name live in one JSON file,
 ``StoreLayout.transcript_path``.  Each record holds the utterance id, a digest of its audio file's bytes
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +34,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from featcache.backbones.ct2 import packaged_whisper_base_files
 from featcache.cache.atomic import atomic_write_json
@@ -38,7 +46,7 @@ from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.perturb.wer import word_error_rate
 
-__all__ = ["CHUNK_SLEEP_ENV", "FORMAT", "Recognizer", "TranscribeResult", "cached_transcripts", "resolve_recognizer",
+__all__ = ["CHUNK_SLEEP_ENV", "DEFAULT_WINDOW", "FORMAT", "Recognizer", "TranscribeResult", "cached_transcripts", "resolve_recognizer",
            "stored_transcripts", "transcribe"]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ CHUNK_SLEEP_ENV = "FEATCACHE_TRANSCRIBE_CHUNK_SLEEP"
 SAMPLE_RATE = 16_000
 COMPUTE_TYPES = ("int8", "float32")
 DEFAULT_MAX_LENGTH = 448
+DEFAULT_WINDOW = 30.0
+"""Seconds of the decoding window by default: Whisper's own (every clip padded to 30 s)."""
 
 
 def _bytes_to_unicode() -> dict[str, int]:
@@ -105,11 +115,18 @@ class Recognizer:
         return WhisperFeatureExtractor()
 
     def load(self, *, compute_type: str, threads: int) -> Any:
-        """The ``ctranslate2.models.Whisper`` model (loaded once, from memory).
+        """The ``ctranslate2.models.Whisper`` model (loaded once, from memory): ``threads`` decoders of one thread
+        each, so that clips are decoded side by side (faster than one decoder on several threads, and each clip's
+        text does not depend on how many run).
+
+        Args:
+            compute_type: ``int8`` or ``float32``.
+            threads: Decoders side by side (0: the usable CPU cores).
 
         Raises:
             FeatcacheError: ctranslate2 is missing or cannot load the files.
         """
+        threads = threads or _usable_cores()
         if (compute_type, threads) not in self._models:
             try:
                 import ctranslate2
@@ -117,11 +134,17 @@ class Recognizer:
                 raise FeatcacheError("transcribing needs ctranslate2; run: pip install ctranslate2") from exc
             files: dict[str, bytes] = {"model.bin": b"".join(p.read_bytes() for p in self.model_parts)}
             files.update({p.name: p.read_bytes() for p in self.side_files})
+            import torch
+
+            torch_threads = torch.get_num_threads()
             try:
-                self._models[compute_type, threads] = ctranslate2.models.Whisper(self.name, device="cpu", compute_type=compute_type,
-                                                         intra_threads=threads, files=files)
+                self._models[compute_type, threads] = ctranslate2.models.Whisper(
+                    self.name, device="cpu", compute_type=compute_type, inter_threads=threads, intra_threads=1,
+                    files=files)
             except (RuntimeError, ValueError) as exc:
                 raise FeatcacheError(f"{self.name}: CTranslate2 cannot load this Whisper model ({exc})") from exc
+            finally:  # CTranslate2 and torch share one OpenMP runtime: its intra_threads=1 would leave every later
+                torch.set_num_threads(torch_threads)  # torch computation of this process on one thread
         return self._models[compute_type, threads]
 
     @cached_property
@@ -142,6 +165,13 @@ class Recognizer:
     def text(self, ids: list[int], tokens: list[str]) -> str:
         """The text of one decoded sequence (special tokens dropped, whitespace trimmed)."""
         return " ".join(self._decode(ids, tokens).split())
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # (not on every platform)
+        return max(1, os.cpu_count() or 1)
 
 
 def resolve_recognizer(name: str) -> Recognizer:
@@ -246,13 +276,44 @@ def _audio_attack(spec: str | None) -> Any:
     return v
 
 
+def _window(rec: Recognizer, window_seconds: float | None) -> float:
+    """The window a clip is padded to a multiple of: ``window_seconds``, at most the recogniser's own (None: its
+    own).
+
+    Raises:
+        FeatcacheError: A window shorter than 1 s.
+    """
+    chunk = rec.feature_extractor.chunk_length
+    if window_seconds is None:
+        return chunk
+    if not window_seconds >= 1:  # (NaN too)
+        raise FeatcacheError(f"window {window_seconds!r}: give at least 1 second (30: Whisper's own decoding)")
+    return chunk if window_seconds >= chunk else float(window_seconds)  # (the chunk as it is: the keys made before)
+
+
+def _frames(seconds: float, window: float, chunk: float, hop_seconds: float) -> int:
+    """Mel frames a clip of ``seconds`` is decoded with: the smallest multiple of the window that holds it, at
+    most the recogniser's chunk, in an even number of frames (the encoder's convolution has stride 2)."""
+    padded = min(chunk, max(1, math.ceil(seconds / window - 1e-9)) * window)
+    frames = int(round(padded / hop_seconds))
+    return frames + frames % 2
+
+
+def _token_budget(max_length: int, padded_seconds: float, chunk: float) -> int:
+    """Most tokens decoded for a clip padded to ``padded_seconds``: ``max_length`` for the recogniser's whole
+    window, a proportional share of it for a shorter one (a loop of repeated tokens, Whisper's failure on
+    speech it cannot read, then stops where no speech of that length could reach)."""
+    if padded_seconds >= chunk:
+        return max_length
+    return max(1, math.ceil(max_length * padded_seconds / chunk))
+
+
 def _transcript_file(corpus: Corpus, cache_dir: str | os.PathLike[str], rec: Recognizer, *, language: str,
-                     compute_type: str, max_length: int, attack: Any, variant_seed: int
+                     compute_type: str, max_length: int, window: float, attack: Any, variant_seed: int
                      ) -> tuple[Path, dict[str, Any]]:
     """The transcript file of one recogniser, its settings, one corpus and the audio it heard, and its header."""
-    fe = rec.feature_extractor
     settings = {"format": FORMAT, "beam_size": 1, "language": language, "compute_type": compute_type,
-                "max_length": max_length, "window_seconds": fe.chunk_length}
+                "max_length": max_length, "window_seconds": window}
     identity: list[Any] = [rec.digest, settings, corpus.name]
     header: dict[str, Any] = {"format": FORMAT, "recognizer": rec.name, "recognizer_digest": rec.digest,
                               "settings": settings, "corpus": corpus.name}
@@ -271,6 +332,7 @@ def cached_transcripts(
     language: str = "en",
     compute_type: str = "int8",
     max_length: int = DEFAULT_MAX_LENGTH,
+    window_seconds: float | None = DEFAULT_WINDOW,
 ) -> tuple[Path, dict[str, str]] | None:
     """The store's transcripts of the corpus's clean audio, when every utterance with audio has one; nothing is
     decoded (what a study of an audio-only corpus reads as its text).
@@ -282,6 +344,7 @@ def cached_transcripts(
         language: As for :func:`transcribe`.
         compute_type: As for :func:`transcribe`.
         max_length: As for :func:`transcribe`.
+        window_seconds: As for :func:`transcribe`.
 
     Returns:
         ``(file, utterance id -> text)``, or None when the store holds no complete, intact transcript file
@@ -293,7 +356,8 @@ def cached_transcripts(
     try:
         rec = recognizer if isinstance(recognizer, Recognizer) else resolve_recognizer(recognizer)
         path, _ = _transcript_file(corpus, cache_dir, rec, language=language, compute_type=compute_type,
-                                   max_length=max_length, attack=None, variant_seed=0)
+                                   max_length=max_length, window=_window(rec, window_seconds), attack=None,
+                                   variant_seed=0)
     except FeatcacheError:
         return None
     records = _read_records(path)
@@ -351,6 +415,7 @@ def transcribe(
     workers: int = 0,
     chunk_size: int = 16,
     max_length: int = DEFAULT_MAX_LENGTH,
+    window_seconds: float | None = DEFAULT_WINDOW,
     audio_variant: str | None = None,
     variant_seed: int = 0,
     progress: bool = True,
@@ -367,9 +432,13 @@ def transcribe(
         recognizer: ``whisper-base``, a CTranslate2 Whisper directory, or a :class:`Recognizer`.
         language: Spoken language code (``en``) or ``auto`` to detect it per utterance.
         compute_type: ``int8`` or ``float32`` (CTranslate2's computation type, part of the key).
-        workers: CPU threads CTranslate2 decodes with (0: its default).
+        workers: Clips decoded side by side, one CPU thread each (0: the usable cores); the text does not
+            depend on it.
         chunk_size: Utterances decoded between two writes of the transcript file.
         max_length: Most tokens decoded per utterance.
+        window_seconds: A clip is padded to the smallest multiple of this many seconds that holds it, at most
+            the recogniser's window (30 s or None: Whisper's own decoding, every clip padded to 30 s; 10 is
+            several times faster on short clips).
         audio_variant: A named audio variant (``pitch``, ``noise``) applied before decoding, or None.
         variant_seed: Its seed.
         progress: Show a progress bar over the utterances.
@@ -393,8 +462,9 @@ def transcribe(
     rec = recognizer if isinstance(recognizer, Recognizer) else resolve_recognizer(recognizer)
     fe = rec.feature_extractor
     attack = _audio_attack(audio_variant)
+    window = _window(rec, window_seconds)
     path, header = _transcript_file(corpus, cache_dir, rec, language=language, compute_type=compute_type,
-                                    max_length=max_length, attack=attack, variant_seed=variant_seed)
+                                    max_length=max_length, window=window, attack=attack, variant_seed=variant_seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     sleep = float(os.environ.get(CHUNK_SLEEP_ENV) or 0)
 
@@ -409,45 +479,55 @@ def transcribe(
 
         decoded = reused = cut = 0
         audio_seconds = decode_seconds = 0.0
-        pending = 0
-        desc = "transcribe" + (f" ({attack.spec})" if attack is not None else "")
-        for u in tqdm(utterances, desc=desc, unit="utt", disable=not progress):
+        todo = []
+        for u in utterances:
             assert u.audio is not None
             audio_digest = digest_bytes(Path(u.audio).read_bytes())
             if cached.get(u.id, {}).get("audio") == audio_digest:
                 reused += 1
-                continue
-            start = time.perf_counter()
-            audio = load_audio(u.audio, sr=SAMPLE_RATE)
-            if attack is not None:
-                audio, _ = attack(audio, utt_id=u.id, seed=variant_seed)
-            if audio.size > fe.n_samples:
-                audio, cut = audio[: fe.n_samples], cut + 1
-            model = rec.load(compute_type=compute_type, threads=workers)
-            if fe.feature_size != model.n_mels:
-                raise FeatcacheError(f"{rec.name}: its preprocessor gives {fe.feature_size} mel bins, "
-                                     f"the model wants {model.n_mels}; fix preprocessor_config.json")
+            else:
+                todo.append((u, audio_digest))
+        desc = "transcribe" + (f" ({attack.spec})" if attack is not None else "")
+        bar = tqdm(total=len(utterances), initial=reused, desc=desc, unit="utt", disable=not progress)
+        model = rec.load(compute_type=compute_type, threads=workers) if todo else None
+        if model is not None and fe.feature_size != model.n_mels:
+            raise FeatcacheError(f"{rec.name}: its preprocessor gives {fe.feature_size} mel bins, "
+                                 f"the model wants {model.n_mels}; fix preprocessor_config.json")
+        for lo in range(0, len(todo), chunk_size):
             import ctranslate2
 
-            mel = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype("float32")
-            features = ctranslate2.StorageView.from_array(mel)
-            prompt, detected = _language_prompt(model, features, language)
-            result = model.generate(features, [prompt], beam_size=1, max_length=max_length)[0]
-            record = {"id": u.id, "audio": audio_digest, "text": rec.text(result.sequences_ids[0],
-                                                                         result.sequences[0])}
-            if detected is not None:
-                record["language"] = detected
-            cached[u.id] = record
+            start = time.perf_counter()
+            submitted = []
+            for u, audio_digest in todo[lo:lo + chunk_size]:  # each clip is submitted once its features are ready
+                audio = load_audio(u.audio, sr=SAMPLE_RATE)
+                if attack is not None:
+                    audio, _ = attack(audio, utt_id=u.id, seed=variant_seed)
+                if audio.size > fe.n_samples:
+                    audio, cut = audio[: fe.n_samples], cut + 1
+                seconds = audio.size / SAMPLE_RATE
+                mel = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype("float32")
+                frames = _frames(seconds, window, fe.chunk_length, fe.hop_length / SAMPLE_RATE)
+                features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[:, :, :frames]))
+                prompt, detected = _language_prompt(model, features, language)
+                budget = _token_budget(max_length, frames * fe.hop_length / SAMPLE_RATE, fe.chunk_length)
+                future = model.generate(features, [prompt], beam_size=1, max_length=budget, asynchronous=True)[0]
+                submitted.append((u, audio_digest, detected, future, seconds))
+            for u, audio_digest, detected, future, seconds in submitted:
+                result = future.result()
+                record = {"id": u.id, "audio": audio_digest, "text": rec.text(result.sequences_ids[0],
+                                                                             result.sequences[0])}
+                if detected is not None:
+                    record["language"] = detected
+                cached[u.id] = record
+                audio_seconds += seconds
+                decoded += 1
+                bar.update(1)
             decode_seconds += time.perf_counter() - start
-            audio_seconds += audio.size / SAMPLE_RATE
-            decoded += 1
-            pending += 1
-            if pending >= chunk_size:
-                save()
-                pending = 0
-                if sleep:
-                    time.sleep(sleep)
-        if pending or not path.exists():
+            save()
+            if sleep:
+                time.sleep(sleep)
+        bar.close()
+        if not path.exists():  # (nothing to decode: the file says so)
             save()
     if cut:
         logger.info("%d clip(s) longer than %g s were cut at %g s", cut, fe.chunk_length, fe.chunk_length)

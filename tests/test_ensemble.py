@@ -306,3 +306,27 @@ def test_fit_heads_stacks_on_every_device_and_passes_its_precision(monkeypatch: 
     members = [_member(kind, 0, 0) for kind in KINDS]
     fit_heads(members, settings=settings, device="cpu", precision="bf16")
     assert seen["n"] == len(KINDS) and seen["device"] == "cpu" and seen["precision"] == "bf16"
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_is_warned_about_once(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Without AVX512-BF16 or AMX torch emulates bfloat16 products (slower than float32): one warning says so;
+    fp32, and a CPU that has them, say nothing."""
+    import logging
+
+    from featcache.train import precision as prec
+
+    prec._warn_emulated_bf16.cache_clear()
+    assert prec.native_cpu_bf16() in (True, False, None)
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.WARNING, logger="featcache"):
+        monkeypatch.setattr(prec, "native_cpu_bf16", lambda: True)
+        assert prec.compute_dtype("bf16", device=cpu) == torch.bfloat16
+        monkeypatch.setattr(prec, "native_cpu_bf16", lambda: False)
+        assert prec.compute_dtype("fp32", device=cpu) == torch.float32
+        assert not caplog.records
+        for _ in range(3):
+            assert prec.compute_dtype("bf16", device=cpu) == torch.bfloat16
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "neither AVX512-BF16 nor AMX" in said[0] and "use fp32" in said[0], said
+    prec._warn_emulated_bf16.cache_clear()

@@ -48,12 +48,14 @@ def test_the_paper_keeps_cls_and_the_demo_minilm_pools_the_mean() -> None:
 
 
 def test_demo_preset_evaluates_the_recognisers_text_and_its_pitch_combination() -> None:
-    """``run --preset demo`` extracts ``transcribed`` and evaluates it alone, with pitch and noise, and the text
-    the pitched audio gives the recogniser (for the text model)."""
+    """``run --preset demo`` extracts ``transcribed-10s`` (the recogniser decoding 10 s windows) and evaluates it
+    alone, with pitch and noise, and the text the pitched audio gives the recogniser (for the text model)."""
     from featcache.conditions import conditions_for
+    from featcache.perturb import get_variant
 
     demo = get_preset("demo")
-    assert "transcribed" in demo.variants and "transcribed" not in get_preset("paper").variants
+    assert "transcribed-10s" in demo.variants and get_variant("transcribed-10s").window == 10.0
+    assert not any(v.startswith("transcribed") for v in get_preset("paper").variants)
     names = [str(c) for c in conditions_for(demo.variants)]
-    assert {"transcribed", "transcribed+pitch", "transcribed+noise", "pitch", "pitch+adj"} <= set(names)
-    assert "transcribed:audio=pitch,recognizer=whisper-base" in names
+    assert {"transcribed-10s", "transcribed-10s+pitch", "transcribed-10s+noise", "pitch", "pitch+adj"} <= set(names)
+    assert "transcribed:audio=pitch,recognizer=whisper-base,window=10" in names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -209,21 +210,6 @@ def test_language_prompt_detects_on_a_multilingual_model() -> None:
         ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"], None)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("FEATCACHE_RUN_SLOW") != "1", reason="set FEATCACHE_RUN_SLOW=1 to run")
-def test_packaged_whisper_base_transcribes_and_reuses(corpus_root: Path, tmp_path: Path) -> None:
-    from featcache.backbones.ct2 import ModelFileError
-
-    try:
-        recognizer = resolve_recognizer("whisper-base")
-    except ModelFileError as exc:
-        pytest.skip(f"Whisper base packages not installed: {exc}")
-    corpus = load_corpus(f"iemocap:{corpus_root}")
-    first = transcribe(corpus, cache_dir=tmp_path / "cache", recognizer=recognizer, progress=False)
-    second = transcribe(corpus, cache_dir=tmp_path / "cache", recognizer=recognizer, progress=False)
-    assert first.decoded == len(first.records) and second.decoded == 0 and second.records == first.records
-
-
 def test_attacked_audio_has_transcripts_of_its_own(corpus_root: Path, recognizer_dir: Path, tmp_path: Path) -> None:
     """The recogniser hears a clip as an audio attack left it (``transcribed+pitch``): another file, its own
     key, reused on a rerun, and the attack's waveform is the one the audio encoder gets."""
@@ -300,6 +286,7 @@ def test_run_evaluates_the_transcribed_conditions_with_their_wer(corpus_root: Pa
     assert "## Speech recognition" in summary
     row = next(line for line in summary.splitlines() if line.startswith(f"| {spec}+pitch |"))
     assert "| pitch (ct2) |" in row and "words) |" in row
+    assert not any(line.startswith(f"| {pitched} |") for line in summary.splitlines())  # the same text: one row
     html = (out / "report.html").read_text(encoding="utf-8")
     assert '<section id="asr"' in html and '<a href="#asr">Speech recognition</a>' in html
     mtimes = [f.stat().st_mtime_ns for f in files]
@@ -364,3 +351,110 @@ def test_a_study_can_read_a_recognisers_text_instead_of_the_gold_text(corpus_roo
     assert asr.key != gold.key  # other vectors, other heads
     assert "not gold transcripts" in methods_line(asr) and "not gold" not in methods_line(gold)
     assert gold.replace(text_source=str(recognizer_dir)).corpus.fingerprint == asr.corpus.fingerprint
+
+
+# ------------------------------------------------------------------ the packaged Whisper base on spoken demo clips
+
+SPOKEN_WINDOW = 10.0  # what the demo decodes with (transcribed-10s)
+
+
+@pytest.fixture(scope="module")
+def spoken_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few clips of the spoken demo corpus (espeak-ng speech, one kept utterance per speaker: 10 clips)."""
+    pytest.importorskip("espeakng_loader")
+    from featcache.demo import write_demo_corpus
+
+    return write_demo_corpus(tmp_path_factory.mktemp("spoken") / "demo", utterances_per_speaker=1).root
+
+
+@pytest.fixture(scope="module")
+def whisper_base():  # type: ignore[no-untyped-def]
+    from featcache.backbones.ct2 import ModelFileError
+
+    try:
+        return resolve_recognizer("whisper-base")
+    except ModelFileError as exc:
+        pytest.skip(f"the Whisper base packages are not installed (scripts/bootstrap.sh installs them): {exc}")
+
+
+@pytest.fixture(scope="module")
+def spoken_whole(spoken_demo: Path, whisper_base, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One uninterrupted transcription of the spoken clips, in a store of its own."""
+    corpus = load_corpus(f"iemocap:{spoken_demo}")
+    return transcribe(corpus, cache_dir=tmp_path_factory.mktemp("whole"), recognizer=whisper_base,
+                      window_seconds=SPOKEN_WINDOW, progress=False)
+
+
+def test_whisper_base_transcribes_spoken_demo_clips_once(spoken_demo: Path, whisper_base, spoken_whole,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path) -> None:
+    """The demo speaks intelligibly (the recogniser gets most words right), a second run decodes nothing, and a
+    run from scratch gives identical text."""
+    corpus = load_corpus(f"iemocap:{spoken_demo}")
+    n = len(corpus.utterances)
+    assert n >= 8 and spoken_whole.decoded == n and spoken_whole.reused == 0
+    assert spoken_whole.wer is not None and spoken_whole.wer < 0.5, spoken_whole.wer  # espeak speech, Whisper base
+    assert sum(r["text"] == u.text for r, u in zip(spoken_whole.records, corpus.utterances)) >= 2
+    first = transcribe(corpus, cache_dir=tmp_path, recognizer=whisper_base, window_seconds=SPOKEN_WINDOW,
+                       progress=False)
+    assert first.records == spoken_whole.records  # the same text on a rerun
+    again = transcribe(corpus, cache_dir=tmp_path, recognizer=whisper_base, window_seconds=SPOKEN_WINDOW,
+                       progress=False)
+    assert again.decoded == 0 and again.reused == n and again.records == first.records and again.path == first.path
+    whole = transcribe(corpus, cache_dir=tmp_path, recognizer=whisper_base, progress=False, max_length=1)
+    assert whole.path != first.path and whole.decoded == n  # other settings, another file
+
+
+def test_the_window_is_a_setting_of_its_own(spoken_demo: Path, whisper_base, spoken_whole,  # type: ignore[no-untyped-def]
+                                            tmp_path: Path) -> None:
+    """Whisper's own 30 s window and a 10 s one are other files; the window is recorded in the file."""
+    corpus = load_corpus(f"iemocap:{spoken_demo}")
+    subset = dataclasses.replace(corpus, utterances=corpus.utterances[:2])
+    full = transcribe(subset, cache_dir=tmp_path, recognizer=whisper_base, progress=False)
+    short = transcribe(subset, cache_dir=tmp_path, recognizer=whisper_base, window_seconds=SPOKEN_WINDOW,
+                       progress=False)
+    assert full.path != short.path
+    assert json.loads(full.path.read_text())["settings"]["window_seconds"] == 30
+    assert json.loads(short.path.read_text())["settings"]["window_seconds"] == SPOKEN_WINDOW
+    with pytest.raises(FeatcacheError, match="at least 1 second"):
+        transcribe(subset, cache_dir=tmp_path, recognizer=whisper_base, window_seconds=0.5, progress=False)
+
+
+def test_kill_9_then_resume_on_spoken_clips(spoken_demo: Path, whisper_base, spoken_whole,  # type: ignore[no-untyped-def]
+                                            tmp_path: Path) -> None:
+    """`featcache transcribe` killed with SIGKILL after its first chunk resumes from it, and the result equals an
+    uninterrupted run's, text for text."""
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "featcache.cli", "transcribe", "--corpus", f"iemocap:{spoken_demo}", "--cache-dir",
+           str(cache), "--window", str(SPOKEN_WINDOW), "--chunk-size", "3"]
+    env = {**os.environ, CHUNK_SLEEP_ENV: "60", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    files: list[Path] = []
+    deadline = time.monotonic() + 180
+    try:
+        while not files and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+            files = sorted((cache / "transcripts").rglob("*.json")) if (cache / "transcripts").is_dir() else []
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    assert files, "no chunk was written before the deadline"
+    assert len(json.loads(files[0].read_text())["records"]) == 3
+    env.pop(CHUNK_SLEEP_ENV)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    n = len(spoken_whole.records)
+    assert f"{n - 3} decoded, 3 reused" in done.stdout and "word error rate" in done.stdout
+    resumed = json.loads(files[0].read_text())["records"]
+    assert resumed == spoken_whole.records
+
+
+def test_loading_the_recogniser_leaves_torchs_threads_alone(whisper_base) -> None:  # type: ignore[no-untyped-def]
+    """CTranslate2 and torch share one OpenMP runtime when torch is imported first (as in ``featcache run``):
+    loading single-threaded decoders must not leave the extraction that follows on one torch thread. A process of
+    its own, since the import order decides."""
+    script = ("import torch; torch.set_num_threads(2)\n"
+              "from featcache.transcribe import resolve_recognizer\n"
+              "resolve_recognizer('whisper-base').load(compute_type='int8', threads=2)\n"
+              "print('torch threads', torch.get_num_threads())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.stdout.strip() == "torch threads 2", done.stdout + done.stderr

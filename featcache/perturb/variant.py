@@ -37,6 +37,8 @@ class Variant(ABC):
         positional: The parameter a bare spec value sets (``pos:ADV`` sets ``tag``), if any.
         description: One line for listings.
         version: Bumped whenever the transform's output changes for the same record; part of :attr:`key`.
+        added_params: Parameters added after entries were stored: left out of :attr:`key` while unset (None),
+            so the entries made before keep their keys.
     """
 
     kind: ClassVar[str]
@@ -45,6 +47,7 @@ class Variant(ABC):
     positional: ClassVar[str | None] = None
     description: ClassVar[str] = ""
     version: ClassVar[int] = 1
+    added_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         """Build a variant from Python parameter values (missing ones take their defaults).
@@ -102,7 +105,8 @@ class Variant(ABC):
     def key(self) -> str:
         """Short stable hash of (kind, version, params) for cache keys: 12 hex digits."""
         payload = json.dumps(
-            {"kind": self.kind, "version": self.version, "params": {k: _jsonable(v) for k, v in self._params.items()}},
+            {"kind": self.kind, "version": self.version,
+             "params": {k: _jsonable(v) for k, v in self._params.items() if v is not None or k not in self.added_params}},
             sort_keys=True,
             allow_nan=False,
         )

@@ -164,7 +164,8 @@ def asr_section(study: Any, conditions: Sequence[str]) -> AsrSection:
         conditions: The conditions evaluated.
 
     Returns:
-        The section (empty where no condition's text is transcribed, or the corpus has no gold text).
+        The section: one row per transcribed text, under the first condition that reads it (empty where no
+        condition's text is transcribed, or the corpus has no gold text).
     """
     from featcache.conditions import parse
     from featcache.perturb.wer import edit_distance, normalize_words
@@ -175,23 +176,23 @@ def asr_section(study: Any, conditions: Sequence[str]) -> AsrSection:
     if corpus.text_source:  # its text is a transcript already: there is no gold to compare with
         return AsrSection()
     out = []
-    counted: dict[str, dict[str, tuple[str, int, int]]] = {}  # text variant -> counts (a text in two conditions)
-    for name in conditions:
+    listed: set[str] = set()  # text variants with a row: the text model's transcribed:audio=pitch reads what
+    for name in conditions:   # transcribed+pitch reads, so it is one row, under the condition named first
         c = parse(name)
         v = get_variant(c.text) if c.text is not None else None
-        if v is None or not getattr(v, "needs_transcripts", False):
+        if v is None or not getattr(v, "needs_transcripts", False) or v.spec in listed:
             continue
-        if v.spec not in counted:
-            heard = transcribe(corpus, cache_dir=study.store.root, recognizer=str(v.params["recognizer"]),
-                               audio_variant=v.audio_variant, variant_seed=study.variant_seed, progress=False)
-            counted[v.spec] = {}
-            for r in heard.records:
-                u = corpus.by_id(r["id"])
-                if u.text is None:
-                    continue
-                ref = normalize_words(u.text)
-                counted[v.spec][u.id] = (u.session, len(ref), edit_distance(ref, normalize_words(r["text"])))
-        counts = counted[v.spec]
+        listed.add(v.spec)
+        heard = transcribe(corpus, cache_dir=study.store.root, recognizer=str(v.params["recognizer"]),
+                           window_seconds=v.window, audio_variant=v.audio_variant,
+                           variant_seed=study.variant_seed, progress=False)
+        counts: dict[str, tuple[str, int, int]] = {}
+        for r in heard.records:
+            u = corpus.by_id(r["id"])
+            if u.text is None:
+                continue
+            ref = normalize_words(u.text)
+            counts[u.id] = (u.session, len(ref), edit_distance(ref, normalize_words(r["text"])))
         out.append(AsrCondition(str(name), Path(str(v.params["recognizer"])).name, v.audio_variant or "clean", counts))
     return AsrSection(tuple(out))
 

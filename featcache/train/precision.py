@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -13,6 +15,8 @@ from featcache.options import (  # the choices of resolve_precision and compute_
     COMPUTE_PRECISIONS,
     PRECISIONS,
 )
+
+logger = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 """Autocast dtype of each mixed precision (:func:`~featcache.train.fit`'s ``amp_dtype``)."""
@@ -52,10 +56,32 @@ def resolve_precision(precision: str, *, device: torch.device, width: int) -> st
     return precision
 
 
+def native_cpu_bf16() -> bool | None:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX); None when torch cannot say.
+
+    Elsewhere (an AVX2-only CPU) torch emulates bfloat16 products, which are then slower than float32 ones.
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(p is None for p in probes):
+        return None
+    try:
+        return any(bool(p()) for p in probes)  # type: ignore[misc]
+    except RuntimeError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_emulated_bf16() -> None:
+    capability = torch.backends.cpu.get_cpu_capability()
+    logger.warning("--precision bf16: this CPU has neither AVX512-BF16 nor AMX (torch sees %s), so bfloat16 "
+                   "products are emulated and slower than float32 ones; use fp32 here for speed", capability)
+
+
 def compute_dtype(precision: str, *, device: torch.device) -> torch.dtype:
     """The dtype of the matrix products of extraction and of the heads trained on cached vectors
     (``--precision``): float32, or bfloat16 on any device that has it (a CPU always does: with AVX512-BF16
-    or AMX it runs bfloat16 products several times faster than float32 ones).
+    or AMX it runs bfloat16 products several times faster than float32 ones; without either they are
+    emulated and slower, which one warning says, :func:`native_cpu_bf16`).
 
     Args:
         precision: One of :data:`~featcache.options.COMPUTE_PRECISIONS`.
@@ -73,6 +99,8 @@ def compute_dtype(precision: str, *, device: torch.device) -> torch.dtype:
         return torch.float32
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise FeatcacheError("precision (--precision bf16): this CUDA device has no bfloat16; use fp32")
+    if device.type == "cpu" and native_cpu_bf16() is False:
+        _warn_emulated_bf16()
     return torch.bfloat16
 
 
