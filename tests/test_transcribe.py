@@ -131,11 +131,43 @@ def test_damaged_file_is_warned_about_and_rebuilt(corpus_root: Path, recognizer_
     assert third.decoded == len(first.records) and third.records == first.records
 
 
-def test_not_a_recognizer(tmp_path: Path) -> None:
-    with pytest.raises(FeatcacheError, match="not a CTranslate2 Whisper directory"):
+def test_not_a_recognizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FeatcacheError, match="not a Whisper model"):
+        resolve_recognizer(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FeatcacheError, match="not a Whisper model"):
         resolve_recognizer(str(tmp_path))
     with pytest.raises(FeatcacheError, match="no such recogniser"):
         resolve_recognizer(str(tmp_path / "missing"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FeatcacheError, match="featcache-tests/no-such-whisper"):  # a hub name, offline, not cached
+        resolve_recognizer("featcache-tests/no-such-whisper")
+
+
+def test_a_transformers_whisper_checkpoint_is_converted_once(recognizer_dir: Path, corpus_root: Path,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transformers Whisper checkpoint (the one the tiny CTranslate2 recogniser was converted from) is converted
+    once into the model cache, keyed by its weights, and transcribes as that CTranslate2 folder does."""
+    import shutil
+
+    hf = tmp_path / "hf"
+    shutil.copytree(recognizer_dir.parent / "hf", hf)
+    shutil.copy(recognizer_dir / "preprocessor_config.json", hf)  # (its 1-second window)
+    monkeypatch.setenv("FEATCACHE_MODELS", str(tmp_path / "models"))
+    rec = resolve_recognizer(str(hf))
+    converted = rec.model_parts[0].parent
+    assert converted.parent == tmp_path / "models" and converted.name.startswith("ct2-whisper-")
+    assert json.loads((converted / "featcache_recognizer_source.json").read_text())["source"] == str(hf)
+    corpus = load_corpus(f"iemocap:{corpus_root}")
+    via_hf = transcribe(corpus, cache_dir=tmp_path / "a", recognizer=rec, max_length=MAX_LENGTH, progress=False)
+    via_ct2 = _run(corpus_root, tmp_path / "b", recognizer_dir)
+    assert [r["text"] for r in via_hf.records] == [r["text"] for r in via_ct2.records]
+    mtime = (converted / "model.bin").stat().st_mtime_ns
+    again = resolve_recognizer(str(hf))
+    assert again.model_parts == rec.model_parts and (converted / "model.bin").stat().st_mtime_ns == mtime
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("ct2-")] == [converted.name]
 
 
 def _cli(root: Path, cache: Path, recognizer_dir: Path) -> list[str]:

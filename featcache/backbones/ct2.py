@@ -9,7 +9,9 @@ directory that loads with ``WhisperModel.from_pretrained(path)`` (and
 ``AutoFeatureExtractor.from_pretrained(path)``) without any network access.
 
 This module finds the packaged files (:func:`packaged_whisper_base_files`) and keeps the converted model
-(:func:`ensure_whisper_base`); the work is done next to it and re-exported here:
+(:func:`ensure_whisper_base`). The other way round, :func:`ensure_ct2_whisper` converts a transformers Whisper
+checkpoint once into CTranslate2 format (with ``ctranslate2``'s own converter) for the speech recogniser
+(:mod:`featcache.transcribe`). The work is done next to it and re-exported here:
 
 * :mod:`featcache.backbones.ct2_format` reads CTranslate2 ``model.bin`` files (:func:`read_ct2_model`; the
   binary format is described there);
@@ -28,14 +30,16 @@ from pathlib import Path
 
 from featcache.backbones.ct2_convert import MARKER_NAME, convert_ct2_whisper
 from featcache.backbones.ct2_format import ModelFileError, read_ct2_model
-from featcache.cache.atomic import remove_stale_tmp, write_errors_translated
+from featcache.cache.atomic import atomic_dir, remove_stale_tmp, write_errors_translated
 from featcache.cache.layout import model_cache_root
+from featcache.errors import FeatcacheError
 
 __all__ = [
     "MARKER_NAME",
     "WHISPER_BASE_DIRNAME",
     "ModelFileError",
     "convert_ct2_whisper",
+    "ensure_ct2_whisper",
     "ensure_whisper_base",
     "packaged_whisper_base_files",
     "read_ct2_model",
@@ -53,6 +57,8 @@ _PACKAGED_PARTS: tuple[tuple[str, str], ...] = (
 )
 _PACKAGED_SIDE_FILES: tuple[str, ...] = ("config.json", "vocabulary.txt")  # next to part 1
 _REQUIRED_OUTPUTS = ("config.json", "model.safetensors", "preprocessor_config.json", MARKER_NAME)
+RECOGNIZER_MARKER = "featcache_recognizer_source.json"
+"""Written last into a CTranslate2 folder that :func:`ensure_ct2_whisper` converted: the checkpoint and its weights."""
 
 
 # ----------------------------------------------------------------------------------- packaged model
@@ -154,4 +160,64 @@ def ensure_whisper_base(models_dir: Path | None = None, *, source_files: Sequenc
             logger.info("removed %s, left by a conversion that was killed", stale)
         logger.info("converting Whisper base (CTranslate2) into %s", target)
         convert_ct2_whisper(files, target, overwrite=True)
+    return target
+
+
+# ------------------------------------------------------------------ transformers -> CTranslate2 (recogniser)
+
+
+def ensure_ct2_whisper(checkpoint: Path, *, weights: str, models_dir: Path | None = None) -> Path:
+    """A transformers Whisper checkpoint in CTranslate2 format, converted once (``ctranslate2``'s
+    ``TransformersConverter``, weights as stored) into ``models_dir/ct2-whisper-<weights>``.
+
+    The folder is keyed by the checkpoint's weights, so another checkpoint (or an edited one) is converted
+    anew and an unchanged one never twice; concurrent callers are serialised with a lock file, and the folder
+    appears only when complete. ``tokenizer.json`` and ``preprocessor_config.json`` are copied along.
+
+    Args:
+        checkpoint: The transformers checkpoint (``config.json`` with ``model_type`` ``whisper``, its weights
+            and tokenizer).
+        weights: A digest of its weights (:func:`featcache.backbones.resolve.weights_hash`).
+        models_dir: Folder of converted models; default: the per-user model cache,
+            :func:`featcache.cache.model_cache_root`.
+
+    Returns:
+        The CTranslate2 folder (``model.bin``, ``config.json``, ``vocabulary.json``, ...).
+
+    Raises:
+        FeatcacheError: ``ctranslate2`` is missing or cannot convert the checkpoint; the model cache cannot be
+            written (one line each).
+    """
+    from filelock import FileLock
+
+    models_dir = Path(models_dir) if models_dir is not None else model_cache_root()
+    target = models_dir / f"ct2-whisper-{weights[:16]}"
+
+    def done() -> bool:
+        return (target / RECOGNIZER_MARKER).is_file() and (target / "model.bin").is_file()
+
+    if done():
+        return target
+    try:
+        from ctranslate2.converters import TransformersConverter
+    except ImportError:
+        raise FeatcacheError(f"{checkpoint}: a transformers Whisper checkpoint is converted for speech recognition "
+                             "with ctranslate2; pip install ctranslate2") from None
+    with write_errors_translated(target):
+        models_dir.mkdir(parents=True, exist_ok=True)
+    with write_errors_translated(target), FileLock(str(models_dir / f".{target.name}.lock")):
+        if done():
+            return target
+        for stale in remove_stale_tmp(models_dir, target.name):
+            logger.info("removed %s, left by a conversion that was killed", stale)
+        logger.info("converting %s (transformers Whisper) into %s for speech recognition, once", checkpoint, target)
+        copy = [n for n in ("tokenizer.json", "preprocessor_config.json") if (checkpoint / n).is_file()]
+        with atomic_dir(target, replace=True) as tmp:
+            try:
+                TransformersConverter(str(checkpoint), copy_files=copy).convert(str(tmp), force=True)
+            except Exception as exc:  # (the converter raises what transformers and its loaders raise)
+                raise FeatcacheError(f"{checkpoint}: CTranslate2 cannot convert this Whisper checkpoint "
+                                     f"({type(exc).__name__}: {exc})") from exc
+            (tmp / RECOGNIZER_MARKER).write_text(json.dumps({"source": str(checkpoint), "weights": weights},
+                                                           indent=2) + "\n", encoding="utf-8")
     return target

@@ -13,8 +13,9 @@ from featcache.cli.options import CONTEXT, cache_dir_option, corpus_options, loa
 @cli.command("transcribe", context_settings=CONTEXT)
 @corpus_options
 @cache_dir_option
-@click.option("--recognizer", default="whisper-base", metavar="whisper-base|DIR",
-              help="The packaged Whisper base, or a CTranslate2 Whisper directory.")
+@click.option("--recognizer", default="whisper-base", metavar="whisper-base|DIR|HUB-NAME",
+              help="The packaged Whisper base, a Whisper directory (CTranslate2, or transformers: converted once "
+                   "into the model cache) or a hub name such as openai/whisper-small.")
 @click.option("--language", default="en", metavar="CODE|auto", help="Spoken language, or auto to detect it.")
 @click.option("--compute-type", type=click.Choice(["int8", "float32"]), default="int8",
               help="CTranslate2 computation type (part of the cache key).")

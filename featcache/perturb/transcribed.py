@@ -39,7 +39,7 @@ class TranscribedText(TextVariant):
     needs_transcripts = True
     params_spec = (
         Param("audio", "str", default="clean", help="audio variant the recogniser hears (clean: the clip as it is)"),
-        Param("recognizer", "str", default=RECOGNIZER, help="recogniser: whisper-base or a CTranslate2 Whisper folder"),
+        Param("recognizer", "str", default=RECOGNIZER, help="recogniser: whisper-base, a Whisper folder (CTranslate2 or transformers) or a hub name"),
         Param("window", "float", default=None, low=1.0,
               help="seconds a clip is padded to a multiple of (unset or 30: Whisper's own 30 s; 10: faster on short clips)"),
     )
