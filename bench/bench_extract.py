@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_extract.py [--clips 60] [--backbone whisper-base] [--variants clean,pitch]
                                      [--workers 1,2] [--batch-size 8] [--repeats 1] [--models-dir DIR]
-       python bench/bench_extract.py --compare-precision [--text-backbone minilm] [--transcripts 512]
+       python bench/bench_extract.py --compare-precision [--text-backbone minilm] [--transcripts 5672]
                                      [--backbone whisper-base] [--clips 60] [--batch-size 8] [--repeats 3]
 
 ``--compare-precision`` extracts the same transcripts (MiniLM) and clips (Whisper base) with ``--precision
@@ -458,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="instead: fp32 against bf16 extraction of the same inputs, text (--text-backbone, "
                              "--transcripts) and audio (--backbone, --clips): time ratio and smallest cosine")
     parser.add_argument("--text-backbone", default="minilm", help="text backbone of --compare-precision")
-    parser.add_argument("--transcripts", type=int, default=512, help="transcripts of --compare-precision")
+    parser.add_argument("--transcripts", type=int, default=5672,
+                        help="transcripts of --compare-precision (default: as many as IEMOCAP has)")
     parser.add_argument("--precision-workers", type=int, default=1,
                         help="DataLoader workers of --compare-precision's extractions")
     args = parser.parse_args(argv)
