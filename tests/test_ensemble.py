@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -309,7 +311,8 @@ def test_fit_heads_stacks_on_every_device_and_passes_its_precision(monkeypatch: 
 
 
 def test_bf16_on_a_cpu_without_native_bfloat16_is_warned_about_once(monkeypatch: pytest.MonkeyPatch,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+                                                                     caplog: pytest.LogCaptureFixture,
+                                                                     tmp_path: Path) -> None:
     """Without AVX512-BF16 or AMX torch emulates bfloat16 products (slower than float32): one warning says so;
     fp32, and a CPU that has them, say nothing."""
     import logging
@@ -317,7 +320,16 @@ def test_bf16_on_a_cpu_without_native_bfloat16_is_warned_about_once(monkeypatch:
     from featcache.train import precision as prec
 
     prec._warn_emulated_bf16.cache_clear()
-    assert prec.native_cpu_bf16() in (True, False, None)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert prec.native_cpu_bf16(cpuinfo=info) is False
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert prec.native_cpu_bf16(cpuinfo=info) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+    assert prec.native_cpu_bf16(cpuinfo=info) is True
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # not x86: it cannot say
+    assert prec.native_cpu_bf16(cpuinfo=info) is None
+    assert prec.native_cpu_bf16(cpuinfo=tmp_path / "missing") is None
     cpu = torch.device("cpu")
     with caplog.at_level(logging.WARNING, logger="featcache"):
         monkeypatch.setattr(prec, "native_cpu_bf16", lambda: True)

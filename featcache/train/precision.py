@@ -6,6 +6,7 @@ import functools
 import logging
 from collections.abc import Mapping
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,18 +57,27 @@ def resolve_precision(precision: str, *, device: torch.device, width: int) -> st
     return precision
 
 
-def native_cpu_bf16() -> bool | None:
-    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX); None when torch cannot say.
+def native_cpu_bf16(*, cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU multiplies bfloat16 matrices natively: its flags (Linux's ``/proc/cpuinfo``, what
+    ``lscpu`` shows) list ``avx512_bf16`` or ``amx_bf16``.
 
     Elsewhere (an AVX2-only CPU) torch emulates bfloat16 products, which are then slower than float32 ones.
+
+    Args:
+        cpuinfo: The file to read the flags from.
+
+    Returns:
+        True or False, or None where no x86 flags can be read (another system or architecture).
     """
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if any(p is None for p in probes):
-        return None
     try:
-        return any(bool(p()) for p in probes)  # type: ignore[misc]
-    except RuntimeError:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return None
+    flags = {f for line in text.splitlines() if line.startswith("flags") and ":" in line
+             for f in line.split(":", 1)[1].split()}
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 @functools.lru_cache(maxsize=1)
