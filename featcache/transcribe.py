@@ -45,6 +45,7 @@ from featcache.cache.layout import StoreLayout
 from featcache.cache.locks import held_lock
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
+from featcache.hardware import usable_cores
 from featcache.perturb.wer import word_error_rate
 
 __all__ = ["CHUNK_SLEEP_ENV", "DEFAULT_WINDOW", "FORMAT", "Recognizer", "TranscribeResult", "cached_transcripts", "resolve_recognizer",
@@ -127,7 +128,7 @@ class Recognizer:
         Raises:
             FeatcacheError: ctranslate2 is missing or cannot load the files.
         """
-        threads = threads or _usable_cores()
+        threads = threads or usable_cores()
         if (compute_type, threads) not in self._models:
             try:
                 import ctranslate2
@@ -166,13 +167,6 @@ class Recognizer:
     def text(self, ids: list[int], tokens: list[str]) -> str:
         """The text of one decoded sequence (special tokens dropped, whitespace trimmed)."""
         return " ".join(self._decode(ids, tokens).split())
-
-
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # (not on every platform)
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_recognizer(name: str) -> Recognizer:

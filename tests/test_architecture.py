@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "featcache"
 LAYERS = (
-    ("errors", "paper", "__init__"), ("data", "folds", "cache"), ("perturb",), ("conditions",), ("backbones",),
+    ("errors", "paper", "hardware", "__init__"), ("data", "folds", "cache"), ("perturb",), ("conditions",), ("backbones",),
     ("transcribe",), ("presets",), ("options",), ("workers", "buckets"), ("extract", "heads", "train", "ensemble"), ("finetune", "lineage"), ("metrics",), ("study",),
     ("ablate",), ("report",), ("executors",), ("pipeline", "api"), ("demo",), ("cli",),
 )

@@ -14,18 +14,12 @@ from contextlib import contextmanager
 import torch
 
 from featcache.errors import FeatcacheError
+from featcache.hardware import usable_cores
 
 THREADS_ENV = "FEATCACHE_THREADS"
 
 
 # ------------------------------------------------------------------------------------------ threads
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def head_threads() -> int:
@@ -44,7 +38,7 @@ def head_threads() -> int:
     """
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
-        return max(1, min(2, _usable_cores()))
+        return max(1, min(2, usable_cores()))
     try:
         value = int(raw)
     except ValueError:
