@@ -49,7 +49,7 @@ from featcache.errors import FeatcacheError
 from featcache.folds import make_fold
 from featcache.perturb.text_analysis import DEFAULT_MODEL as DEFAULT_SPACY_MODEL
 from featcache.train.precision import compute_dtype, resolve_device
-from featcache.workers import keep_items, make_loader
+from featcache.workers import make_loader
 
 log = logging.getLogger(__name__)
 
@@ -490,11 +490,10 @@ def extract(
             v(np.zeros(1600, dtype=np.float32), utt_id="warm-up", seed=seed)
         ds = _Items(corpus, pending, encoder=encoder, variant=v, seed=seed, analyses=analyses, mask_token=mask_token,
                     transcripts=transcripts)
-        # items handed over as numpy arrays (a tensor per item would cross through a shared-memory file of its own),
-        # and enough of them in flight that a worker never waits for the next index (one transcript is ~0.3 ms)
+        # single items, handed over as numpy arrays (make_loader), enough of them in flight that a worker never
+        # waits for the next index (one transcript is ~0.3 ms)
         prefetch = (64 if run.modality == "text" else 8) if num_workers else None
-        loader = make_loader(ds, batch_size=None, collate_fn=keep_items, shuffle=False, num_workers=num_workers,
-                             prefetch_factor=prefetch)
+        loader = make_loader(ds, batch_size=None, shuffle=False, num_workers=num_workers, prefetch_factor=prefetch)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)
         def forward(items: list[dict[str, Any]]) -> np.ndarray:
             # --precision bf16: the encoder in bfloat16 (bf16_weights) on its inputs cast after they were prepared

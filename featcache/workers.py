@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
-from torch.utils.data._utils.collate import default_collate, default_convert
+from torch.utils.data import default_collate
 
 from featcache.errors import FeatcacheError
 
@@ -220,7 +220,7 @@ def make_loader(dataset: Dataset, *, num_workers: int, batch_size: int | None = 
         dataset: A map-style dataset whose ``__getitem__`` may raise :class:`~featcache.errors.FeatcacheError`.
         num_workers: Worker processes (0: load in the main process, with the same error path).
         batch_size: Items per batch, or None for single items (as :class:`DataLoader`).
-        collate_fn: Collate function (default: torch's, as :class:`DataLoader` picks it).
+        collate_fn: Collate function (default: torch's for batches, :func:`keep_items` for single items).
         **kwargs: Any other :class:`DataLoader` argument (``shuffle``, ``generator``, ``prefetch_factor``, ...),
             except ``worker_init_fn``, which is :func:`worker_init`.
 
@@ -233,7 +233,7 @@ def make_loader(dataset: Dataset, *, num_workers: int, batch_size: int | None = 
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise FeatcacheError(f"workers (--workers {num_workers!r}): give 0 (load in this process) or more")
     if collate_fn is None:
-        collate_fn = default_convert if batch_size is None else default_collate
+        collate_fn = keep_items if batch_size is None else default_collate
     init = functools.partial(worker_init, parent=os.getpid()) if num_workers else None
     return GuardedLoader(_Guarded(dataset), batch_size=batch_size, num_workers=num_workers,
                          collate_fn=_GuardedCollate(collate_fn, batched=batch_size is not None),

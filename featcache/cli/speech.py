@@ -8,6 +8,7 @@ import click
 
 from featcache.cli import cli
 from featcache.cli.options import CONTEXT, cache_dir_option, corpus_options, load_corpus_from_options
+from featcache.perturb.transcribed import WHISPER_WINDOW
 
 
 @cli.command("transcribe", context_settings=CONTEXT)
@@ -24,7 +25,7 @@ from featcache.cli.options import CONTEXT, cache_dir_option, corpus_options, loa
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16,
               help="Utterances decoded between two writes of the transcript file (a killed run loses at most one).")
 @click.option("--max-length", type=click.IntRange(min=1), default=448, help="Most tokens decoded per utterance.")
-@click.option("--window", "window_seconds", type=click.FloatRange(min=1), default=30.0, show_default=True,
+@click.option("--window", "window_seconds", type=click.FloatRange(min=1), default=WHISPER_WINDOW, show_default=True,
               help="Pad a clip to the smallest multiple of this many seconds that holds it (at most the "
                    "recogniser's 30 s). 30 is Whisper's own decoding; 10 is several times faster on short clips "
                    "(part of the cache key; docs/benchmarks.md has its word error rate).")

@@ -30,6 +30,10 @@ RECOGNIZER = "whisper-base"
 """The recogniser a ``transcribed`` variant names by default (the packaged Whisper base)."""
 
 
+WHISPER_WINDOW = 30.0
+"""Seconds of Whisper's own decoding window (every clip padded to it): a longer ``window`` means the same."""
+
+
 class TranscribedText(TextVariant):
     """Replace the transcription by the recogniser's transcript of the (clean or attacked) audio."""
 
@@ -39,14 +43,16 @@ class TranscribedText(TextVariant):
     needs_transcripts = True
     params_spec = (
         Param("audio", "str", default="clean", help="audio variant the recogniser hears (clean: the clip as it is)"),
-        Param("recognizer", "str", default=RECOGNIZER, help="recogniser: whisper-base, a Whisper folder (CTranslate2 or transformers) or a hub name"),
+        Param("recognizer", "str", default=RECOGNIZER,
+              help="recogniser: whisper-base, a Whisper folder (CTranslate2 or transformers) or a hub name"),
         Param("window", "float", default=None, low=1.0,
-              help="seconds a clip is padded to a multiple of (unset or 30: Whisper's own 30 s; 10: faster on short clips)"),
+              help="seconds a clip is padded to a multiple of (unset or 30: Whisper's own 30 s; 10: faster on "
+                   "short clips)"),
     )
     added_params = ("window",)
 
     def _normalize(self, params: dict[str, Any], *, given: frozenset[str]) -> dict[str, Any]:
-        if params["window"] is not None and float(params["window"]) >= 30.0:  # Whisper's own window: unset
+        if params["window"] is not None and float(params["window"]) >= WHISPER_WINDOW:  # Whisper's own: unset
             params["window"] = None
         return params
     description = "the speech recogniser's transcript of the audio instead of the gold text"
