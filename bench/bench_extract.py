@@ -3,11 +3,13 @@
 Usage: python bench/bench_extract.py [--clips 60] [--backbone whisper-base] [--variants clean,pitch]
                                      [--workers 1,2] [--batch-size 8] [--repeats 1] [--models-dir DIR]
        python bench/bench_extract.py --compare-precision [--text-backbone minilm] [--transcripts 5672]
-                                     [--backbone whisper-base] [--clips 60] [--batch-size 8] [--repeats 3]
+                                     [--backbone whisper-base] [--clips 240] [--batch-size N] [--repeats 3]
 
 ``--compare-precision`` extracts the same transcripts (MiniLM) and clips (Whisper base) with ``--precision
-fp32`` and ``bf16``, alternating, and prints the time ratio (goal <= 0.5), the smallest cosine of a stored
-bf16 vector to its fp32 twin (goal >= 0.999) and where one forward spends its time in each precision.
+fp32`` and ``bf16`` in the same batches (the presets' bf16 batch size: 64 transcripts, 8 clips), alternating,
+and prints the time ratio (goal <= 0.5), the smallest cosine of a stored bf16 vector to its fp32 twin (goal
+>= 0.999) and where one forward spends its time in each precision; where fp32's own default batch differs
+(8 transcripts, which keep its vectors as they were), fp32 at that batch too, and bf16's time over it.
 
 A synthetic corpus of speech-like clips (harmonic tone, syllable envelope, noise; durations evenly
 spread over --min-s..--max-s) is written as 16 kHz wav files with a manifest. For every variant and
@@ -351,10 +353,26 @@ def forward_profile(encoder: Any, batch: Batch, *, bf16: bool) -> str:
     return ", ".join(f"{g} {100 * v:.0f}%" for g, v in shares.items())
 
 
+def precision_settings(modality: str, args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The (precision, batch size) extractions ``--compare-precision`` times for one modality: fp32 and bf16 at the
+    same batch size (bf16's default, or ``--batch-size`` if given), then fp32 at its own default where that is
+    another (what a user who adds ``--precision bf16`` compares against)."""
+    from featcache.presets import get_preset
+
+    preset = get_preset("paper")
+    default = {p: preset.extraction_batch_size(modality=modality, precision=p) for p in ("fp32", "bf16")}
+    same = args.batch_size or default["bf16"]
+    settings = [("fp32", same), ("bf16", same)]
+    if args.batch_size is None and default["fp32"] != same:
+        settings.append(("fp32", default["fp32"]))
+    return settings
+
+
 def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
-    """Extraction in fp32 and in bf16 of the same inputs (text with --text-backbone, audio with --backbone), the
-    two alternating --repeats times after one round that warms up: the time ratio (fastest of each), the smallest cosine of a stored bf16
-    vector to its fp32 twin, and where a forward spends its time in each precision."""
+    """Extraction in fp32 and in bf16 of the same inputs (text with --text-backbone, audio with --backbone), each
+    setting of :func:`precision_settings` in turn, --repeats rounds after one that warms up: the time ratios
+    (fastest of each), the smallest cosine of a stored bf16 vector to its fp32 twin, and where a forward spends its
+    time in each precision."""
     from featcache.backbones.encoders import EncoderOptions, load_encoder
     from featcache.backbones.resolve import resolve_backbone, weights_hash
     from featcache.cache import FeatureStore
@@ -362,8 +380,8 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
     from featcache.extract import EncoderRun, extract
 
     cores = args.cores
-    print(f"precision: fp32 and bf16 extraction of the same inputs, {args.repeats} alternating runs each, torch "
-          f"threads {cores}, {args.precision_workers} DataLoader worker(s); load average {os.getloadavg()[0]:.2f}")
+    print(f"precision: fp32 and bf16 extraction of the same inputs, {args.repeats} rounds, torch threads {cores}, "
+          f"{args.precision_workers} DataLoader worker(s); load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="bench-extract-precision-") as tmp:
         root = Path(tmp)
         corpora = {
@@ -375,53 +393,65 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
         }
         for modality, (corpus, name, options) in corpora.items():
             backbone = local_backbone(name, models_dir=models_dir)
-            store = FeatureStore(root / f"store-{modality}")
-            weights_hash(backbone, cache_dir=store.models_dir)
+            settings = precision_settings(modality, args)
+            stores = {st: FeatureStore(root / f"store-{modality}-{st[0]}-{st[1]}") for st in settings}  # (the batch
+            for store in stores.values():  # size is not in an entry's key: each setting's entry in its own store)
+                weights_hash(backbone, cache_dir=store.models_dir)
             encoder = load_encoder(resolve_backbone(str(backbone), models_dir=store.models_dir), options=options)
-            best: dict[str, float] = {}
-            cpu: dict[str, float] = {}
+            best: dict[tuple[str, int], float] = {}
+            cpu: dict[tuple[str, int], float] = {}
             keys = {}
-            bare: dict[str, float] = {}
-            batches = precision_batches(corpus, encoder, modality, batch_size=args.batch_size)
+            bare: dict[tuple[str, int], float] = {}
+            batches = {b: precision_batches(corpus, encoder, modality, batch_size=b) for b in {b for _, b in settings}}
             with torch_threads(cores):
                 for r in range(args.repeats + 1):  # round 0 warms up (first calls, caches) and is not counted
-                    for precision in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
+                    for setting in settings if r % 2 == 0 else settings[::-1]:
+                        precision, batch = setting
                         run = EncoderRun(modality=modality, backbone=str(backbone), options=options, precision=precision)
-                        timing, rep = timed(lambda run=run: extract(
-                            corpus, store, run=run, variant="clean", batch_size=args.batch_size,
+                        store = stores[setting]
+                        timing, rep = timed(lambda run=run, batch=batch, store=store: extract(
+                            corpus, store, run=run, variant="clean", batch_size=batch,
                             num_workers=args.precision_workers, encoder=encoder, progress=False))
-                        keys[precision] = rep.key
+                        assert rep.status == "written", rep.status
+                        keys[setting] = rep.key
                         if r > 0:  # the fastest wall time, and the least CPU time (this process and its workers)
-                            best[precision] = min(best.get(precision, timing.wall), timing.wall)
-                            cpu[precision] = min(cpu.get(precision, math.inf), timing.cpu + timing.children_cpu)
-                        seconds = bare_seconds(encoder, batches, bf16=precision == "bf16")  # same round, same load
+                            best[setting] = min(best.get(setting, timing.wall), timing.wall)
+                            cpu[setting] = min(cpu.get(setting, math.inf), timing.cpu + timing.children_cpu)
+                        seconds = bare_seconds(encoder, batches[batch], bf16=precision == "bf16")  # same round
                         if r > 0:
-                            bare[precision] = min(bare.get(precision, seconds), seconds)
+                            bare[setting] = min(bare.get(setting, seconds), seconds)
                         if r < args.repeats:
                             store.path(rep.key).unlink()  # extracted again next round
-                with store.open(keys["fp32"]) as e32, store.open(keys["bf16"]) as e16:
-                    a, b = e32.vectors(), e16.vectors()
-                cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-                ratio = best["bf16"] / best["fp32"]
-                n = len(corpus.utterances)
-                what = f"{n} transcripts" if modality == "text" else f"{n} clips of {args.min_s:g}-{args.max_s:g} s"
-                print(f"{modality} ({name}, {what}, batch {args.batch_size}): fp32 {best['fp32']:.1f} s, "
-                      f"bf16 {best['bf16']:.1f} s; cosine of bf16 to fp32 vectors: min {cos.min():.6f}, "
-                      f"mean {cos.mean():.6f}")
-                print(f"RATIO extract_{modality}_bf16_over_fp32_time = {ratio:.2f} (goal <= {PRECISION_GOALS['time']})")
-                print(f"RATIO extract_{modality}_bf16_over_fp32_cpu_time = {cpu['bf16'] / cpu['fp32']:.2f} (CPU seconds "
-                      f"of this process and its workers: fp32 {cpu['fp32']:.1f}, bf16 {cpu['bf16']:.1f}; less "
-                      "sensitive to other load than wall time)")
-                print(f"RATIO extract_{modality}_bf16_min_cosine = {cos.min():.6f} (goal >= {PRECISION_GOALS['cosine']})")
-                missed = ratio > PRECISION_GOALS["time"] or cos.min() < PRECISION_GOALS["cosine"]
-                print(f"  where the time goes{' (a goal is missed)' if missed else ''}: the forward passes alone over "
-                      f"the same batches (prepared in memory, timed in the same rounds) take fp32 {bare['fp32']:.1f} s "
-                      f"({100 * bare['fp32'] / best['fp32']:.0f}% of the extraction), bf16 {bare['bf16']:.1f} s "
-                      f"({100 * bare['bf16'] / best['bf16']:.0f}%); bare bf16 / fp32 = {bare['bf16'] / bare['fp32']:.2f}")
-                middle = batches[len(batches) // 2]
-                print(f"  one forward of {len(middle)} inputs (torch.profiler, self CPU time):")
-                for precision in ("fp32", "bf16"):
-                    print(f"    {precision}: {forward_profile(encoder, middle, bf16=precision == 'bf16')}")
+            f32, b16 = settings[0], settings[1]
+            with stores[f32].open(keys[f32]) as e32, stores[b16].open(keys[b16]) as e16:
+                a, b = e32.vectors(), e16.vectors()
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            ratio = best[b16] / best[f32]
+            n = len(corpus.utterances)
+            what = f"{n} transcripts" if modality == "text" else f"{n} clips of {args.min_s:g}-{args.max_s:g} s"
+            print(f"{modality} ({name}, {what}), batches of {f32[1]}: fp32 {best[f32]:.1f} s, bf16 {best[b16]:.1f} s; "
+                  f"cosine of bf16 to fp32 vectors: min {cos.min():.6f}, mean {cos.mean():.6f}")
+            print(f"RATIO extract_{modality}_bf16_over_fp32_time = {ratio:.2f} (goal <= {PRECISION_GOALS['time']}; "
+                  "the same batches)")
+            print(f"RATIO extract_{modality}_bf16_over_fp32_cpu_time = {cpu[b16] / cpu[f32]:.2f} (CPU seconds "
+                  f"of this process and its workers: fp32 {cpu[f32]:.1f}, bf16 {cpu[b16]:.1f}; less "
+                  "sensitive to other load than wall time)")
+            print(f"RATIO extract_{modality}_bf16_min_cosine = {cos.min():.6f} (goal >= {PRECISION_GOALS['cosine']})")
+            if len(settings) > 2:
+                own = settings[2]
+                print(f"  fp32 at its own default, batches of {own[1]} (its vectors unchanged): {best[own]:.1f} s; "
+                      f"bf16 in batches of {b16[1]} takes {best[b16] / best[own]:.2f} of it")
+                print(f"RATIO extract_{modality}_bf16_over_fp32_default_batches_time = {best[b16] / best[own]:.2f} "
+                      f"(each precision at its default batch size: what adding --precision bf16 gives)")
+            missed = ratio > PRECISION_GOALS["time"] or cos.min() < PRECISION_GOALS["cosine"]
+            print(f"  where the time goes{' (a goal is missed)' if missed else ''}: the forward passes alone over "
+                  f"the same batches (prepared in memory, timed in the same rounds) take fp32 {bare[f32]:.1f} s "
+                  f"({100 * bare[f32] / best[f32]:.0f}% of the extraction), bf16 {bare[b16]:.1f} s "
+                  f"({100 * bare[b16] / best[b16]:.0f}%); bare bf16 / fp32 = {bare[b16] / bare[f32]:.2f}")
+            middle = batches[f32[1]][len(batches[f32[1]]) // 2]
+            print(f"  one forward of {len(middle)} inputs (torch.profiler, self CPU time):")
+            for precision in ("fp32", "bf16"):
+                print(f"    {precision}: {forward_profile(encoder, middle, bf16=precision == 'bf16')}")
 
 
 def encoder_input(corpus: Any, utt: Any, modality: str) -> Any:
@@ -438,13 +468,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         argv: Command-line arguments (default: ``sys.argv[1:]``).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=60, help="number of synthetic clips (default 60)")
+    parser.add_argument("--clips", type=int, default=None,
+                        help="number of synthetic clips (default 60; 240 with --compare-precision, so that an "
+                             "entry's fixed costs weigh as little as in a corpus of thousands)")
     parser.add_argument("--min-s", type=float, default=1.0, help="shortest clip in seconds")
     parser.add_argument("--max-s", type=float, default=8.0, help="longest clip in seconds")
     parser.add_argument("--backbone", default="whisper-base", help="audio backbone: alias or local directory")
     parser.add_argument("--variants", default="clean,pitch", help="comma-separated audio variant specs")
     parser.add_argument("--workers", default="1,2", help="comma-separated DataLoader worker counts besides 0")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="utterances per forward pass (default 8; with --compare-precision: the presets' "
+                             "bf16 batch for both precisions, and fp32's own default as well)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs per measurement, pipeline and bare alternating; the fastest of each is kept")
     parser.add_argument("--cores", type=int, default=cpu_count(), help="cores to plan threads for (default: all)")
@@ -467,8 +501,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.compare_precision:
         from featcache.cache import default_root
 
+        args.clips = args.clips or 240
         compare_precision(args, args.models_dir or default_root() / "models")
         return
+    args.batch_size, args.clips = args.batch_size or 8, args.clips or 60
 
     import soundfile as sf
     import torch

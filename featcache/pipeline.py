@@ -184,7 +184,7 @@ def extraction_jobs(
     *,
     variants: Sequence[str],
     split: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     num_workers: int = 0,
     device: str = "cpu",
     shard_size: int = DEFAULT_SHARD_SIZE,
@@ -202,7 +202,8 @@ def extraction_jobs(
         plans: Encoder runs (:func:`plan_encoder_runs`, or runs that fine-tuning jobs make).
         variants: Variant specs (those of another modality than a run's are left out).
         split: Utterances of a fine-tuned fold (default: all for clean, test for a variant).
-        batch_size: Utterances per forward pass.
+        batch_size: Utterances per forward pass (None: the preset's for each run's modality and the study's
+            precision, :meth:`~featcache.presets.Preset.extraction_batch_size`).
         num_workers: DataLoader workers of each job.
         device: ``cpu``, ``cuda`` or ``auto``.
         shard_size: Utterances per shard; batches never cross a shard, so the entry's bytes do not depend
@@ -243,7 +244,9 @@ def extraction_jobs(
                                   fold_options=plan.fold_options))
             args: dict[str, Any] = {"run": plan.run, "modality": modality, "fold": plan.fold,
                                     "fold_options": plan.fold_options, "variant": spec, "split": split,
-                                    "batch_size": batch_size, "num_workers": num_workers, "device": device,
+                                    "batch_size": batch_size or study.preset.extraction_batch_size(
+                                        modality=modality, precision=study.options.precision),
+                                    "num_workers": num_workers, "device": device,
                                     "shard_size": shard_size}
             after = (plan.after,) if plan.run is None and plan.after else ()
             name = f"extract {plan.label}/{'shared' if plan.fold is None else f'fold-{plan.fold}'}/{spec}" + (
@@ -271,7 +274,7 @@ def run_extractions(
     *,
     variants: Sequence[str],
     split: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     num_workers: int = 0,
     device: str = "cpu",
     progress: bool = True,
@@ -287,7 +290,7 @@ def run_extractions(
         plans: The encoder runs (:func:`plan_encoder_runs`).
         variants: Variant specs.
         split: Utterances of a fine-tuned fold (default: all for clean, test for a variant).
-        batch_size: Utterances per forward pass.
+        batch_size: Utterances per forward pass (None: the preset's, :func:`extraction_jobs`).
         num_workers: DataLoader workers.
         device: ``cpu``, ``cuda`` or ``auto``.
         progress: Progress bars.
@@ -561,7 +564,7 @@ def run_study(
                  for j in ft for m in uses(j.args["model"])]
     parts = [c.text for c in conditions_for(specs) if c.text is not None and c.text not in specs]
     jobs, skipped = extraction_jobs(study, plans, variants=["clean", *specs, *dict.fromkeys(parts)],
-                                    batch_size=study.preset.extract_batch_size, num_workers=workers, device=device,
+                                    num_workers=workers, device=device,
                                     shard_size=shard_size, sharded=ex.name != "local")
     results = ex.run(study, ft + jobs, progress=progress)
     study.forget_runs()  # new runs: look them up again

@@ -41,6 +41,7 @@ class Preset:
     max_samples: int = paper.MAX_SAMPLES
     whisper_input: str = "trim"
     extract_batch_size: int = 8
+    bf16_text_batch_size: int = 64
     variants: tuple[str, ...] = paper.VARIANTS
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +51,25 @@ class Preset:
 
     def backbone(self, modality: str) -> str:
         return {"text": self.text_backbone, "audio": self.audio_backbone}[modality]
+
+    def extraction_batch_size(self, *, modality: str, precision: str) -> int:
+        """Utterances per forward pass of an extraction (what ``--batch-size`` overrides).
+
+        A ``bf16`` text extraction encodes :attr:`bf16_text_batch_size` transcripts at once: bfloat16's matmul
+        kernels (AMX, AVX512-BF16, tensor cores) pay on wide products, and a transcript's few tokens make
+        narrow ones (MiniLM's bare forward passes over IEMOCAP-sized transcripts, 2 cores: bf16 / fp32 time
+        0.56 in batches of 8, 0.36 in batches of 64; ``docs/benchmarks.md``). Every other extraction, float32
+        above all, encodes :attr:`extract_batch_size` at once: its vectors stay byte for byte what they were
+        (the products' rounding depends on how many rows they have, by a few 1e-7).
+
+        Args:
+            modality: ``text`` or ``audio``.
+            precision: The extraction's ``fp32`` or ``bf16``.
+
+        Returns:
+            The batch size.
+        """
+        return self.bf16_text_batch_size if (modality, precision) == ("text", "bf16") else self.extract_batch_size
 
     def encoder_options(self, *, pad_to: int | None = None) -> EncoderOptions:
         """The encoder options this preset implies (``pad_to``: pad every clip to this many samples).

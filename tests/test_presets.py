@@ -59,3 +59,28 @@ def test_demo_preset_evaluates_the_recognisers_text_and_its_pitch_combination() 
     names = [str(c) for c in conditions_for(demo.variants)]
     assert {"transcribed-10s", "transcribed-10s+pitch", "transcribed-10s+noise", "pitch", "pitch+adj"} <= set(names)
     assert "transcribed:audio=pitch,recognizer=whisper-base,window=10" in names
+
+
+def test_bf16_text_extraction_encodes_wide_batches_and_every_other_keeps_the_presets_batch() -> None:
+    for name in ("paper", "demo"):
+        p = get_preset(name)
+        assert p.extraction_batch_size(modality="text", precision="bf16") == p.bf16_text_batch_size == 64
+        for modality, precision in (("text", "fp32"), ("audio", "fp32"), ("audio", "bf16")):
+            assert p.extraction_batch_size(modality=modality, precision=precision) == p.extract_batch_size
+    assert get_preset("paper").extract_batch_size == 8 and get_preset("demo").extract_batch_size == 16
+
+
+def test_a_studys_extraction_jobs_take_the_batch_of_its_precision_unless_one_is_given(tmp_path: Path) -> None:
+    import fake_iemocap
+    from featcache.data import load_corpus
+    from featcache.options import StudyOptions
+    from featcache.pipeline import PlannedRun, extraction_jobs
+    from featcache.study import Study
+
+    corpus = load_corpus(str(fake_iemocap.text_only_manifest(tmp_path / "m.csv", per_cell=2)))
+    for precision, given, expected in (("fp32", None, 16), ("bf16", None, 64), ("bf16", 12, 12)):  # (the demo's)
+        study = Study.open(StudyOptions(corpus=corpus.name, cache_dir=str(tmp_path / precision), frozen=False,
+                                        seeds=(0,), precision=precision), corpus=corpus)
+        plan = PlannedRun(None, 1, dict(study.fold_options), modality="text")
+        jobs, _ = extraction_jobs(study, [plan], variants=["clean", "adj"], batch_size=given)
+        assert [j.args["batch_size"] for j in jobs] == [expected, expected], (precision, given)

@@ -168,6 +168,12 @@ def test_a_transformers_whisper_checkpoint_is_converted_once(recognizer_dir: Pat
     again = resolve_recognizer(str(hf))
     assert again.model_parts == rec.model_parts and (converted / "model.bin").stat().st_mtime_ns == mtime
     assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("ct2-")] == [converted.name]
+    # the same weights with an edited tokenizer: its vocabulary is another, so it is converted anew (a new digest)
+    tok = json.loads((hf / "tokenizer_config.json").read_text())
+    (hf / "tokenizer_config.json").write_text(json.dumps({**tok, "model_max_length": 77}))
+    edited = resolve_recognizer(str(hf))
+    assert edited.model_parts[0].parent != converted and (converted / "model.bin").stat().st_mtime_ns == mtime
+    assert len([p for p in (tmp_path / "models").iterdir() if p.name.startswith("ct2-")]) == 2
 
 
 def _cli(root: Path, cache: Path, recognizer_dir: Path) -> list[str]:

@@ -22,6 +22,7 @@ checkpoint once into CTranslate2 format (with ``ctranslate2``'s own converter) f
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -166,13 +167,37 @@ def ensure_whisper_base(models_dir: Path | None = None, *, source_files: Sequenc
 # ------------------------------------------------------------------ transformers -> CTranslate2 (recogniser)
 
 
+CONVERSION_INPUT_SUFFIXES = (".json", ".txt")
+"""Besides the weights, what the converter reads from a transformers checkpoint: its configuration (``config.json``,
+``generation_config.json``, ``preprocessor_config.json``) and tokenizer files (``tokenizer.json``, ``vocab.json``,
+``merges.txt``, ``added_tokens.json``, ...): every ``.json`` and ``.txt`` file at its top level."""
+
+
+def conversion_key(checkpoint: Path, *, weights: str) -> str:
+    """What a CTranslate2 conversion of ``checkpoint`` is made from: its weights' digest and the bytes of every
+    configuration and tokenizer file (:data:`CONVERSION_INPUT_SUFFIXES`), by name.
+
+    Args:
+        checkpoint: The transformers checkpoint folder.
+        weights: A digest of its weights (:func:`featcache.backbones.resolve.weights_hash`).
+
+    Returns:
+        16 hex digits: equal keys, equal conversions.
+    """
+    h = hashlib.sha256(f"weights {weights}\0".encode())
+    for path in sorted(p for p in Path(checkpoint).iterdir() if p.suffix in CONVERSION_INPUT_SUFFIXES and p.is_file()):
+        h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).hexdigest().encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def ensure_ct2_whisper(checkpoint: Path, *, weights: str, models_dir: Path | None = None) -> Path:
     """A transformers Whisper checkpoint in CTranslate2 format, converted once (``ctranslate2``'s
-    ``TransformersConverter``, weights as stored) into ``models_dir/ct2-whisper-<weights>``.
+    ``TransformersConverter``, weights as stored) into ``models_dir/ct2-whisper-<key>``.
 
-    The folder is keyed by the checkpoint's weights, so another checkpoint (or an edited one) is converted
-    anew and an unchanged one never twice; concurrent callers are serialised with a lock file, and the folder
-    appears only when complete. ``tokenizer.json`` and ``preprocessor_config.json`` are copied along.
+    The folder is keyed by what the conversion reads (:func:`conversion_key`: the weights, the configuration and
+    the tokenizer files), so another checkpoint, or one whose weights or tokenizer were edited, is converted anew
+    and an unchanged one never twice; concurrent callers are serialised with a lock file, and the folder appears
+    only when complete. ``tokenizer.json`` and ``preprocessor_config.json`` are copied along.
 
     Args:
         checkpoint: The transformers checkpoint (``config.json`` with ``model_type`` ``whisper``, its weights
@@ -191,7 +216,7 @@ def ensure_ct2_whisper(checkpoint: Path, *, weights: str, models_dir: Path | Non
     from filelock import FileLock
 
     models_dir = Path(models_dir) if models_dir is not None else model_cache_root()
-    target = models_dir / f"ct2-whisper-{weights[:16]}"
+    target = models_dir / f"ct2-whisper-{conversion_key(checkpoint, weights=weights)}"
 
     def done() -> bool:
         return (target / RECOGNIZER_MARKER).is_file() and (target / "model.bin").is_file()

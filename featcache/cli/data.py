@@ -85,7 +85,7 @@ def presets_cmd() -> None:
         click.echo(f"  backbones   text {p.text_backbone}, audio {p.audio_backbone} "
                    f"({'frozen' if p.frozen else 'fine-tuned per fold'})")
         click.echo(f"  encoders    pooling {p.pooling}, max samples {p.max_samples}, whisper input {p.whisper_input}, "
-                   f"extraction batch {p.extract_batch_size}")
+                   f"extraction batch {p.extract_batch_size} (bf16 text {p.bf16_text_batch_size})")
         click.echo(f"  seeds       {','.join(map(str, p.seeds))}")
         for model in ("text", "audio", "multimodal"):
             t = p.train(model)
