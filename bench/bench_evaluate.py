@@ -29,10 +29,14 @@ MiniLM vectors of the real IEMOCAP. The numbers measure the machinery, not a mod
    (goal: within 0.5 points), each against its floor at its own measured matmul rate, and where one epoch of
    each kind's stack spends its time (torch.profiler: products, casts, optimizer, dropout masks, the rest).
 
+7. ``--device cpu|cuda`` instead: the whole grid (105 heads) trained on that device with ``train_heads``' defaults,
+   in fp32 and then in bf16, with its time, epochs and the paper heads' mean test accuracy. The same code runs on
+   either device; test a GPU machine's ``--device cuda`` run with ``--device cpu`` (and ``--smoke``) first.
+
 ``--quick`` runs steps 1 and 6 only (a few minutes); ``--smoke`` a fifth of the corpus and one seed through
 every step.
 
-usage: python bench/bench_evaluate.py [--quick] [--smoke] [--seeds 0,1,2] [--no-busy] [--no-compare]
+usage: python bench/bench_evaluate.py [--quick] [--smoke] [--seeds 0,1,2] [--no-busy] [--no-compare] [--device DEV]
 """
 
 from __future__ import annotations
@@ -469,6 +473,41 @@ def precision_step(study: Study, study16: Study, *, rates: dict[str, float], nom
         print(line)
 
 
+def device_grid(study: Study, study16: Study, *, device: str) -> None:
+    """The whole grid (the 45 paper heads, then the 60 fusion heads) trained on ``device`` with ``train_heads``' defaults
+    (every head of a stage in one batched ensemble), in fp32 and then in bf16 on the same vectors: seconds, epochs,
+    mean clean test accuracy of the paper heads, and the bf16 / fp32 time ratio. The same function runs on a CPU and
+    on a GPU (``--device cpu`` tests the command that a GPU machine runs with ``--device cuda``)."""
+    from featcache.train import resolve_device
+
+    dev = resolve_device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()} CPUs"
+    print(f"\n7. the whole grid on {dev} ({name}), fp32 then bf16 (the same vectors; {load()})")
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    seconds: dict[str, float] = {}
+    for label, st in (("fp32", study), ("bf16", study16)):
+        forget_heads(st)
+        sync()
+        t = time.perf_counter()
+        train_heads(st, models=PAPER_MODELS, device=str(dev), progress=False)
+        sync()
+        t_paper = time.perf_counter() - t
+        train_heads(st, models=FUSION_MODELS, device=str(dev), progress=False)
+        sync()
+        seconds[label] = time.perf_counter() - t
+        rows = results(st)
+        acc = head_accuracies(st)
+        print(f"   {label}: {len(rows)} heads in {seconds[label]:.1f} s ({len(PAPER_MODELS) * len(st.folds) * len(st.seeds)} "
+              f"paper heads {t_paper:.1f} s); {epochs_line(rows, PAPER_MODELS + FUSION_MODELS)}; mean clean test "
+              f"accuracy of the paper heads {100 * np.mean(list(acc.values())):.2f} %")
+        print(f"RATIO grid{len(rows)}_{dev.type}_{label}_seconds = {seconds[label]:.1f}")
+    print(f"RATIO grid_{dev.type}_bf16_over_fp32_time = {seconds['bf16'] / seconds['fp32']:.2f}")
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -484,6 +523,9 @@ def main() -> None:
                     help="also measure with a competing CPU-bound process")
     ap.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure thread counts and one-at-a-time training (steps 2-3)")
+    ap.add_argument("--device", default=None,
+                    help="instead of steps 1-6: the whole grid trained on this device (cpu, cuda, auto) in fp32 and "
+                         "bf16 (step 7); test a GPU's command with --device cpu first")
     args = ap.parse_args()
     seeds = (0,) if args.smoke else tuple(int(s) for s in args.seeds.split(","))
     conditions = ["clean", *TEXT_VARIANTS[1:], *AUDIO_VARIANTS[1:], *(f"pitch+{t}" for t in TEXT_ATTACKS)]
@@ -493,6 +535,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         study, study16 = build_store(Path(d), seeds, quick=args.smoke)
         n_pairs = len(study.folds) * len(seeds)
+        if args.device is not None:
+            device_grid(study, study16, device=args.device)
+            return
 
         # 1. the floor ------------------------------------------------------------------------
         rates = [(matmul_gflops(1), matmul_gflops(2), load())]

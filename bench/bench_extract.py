@@ -4,6 +4,7 @@ Usage: python bench/bench_extract.py [--clips 60] [--backbone whisper-base] [--v
                                      [--workers 1,2] [--batch-size 8] [--repeats 1] [--models-dir DIR]
        python bench/bench_extract.py --compare-precision [--text-backbone minilm] [--transcripts 5672]
                                      [--backbone whisper-base] [--clips 240] [--batch-size N] [--repeats 3]
+                                     [--device cpu|cuda]
 
 ``--compare-precision`` extracts the same transcripts (MiniLM) and clips (Whisper base) with ``--precision
 fp32`` and ``bf16`` in the same batches (the presets' bf16 batch size: 64 transcripts, 8 clips), alternating,
@@ -319,8 +320,9 @@ def precision_batches(corpus: Any, encoder: Any, modality: str, *, batch_size: i
     return list(iter_batches(iter(ranked), batch_size=batch_size))
 
 
-def bare_seconds(encoder: Any, batches: Sequence[Batch], *, bf16: bool) -> float:
-    """Seconds of the forward passes alone over prepared batches, as the extraction runs them in ``bf16`` or not."""
+def bare_seconds(encoder: Any, batches: Sequence[Batch], *, bf16: bool, device: Any = "cpu") -> float:
+    """Seconds of the forward passes alone over prepared batches, as the extraction runs them in ``bf16`` or not,
+    on ``device`` (the encoder already there; the vectors brought back to the host, as the extraction does)."""
     import torch
 
     from featcache.backbones.encoders import bf16_inputs, bf16_weights
@@ -328,8 +330,8 @@ def bare_seconds(encoder: Any, batches: Sequence[Batch], *, bf16: bool) -> float
     t = time.perf_counter()
     with torch.inference_mode(), bf16_weights(encoder, enabled=bf16):
         for batch in batches:
-            inputs = encoder.collate(batch)
-            encoder(**(bf16_inputs(inputs) if bf16 else inputs)).float()
+            inputs = {k: v.to(device) for k, v in encoder.collate(batch).items()}
+            encoder(**(bf16_inputs(inputs) if bf16 else inputs)).float().cpu()
     return time.perf_counter() - t
 
 
@@ -379,9 +381,15 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
     from featcache.data import read_manifest
     from featcache.extract import EncoderRun, extract
 
+    import torch
+
+    from featcache.train import resolve_device
+
     cores = args.cores
-    print(f"precision: fp32 and bf16 extraction of the same inputs, {args.repeats} rounds, torch threads {cores}, "
-          f"{args.precision_workers} DataLoader worker(s); load average {os.getloadavg()[0]:.2f}")
+    dev = resolve_device(args.device)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{cores} torch threads"
+    print(f"precision: fp32 and bf16 extraction of the same inputs on {dev} ({where}), {args.repeats} rounds, "
+          f"{args.precision_workers} DataLoader worker(s); load average {os.getloadavg()[0]:.2f}; torch {torch.__version__}")
     with tempfile.TemporaryDirectory(prefix="bench-extract-precision-") as tmp:
         root = Path(tmp)
         corpora = {
@@ -398,6 +406,7 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
             for store in stores.values():  # size is not in an entry's key: each setting's entry in its own store)
                 weights_hash(backbone, cache_dir=store.models_dir)
             encoder = load_encoder(resolve_backbone(str(backbone), models_dir=store.models_dir), options=options)
+            encoder.to(dev).eval()
             best: dict[tuple[str, int], float] = {}
             cpu: dict[tuple[str, int], float] = {}
             keys = {}
@@ -411,13 +420,13 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
                         store = stores[setting]
                         timing, rep = timed(lambda run=run, batch=batch, store=store: extract(
                             corpus, store, run=run, variant="clean", batch_size=batch,
-                            num_workers=args.precision_workers, encoder=encoder, progress=False))
+                            num_workers=args.precision_workers, device=str(dev), encoder=encoder, progress=False))
                         assert rep.status == "written", rep.status
                         keys[setting] = rep.key
                         if r > 0:  # the fastest wall time, and the least CPU time (this process and its workers)
                             best[setting] = min(best.get(setting, timing.wall), timing.wall)
                             cpu[setting] = min(cpu.get(setting, math.inf), timing.cpu + timing.children_cpu)
-                        seconds = bare_seconds(encoder, batches[batch], bf16=precision == "bf16")  # same round
+                        seconds = bare_seconds(encoder, batches[batch], bf16=precision == "bf16", device=dev)
                         if r > 0:
                             bare[setting] = min(bare.get(setting, seconds), seconds)
                         if r < args.repeats:
@@ -448,6 +457,8 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
                   f"the same batches (prepared in memory, timed in the same rounds) take fp32 {bare[f32]:.1f} s "
                   f"({100 * bare[f32] / best[f32]:.0f}% of the extraction), bf16 {bare[b16]:.1f} s "
                   f"({100 * bare[b16] / best[b16]:.0f}%); bare bf16 / fp32 = {bare[b16] / bare[f32]:.2f}")
+            if dev.type != "cpu":
+                continue
             middle = batches[f32[1]][len(batches[f32[1]]) // 2]
             print(f"  one forward of {len(middle)} inputs (torch.profiler, self CPU time):")
             for precision in ("fp32", "bf16"):
@@ -494,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--text-backbone", default="minilm", help="text backbone of --compare-precision")
     parser.add_argument("--transcripts", type=int, default=5672,
                         help="transcripts of --compare-precision (default: as many as IEMOCAP has)")
+    parser.add_argument("--device", default="cpu",
+                        help="device of --compare-precision's extractions (cpu, cuda, auto); test a GPU machine's "
+                             "--device cuda run with --device cpu first")
     parser.add_argument("--precision-workers", type=int, default=1,
                         help="DataLoader workers of --compare-precision's extractions")
     args = parser.parse_args(argv)
