@@ -7,7 +7,9 @@ so the order is known before the DataLoader workers start:
 
 * extraction (:mod:`featcache.extract`) walks the utterances in :func:`length_order` and
   :func:`iter_batches` groups the prepared items of equal bucket length (the encoder's grid) as they
-  arrive; vectors do not depend on their batch-mates, so nothing else matters there;
+  arrive; items of one bucket share their padded length, so a vector depends on its batch-mates only
+  through how many there are (the products' rounding, up to about 2e-6 in float32: the batch size,
+  :meth:`featcache.presets.Preset.extraction_batch_size`), and nothing else matters there;
 * fine-tuning (:mod:`featcache.finetune`) draws its batches with :class:`LengthBatchSampler`: each epoch
   the training utterances are shuffled with the run's generator, cut into pools of
   ``pool_batches * batch_size``, each pool is sorted by length (the extraction order, restricted to

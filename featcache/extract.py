@@ -492,8 +492,8 @@ def extract(
                     transcripts=transcripts)
         # single items, handed over as numpy arrays (make_loader). A transcript costs a worker ~0.1 ms: with 1,024
         # in flight it runs far ahead in bursts and then sleeps, rather than waking for every item the forward
-        # takes and pre-empting one of the forward's threads (bf16 MiniLM at IEMOCAP's size on 2 cores: 4.6 ->
-        # 4.1 s; 64 in flight before). A clip costs milliseconds to decode and perturb: 8 in flight.
+        # takes and pre-empting one of the forward's threads (docs/benchmarks.md). A clip costs milliseconds to
+        # decode and perturb: 8 in flight.
         prefetch = (1024 if run.modality == "text" else 8) if num_workers else None
         loader = make_loader(ds, batch_size=None, shuffle=False, num_workers=num_workers, prefetch_factor=prefetch)
         bar = tqdm(total=len(ids), initial=w.n_done, desc=f"{key}", unit="utt", disable=not progress, leave=False)

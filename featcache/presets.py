@@ -60,7 +60,7 @@ class Preset:
         narrow ones (MiniLM's bare forward passes over IEMOCAP-sized transcripts, 2 cores: bf16 / fp32 time
         0.56 in batches of 8, 0.36 in batches of 64; ``docs/benchmarks.md``). Every other extraction, float32
         above all, encodes :attr:`extract_batch_size` at once: its vectors stay byte for byte what they were
-        (the products' rounding depends on how many rows they have, by a few 1e-7).
+        (the products' rounding depends on how many rows they have: up to about 2e-6 for MiniLM).
 
         Args:
             modality: ``text`` or ``audio``.
