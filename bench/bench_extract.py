@@ -405,7 +405,8 @@ def compare_precision(args: argparse.Namespace, models_dir: Path) -> None:
             stores = {st: FeatureStore(root / f"store-{modality}-{st[0]}-{st[1]}") for st in settings}  # (the batch
             for store in stores.values():  # size is not in an entry's key: each setting's entry in its own store)
                 weights_hash(backbone, cache_dir=store.models_dir)
-            encoder = load_encoder(resolve_backbone(str(backbone), models_dir=store.models_dir), options=options)
+            first = stores[settings[0]]
+            encoder = load_encoder(resolve_backbone(str(backbone), models_dir=first.models_dir), options=options)
             encoder.to(dev).eval()
             best: dict[tuple[str, int], float] = {}
             cpu: dict[tuple[str, int], float] = {}

@@ -8,6 +8,7 @@ import click
 
 from featcache.cli import cli
 from featcache.paper import MODALITIES, PAPER_MODELS, SPLITS
+from featcache.presets import Preset
 from featcache.cli.options import CONTEXT, executor_from, executor_options, fold_list, study_option_set, study_from
 
 
@@ -30,7 +31,7 @@ def _variant_list(variants: tuple[str, ...]) -> list[str]:
               help="Utterances of a fine-tuned fold to embed. [default: all for clean, test for variants]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Utterances per forward pass. [default: the preset's extraction batch (featcache presets); "
-                   "64 transcripts with --precision bf16]")
+                   f"{Preset.bf16_text_batch_size} transcripts with --precision bf16]")
 @click.option("--workers", type=click.IntRange(min=0), default=1,
               help="DataLoader workers for decoding, perturbing and preparing inputs.")
 @click.option("--device", default="auto", help="cpu, cuda or auto.")
