@@ -342,3 +342,26 @@ def test_bf16_on_a_cpu_without_native_bfloat16_is_warned_about_once(monkeypatch:
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and "neither AVX512-BF16 nor AMX" in said[0] and "use fp32" in said[0], said
     prec._warn_emulated_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("kind", ["audio", "mdrop"])
+@pytest.mark.parametrize("one_draw", [True, False])
+def test_dropout_masks_drawn_in_one_draw_or_by_bernoulli_give_the_heads_trained_alone(
+        monkeypatch: pytest.MonkeyPatch, one_draw: bool, kind: str) -> None:
+    """A stack draws each member's dropout masks of a step as one float64 draw, which this torch's
+    ``bernoulli_`` equals; where a torch draws otherwise, the stack falls back to ``bernoulli_`` itself.
+    Both give the one-at-a-time heads' first epochs (audio heads: dropout after both hidden layers; mdrop:
+    modality dropout drawn before them)."""
+    from featcache.ensemble import stack
+
+    assert stack._uniforms_match_bernoulli() is True  # this torch: the fast draw is the one that runs
+    monkeypatch.setattr(stack, "_uniforms_match_bernoulli", lambda: one_draw)
+    split, seed = SPLITS[1]
+    member = _member(kind, split, seed)
+    [result] = fit_ensemble([member], lr=LR, max_epochs=3, patience=None, weight_decay=WEIGHT_DECAY,
+                            batch_size=BATCH, threads=1)
+    _, ref = _one_at_a_time(kind, split, seed)
+    assert ref.epochs_run >= 3
+    assert [r["dev_acc"] for r in result.history] == [r["dev_acc"] for r in ref.history[:3]]
+    np.testing.assert_allclose([r["train_loss"] for r in result.history], [r["train_loss"] for r in ref.history[:3]],
+                               rtol=RTOL, atol=ATOL)

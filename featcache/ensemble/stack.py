@@ -3,6 +3,7 @@ members into stacks and trains them in parallel threads (see :mod:`featcache.ens
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -29,6 +30,19 @@ from featcache.train import EarlyStopping, FitResult
 _BETAS = (0.9, 0.999)
 _EPS = 1e-8
 _CPU = torch.device("cpu")
+
+
+@functools.lru_cache(maxsize=1)
+def _uniforms_match_bernoulli() -> bool:
+    """Whether ``bernoulli_(q, generator=g)`` draws exactly ``rand(float64, generator=g) < q`` element by element,
+    consuming the generator in the same order (torch's CPU kernel, measured 1.6x slower than the draw it equals);
+    checked once on this torch, so that a torch which draws otherwise keeps the masks of ``nn.Dropout``."""
+    a, b = torch.Generator().manual_seed(1234), torch.Generator().manual_seed(1234)
+    masks = [torch.empty(37, 19).bernoulli_(0.8, generator=a), torch.empty(5, 64).bernoulli_(0.5, generator=a)]
+    u = torch.rand(37 * 19 + 5 * 64, dtype=torch.float64, generator=b)
+    same = (torch.equal(masks[0], (u[:703] < 0.8).float().view(37, 19))
+            and torch.equal(masks[1], (u[703:] < 0.5).float().view(5, 64)))
+    return same and torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
 
 
 # ------------------------------------------------------------------------------------------ one stack of members
@@ -84,6 +98,9 @@ class _Stack:
         self.exp_avg = {n: torch.zeros_like(v) for n, v in self.p.items()}
         self.exp_avg_sq = {n: torch.zeros_like(v) for n, v in self.p.items()}
         self._state_views: dict[str, tuple[tuple[torch.Tensor, ...], ...]] | None = None
+        self._low: dict[str, torch.Tensor] = {}  # below float32: the forward's weights (leaves), see _forward_weights
+        self._grads: dict[str, torch.Tensor] = {}  # below float32: their gradients in float32, for AdamW
+        self._buffers()
         self._refresh_dev()
 
     # -- data ---------------------------------------------------------------------------------
@@ -140,28 +157,43 @@ class _Stack:
     # -- one epoch ----------------------------------------------------------------------------
 
     def _noise(self, slots: Sequence[_Slot], sizes: Sequence[int]) -> dict[str, torch.Tensor] | None:
-        """Each member's training masks for one batch, drawn from its own generator in its head's order."""
+        """Each member's training masks for one batch, drawn from its own generator in its head's order
+        (in the dtype of the stack's inputs; rows past a member's batch are zero)."""
         use_modality = self.arch.modality_dropout and any(s.modality_dropout > 0 for s in slots)
         if not self.arch.sites and not use_modality:
             return None
         m, b = len(slots), self.batch_size
+        dtype = self.sources[0].dtype
         noise: dict[str, torch.Tensor] = {}
         if use_modality:
-            noise["keep_text"] = torch.ones(m, b, 1)
-            noise["keep_audio"] = torch.ones(m, b, 1)
+            noise["keep_text"] = torch.ones(m, b, 1, dtype=dtype)
+            noise["keep_audio"] = torch.ones(m, b, 1, dtype=dtype)
         for key, _ in self.arch.sites:
-            noise[key] = torch.zeros(m, b, self.arch.width[key])
+            noise[key] = torch.empty(m, b, self.arch.width[key], dtype=dtype)
+        one_draw = _uniforms_match_bernoulli()
+        widths = [self.arch.width[key] for key, _ in self.arch.sites]
         for j, (s, n) in enumerate(zip(slots, sizes)):
+            for key, _ in self.arch.sites:
+                noise[key][j, n:] = 0
             if n == 0:  # (the batched path: a member without a batch this step draws nothing)
                 continue
             p_mod = s.modality_dropout
             if use_modality and p_mod > 0:  # heads._modality_dropout, with this member's generator
                 drop = torch.rand(n, generator=s.noise) < p_mod
                 drop_text = torch.rand(n, generator=s.noise) < 0.5
-                noise["keep_text"][j, :n, 0] = (~(drop & drop_text)).float()
-                noise["keep_audio"][j, :n, 0] = (~(drop & ~drop_text)).float()
-            for key, p in self.arch.sites:  # nn.Dropout: bernoulli(1 - p) mask over the batch, scaled
-                noise[key][j, :n].bernoulli_(1 - p, generator=s.noise)
+                noise["keep_text"][j, :n, 0] = ~(drop & drop_text)
+                noise["keep_audio"][j, :n, 0] = ~(drop & ~drop_text)
+            if not self.arch.sites:
+                continue
+            if one_draw:  # every site's nn.Dropout mask (bernoulli(1 - p)) from one draw of the same uniforms
+                u = torch.rand(n * sum(widths), dtype=torch.float64, generator=s.noise)
+                start = 0
+                for (key, p), w in zip(self.arch.sites, widths):
+                    torch.lt(u[start:start + n * w].view(n, w), 1 - p, out=noise[key][j, :n])
+                    start += n * w
+            else:
+                for key, p in self.arch.sites:
+                    noise[key][j, :n].bernoulli_(1 - p, generator=s.noise)
         for key, p in self.arch.sites:
             noise[key].div_(1 - p)
         return noise
@@ -173,7 +205,7 @@ class _Stack:
                                  for n, p in self.p.items()}
         params, grads, avgs, sqs, steps = [], [], [], [], []
         for n, p in self.p.items():
-            g = p.grad.unbind(0)
+            g = (p.grad if self.dtype == torch.float32 else self._grads[n]).unbind(0)
             ps, avg, sq = self._state_views[n]
             for pos in positions:
                 params.append(ps[pos])
@@ -231,12 +263,35 @@ class _Stack:
                 v.grad = None
         return {s.index: totals[i] / s.n_train for i, s in enumerate(self.slots)}
 
+    def _buffers(self) -> None:
+        """Below float32, the tensors every step reuses (allocated once per set of members): the forward's
+        weights, leaves in the compute dtype, and their gradients in float32. Fresh tensors of these sizes
+        cost about twice as much to fill as reused ones (the casts were a third of a bfloat16 epoch)."""
+        if self.dtype == torch.float32:
+            return
+        with torch.no_grad():
+            self._low = {n: torch.empty_like(v, dtype=self.dtype).requires_grad_() for n, v in self.p.items()}
+            self._grads = {n: torch.empty_like(v) for n, v in self.p.items()}
+        for v in self.p.values():
+            v.requires_grad_(False)  # their gradients come from the low-precision leaves (_gradients)
+
     def _forward_weights(self) -> dict[str, torch.Tensor]:
-        """The weights the forward reads: the float32 masters, or their bfloat16 copies made once per optimiser
-        step (differentiable casts: the gradients reach the masters in float32)."""
+        """The weights the forward reads: the float32 masters, or their copies in the compute dtype, refreshed
+        from the masters (rounded to nearest) before every forward."""
         if self.dtype == torch.float32:
             return self.p
-        return {n: v.to(self.dtype) for n, v in self.p.items()}
+        with torch.no_grad():
+            for n, v in self.p.items():
+                self._low[n].copy_(v)
+        return self._low
+
+    def _gradients(self) -> None:
+        """Below float32: the low-precision weights' gradients, widened into the float32 buffers AdamW reads."""
+        if self.dtype == torch.float32:
+            return
+        for n, v in self._low.items():
+            self._grads[n].copy_(v.grad)
+            v.grad = None
 
     def _epoch_batches(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[list[int]]]:
         """The batched path's epoch, laid out at once: per source the rows ``[batches, members, batch]``, the
@@ -282,6 +337,7 @@ class _Stack:
             loss = (nll * w).sum(1) / w.sum(1).clamp_min(torch.finfo(torch.float32).tiny)  # F.cross_entropy(weight=)
             loss.sum().backward()
             totals += loss.detach() * counts[j]
+            self._gradients()
             self._adamw([r for r, n in enumerate(sz) if n > 0])
             for v in self.p.values():
                 v.grad = None
@@ -321,6 +377,7 @@ class _Stack:
             self.exp_avg = {n: v.index_select(0, sel) for n, v in self.exp_avg.items()}
             self.exp_avg_sq = {n: v.index_select(0, sel) for n, v in self.exp_avg_sq.items()}
         self._state_views = None
+        self._buffers()
         self.slots = [self.slots[i] for i in keep]
         if self.slots:
             self._refresh_dev()
