@@ -266,7 +266,7 @@ class _Stack:
     def _buffers(self) -> None:
         """Below float32, the tensors every step reuses (allocated once per set of members): the forward's
         weights, leaves in the compute dtype, and their gradients in float32. Fresh tensors of these sizes
-        cost about twice as much to fill as reused ones (the casts were a third of a bfloat16 epoch)."""
+        cost about twice as much to fill as reused ones."""
         if self.dtype == torch.float32:
             return
         with torch.no_grad():
