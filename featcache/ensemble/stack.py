@@ -38,10 +38,12 @@ def _uniforms_match_bernoulli() -> bool:
     consuming the generator in the same order (torch's CPU kernel, measured 1.6x slower than the draw it equals);
     checked once on this torch, so that a torch which draws otherwise keeps the masks of ``nn.Dropout``."""
     a, b = torch.Generator().manual_seed(1234), torch.Generator().manual_seed(1234)
-    masks = [torch.empty(37, 19).bernoulli_(0.8, generator=a), torch.empty(5, 64).bernoulli_(0.5, generator=a)]
-    u = torch.rand(37 * 19 + 5 * 64, dtype=torch.float64, generator=b)
-    same = (torch.equal(masks[0], (u[:703] < 0.8).float().view(37, 19))
-            and torch.equal(masks[1], (u[703:] < 0.5).float().view(5, 64)))
+    first, second = (37, 19), (5, 64)
+    masks = [torch.empty(first).bernoulli_(0.8, generator=a), torch.empty(second).bernoulli_(0.5, generator=a)]
+    u = torch.rand(masks[0].numel() + masks[1].numel(), dtype=torch.float64, generator=b)
+    cut = masks[0].numel()
+    same = (torch.equal(masks[0], (u[:cut] < 0.8).float().view(first))
+            and torch.equal(masks[1], (u[cut:] < 0.5).float().view(second)))
     return same and torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
 
 
@@ -173,8 +175,9 @@ class _Stack:
         one_draw = _uniforms_match_bernoulli()
         widths = [self.arch.width[key] for key, _ in self.arch.sites]
         for j, (s, n) in enumerate(zip(slots, sizes)):
-            for key, _ in self.arch.sites:
-                noise[key][j, n:] = 0
+            if n < b:  # a short (or, batched, absent) batch: its padding rows get zero masks
+                for key, _ in self.arch.sites:
+                    noise[key][j, n:] = 0
             if n == 0:  # (the batched path: a member without a batch this step draws nothing)
                 continue
             p_mod = s.modality_dropout
