@@ -26,8 +26,10 @@ MiniLM vectors of the real IEMOCAP. The numbers measure the machinery, not a mod
 
 6. precision: the paper heads trained in float32 and in bfloat16 (``--precision bf16``: a study of its own on
    the same vectors), one after the other: the time ratio (goal <= 0.5), the mean test accuracy over the heads
-   (goal: within 0.5 points), each against its floor at its own measured matmul rate, and where one epoch of
-   each kind's stack spends its time (torch.profiler: products, casts, optimizer, dropout masks, the rest).
+   (goal: within 0.5 points), each against its floor at its own measured matmul rate, and where the time goes:
+   the thread-seconds of every phase of every step of the two runs (``featcache.ensemble.step_clock``: inputs
+   gathered, dropout masks, weight copies, forward, loss, backward, gradients, AdamW, evaluation), and the
+   ratio bf16 would reach if its forward and backward passes took no time.
 
 7. ``--device cpu|cuda`` instead: the whole grid (105 heads) trained on that device with ``train_heads``' defaults,
    in fp32 and then in bf16, with its time, epochs and the paper heads' mean test accuracy. The same code runs on
@@ -70,7 +72,7 @@ from tiny_models import tiny_bert, tiny_wav2vec2  # noqa: E402
 from featcache.cache import FeatureStore  # noqa: E402
 from featcache.conditions import parse  # noqa: E402
 from featcache.data import read_iemocap  # noqa: E402
-from featcache.ensemble import THREADS_ENV, head_threads, torch_threads  # noqa: E402
+from featcache.ensemble import PHASES, THREADS_ENV, StepClock, head_threads, step_clock, torch_threads  # noqa: E402
 from featcache.extract import EncoderRun, plan_entry  # noqa: E402
 from featcache.paper import FUSION_MODELS, PAPER_MODELS, TEXT_ATTACKS, uses  # noqa: E402
 from featcache.presets import get_preset, with_overrides  # noqa: E402
@@ -373,53 +375,29 @@ def shape_rates() -> dict[tuple[str, str], float]:
     return out
 
 
-PROFILE_GROUPS = {
-    "matmul": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"),
-    "casts": ("aten::copy_", "aten::_to_copy"),
-    "optimizer": ("aten::_fused_adamw_", "aten::_foreach_add_", "aten::item", "aten::_local_scalar_dense"),
-    "dropout masks": ("aten::bernoulli_", "aten::rand", "aten::uniform_", "aten::div_"),
-}
+PRODUCTS = ("forward", "backward")  # the phases whose work bfloat16 makes cheaper (products and their elementwise work)
 
 
-def profile_stacks(study: Study, *, members: int = 15) -> list[str]:
-    """Where one epoch of a stack of ``members`` heads of each paper kind spends its time, single-threaded, in
-    both precisions: the self CPU time of matrix products, casts, the optimizer, dropout masks and the rest
-    (torch.profiler), on fold 1's vectors."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from featcache.ensemble import Member, fit_ensemble
-    from featcache.heads import build_head
-    from featcache.train import class_weights
-
-    f = study.fold(1)
-    n_classes = len(study.corpus.labels)
-    ids = list(f.train) + list(f.dev)
-    vecs = {m: torch.from_numpy(np.array(study.vectors(m, fold=1, seed=0, model=m, variant="clean", ids=ids)[0]))
-            for m in ("text", "audio")}
-    labels = np.array([study.corpus.label_index(study.corpus.by_id(u).label) for u in ids])
-    train, dev = np.arange(len(f.train)), np.arange(len(f.train), len(ids))
-    lines = []
-    for model in PAPER_MODELS:
-        parts = []
-        for precision in ("fp32", "bf16"):
-            heads = []
-            for seed in range(members):
-                torch.manual_seed(seed)
-                head = build_head(model, text_dim=DIMS["text"], audio_dim=DIMS["audio"], n_classes=n_classes)
-                heads.append(Member(head=head, inputs=tuple(vecs[m] for m in uses(model)), train_rows=train,
-                                    train_labels=labels[train], dev_rows=dev, dev_labels=labels[dev],
-                                    class_weights=class_weights(labels[train], n_classes), seed=seed))
-            with torch_threads(1), profile(activities=[ProfilerActivity.CPU]) as prof:
-                t = time.perf_counter()
-                fit_ensemble(heads, lr=1e-3, max_epochs=1, patience=None, batch_size=128, threads=1,
-                             precision=precision)
-                wall = time.perf_counter() - t
-            self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
-            total = sum(self_us.values()) or 1.0
-            shares = {g: sum(self_us.get(k, 0.0) for k in keys) / total for g, keys in PROFILE_GROUPS.items()}
-            shares["other"] = 1.0 - sum(shares.values())
-            parts.append(f"{precision} {wall:.2f} s: " + ", ".join(f"{g} {100 * v:.0f}%" for g, v in shares.items()))
-        lines.append(f"     {members} {model} heads, one epoch: " + "; ".join(parts))
+def phase_lines(clocks: dict[str, StepClock], seconds: dict[str, float]) -> list[str]:
+    """Where the paper heads' training spent its time in each precision: thread-seconds per phase of every step
+    (both threads; :func:`featcache.ensemble.step_clock` laps on the timed runs themselves), and what bf16 / fp32
+    would be if bfloat16's products took no time at all."""
+    a, b = clocks["fp32"], clocks["bf16"]
+    lines = [f"     {'phase':<10} {'fp32 s':>7} {'share':>6} {'bf16 s':>7} {'share':>6} {'bf16/fp32':>9}"]
+    for phase in PHASES:
+        x, y = a.seconds[phase], b.seconds[phase]
+        ratio = f"{y / x:9.2f}" if x > 0.005 else f"{'-':>9}"
+        lines.append(f"     {phase:<10} {x:7.1f} {100 * x / a.total():5.0f}% {y:7.1f} {100 * y / b.total():5.0f}% {ratio}")
+    lines.append(f"     {'total':<10} {a.total():7.1f} {'':>6} {b.total():7.1f} {'':>6} {b.total() / a.total():9.2f}"
+                 f"   (thread-seconds; wall fp32 {seconds['fp32']:.1f} s, bf16 {seconds['bf16']:.1f} s; "
+                 f"steps fp32 {a.steps}, bf16 {b.steps})")
+    prod = {k: sum(c.seconds[p] for p in PRODUCTS) for k, c in clocks.items()}
+    rest = {k: c.total() - prod[k] for k, c in clocks.items()}
+    lines.append(f"     forward + backward: fp32 {prod['fp32']:.1f} s, bf16 {prod['bf16']:.1f} s "
+                 f"({prod['bf16'] / prod['fp32']:.2f}); the other phases: fp32 {rest['fp32']:.1f} s, "
+                 f"bf16 {rest['bf16']:.1f} s ({rest['bf16'] / rest['fp32']:.2f})")
+    lines.append(f"RATIO heads45_bf16_with_free_products_over_fp32 = {rest['bf16'] / a.total():.2f} (bf16's other "
+                 "phases alone against fp32's total: the ratio if its forward and backward took no time)")
     return lines
 
 
@@ -445,9 +423,10 @@ def precision_step(study: Study, study16: Study, *, rates: dict[str, float], nom
     runs: dict[str, dict[str, Any]] = {}
     for label, st in (("fp32", study), ("bf16", study16)):
         forget_heads(st)
-        seconds, _ = timed(lambda st=st: train_heads(st, models=PAPER_MODELS, progress=False))
+        with step_clock() as clock:
+            seconds, _ = timed(lambda st=st: train_heads(st, models=PAPER_MODELS, progress=False))
         rows = results(st)
-        runs[label] = {"seconds": seconds, "rows": rows, "acc": head_accuracies(st),
+        runs[label] = {"seconds": seconds, "rows": rows, "acc": head_accuracies(st), "clock": clock,
                        "epochs": sum(r["epochs_run"] for r in rows if "epochs_run" in r),
                        "flops": grid_flops(rows, st)}
         r = runs[label]
@@ -468,8 +447,9 @@ def precision_step(study: Study, study16: Study, *, rates: dict[str, float], nom
     print(f"RATIO heads{n_heads}_bf16_over_fp32_time_per_head_epoch = {per_epoch:.2f}")
     print(f"RATIO heads{n_heads}_bf16_minus_fp32_accuracy_points = {points:+.2f} (goal within +-{PRECISION_GOALS['points']})")
     missed = time_ratio > PRECISION_GOALS["time"] or abs(points) > PRECISION_GOALS["points"]
-    print(f"   where the time goes{' (a goal is missed)' if missed else ''}: torch.profiler self CPU time")
-    for line in profile_stacks(study):
+    print(f"   where the time goes{' (a goal is missed)' if missed else ''}: every phase of every step of these "
+          "two runs (featcache.ensemble.step_clock)")
+    for line in phase_lines({k: r["clock"] for k, r in runs.items()}, {k: r["seconds"] for k, r in runs.items()}):
         print(line)
 
 

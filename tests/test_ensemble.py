@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -365,3 +366,37 @@ def test_dropout_masks_drawn_in_one_draw_or_by_bernoulli_give_the_heads_trained_
     assert [r["dev_acc"] for r in result.history] == [r["dev_acc"] for r in ref.history[:3]]
     np.testing.assert_allclose([r["train_loss"] for r in result.history], [r["train_loss"] for r in ref.history[:3]],
                                rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_step_clock_times_every_phase_of_both_paths_and_changes_no_result(precision: str) -> None:
+    """Inside step_clock() every step's phases are timed (the bitwise path has no weight copies or gradient
+    widening; bfloat16 has both), the thread-seconds are bounded by the wall time of the threads, one optimiser
+    step is counted per stack and batch, and the heads are those trained without the clock, bit for bit."""
+    from featcache.ensemble import PHASES, step_clock
+
+    jobs = [(kind, split, seed) for kind in ("audio", "mdrop") for split, seed in SPLITS[:2]]
+
+    def train(clocked: bool) -> tuple[list[dict[str, torch.Tensor]], float]:
+        members = [_member(*job) for job in jobs]
+        t = time.perf_counter()
+        fit_ensemble(members, lr=LR, max_epochs=3, patience=None, batch_size=BATCH, threads=2, precision=precision)
+        return [m.head.state_dict() for m in members], time.perf_counter() - t
+
+    plain, _ = train(False)
+    with step_clock() as clock:
+        clocked, wall = train(True)
+    assert tuple(clock.seconds) == PHASES
+    low = precision != "fp32"
+    for phase, seconds in clock.seconds.items():
+        assert (seconds > 0) == (low or phase not in ("weights", "gradients")), (phase, seconds)
+    assert clock.total() <= 2 * wall  # two threads at most
+    assert abs(sum(clock.shares().values()) - 1) < 1e-9
+    # a stack per kind and thread (2 members of a kind: one each), 3 epochs of ceil(n_train / BATCH) steps
+    n_train = [len(_rows(split)[0]) for _, split, _ in jobs]
+    assert clock.steps == 3 * sum(-(-n // BATCH) for n in n_train)
+    for a, b in zip(plain, clocked):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with step_clock() as idle:
+        pass
+    assert idle.total() == 0 and idle.steps == 0

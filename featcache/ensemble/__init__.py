@@ -46,14 +46,19 @@ for a thread that is not running). The ensemble therefore runs every operation o
 and uses more cores by training independent slices of the members in parallel Python threads
 (``threads``, default :func:`head_threads`, set by ``FEATCACHE_THREADS``). Results do not depend on the
 number of threads.
+
+Time: :func:`step_clock` times every phase of every step (gathering inputs, dropout masks, weight copies,
+forward, loss, backward, gradients, AdamW, evaluation) of the training started inside its block, with wall-clock
+laps; ``bench/bench_evaluate.py`` prints where the time goes from it.
 """
 
 from __future__ import annotations
 
 from featcache.ensemble.arch import NARROW, Member
+from featcache.ensemble.clock import PHASES, StepClock, step_clock
 from featcache.ensemble.fit import DEV_BATCH, fit_alone, fit_heads
 from featcache.ensemble.stack import fit_ensemble
 from featcache.ensemble.threads import THREADS_ENV, head_threads, torch_threads
 
-__all__ = ["DEV_BATCH", "NARROW", "THREADS_ENV", "Member", "fit_alone", "fit_ensemble", "fit_heads", "head_threads",
-           "torch_threads"]
+__all__ = ["DEV_BATCH", "NARROW", "PHASES", "THREADS_ENV", "Member", "StepClock", "fit_alone", "fit_ensemble", "fit_heads",
+           "head_threads", "step_clock", "torch_threads"]

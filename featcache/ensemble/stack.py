@@ -23,6 +23,7 @@ from featcache.ensemble.arch import (
     _group_key,
     _trainable,
 )
+from featcache.ensemble.clock import StepClock, active_clock
 from featcache.ensemble.threads import head_threads, torch_threads
 from featcache.errors import FeatcacheError
 from featcache.train import EarlyStopping, FitResult
@@ -81,7 +82,8 @@ class _Stack:
 
     def __init__(self, members: Sequence[tuple[int, Member]], *, lr: float, weight_decay: float, batch_size: int,
                  dev_batch_size: int, max_epochs: int, patience: int | None, dtype: torch.dtype = torch.float32,
-                 device: torch.device = _CPU, bitwise: bool = True) -> None:
+                 device: torch.device = _CPU, bitwise: bool = True, clock: StepClock | None = None) -> None:
+        self.clock = clock
         self.template = members[0][1].head
         self.bitwise, self.dtype, self.device = bitwise, dtype, device
         self.arch = StackedLayers(self.template, bitwise=bitwise)
@@ -145,6 +147,15 @@ class _Stack:
     def _stacked_layout(self, name: str, value: torch.Tensor) -> torch.Tensor:
         value = value.detach().float()
         return value.t() if name in self.transposed else value
+
+    def lap(self, phase: str, since: float) -> float:
+        """With a clock (:func:`~featcache.ensemble.clock.step_clock`): time ``phase`` since ``since``, after
+        waiting for a GPU; returns the next lap's start."""
+        if self.clock is None:
+            return since
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self.clock.lap(phase, since)
 
     def _refresh_dev(self) -> None:
         """Dev inputs of the active members, padded to the longest dev set: ``[members, n_dev, dim]`` each."""
@@ -226,10 +237,12 @@ class _Stack:
         """One epoch for every active member; returns each one's sample-weighted mean training loss."""
         if not self.bitwise:
             return self._train_epoch_batched(epoch)
+        t = time.perf_counter()
         bs = self.batch_size
         orders = [torch.randperm(s.n_train, generator=s.shuffle) for s in self.slots]
         n_batches = [math.ceil(s.n_train / bs) for s in self.slots]
         totals = [0.0] * len(self.slots)
+        t = self.lap("setup", t)
         for j in range(max(n_batches)):
             positions = [i for i, nb in enumerate(n_batches) if j < nb]
             slots = [self.slots[i] for i in positions]
@@ -244,13 +257,16 @@ class _Stack:
             for r, (s, c, n) in enumerate(zip(slots, chunks, sizes)):
                 if s.index in self.raw and n < NARROW:  # the frozen heads saw these few rows on their own
                     xs[0][r, :n] = s.member.head.stacked_inputs(self.raw[s.index], s.train_rows[c.numpy()], chunk=bs)
+            t = self.lap("gather", t)
             noise = self._noise(slots, sizes)
+            t = self.lap("masks", t)
             if len(positions) == len(self.slots):
                 p = self.p
             else:
                 sel = torch.as_tensor(positions, dtype=torch.long)
                 p = {n: v.index_select(0, sel) for n, v in self.p.items()}
             logits = self.arch.forward(p, xs, noise, sizes)
+            t = self.lap("forward", t)
             losses = [F.cross_entropy(logits[r, :n], s.y_train[c], weight=s.weights)
                       for r, (s, c, n) in enumerate(zip(slots, chunks, sizes))]
             loss = torch.stack(losses)
@@ -260,10 +276,13 @@ class _Stack:
                     raise FeatcacheError(f"the training loss became {value} at epoch {epoch}, batch {j + 1} "
                                          f"(ensemble member {slots[r].index}); lower the learning rate")
                 totals[positions[r]] += value * sizes[r]
+            t = self.lap("loss", t)
             loss.sum().backward()
+            t = self.lap("backward", t)
             self._adamw(positions)
             for v in self.p.values():
                 v.grad = None
+            t = self.lap("optimizer", t)
         return {s.index: totals[i] / s.n_train for i, s in enumerate(self.slots)}
 
     def _buffers(self) -> None:
@@ -325,26 +344,38 @@ class _Stack:
         """One epoch on the batched path (any device, float32 or bfloat16): every member in every product,
         a member without a batch padded and left out of its loss and of AdamW; one weighted cross-entropy over
         all members; nothing read back from the device until the epoch ends."""
+        t = time.perf_counter()
         bs, m = self.batch_size, len(self.slots)
         rows, labels, weights, sizes = self._epoch_batches()
         counts = torch.tensor(sizes, dtype=torch.float32).to(self.device)  # [batches, members]
         totals = torch.zeros(m, dtype=torch.float32, device=self.device)
+        t = self.lap("setup", t)
         for j, sz in enumerate(sizes):
             xs = [src.index_select(0, r[j].view(-1)).view(m, bs, src.shape[1]) for src, r in zip(self.sources, rows)]
+            t = self.lap("gather", t)
             noise = self._noise(self.slots, sz)
             if noise is not None:
                 noise = {k: v.to(device=self.device, dtype=self.dtype) for k, v in noise.items()}
-            logits = self.arch.forward(self._forward_weights(), xs, noise, sz)
+            t = self.lap("masks", t)
+            p = self._forward_weights()
+            t = self.lap("weights", t)
+            logits = self.arch.forward(p, xs, noise, sz)
+            t = self.lap("forward", t)
             nll = -torch.log_softmax(logits.float(), dim=-1).gather(-1, labels[j].unsqueeze(-1)).squeeze(-1)
             w = weights[j]
             loss = (nll * w).sum(1) / w.sum(1).clamp_min(torch.finfo(torch.float32).tiny)  # F.cross_entropy(weight=)
-            loss.sum().backward()
             totals += loss.detach() * counts[j]
+            t = self.lap("loss", t)
+            loss.sum().backward()
+            t = self.lap("backward", t)
             self._gradients()
+            t = self.lap("gradients", t)
             self._adamw([r for r, n in enumerate(sz) if n > 0])
             for v in self.p.values():
                 v.grad = None
+            t = self.lap("optimizer", t)
         values = totals.cpu().tolist()  # the one read of the epoch's losses
+        self.lap("loss", t)
         for r, value in enumerate(values):
             if not math.isfinite(value):
                 raise FeatcacheError(f"the training loss became {value} at epoch {epoch} (ensemble member "
@@ -408,6 +439,7 @@ def _train_stack(stack: _Stack, *, on_done: Callable[[int, FitResult], None] | N
         epoch += 1
         t0 = time.perf_counter()
         train_loss = stack.train_epoch(epoch)
+        t = time.perf_counter()
         logits = stack.evaluate()
         took = round(time.perf_counter() - t0, 4)
         keep = []
@@ -442,8 +474,10 @@ def _train_stack(stack: _Stack, *, on_done: Callable[[int, FitResult], None] | N
             if on_done is not None:
                 with lock:
                     on_done(s.index, result)
+        t = stack.lap("evaluate", t)
         if len(keep) < len(stack.slots):
             stack.drop(keep)
+            stack.lap("setup", t)
     return results
 
 
@@ -474,7 +508,8 @@ def fit_ensemble(
 
     Members are grouped by architecture (multimodal heads with and without modality dropout share a
     group); each group is split into ``threads`` stacks, which ``threads`` Python threads train in
-    parallel, every operation on one intra-op thread (the previous count is restored on return).
+    parallel, every operation on one intra-op thread (the previous count is restored on return). Inside a
+    :func:`~featcache.ensemble.step_clock` block every phase of every step is timed.
 
     Args:
         members: The heads and their data.
@@ -530,6 +565,8 @@ def fit_ensemble(
     if not members:
         return []
 
+    clock = active_clock()
+    t = time.perf_counter()
     with torch_threads(1):
         stacks = []
         for group in groups.values():
@@ -538,9 +575,11 @@ def fit_ensemble(
                 share = group[c * len(group) // n:(c + 1) * len(group) // n]
                 stacks.append(_Stack(share, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                                      dev_batch_size=dev_batch_size, max_epochs=max_epochs, patience=patience,
-                                     dtype=dtype, device=dev, bitwise=bitwise))
+                                     dtype=dtype, device=dev, bitwise=bitwise, clock=clock))
         # the costliest stacks first, so that the threads finish together
         stacks.sort(key=lambda s: -s.arch.macs * sum(slot.n_train for slot in s.slots))
+        if clock is not None:
+            stacks[0].lap("setup", t)
         lock, abort = threading.Lock(), threading.Event()
         results: dict[int, FitResult] = {}
         if threads == 1 or len(stacks) == 1:
