@@ -19,7 +19,7 @@ PHASES = ("setup", "gather", "masks", "weights", "forward", "loss", "backward", 
 out), ``gather`` (the batch's input rows), ``masks`` (dropout and modality-dropout draws), ``weights`` (the
 low-precision copies of the master weights), ``forward``, ``loss`` (and reading it), ``backward``, ``gradients``
 (widened to float32 for AdamW), ``optimizer`` (AdamW), ``evaluate`` (dev forward passes, metrics, early stopping,
-best weights kept)."""
+best weights kept, finished heads handed to the caller's ``on_done``)."""
 
 
 class StepClock:
